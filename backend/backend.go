@@ -1,0 +1,186 @@
+package backend
+
+import "fmt"
+
+// Tensor is a dense, row-major array that lives on one backend. Only the
+// backend that made a tensor may read or write it.
+type Tensor interface {
+	Shape() []int
+	DType() DType
+}
+
+// Rows returns the number of rows of t seen as a matrix [rows, last dim].
+func Rows(t Tensor) int {
+	s := t.Shape()
+	if len(s) == 0 {
+		return 1
+	}
+	return Numel(s) / s[len(s)-1]
+}
+
+// Cols returns the size of the last dimension of t.
+func Cols(t Tensor) int {
+	s := t.Shape()
+	if len(s) == 0 {
+		return 1
+	}
+	return s[len(s)-1]
+}
+
+// RoPE describes rotary position embedding on heads of width HeadDim. The
+// first RotDim dimensions of each head are rotated in the rotate-half
+// convention (pairs i and i+RotDim/2); the rest pass through (partial rotary).
+type RoPE struct {
+	HeadDim int
+	RotDim  int
+	// InvFreq holds RotDim/2 inverse frequencies, scaling (llama3) already applied.
+	InvFreq []float32
+}
+
+// Attn describes causal grouped-query attention over a batch.
+//
+// q is [B*T, Heads*HeadDim]. k and v are [B*KVRows, KVHeads*HeadDim]: the keys
+// of sequence b are rows b*KVRows .. b*KVRows+KVRows-1. Query i of sequence b
+// sits at position Past[b]+i and attends keys 0..Past[b]+i. Query head h uses
+// KV head h/(Heads/KVHeads).
+type Attn struct {
+	B, T                    int
+	Heads, KVHeads, HeadDim int
+	KVRows                  int
+	Past                    []int // nil means no keys before the queries
+	Scale                   float32
+}
+
+// Check validates the description against tensor shapes.
+func (a Attn) Check(q, k, v Tensor) error {
+	if a.Heads <= 0 || a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || a.HeadDim <= 0 {
+		return fmt.Errorf("backend: attention: %d heads in %d KV heads of width %d is not a valid grouping", a.Heads, a.KVHeads, a.HeadDim)
+	}
+	if a.KVRows < a.T {
+		return fmt.Errorf("backend: attention: KVRows %d < T %d", a.KVRows, a.T)
+	}
+	if Rows(q) != a.B*a.T || Cols(q) != a.Heads*a.HeadDim {
+		return fmt.Errorf("backend: attention: q is %v, want [%d, %d]", q.Shape(), a.B*a.T, a.Heads*a.HeadDim)
+	}
+	for _, t := range []Tensor{k, v} {
+		if Rows(t) != a.B*a.KVRows || Cols(t) != a.KVHeads*a.HeadDim {
+			return fmt.Errorf("backend: attention: k/v is %v, want [%d, %d]", t.Shape(), a.B*a.KVRows, a.KVHeads*a.HeadDim)
+		}
+	}
+	if a.Past != nil {
+		if len(a.Past) != a.B {
+			return fmt.Errorf("backend: attention: %d past lengths for batch %d", len(a.Past), a.B)
+		}
+		for b, p := range a.Past {
+			if p < 0 || p+a.T > a.KVRows {
+				return fmt.Errorf("backend: attention: sequence %d: %d past + %d new keys exceed the %d rows of the cache", b, p, a.T, a.KVRows)
+			}
+		}
+	}
+	return nil
+}
+
+// PastOf returns the number of keys before the first query of sequence b.
+func (a Attn) PastOf(b int) int {
+	if a.Past == nil {
+		return 0
+	}
+	return a.Past[b]
+}
+
+// Backend is the op contract. Float tensors are stored in FloatDType; int
+// tensors are I32. Ops return an error for mismatched shapes and never panic
+// on bad arguments; an op a backend lacks returns ErrNotImplemented.
+//
+// Conventions: matrices are row-major; "N" is the number of rows (tokens).
+// Forward ops overwrite their outputs. Backward ops overwrite activation
+// gradients (dx) and accumulate (+=) parameter gradients (dw, dbias, dtable).
+// Outputs may alias inputs only where an op says so.
+type Backend interface {
+	Name() string
+	// FloatDType is the element type of float tensors made by this backend.
+	FloatDType() DType
+
+	// New makes a zero-filled tensor of dtype F32 (stored as FloatDType) or I32.
+	New(dt DType, shape ...int) (Tensor, error)
+	// FromFloat32 makes a float tensor holding data. The backend may keep
+	// data as its storage: the caller must not use data afterwards.
+	FromFloat32(data []float32, shape ...int) (Tensor, error)
+	// FromInt32 makes an I32 tensor; like FromFloat32 it may keep data.
+	FromInt32(data []int32, shape ...int) (Tensor, error)
+	// ToFloat32 copies a float tensor to the host.
+	ToFloat32(t Tensor) ([]float32, error)
+	// ToInt32 copies an I32 tensor to the host.
+	ToInt32(t Tensor) ([]int32, error)
+	// View returns a tensor sharing t's storage, starting offset elements in.
+	View(t Tensor, offset int, shape ...int) (Tensor, error)
+	// Copy copies src into dst (same number of elements, same kind).
+	Copy(dst, src Tensor) error
+	// Fill sets every element of a float tensor to v.
+	Fill(t Tensor, v float32) error
+	// Free releases t's storage; t must not be used afterwards. Views of t
+	// must be dropped first.
+	Free(t Tensor)
+	// Sync waits for queued work and reports its first error.
+	Sync() error
+
+	// MatMul computes c = alpha*op(a)*op(b) + beta*c, op(x) = x or xᵀ.
+	// c is [M,N]; op(a) is [M,K]; op(b) is [K,N]. A linear layer y = x Wᵀ
+	// with W [out,in] is MatMul(y, x, W, false, true, 1, 0).
+	MatMul(c, a, b Tensor, transA, transB bool, alpha, beta float32) error
+
+	// Embedding gathers rows: out[i] = table[ids[i]]. out [N,D], table [V,D], ids [N].
+	Embedding(out, table, ids Tensor) error
+	// EmbeddingBackward accumulates dtable[ids[i]] += dout[i].
+	EmbeddingBackward(dtable, dout, ids Tensor) error
+
+	// LayerNorm: out = (x-mean)*rstd*(w+wOffset) + bias over the last dim of
+	// x [N,D]; bias may be nil. stats [N,2] receives (mean, rstd) per row and
+	// may be nil when no backward follows. Nemotron's LayerNorm1P uses wOffset 1.
+	LayerNorm(out, stats, x, w, bias Tensor, eps, wOffset float32) error
+	// LayerNormBackward: dx overwritten; dw, dbias accumulated (dbias may be nil).
+	LayerNormBackward(dx, dw, dbias, dout, x, w, stats Tensor, wOffset float32) error
+	// RMSNorm: out = x*rstd*w, rstd = 1/sqrt(mean(x²)+eps); stats [N] gets rstd (may be nil).
+	RMSNorm(out, stats, x, w Tensor, eps float32) error
+	// RMSNormBackward: dx overwritten; dw accumulated.
+	RMSNormBackward(dx, dw, dout, x, w, stats Tensor) error
+
+	// RoPE rotates x [N, heads*HeadDim] in place; pos [N] holds each row's
+	// position. inverse rotates by -angle, which is the backward pass.
+	RoPE(x, pos Tensor, r RoPE, inverse bool) error
+
+	// Attention computes causal softmax(q kᵀ * Scale) v into out [B*T, Heads*HeadDim].
+	// lse [B*T, Heads] receives the log-sum-exp of each softmax row (may be
+	// nil when no backward follows).
+	Attention(out, lse, q, k, v Tensor, a Attn) error
+	// AttentionBackward overwrites dq, dk, dv given dout and the forward's
+	// out and lse. Requires Past == nil and KVRows == T.
+	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v Tensor, a Attn) error
+
+	// ReLU2: out = max(x,0)². out may alias x.
+	ReLU2(out, x Tensor) error
+	// ReLU2Backward: dx = dout * 2*max(x,0). dx may alias dout.
+	ReLU2Backward(dx, dout, x Tensor) error
+	// SwiGLU: out = silu(gate)*up. out may alias gate or up.
+	SwiGLU(out, gate, up Tensor) error
+	// SwiGLUBackward overwrites dgate and dup (either may alias dout).
+	SwiGLUBackward(dgate, dup, dout, gate, up Tensor) error
+
+	// Add: out = a + b elementwise (same shapes). out may alias a or b.
+	Add(out, a, b Tensor) error
+	// ScatterRows: dst[rows[i]] = src[i]; rows I32 [N].
+	ScatterRows(dst, src, rows Tensor) error
+	// GatherRows: dst[i] = src[rows[i]]; rows I32 [N].
+	GatherRows(dst, src, rows Tensor) error
+
+	// CrossEntropy computes per-row losses [N] = logsumexp(logits) - logits[target]
+	// for logits [N,V] and I32 targets [N]; a negative target ignores the row
+	// (loss 0, zero gradient). If dlogits is non-nil it receives
+	// scale*(softmax(logits) - onehot(target)); dlogits may alias logits.
+	CrossEntropy(losses, dlogits, logits, targets Tensor, scale float32) error
+}
+
+// ShapeError formats a shape mismatch for an op.
+func ShapeError(op string, what string, got []int, want ...int) error {
+	return fmt.Errorf("backend: %s: %s has shape %v, want %v", op, what, got, want)
+}

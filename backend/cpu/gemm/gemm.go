@@ -1,0 +1,329 @@
+// Package gemm is the float32 matrix multiply of the CPU backend: cache-blocked
+// (BLIS-style packing of A and B panels), parallel over cores, with an
+// assembly FMA micro-kernel (AVX-512 or AVX2, chosen at run time) and a pure
+// Go fallback.
+package gemm
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+)
+
+// archImpl is one micro-kernel family.
+type archImpl struct {
+	name   string
+	mr, nr int // micro-tile rows and columns
+	lanes  int // float32 lanes per vector register
+	// kernel computes C[mr×nr] += Apanel·Bpanel for packed panels of depth kc.
+	kernel func(kc int, a, b, c []float32, ldc int)
+	// dot4 writes lane partial sums of a[:n]·b[r*ldb:][:n], r=0..3, to out[r*lanes:];
+	// n is a multiple of 2*lanes.
+	dot4 func(n int, a, b []float32, ldb int, out []float32)
+}
+
+var arch = archImpl{name: "generic", mr: 4, nr: 8, kernel: kernelGeneric}
+
+// forceGeneric lets MINITRON_GEMM=generic|avx2 cap the kernel choice, for
+// testing every path on one machine.
+func forceGeneric(level string) bool {
+	v := strings.ToLower(os.Getenv("MINITRON_GEMM"))
+	switch v {
+	case "generic":
+		return true
+	case "avx2":
+		return level == "avx512"
+	}
+	return false
+}
+
+// Kernel names the micro-kernel in use ("avx512", "avx2" or "generic").
+func Kernel() string { return arch.name }
+
+// Cache blocking: a kc×nr panel of B and an mr×kc panel of A are the
+// micro-kernel's working set; mc×kc of A stays in L2 across the nc columns.
+const (
+	kc = 256
+	mc = 144
+	nc = 2048
+)
+
+// Threads bounds the number of goroutines one call uses (default GOMAXPROCS).
+var Threads = 0
+
+func threads() int {
+	if Threads > 0 {
+		return Threads
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices, where
+// op(A) is m×k, op(B) is k×n and C is m×n with row stride ldc. op(X) is X, or
+// Xᵀ when trans is set: A is then stored k×m with row stride lda.
+func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	scaleC(m, n, beta, c, ldc)
+	if k == 0 || alpha == 0 {
+		return
+	}
+	if !transA && transB && m < arch.mr/2 && arch.dot4 != nil {
+		gemvT(m, n, k, alpha, a, lda, b, ldb, c, ldc)
+		return
+	}
+	workers := threads()
+	if flops := m * n * k; flops < 64*64*64 {
+		workers = 1
+	}
+	// Split the larger dimension (in micro-tiles) across workers.
+	mt, nt := ceilDiv(m, arch.mr), ceilDiv(n, arch.nr)
+	if workers > 1 && nt >= mt || workers > mt {
+		parts := split(nt, workers)
+		parallel(len(parts)-1, func(w int) {
+			j0, j1 := parts[w]*arch.nr, min(parts[w+1]*arch.nr, n)
+			blocked(transA, transB, m, j1-j0, k, alpha, a, lda, offsetB(b, ldb, transB, j0), ldb, c[j0:], ldc)
+		})
+		return
+	}
+	parts := split(mt, workers)
+	parallel(len(parts)-1, func(w int) {
+		i0, i1 := parts[w]*arch.mr, min(parts[w+1]*arch.mr, m)
+		blocked(transA, transB, i1-i0, n, k, alpha, offsetA(a, lda, transA, i0), lda, b, ldb, c[i0*ldc:], ldc)
+	})
+}
+
+func offsetA(a []float32, lda int, trans bool, i0 int) []float32 {
+	if trans {
+		return a[i0:]
+	}
+	return a[i0*lda:]
+}
+
+func offsetB(b []float32, ldb int, trans bool, j0 int) []float32 {
+	if trans {
+		return b[j0*ldb:]
+	}
+	return b[j0:]
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// split divides n units into at most w nearly equal, non-empty parts and
+// returns the part boundaries.
+func split(n, w int) []int {
+	w = max(1, min(w, n))
+	b := make([]int, w+1)
+	for i := range b {
+		b[i] = i * n / w
+	}
+	return b
+}
+
+func parallel(n int, f func(i int)) {
+	if n == 1 {
+		f(0)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(i) }()
+	}
+	f(0)
+	wg.Wait()
+}
+
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	if beta == 1 {
+		return
+	}
+	for i := range m {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
+
+type workspace struct {
+	a, b []float32
+	tile []float32
+}
+
+var pool = sync.Pool{New: func() any {
+	return &workspace{
+		a:    make([]float32, (mc+arch.mr)*kc),
+		b:    make([]float32, kc*(nc+arch.nr)),
+		tile: make([]float32, arch.mr*arch.nr),
+	}
+}}
+
+// blocked runs the packed, cache-blocked loops on one goroutine: C += alpha*op(A)*op(B).
+func blocked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	ws := pool.Get().(*workspace)
+	defer pool.Put(ws)
+	mr, nr := arch.mr, arch.nr
+	for j0 := 0; j0 < n; j0 += nc {
+		nb := min(nc, n-j0)
+		for p0 := 0; p0 < k; p0 += kc {
+			kb := min(kc, k-p0)
+			packB(ws.b, b, ldb, transB, p0, kb, j0, nb, nr)
+			for i0 := 0; i0 < m; i0 += mc {
+				mb := min(mc, m-i0)
+				packA(ws.a, a, lda, transA, i0, mb, p0, kb, mr, alpha)
+				for ir := 0; ir < mb; ir += mr {
+					ap := ws.a[ir*kb:]
+					rows := min(mr, mb-ir)
+					for jr := 0; jr < nb; jr += nr {
+						bp := ws.b[jr*kb:]
+						cols := min(nr, nb-jr)
+						cij := c[(i0+ir)*ldc+j0+jr:]
+						if rows == mr && cols == nr {
+							arch.kernel(kb, ap, bp, cij, ldc)
+							continue
+						}
+						t := ws.tile
+						clear(t)
+						arch.kernel(kb, ap, bp, t, nr)
+						for r := range rows {
+							dst := cij[r*ldc : r*ldc+cols]
+							for q, v := range t[r*nr : r*nr+cols] {
+								dst[q] += v
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// packA copies alpha*op(A)[i0:i0+mb, p0:p0+kb] into micro-panels of mr rows,
+// each stored k-major (mr values per k), zero-padding the last panel.
+func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int, alpha float32) {
+	for ir := 0; ir < mb; ir += mr {
+		panel := dst[ir*kb : ir*kb+mr*kb]
+		rows := min(mr, mb-ir)
+		if rows < mr {
+			clear(panel)
+		}
+		for r := range rows {
+			i := i0 + ir + r
+			if trans {
+				for p := range kb {
+					panel[p*mr+r] = alpha * a[(p0+p)*lda+i]
+				}
+				continue
+			}
+			src := a[i*lda+p0 : i*lda+p0+kb]
+			for p, v := range src {
+				panel[p*mr+r] = alpha * v
+			}
+		}
+	}
+}
+
+// packB copies op(B)[p0:p0+kb, j0:j0+nb] into micro-panels of nr columns,
+// each stored k-major (nr values per k), zero-padding the last panel.
+func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
+	for jr := 0; jr < nb; jr += nr {
+		panel := dst[jr*kb : jr*kb+nr*kb]
+		cols := min(nr, nb-jr)
+		if cols < nr {
+			clear(panel)
+		}
+		if trans {
+			for q := range cols {
+				src := b[(j0+jr+q)*ldb+p0 : (j0+jr+q)*ldb+p0+kb]
+				for p, v := range src {
+					panel[p*nr+q] = v
+				}
+			}
+			continue
+		}
+		for p := range kb {
+			row := (p0+p)*ldb + j0 + jr
+			copy(panel[p*nr:p*nr+cols], b[row:row+cols])
+		}
+	}
+}
+
+// kernelGeneric is the portable micro-kernel for a 4×8 tile.
+func kernelGeneric(kb int, a, b, c []float32, ldc int) {
+	var acc [4][8]float32
+	for p := range kb {
+		ap := a[p*4 : p*4+4]
+		bp := b[p*8 : p*8+8]
+		for r, av := range ap {
+			row := &acc[r]
+			for q, bv := range bp {
+				row[q] += av * bv
+			}
+		}
+	}
+	for r := range 4 {
+		dst := c[r*ldc : r*ldc+8]
+		for q := range dst {
+			dst[q] += acc[r][q]
+		}
+	}
+}
+
+// gemvT handles few rows of A against a transposed B (the decode case,
+// x·Wᵀ with W stored [n,k]): dot products streamed over W's rows, parallel
+// over n, each block of W reused for all rows of A while it is in cache.
+func gemvT(m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	workers := threads()
+	if n*k < 1<<16 {
+		workers = 1
+	}
+	parts := split(ceilDiv(n, 4), workers)
+	parallel(len(parts)-1, func(w int) {
+		j0, j1 := parts[w]*4, min(parts[w+1]*4, n)
+		var part [64]float32
+		step := 2 * arch.lanes
+		kv := k / step * step
+		const block = 64
+		for jb := j0; jb < j1; jb += block {
+			je := min(jb+block, j1)
+			for i := range m {
+				ai := a[i*lda : i*lda+k]
+				ci := c[i*ldc : i*ldc+n]
+				j := jb
+				for ; j+4 <= je; j += 4 {
+					var s [4]float32
+					if kv > 0 {
+						arch.dot4(kv, ai, b[j*ldb:], ldb, part[:])
+						for r := range 4 {
+							for _, v := range part[r*arch.lanes : (r+1)*arch.lanes] {
+								s[r] += v
+							}
+						}
+					}
+					for r := range 4 {
+						br := b[(j+r)*ldb : (j+r)*ldb+k]
+						for p := kv; p < k; p++ {
+							s[r] += ai[p] * br[p]
+						}
+						ci[j+r] += alpha * s[r]
+					}
+				}
+				for ; j < je; j++ {
+					br := b[j*ldb : j*ldb+k]
+					var s float32
+					for p, v := range ai {
+						s += v * br[p]
+					}
+					ci[j] += alpha * s
+				}
+			}
+		}
+	})
+}
