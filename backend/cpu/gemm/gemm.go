@@ -63,6 +63,16 @@ func threads() int {
 // op(A) is m×k, op(B) is k×n and C is m×n with row stride ldc. op(X) is X, or
 // Xᵀ when trans is set: A is then stored k×m with row stride lda.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemm(threads(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// Serial is Sgemm on the calling goroutine only, for callers that already
+// run one multiply per core.
+func Serial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemm(1, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+func sgemm(workers int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -71,10 +81,9 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		return
 	}
 	if !transA && transB && m < arch.mr/2 && arch.dot4 != nil {
-		gemvT(m, n, k, alpha, a, lda, b, ldb, c, ldc)
+		gemvT(workers, m, n, k, alpha, a, lda, b, ldb, c, ldc)
 		return
 	}
-	workers := threads()
 	if flops := m * n * k; flops < 64*64*64 {
 		workers = 1
 	}
@@ -279,8 +288,7 @@ func kernelGeneric(kb int, a, b, c []float32, ldc int) {
 // gemvT handles few rows of A against a transposed B (the decode case,
 // x·Wᵀ with W stored [n,k]): dot products streamed over W's rows, parallel
 // over n, each block of W reused for all rows of A while it is in cache.
-func gemvT(m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
-	workers := threads()
+func gemvT(workers, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	if n*k < 1<<16 {
 		workers = 1
 	}

@@ -1,0 +1,513 @@
+// Package backendtest is the conformance suite every backend runs: each op
+// against a float64 reference written from its definition, each backward op
+// against central finite differences of that reference, on several shapes
+// with odd sizes, plus error cases that must not panic.
+//
+// A backend's test calls Run with a constructor and its tolerances.
+package backendtest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/minitron/minitron/backend"
+)
+
+// Tolerances bound the relative error ‖got−ref‖/‖ref‖ of each op family.
+type Tolerances struct {
+	MatMul     float64
+	Norm       float64
+	RoPE       float64
+	Attention  float64
+	Activation float64
+	Loss       float64
+	// Backward covers every gradient compared with finite differences.
+	Backward float64
+}
+
+// F32 are the tolerances of a float32 backend. Products and sums of a few
+// hundred float32 terms lose a few ulps (~1e-7 each); 1e-5 leaves room for
+// sqrt(n) growth at the sizes tested while catching any real mistake, whose
+// error is O(1). Backward passes compare with finite differences whose own
+// error is ~1e-8 relative, so 1e-4 is dominated by float32 rounding.
+var F32 = Tolerances{MatMul: 1e-5, Norm: 1e-5, RoPE: 1e-5, Attention: 1e-5, Activation: 1e-6, Loss: 1e-5, Backward: 1e-4}
+
+type suite struct {
+	t   *testing.T
+	b   backend.Backend
+	tol Tolerances
+	r   *rand.Rand
+}
+
+// Run runs the whole suite against the backend made by mk.
+func Run(t *testing.T, mk func(t *testing.T) backend.Backend, tol Tolerances) {
+	for _, c := range []struct {
+		name string
+		f    func(s *suite)
+	}{
+		{"MatMul", (*suite).matMul},
+		{"Embedding", (*suite).embedding},
+		{"LayerNorm", (*suite).layerNorm},
+		{"RMSNorm", (*suite).rmsNorm},
+		{"RoPE", (*suite).rope},
+		{"Attention", (*suite).attention},
+		{"AttentionBackward", (*suite).attentionBackward},
+		{"Activations", (*suite).activations},
+		{"Rows", (*suite).rows},
+		{"CrossEntropy", (*suite).crossEntropy},
+		{"Errors", (*suite).errors},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.f(&suite{t: t, b: mk(t), tol: tol, r: rand.New(rand.NewPCG(7, uint64(len(c.name))))})
+		})
+	}
+}
+
+// run runs f as a subtest with its own *testing.T.
+func (s *suite) run(name string, f func(s *suite)) {
+	s.t.Run(name, func(t *testing.T) {
+		c := *s
+		c.t = t
+		f(&c)
+	})
+}
+
+func (s *suite) randn(n int) []float64 {
+	x := make([]float64, n)
+	for i := range x {
+		x[i] = s.r.NormFloat64()
+	}
+	return x
+}
+
+// up uploads x and returns the tensor and the values the backend holds
+// (rounded to its float dtype), which references must use.
+func (s *suite) up(x []float64, shape ...int) (backend.Tensor, []float64) {
+	s.t.Helper()
+	f := make([]float32, len(x))
+	for i, v := range x {
+		f[i] = float32(v)
+	}
+	t, err := s.b.FromFloat32(f, shape...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return t, s.down(t)
+}
+
+func (s *suite) upInt(x []int32, shape ...int) backend.Tensor {
+	s.t.Helper()
+	t, err := s.b.FromInt32(append([]int32(nil), x...), shape...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return t
+}
+
+func (s *suite) zeros(shape ...int) backend.Tensor {
+	s.t.Helper()
+	t, err := s.b.New(backend.F32, shape...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return t
+}
+
+func (s *suite) down(t backend.Tensor) []float64 {
+	s.t.Helper()
+	f, err := s.b.ToFloat32(t)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	x := make([]float64, len(f))
+	for i, v := range f {
+		x[i] = float64(v)
+	}
+	return x
+}
+
+// do fails the test on an error; a backend that lacks the op skips it.
+func (s *suite) do(err error) {
+	s.t.Helper()
+	if errors.Is(err, backend.ErrNotImplemented) {
+		s.t.Skip(err)
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// RelErr returns ‖got−want‖/‖want‖ (absolute error when want is zero).
+func RelErr(got, want []float64) float64 {
+	var num, den float64
+	for i := range want {
+		d := got[i] - want[i]
+		num += d * d
+		den += want[i] * want[i]
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+func (s *suite) close(what string, got, want []float64, tol float64) {
+	s.t.Helper()
+	if len(got) != len(want) {
+		s.t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i, g := range got {
+		if math.IsNaN(g) || math.IsInf(g, 0) {
+			s.t.Fatalf("%s: element %d is %v", what, i, g)
+		}
+	}
+	if e := RelErr(got, want); e > tol {
+		s.t.Errorf("%s: relative error %.3g > %.3g", what, e, tol)
+	}
+}
+
+func add(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = a[i] + b[i]
+	}
+	return out
+}
+
+func (s *suite) matMul() {
+	for _, sh := range [][3]int{{1, 1, 1}, {3, 5, 7}, {1, 100, 33}, {17, 33, 9}, {64, 48, 80}, {130, 70, 257}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+			for _, ab := range [][2]float32{{1, 0}, {0.5, 1}} {
+				s.run(fmt.Sprintf("%dx%dx%d/tA=%v/tB=%v/beta=%v", m, n, k, tr[0], tr[1], ab[1]), func(s *suite) {
+					ash, bsh := []int{m, k}, []int{k, n}
+					if tr[0] {
+						ash = []int{k, m}
+					}
+					if tr[1] {
+						bsh = []int{n, k}
+					}
+					a, av := s.up(s.randn(m*k), ash...)
+					b, bv := s.up(s.randn(k*n), bsh...)
+					c, cv := s.up(s.randn(m*n), m, n)
+					s.do(s.b.MatMul(c, a, b, tr[0], tr[1], ab[0], ab[1]))
+					want := refMatMul(av, bv, m, n, k, tr[0], tr[1])
+					for i := range want {
+						want[i] = float64(ab[0])*want[i] + float64(ab[1])*cv[i]
+					}
+					s.close("c", s.down(c), want, s.tol.MatMul)
+				})
+			}
+		}
+	}
+}
+
+func (s *suite) embedding() {
+	const v, d = 11, 7
+	table, tv := s.up(s.randn(v*d), v, d)
+	ids := []int32{3, 0, 10, 3, 5}
+	out := s.zeros(len(ids), d)
+	s.do(s.b.Embedding(out, table, s.upInt(ids, len(ids))))
+	want := make([]float64, len(ids)*d)
+	for i, id := range ids {
+		copy(want[i*d:], tv[int(id)*d:int(id+1)*d])
+	}
+	s.close("out", s.down(out), want, 0)
+
+	dout, dv := s.up(s.randn(len(ids)*d), len(ids), d)
+	dtable, init := s.up(s.randn(v*d), v, d)
+	s.do(s.b.EmbeddingBackward(dtable, dout, s.upInt(ids, len(ids))))
+	for i, id := range ids {
+		for j := range d {
+			init[int(id)*d+j] += dv[i*d+j]
+		}
+	}
+	s.close("dtable", s.down(dtable), init, s.tol.Backward)
+}
+
+func (s *suite) layerNorm() {
+	for _, c := range []struct {
+		n, d    int
+		bias    bool
+		off     float64
+		rowMean float64
+	}{{5, 7, true, 1, 0}, {3, 64, false, 0, 3}, {33, 80, true, 1, -2}, {1, 1000, true, 0, 0.5}} {
+		s.run(fmt.Sprintf("%dx%d/bias=%v/off=%v", c.n, c.d, c.bias, c.off), func(s *suite) {
+			n, d := c.n, c.d
+			x0 := s.randn(n * d)
+			for i := range x0 {
+				x0[i] += c.rowMean
+			}
+			x, xv := s.up(x0, n, d)
+			w, wv := s.up(s.randn(d), d)
+			var bias backend.Tensor
+			var bv []float64
+			if c.bias {
+				bias, bv = s.up(s.randn(d), d)
+			}
+			const eps = 1e-5
+			out, stats := s.zeros(n, d), s.zeros(n, 2)
+			s.do(s.b.LayerNorm(out, stats, x, w, bias, eps, float32(c.off)))
+			s.close("out", s.down(out), refLayerNorm(xv, wv, bv, d, eps, c.off), s.tol.Norm)
+
+			dout, gv := s.up(s.randn(n*d), n, d)
+			dx := s.zeros(n, d)
+			dw, dw0 := s.up(s.randn(d), d)
+			var db backend.Tensor
+			var db0 []float64
+			if c.bias {
+				db, db0 = s.up(s.randn(d), d)
+			}
+			s.do(s.b.LayerNormBackward(dx, dw, db, dout, x, w, stats, float32(c.off)))
+			if n*d > 3000 {
+				return // finite differences over this many inputs are slow; smaller cases cover the math
+			}
+			s.close("dx", s.down(dx), numGrad(func(x []float64) []float64 { return refLayerNorm(x, wv, bv, d, eps, c.off) }, xv, gv), s.tol.Backward)
+			s.close("dw", s.down(dw), add(dw0, numGrad(func(w []float64) []float64 { return refLayerNorm(xv, w, bv, d, eps, c.off) }, wv, gv)), s.tol.Backward)
+			if c.bias {
+				s.close("dbias", s.down(db), add(db0, numGrad(func(b []float64) []float64 { return refLayerNorm(xv, wv, b, d, eps, c.off) }, bv, gv)), s.tol.Backward)
+			}
+		})
+	}
+}
+
+func (s *suite) rmsNorm() {
+	for _, sh := range [][2]int{{5, 7}, {3, 64}, {33, 80}} {
+		s.run(fmt.Sprintf("%dx%d", sh[0], sh[1]), func(s *suite) {
+			n, d := sh[0], sh[1]
+			x, xv := s.up(s.randn(n*d), n, d)
+			w, wv := s.up(s.randn(d), d)
+			const eps = 1e-6
+			out, stats := s.zeros(n, d), s.zeros(n)
+			s.do(s.b.RMSNorm(out, stats, x, w, eps))
+			s.close("out", s.down(out), refRMSNorm(xv, wv, d, eps), s.tol.Norm)
+			dout, gv := s.up(s.randn(n*d), n, d)
+			dx := s.zeros(n, d)
+			dw, dw0 := s.up(s.randn(d), d)
+			s.do(s.b.RMSNormBackward(dx, dw, dout, x, w, stats))
+			s.close("dx", s.down(dx), numGrad(func(x []float64) []float64 { return refRMSNorm(x, wv, d, eps) }, xv, gv), s.tol.Backward)
+			s.close("dw", s.down(dw), add(dw0, numGrad(func(w []float64) []float64 { return refRMSNorm(xv, w, d, eps) }, wv, gv)), s.tol.Backward)
+		})
+	}
+}
+
+// InvFreq returns the default RoPE inverse frequencies theta^(-2i/rotDim).
+func invFreq(rotDim int, theta float64) []float32 {
+	f := make([]float32, rotDim/2)
+	for i := range f {
+		f[i] = float32(math.Pow(theta, -float64(2*i)/float64(rotDim)))
+	}
+	return f
+}
+
+func (s *suite) rope() {
+	for _, c := range []struct{ n, heads, hd, rot int }{{6, 3, 8, 4}, {5, 2, 16, 16}, {9, 1, 10, 6}} {
+		s.run(fmt.Sprintf("n=%d/heads=%d/hd=%d/rot=%d", c.n, c.heads, c.hd, c.rot), func(s *suite) {
+			r := backend.RoPE{HeadDim: c.hd, RotDim: c.rot, InvFreq: invFreq(c.rot, 10000)}
+			width := c.heads * c.hd
+			pos := make([]int32, c.n)
+			for i := range pos {
+				pos[i] = int32(s.r.IntN(4096))
+			}
+			x, xv := s.up(s.randn(c.n*width), c.n, width)
+			p := s.upInt(pos, c.n)
+			s.do(s.b.RoPE(x, p, r, false))
+			s.close("forward", s.down(x), refRoPE(xv, pos, width, r, false), s.tol.RoPE)
+			// The backward pass is the inverse rotation of the incoming gradient.
+			g, gv := s.up(s.randn(c.n*width), c.n, width)
+			s.do(s.b.RoPE(g, p, r, true))
+			s.close("backward", s.down(g), numGrad(func(x []float64) []float64 { return refRoPE(x, pos, width, r, false) }, xv, gv), s.tol.Backward)
+		})
+	}
+}
+
+func attnCases() []backend.Attn {
+	return []backend.Attn{
+		{B: 2, T: 5, Heads: 4, KVHeads: 2, HeadDim: 8, KVRows: 5},
+		{B: 1, T: 70, Heads: 3, KVHeads: 1, HeadDim: 5, KVRows: 70},
+		{B: 1, T: 130, Heads: 2, KVHeads: 2, HeadDim: 16, KVRows: 130},
+		{B: 2, T: 3, Heads: 2, KVHeads: 1, HeadDim: 4, KVRows: 9, Past: []int{2, 6}},
+		{B: 3, T: 1, Heads: 4, KVHeads: 4, HeadDim: 6, KVRows: 7, Past: []int{0, 3, 6}},
+	}
+}
+
+func (s *suite) attention() {
+	for _, a := range attnCases() {
+		a.Scale = float32(1 / math.Sqrt(float64(a.HeadDim)))
+		s.run(fmt.Sprintf("B=%d/T=%d/H=%d/KV=%d/hd=%d/past=%v", a.B, a.T, a.Heads, a.KVHeads, a.HeadDim, a.Past), func(s *suite) {
+			wq, wk := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+			q, qv := s.up(s.randn(a.B*a.T*wq), a.B*a.T, wq)
+			k, kv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
+			v, vv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
+			out, lse := s.zeros(a.B*a.T, wq), s.zeros(a.B*a.T, a.Heads)
+			s.do(s.b.Attention(out, lse, q, k, v, a))
+			wo, wl := refAttention(qv, kv, vv, a)
+			s.close("out", s.down(out), wo, s.tol.Attention)
+			s.close("lse", s.down(lse), wl, s.tol.Attention)
+		})
+	}
+}
+
+func (s *suite) attentionBackward() {
+	cases := []backend.Attn{
+		{B: 2, T: 5, Heads: 4, KVHeads: 2, HeadDim: 4, KVRows: 5},
+		{B: 1, T: 67, Heads: 2, KVHeads: 1, HeadDim: 3, KVRows: 67},
+		{B: 2, T: 3, Heads: 2, KVHeads: 1, HeadDim: 4, KVRows: 9, Past: []int{2, 6}},
+	}
+	for _, a := range cases {
+		a.Scale = float32(1 / math.Sqrt(float64(a.HeadDim)))
+		s.run(fmt.Sprintf("B=%d/T=%d/H=%d/KV=%d/hd=%d/past=%v", a.B, a.T, a.Heads, a.KVHeads, a.HeadDim, a.Past), func(s *suite) {
+			wq, wk := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+			q, qv := s.up(s.randn(a.B*a.T*wq), a.B*a.T, wq)
+			k, kv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
+			v, vv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
+			out, lse := s.zeros(a.B*a.T, wq), s.zeros(a.B*a.T, a.Heads)
+			s.do(s.b.Attention(out, lse, q, k, v, a))
+			dout, gv := s.up(s.randn(a.B*a.T*wq), a.B*a.T, wq)
+			dq, dk, dv := s.zeros(a.B*a.T, wq), s.zeros(a.B*a.KVRows, wk), s.zeros(a.B*a.KVRows, wk)
+			s.do(s.b.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, a))
+			f := func(q, k, v []float64) []float64 { o, _ := refAttention(q, k, v, a); return o }
+			s.close("dq", s.down(dq), numGrad(func(x []float64) []float64 { return f(x, kv, vv) }, qv, gv), s.tol.Backward)
+			s.close("dk", s.down(dk), numGrad(func(x []float64) []float64 { return f(qv, x, vv) }, kv, gv), s.tol.Backward)
+			s.close("dv", s.down(dv), numGrad(func(x []float64) []float64 { return f(qv, kv, x) }, vv, gv), s.tol.Backward)
+		})
+	}
+}
+
+func (s *suite) activations() {
+	const n = 37
+	x0 := s.randn(n)
+	x0[0], x0[1] = 0, -0.5 // the kink of relu² and a negative
+	relu2 := func(x []float64) []float64 {
+		o := make([]float64, len(x))
+		for i, v := range x {
+			o[i] = math.Max(v, 0) * math.Max(v, 0)
+		}
+		return o
+	}
+	silu := func(g float64) float64 { return g / (1 + math.Exp(-g)) }
+	swiglu := func(g, u []float64) []float64 {
+		o := make([]float64, len(g))
+		for i := range g {
+			o[i] = silu(g[i]) * u[i]
+		}
+		return o
+	}
+	x, xv := s.up(x0, n)
+	out := s.zeros(n)
+	s.do(s.b.ReLU2(out, x))
+	s.close("relu2", s.down(out), relu2(xv), s.tol.Activation)
+	dout, gv := s.up(s.randn(n), n)
+	dx := s.zeros(n)
+	s.do(s.b.ReLU2Backward(dx, dout, x))
+	s.close("relu2 backward", s.down(dx), numGrad(relu2, xv, gv), s.tol.Backward)
+
+	u, uv := s.up(s.randn(n), n)
+	s.do(s.b.SwiGLU(out, x, u))
+	s.close("swiglu", s.down(out), swiglu(xv, uv), s.tol.Activation)
+	dg, du := s.zeros(n), s.zeros(n)
+	s.do(s.b.SwiGLUBackward(dg, du, dout, x, u))
+	s.close("swiglu dgate", s.down(dg), numGrad(func(g []float64) []float64 { return swiglu(g, uv) }, xv, gv), s.tol.Backward)
+	s.close("swiglu dup", s.down(du), numGrad(func(u []float64) []float64 { return swiglu(xv, u) }, uv, gv), s.tol.Backward)
+
+	// In place, as the model uses them.
+	s.do(s.b.Add(u, u, x))
+	s.close("add in place", s.down(u), add(uv, xv), s.tol.Activation)
+	s.do(s.b.ReLU2(x, x))
+	s.close("relu2 in place", s.down(x), relu2(xv), s.tol.Activation)
+}
+
+func (s *suite) rows() {
+	const d = 5
+	src, sv := s.up(s.randn(3*d), 3, d)
+	dst, dv := s.up(s.randn(8*d), 8, d)
+	rows := []int32{6, 1, 4}
+	s.do(s.b.ScatterRows(dst, src, s.upInt(rows, 3)))
+	for i, r := range rows {
+		copy(dv[int(r)*d:], sv[i*d:(i+1)*d])
+	}
+	s.close("scatter", s.down(dst), dv, 0)
+	g := s.zeros(2, d)
+	s.do(s.b.GatherRows(g, dst, s.upInt([]int32{4, 0}, 2)))
+	s.close("gather", s.down(g), append(append([]float64{}, dv[4*d:5*d]...), dv[0:d]...), 0)
+
+	c := s.zeros(2, d)
+	s.do(s.b.Copy(c, g))
+	s.close("copy", s.down(c), s.down(g), 0)
+	s.do(s.b.Fill(c, 2.5))
+	for _, v := range s.down(c) {
+		if v != 2.5 {
+			s.t.Fatalf("fill: %v", v)
+		}
+	}
+	view, err := s.b.View(dst, d, 2, d)
+	s.do(err)
+	s.close("view", s.down(view), dv[d:3*d], 0)
+	s.do(s.b.Fill(view, 0))
+	if got := s.down(dst); got[d] != 0 || got[3*d-1] != 0 || got[3*d] != dv[3*d] {
+		s.t.Fatalf("a view does not share storage with its tensor")
+	}
+}
+
+func (s *suite) crossEntropy() {
+	const n, v = 5, 13
+	lg, lv := s.up(s.randn(n*v), n, v)
+	targets := []int32{3, 0, -1, 12, 7}
+	tg := s.upInt(targets, n)
+	losses, dl := s.zeros(n), s.zeros(n, v)
+	const scale = 0.25
+	s.do(s.b.CrossEntropy(losses, dl, lg, tg, scale))
+	s.close("losses", s.down(losses), refCrossEntropy(lv, targets, v), s.tol.Loss)
+	ones := make([]float64, n)
+	for i := range ones {
+		ones[i] = scale
+	}
+	s.close("dlogits", s.down(dl), numGrad(func(x []float64) []float64 { return refCrossEntropy(x, targets, v) }, lv, ones), s.tol.Backward)
+	// dlogits may overwrite logits.
+	s.do(s.b.CrossEntropy(losses, lg, lg, tg, scale))
+	s.close("dlogits in place", s.down(lg), s.down(dl), s.tol.Loss)
+}
+
+// errors checks that bad arguments are errors, never panics.
+func (s *suite) errors() {
+	a := s.zeros(3, 4)
+	bb := s.zeros(5, 6)
+	c := s.zeros(3, 6)
+	cases := map[string]func() error{
+		"matmul inner mismatch": func() error { return s.b.MatMul(c, a, bb, false, false, 1, 0) },
+		"embedding id out of range": func() error {
+			return s.b.Embedding(s.zeros(1, 4), s.zeros(2, 4), s.upInt([]int32{2}, 1))
+		},
+		"cross entropy target out of range": func() error {
+			return s.b.CrossEntropy(s.zeros(1), nil, s.zeros(1, 4), s.upInt([]int32{4}, 1), 1)
+		},
+		"attention bad grouping": func() error {
+			q := s.zeros(2, 6)
+			return s.b.Attention(q, nil, q, q, q, backend.Attn{B: 1, T: 2, Heads: 3, KVHeads: 2, HeadDim: 2, KVRows: 2, Scale: 1})
+		},
+		"attention past beyond cache": func() error {
+			q, kv := s.zeros(1, 4), s.zeros(3, 4)
+			return s.b.Attention(q, nil, q, kv, kv, backend.Attn{B: 1, T: 1, Heads: 1, KVHeads: 1, HeadDim: 4, KVRows: 3, Past: []int{3}, Scale: 1})
+		},
+		"view out of range": func() error { _, err := s.b.View(a, 10, 2, 2); return err },
+		"add shape mismatch": func() error { return s.b.Add(a, a, c) },
+		"layernorm weight size": func() error {
+			return s.b.LayerNorm(a, nil, a, s.zeros(3), nil, 1e-5, 0)
+		},
+	}
+	for name, f := range cases {
+		s.run(name, func(s *suite) {
+			defer func() {
+				if r := recover(); r != nil {
+					s.t.Fatalf("panic: %v", r)
+				}
+			}()
+			if err := f(); err == nil {
+				s.t.Fatal("no error")
+			}
+		})
+	}
+}

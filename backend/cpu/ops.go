@@ -1,0 +1,571 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/cpu/gemm"
+)
+
+// MatMul computes c = alpha*op(a)*op(b) + beta*c.
+func (b *Backend) MatMul(c, x, y backend.Tensor, transA, transB bool, alpha, beta float32) error {
+	const op = "MatMul"
+	af, err := floats(op, x)
+	if err != nil {
+		return err
+	}
+	bf, err := floats(op, y)
+	if err != nil {
+		return err
+	}
+	cf, err := floats(op, c)
+	if err != nil {
+		return err
+	}
+	m, k := backend.Rows(x), backend.Cols(x)
+	if transA {
+		m, k = k, m
+	}
+	kb, n := backend.Rows(y), backend.Cols(y)
+	if transB {
+		kb, n = n, kb
+	}
+	if k != kb {
+		return fmt.Errorf("cpu: MatMul: inner dimensions differ: op(a) is [%d,%d], op(b) is [%d,%d]", m, k, kb, n)
+	}
+	if backend.Rows(c) != m || backend.Cols(c) != n {
+		return backend.ShapeError(op, "c", c.Shape(), m, n)
+	}
+	gemm.Sgemm(transA, transB, m, n, k, alpha, af, backend.Cols(x), bf, backend.Cols(y), beta, cf, n)
+	return nil
+}
+
+// Embedding gathers table rows by id.
+func (b *Backend) Embedding(out, table, ids backend.Tensor) error {
+	const op = "Embedding"
+	id, err := ints(op, ids)
+	if err != nil {
+		return err
+	}
+	v, d := backend.Rows(table), backend.Cols(table)
+	tf, err := mat(op, "table", table, v, d)
+	if err != nil {
+		return err
+	}
+	of, err := mat(op, "out", out, len(id), d)
+	if err != nil {
+		return err
+	}
+	for i, t := range id {
+		if t < 0 || int(t) >= v {
+			return fmt.Errorf("cpu: Embedding: token id %d at position %d is outside the vocabulary of %d", t, i, v)
+		}
+		copy(of[i*d:(i+1)*d], tf[int(t)*d:int(t+1)*d])
+	}
+	return nil
+}
+
+// EmbeddingBackward accumulates dout rows into dtable.
+func (b *Backend) EmbeddingBackward(dtable, dout, ids backend.Tensor) error {
+	const op = "EmbeddingBackward"
+	id, err := ints(op, ids)
+	if err != nil {
+		return err
+	}
+	v, d := backend.Rows(dtable), backend.Cols(dtable)
+	tf, err := mat(op, "dtable", dtable, v, d)
+	if err != nil {
+		return err
+	}
+	of, err := mat(op, "dout", dout, len(id), d)
+	if err != nil {
+		return err
+	}
+	for i, t := range id {
+		if t < 0 || int(t) >= v {
+			return fmt.Errorf("cpu: EmbeddingBackward: token id %d outside the vocabulary of %d", t, v)
+		}
+		row := tf[int(t)*d : int(t+1)*d]
+		for j, g := range of[i*d : (i+1)*d] {
+			row[j] += g
+		}
+	}
+	return nil
+}
+
+// LayerNorm normalizes rows: (x-mean)*rstd*(w+wOffset) + bias.
+func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset float32) error {
+	const op = "LayerNorm"
+	n, d := backend.Rows(x), backend.Cols(x)
+	xf, err := mat(op, "x", x, n, d)
+	if err != nil {
+		return err
+	}
+	of, err := mat(op, "out", out, n, d)
+	if err != nil {
+		return err
+	}
+	wf, err := mat(op, "weight", w, 1, d)
+	if err != nil {
+		return err
+	}
+	var bf, sf []float32
+	if bias != nil {
+		if bf, err = mat(op, "bias", bias, 1, d); err != nil {
+			return err
+		}
+	}
+	if stats != nil {
+		if sf, err = mat(op, "stats", stats, n, 2); err != nil {
+			return err
+		}
+	}
+	b.parallelRows(n, 4*d, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := xf[i*d : (i+1)*d]
+			var s float64
+			for _, v := range row {
+				s += float64(v)
+			}
+			mean := s / float64(d)
+			var ss float64
+			for _, v := range row {
+				dv := float64(v) - mean
+				ss += dv * dv
+			}
+			rstd := 1 / math.Sqrt(ss/float64(d)+float64(eps))
+			m32, r32 := float32(mean), float32(rstd)
+			o := of[i*d : (i+1)*d]
+			for j, v := range row {
+				y := (v - m32) * r32 * (wf[j] + wOffset)
+				if bf != nil {
+					y += bf[j]
+				}
+				o[j] = y
+			}
+			if sf != nil {
+				sf[2*i], sf[2*i+1] = m32, r32
+			}
+		}
+	})
+	return nil
+}
+
+// LayerNormBackward overwrites dx and accumulates dw and dbias.
+func (b *Backend) LayerNormBackward(dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
+	const op = "LayerNormBackward"
+	n, d := backend.Rows(x), backend.Cols(x)
+	xf, err := mat(op, "x", x, n, d)
+	if err != nil {
+		return err
+	}
+	df, err := mat(op, "dout", dout, n, d)
+	if err != nil {
+		return err
+	}
+	dxf, err := mat(op, "dx", dx, n, d)
+	if err != nil {
+		return err
+	}
+	wf, err := mat(op, "weight", w, 1, d)
+	if err != nil {
+		return err
+	}
+	dwf, err := mat(op, "dweight", dw, 1, d)
+	if err != nil {
+		return err
+	}
+	sf, err := mat(op, "stats", stats, n, 2)
+	if err != nil {
+		return err
+	}
+	var dbf []float32
+	if dbias != nil {
+		if dbf, err = mat(op, "dbias", dbias, 1, d); err != nil {
+			return err
+		}
+	}
+	b.parallelReduce(n, 8*d, d, func(lo, hi int, acc []float64) {
+		xhat := make([]float32, d)
+		for i := lo; i < hi; i++ {
+			mean, rstd := sf[2*i], sf[2*i+1]
+			row, g := xf[i*d:(i+1)*d], df[i*d:(i+1)*d]
+			var sumDy, sumDyX float64
+			for j, v := range row {
+				xh := (v - mean) * rstd
+				xhat[j] = xh
+				dy := g[j] * (wf[j] + wOffset)
+				sumDy += float64(dy)
+				sumDyX += float64(dy * xh)
+				acc[j] += float64(g[j] * xh)
+				acc[d+j] += float64(g[j])
+			}
+			mDy, mDyX := float32(sumDy/float64(d)), float32(sumDyX/float64(d))
+			o := dxf[i*d : (i+1)*d]
+			for j := range o {
+				dy := g[j] * (wf[j] + wOffset)
+				o[j] = rstd * (dy - mDy - xhat[j]*mDyX)
+			}
+		}
+	}, dwf, dbf)
+	return nil
+}
+
+// RMSNorm normalizes rows: x*rstd*w.
+func (b *Backend) RMSNorm(out, stats, x, w backend.Tensor, eps float32) error {
+	const op = "RMSNorm"
+	n, d := backend.Rows(x), backend.Cols(x)
+	xf, err := mat(op, "x", x, n, d)
+	if err != nil {
+		return err
+	}
+	of, err := mat(op, "out", out, n, d)
+	if err != nil {
+		return err
+	}
+	wf, err := mat(op, "weight", w, 1, d)
+	if err != nil {
+		return err
+	}
+	var sf []float32
+	if stats != nil {
+		if sf, err = mat(op, "stats", stats, n, 1); err != nil {
+			return err
+		}
+	}
+	b.parallelRows(n, 3*d, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := xf[i*d : (i+1)*d]
+			var ss float64
+			for _, v := range row {
+				ss += float64(v) * float64(v)
+			}
+			r := float32(1 / math.Sqrt(ss/float64(d)+float64(eps)))
+			o := of[i*d : (i+1)*d]
+			for j, v := range row {
+				o[j] = v * r * wf[j]
+			}
+			if sf != nil {
+				sf[i] = r
+			}
+		}
+	})
+	return nil
+}
+
+// RMSNormBackward overwrites dx and accumulates dw.
+func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, stats backend.Tensor) error {
+	const op = "RMSNormBackward"
+	n, d := backend.Rows(x), backend.Cols(x)
+	xf, err := mat(op, "x", x, n, d)
+	if err != nil {
+		return err
+	}
+	df, err := mat(op, "dout", dout, n, d)
+	if err != nil {
+		return err
+	}
+	dxf, err := mat(op, "dx", dx, n, d)
+	if err != nil {
+		return err
+	}
+	wf, err := mat(op, "weight", w, 1, d)
+	if err != nil {
+		return err
+	}
+	dwf, err := mat(op, "dweight", dw, 1, d)
+	if err != nil {
+		return err
+	}
+	sf, err := mat(op, "stats", stats, n, 1)
+	if err != nil {
+		return err
+	}
+	b.parallelReduce(n, 6*d, d, func(lo, hi int, acc []float64) {
+		for i := lo; i < hi; i++ {
+			r := sf[i]
+			row, g := xf[i*d:(i+1)*d], df[i*d:(i+1)*d]
+			var s float64
+			for j, v := range row {
+				s += float64(g[j] * wf[j] * v * r)
+				acc[j] += float64(g[j] * v * r)
+			}
+			m := float32(s / float64(d))
+			o := dxf[i*d : (i+1)*d]
+			for j, v := range row {
+				xh := v * r
+				o[j] = r * (g[j]*wf[j] - xh*m)
+			}
+		}
+	}, dwf)
+	return nil
+}
+
+// RoPE rotates the first RotDim dims of every head of x in place.
+func (b *Backend) RoPE(x, pos backend.Tensor, r backend.RoPE, inverse bool) error {
+	const op = "RoPE"
+	pf, err := ints(op, pos)
+	if err != nil {
+		return err
+	}
+	n, width := backend.Rows(x), backend.Cols(x)
+	xf, err := mat(op, "x", x, len(pf), width)
+	if err != nil {
+		return err
+	}
+	if r.HeadDim <= 0 || width%r.HeadDim != 0 || r.RotDim%2 != 0 || r.RotDim > r.HeadDim || len(r.InvFreq) != r.RotDim/2 {
+		return fmt.Errorf("cpu: RoPE: head dim %d, rotary dim %d, %d frequencies do not fit rows of %d", r.HeadDim, r.RotDim, len(r.InvFreq), width)
+	}
+	half := r.RotDim / 2
+	sign := 1.0
+	if inverse {
+		sign = -1
+	}
+	b.parallelRows(n, width*2, func(lo, hi int) {
+		cos := make([]float32, half)
+		sin := make([]float32, half)
+		for i := lo; i < hi; i++ {
+			p := float64(pf[i])
+			for j, f := range r.InvFreq {
+				s, c := math.Sincos(p * float64(f))
+				cos[j], sin[j] = float32(c), float32(sign*s)
+			}
+			row := xf[i*width : (i+1)*width]
+			for h := 0; h < width; h += r.HeadDim {
+				x1 := row[h : h+half]
+				x2 := row[h+half : h+2*half]
+				for j := range half {
+					a, c := x1[j], x2[j]
+					x1[j] = a*cos[j] - c*sin[j]
+					x2[j] = c*cos[j] + a*sin[j]
+				}
+			}
+		}
+	})
+	return nil
+}
+
+// ReLU2 computes max(x,0)².
+func (b *Backend) ReLU2(out, x backend.Tensor) error {
+	xf, of, err := sameFloats("ReLU2", x, out)
+	if err != nil {
+		return err
+	}
+	b.parallelRows(len(xf), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			v := max(xf[i], 0)
+			of[i] = v * v
+		}
+	})
+	return nil
+}
+
+// ReLU2Backward computes dout*2*max(x,0).
+func (b *Backend) ReLU2Backward(dx, dout, x backend.Tensor) error {
+	xf, df, err := sameFloats("ReLU2Backward", x, dout)
+	if err != nil {
+		return err
+	}
+	_, dxf, err := sameFloats("ReLU2Backward", x, dx)
+	if err != nil {
+		return err
+	}
+	b.parallelRows(len(xf), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			dxf[i] = df[i] * 2 * max(xf[i], 0)
+		}
+	})
+	return nil
+}
+
+func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
+
+// SwiGLU computes silu(gate)*up.
+func (b *Backend) SwiGLU(out, gate, up backend.Tensor) error {
+	gf, uf, err := sameFloats("SwiGLU", gate, up)
+	if err != nil {
+		return err
+	}
+	_, of, err := sameFloats("SwiGLU", gate, out)
+	if err != nil {
+		return err
+	}
+	b.parallelRows(len(gf), 8, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g := gf[i]
+			of[i] = g * sigmoid(g) * uf[i]
+		}
+	})
+	return nil
+}
+
+// SwiGLUBackward overwrites dgate and dup.
+func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up backend.Tensor) error {
+	const op = "SwiGLUBackward"
+	gf, uf, err := sameFloats(op, gate, up)
+	if err != nil {
+		return err
+	}
+	_, df, err := sameFloats(op, gate, dout)
+	if err != nil {
+		return err
+	}
+	_, dgf, err := sameFloats(op, gate, dgate)
+	if err != nil {
+		return err
+	}
+	_, duf, err := sameFloats(op, gate, dup)
+	if err != nil {
+		return err
+	}
+	b.parallelRows(len(gf), 8, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g, u, d := gf[i], uf[i], df[i]
+			s := sigmoid(g)
+			dgf[i] = d * u * s * (1 + g*(1-s))
+			duf[i] = d * g * s
+		}
+	})
+	return nil
+}
+
+// Add computes a+b.
+func (b *Backend) Add(out, x, y backend.Tensor) error {
+	xf, yf, err := sameFloats("Add", x, y)
+	if err != nil {
+		return err
+	}
+	_, of, err := sameFloats("Add", x, out)
+	if err != nil {
+		return err
+	}
+	b.parallelRows(len(xf), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			of[i] = xf[i] + yf[i]
+		}
+	})
+	return nil
+}
+
+func sameFloats(op string, x, y backend.Tensor) ([]float32, []float32, error) {
+	xf, err := floats(op, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	yf, err := floats(op, y)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(xf) != len(yf) {
+		return nil, nil, fmt.Errorf("cpu: %s: shapes %v and %v differ", op, x.Shape(), y.Shape())
+	}
+	return xf, yf, nil
+}
+
+// ScatterRows writes src rows to dst[rows[i]].
+func (b *Backend) ScatterRows(dst, src, rows backend.Tensor) error {
+	return b.moveRows("ScatterRows", dst, src, rows, true)
+}
+
+// GatherRows reads dst[i] = src[rows[i]].
+func (b *Backend) GatherRows(dst, src, rows backend.Tensor) error {
+	return b.moveRows("GatherRows", dst, src, rows, false)
+}
+
+func (b *Backend) moveRows(op string, dst, src, rows backend.Tensor, scatter bool) error {
+	idx, err := ints(op, rows)
+	if err != nil {
+		return err
+	}
+	d := backend.Cols(src)
+	if backend.Cols(dst) != d {
+		return fmt.Errorf("cpu: %s: rows of %d and %d values", op, backend.Cols(dst), d)
+	}
+	df, err := floats(op, dst)
+	if err != nil {
+		return err
+	}
+	sf, err := floats(op, src)
+	if err != nil {
+		return err
+	}
+	many, few := backend.Rows(dst), backend.Rows(src)
+	if !scatter {
+		many, few = few, many
+	}
+	if few != len(idx) {
+		return fmt.Errorf("cpu: %s: %d row indices for %d rows", op, len(idx), few)
+	}
+	for i, r := range idx {
+		if r < 0 || int(r) >= many {
+			return fmt.Errorf("cpu: %s: row index %d outside [0,%d)", op, r, many)
+		}
+		if scatter {
+			copy(df[int(r)*d:int(r+1)*d], sf[i*d:(i+1)*d])
+		} else {
+			copy(df[i*d:(i+1)*d], sf[int(r)*d:int(r+1)*d])
+		}
+	}
+	return nil
+}
+
+// CrossEntropy computes per-row losses and optionally their gradient.
+func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, scale float32) error {
+	const op = "CrossEntropy"
+	tg, err := ints(op, targets)
+	if err != nil {
+		return err
+	}
+	n, v := len(tg), backend.Cols(logits)
+	lf, err := mat(op, "logits", logits, n, v)
+	if err != nil {
+		return err
+	}
+	loss, err := mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	var df []float32
+	if dlogits != nil {
+		if df, err = mat(op, "dlogits", dlogits, n, v); err != nil {
+			return err
+		}
+	}
+	for i, t := range tg {
+		if int(t) >= v {
+			return fmt.Errorf("cpu: CrossEntropy: target %d at row %d is outside the vocabulary of %d", t, i, v)
+		}
+	}
+	b.parallelRows(n, 4*v, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := lf[i*v : (i+1)*v]
+			t := tg[i]
+			if t < 0 {
+				loss[i] = 0
+				if df != nil {
+					clear(df[i*v : (i+1)*v])
+				}
+				continue
+			}
+			mx := row[0]
+			for _, x := range row {
+				mx = max(mx, x)
+			}
+			var s float64
+			for _, x := range row {
+				s += math.Exp(float64(x - mx))
+			}
+			lse := float64(mx) + math.Log(s)
+			loss[i] = float32(lse - float64(row[t]))
+			if df != nil {
+				d := df[i*v : (i+1)*v]
+				for j, x := range row {
+					d[j] = scale * float32(math.Exp(float64(x)-lse))
+				}
+				d[t] -= scale
+			}
+		}
+	})
+	return nil
+}
