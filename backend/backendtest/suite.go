@@ -492,7 +492,7 @@ func (s *suite) errors() {
 			q, kv := s.zeros(1, 4), s.zeros(3, 4)
 			return s.b.Attention(q, nil, q, kv, kv, backend.Attn{B: 1, T: 1, Heads: 1, KVHeads: 1, HeadDim: 4, KVRows: 3, Past: []int{3}, Scale: 1})
 		},
-		"view out of range": func() error { _, err := s.b.View(a, 10, 2, 2); return err },
+		"view out of range":  func() error { _, err := s.b.View(a, 10, 2, 2); return err },
 		"add shape mismatch": func() error { return s.b.Add(a, a, c) },
 		"layernorm weight size": func() error {
 			return s.b.LayerNorm(a, nil, a, s.zeros(3), nil, 1e-5, 0)
