@@ -284,7 +284,9 @@ type fields struct {
 
 func (f *fields) has(k string) bool { _, ok := f.raw[k]; return ok }
 
-func (f *fields) fail(format string, args ...any) { f.errs = append(f.errs, fmt.Sprintf(format, args...)) }
+func (f *fields) fail(format string, args ...any) {
+	f.errs = append(f.errs, fmt.Sprintf(format, args...))
+}
 
 func (f *fields) int(k string, def int) int {
 	v, ok := f.raw[k]
