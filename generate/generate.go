@@ -137,17 +137,18 @@ func Generate(ctx context.Context, m *model.Model, prompts [][]int32, opt Option
 		}
 	}()
 	next := make([]int32, B)
-	for step := 0; ; step++ {
+	if opt.MaxNewTokens == 0 {
+		for b := range B {
+			done[b], res.Finish[b] = true, FinishLength
+		}
+		active = 0
+	}
+	for active > 0 {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
 		for b := range B {
 			if done[b] {
-				continue
-			}
-			if step >= opt.MaxNewTokens {
-				done[b], res.Finish[b] = true, FinishLength
-				active--
 				continue
 			}
 			tok := samplers[b].Sample(lv[b*V : (b+1)*V])
@@ -163,6 +164,10 @@ func Generate(ctx context.Context, m *model.Model, prompts [][]int32, opt Option
 				if err := opt.OnToken(b, tok); err != nil {
 					return res, err
 				}
+			}
+			if len(res.Tokens[b]) >= opt.MaxNewTokens {
+				done[b], res.Finish[b] = true, FinishLength
+				active--
 			}
 		}
 		if active == 0 {

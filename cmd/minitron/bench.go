@@ -1,0 +1,253 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/generate"
+	"github.com/minitron/minitron/model"
+)
+
+// benchShape is the standard shape of the CPU benchmarks: a 26M-parameter
+// Nemotron-architecture model.
+type benchShape struct {
+	Vocab, Hidden, Layers, Heads, KVHeads, HeadDim, FFN int
+}
+
+var standardShape = benchShape{Vocab: 8192, Hidden: 512, Layers: 8, Heads: 8, KVHeads: 2, HeadDim: 64, FFN: 1536}
+
+func (s benchShape) config(arch string) (*model.Config, error) {
+	act := map[string]string{"nemotron": "relu2", "llama": "silu"}[arch]
+	archName := map[string]string{"nemotron": "NemotronForCausalLM", "llama": "LlamaForCausalLM"}[arch]
+	if archName == "" {
+		return nil, fmt.Errorf("--arch %q: use nemotron or llama", arch)
+	}
+	js := fmt.Sprintf(`{"architectures":[%q],"vocab_size":%d,"hidden_size":%d,"num_hidden_layers":%d,"num_attention_heads":%d,
+		"num_key_value_heads":%d,"head_dim":%d,"intermediate_size":%d,"hidden_act":%q,"max_position_embeddings":4096,"initializer_range":0.02}`,
+		archName, s.Vocab, s.Hidden, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.FFN, act)
+	return model.ParseConfig([]byte(js))
+}
+
+type benchResult struct {
+	Bench     string         `json:"bench"`
+	Device    string         `json:"device"`
+	Threads   int            `json:"threads"`
+	Shape     map[string]int `json:"shape"`
+	Seconds   float64        `json:"seconds"`
+	Runs      int            `json:"runs"`
+	GFLOPS    float64        `json:"gflops,omitempty"`
+	TokensSec float64        `json:"tokens_per_second,omitempty"`
+}
+
+func newBench() *cobra.Command {
+	var dev, arch, modelDir string
+	var asJSON bool
+	var minTime time.Duration
+	shape := standardShape
+	var m, n, k, batch, seq, prompt, newTokens int
+	cmd := &cobra.Command{
+		Use:   "bench matmul|forward|decode",
+		Short: "Measure matmul GFLOP/s and forward / decode tokens per second",
+		Long: `bench times the hot paths on standard shapes, like llama-bench:
+
+  matmul   C = A·Bᵀ of --m × --k by --n × --k float32 matrices (default 1024³), GFLOP/s
+  forward  a forward pass of --batch × --seq tokens through the model, tokens/s and GFLOP/s
+  decode   greedy decoding of --new-tokens after a --prompt-token prompt, batch 1, tokens/s
+
+The model is --model DIR, or random weights at the standard 26M-parameter
+Nemotron shape (vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV heads,
+head_dim 64, MLP 1536), changeable with the shape flags. Each measurement is
+repeated for at least --min-time.`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"matmul", "forward", "decode"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			be, err := openBackend(dev)
+			if err != nil {
+				return err
+			}
+			res := benchResult{Bench: args[0], Device: be.Name(), Threads: runtime.GOMAXPROCS(0)}
+			var mdl *model.Model
+			if args[0] != "matmul" {
+				if modelDir != "" {
+					if mdl, err = loadModel(modelDir, be); err != nil {
+						return err
+					}
+				} else {
+					cfg, err := shape.config(arch)
+					if err != nil {
+						return err
+					}
+					if mdl, err = model.Random(cfg, be, 1); err != nil {
+						return err
+					}
+				}
+				c := mdl.Config
+				total, _ := c.NumParams()
+				res.Shape = map[string]int{"vocab": c.VocabSize, "hidden": c.HiddenSize, "layers": c.NumLayers, "heads": c.NumHeads,
+					"kv_heads": c.NumKVHeads, "head_dim": c.HeadDim, "ffn": c.IntermediateSize, "params": int(total)}
+			}
+			switch args[0] {
+			case "matmul":
+				res.Shape = map[string]int{"m": m, "n": n, "k": k}
+				err = benchMatmul(be, m, n, k, minTime, &res)
+			case "forward":
+				res.Shape["batch"], res.Shape["seq"] = batch, seq
+				err = benchForward(mdl, batch, seq, minTime, &res)
+			case "decode":
+				res.Shape["prompt"], res.Shape["new_tokens"] = prompt, newTokens
+				err = benchDecode(cmd, mdl, prompt, newTokens, minTime, &res)
+			default:
+				return fmt.Errorf("unknown benchmark %q: use matmul, forward or decode", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				b, _ := json.Marshal(res)
+				fmt.Fprintln(w, string(b))
+				return nil
+			}
+			fmt.Fprintf(w, "%-8s %-16s threads %d  %v\n", res.Bench, res.Device, res.Threads, res.Shape)
+			if res.GFLOPS > 0 {
+				fmt.Fprintf(w, "  %.1f GFLOP/s", res.GFLOPS)
+			}
+			if res.TokensSec > 0 {
+				fmt.Fprintf(w, "  %.1f tokens/s", res.TokensSec)
+			}
+			fmt.Fprintf(w, "  (%d runs in %.2fs)\n", res.Runs, res.Seconds)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	addDevice(cmd, &dev)
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.DurationVar(&minTime, "min-time", 2*time.Second, "repeat each measurement for at least this long")
+	f.StringVar(&modelDir, "model", "", "benchmark this checkpoint instead of random weights")
+	f.StringVar(&arch, "arch", "nemotron", "architecture of the random model: nemotron or llama")
+	f.IntVar(&shape.Vocab, "vocab", shape.Vocab, "vocabulary size of the random model")
+	f.IntVar(&shape.Hidden, "hidden", shape.Hidden, "hidden size of the random model")
+	f.IntVar(&shape.Layers, "layers", shape.Layers, "layers of the random model")
+	f.IntVar(&shape.Heads, "heads", shape.Heads, "attention heads of the random model")
+	f.IntVar(&shape.KVHeads, "kv-heads", shape.KVHeads, "KV heads of the random model")
+	f.IntVar(&shape.HeadDim, "head-dim", shape.HeadDim, "head dimension of the random model")
+	f.IntVar(&shape.FFN, "ffn", shape.FFN, "MLP size of the random model")
+	f.IntVar(&m, "m", 1024, "matmul: rows of A and C")
+	f.IntVar(&n, "n", 1024, "matmul: rows of B, columns of C")
+	f.IntVar(&k, "k", 1024, "matmul: shared dimension")
+	f.IntVar(&batch, "batch", 8, "forward: sequences per batch")
+	f.IntVar(&seq, "seq", 256, "forward: tokens per sequence")
+	f.IntVar(&prompt, "prompt-tokens", 16, "decode: prompt length")
+	f.IntVar(&newTokens, "new-tokens", 128, "decode: tokens to generate")
+	return cmd
+}
+
+// repeat runs f until minTime has passed (at least twice, after a warm-up).
+func repeat(minTime time.Duration, f func() error) (int, time.Duration, error) {
+	if err := f(); err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	runs := 0
+	for runs < 2 || time.Since(start) < minTime {
+		if err := f(); err != nil {
+			return 0, 0, err
+		}
+		runs++
+	}
+	return runs, time.Since(start), nil
+}
+
+func randTensor(be backend.Backend, r *rand.Rand, shape ...int) (backend.Tensor, error) {
+	v := make([]float32, backend.Numel(shape))
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return be.FromFloat32(v, shape...)
+}
+
+func benchMatmul(be backend.Backend, m, n, k int, minTime time.Duration, res *benchResult) error {
+	r := rand.New(rand.NewPCG(1, 1))
+	a, err := randTensor(be, r, m, k)
+	if err != nil {
+		return err
+	}
+	b, err := randTensor(be, r, n, k)
+	if err != nil {
+		return err
+	}
+	c, err := be.New(backend.F32, m, n)
+	if err != nil {
+		return err
+	}
+	runs, d, err := repeat(minTime, func() error {
+		if err := be.MatMul(c, a, b, false, true, 1, 0); err != nil {
+			return err
+		}
+		return be.Sync()
+	})
+	res.Runs, res.Seconds = runs, d.Seconds()
+	res.GFLOPS = 2 * float64(m) * float64(n) * float64(k) * float64(runs) / d.Seconds() / 1e9
+	return err
+}
+
+// forwardFLOPs counts the matmul and attention FLOPs of a forward pass.
+func forwardFLOPs(c *model.Config, batch, seq int) float64 {
+	_, nonEmb := c.NumParams()
+	tokens := float64(batch * seq)
+	linear := 2 * tokens * float64(nonEmb+int64(c.VocabSize*c.HiddenSize))
+	attn := 2 * 2 * float64(batch) * float64(seq*(seq+1)/2) * float64(c.NumHeads*c.HeadDim) * float64(c.NumLayers)
+	return linear + attn
+}
+
+func benchForward(m *model.Model, batch, seq int, minTime time.Duration, res *benchResult) error {
+	a, err := m.NewActivations(batch*seq, false)
+	if err != nil {
+		return err
+	}
+	r := rand.New(rand.NewPCG(2, 2))
+	ids := make([]int32, batch*seq)
+	for i := range ids {
+		ids[i] = int32(r.IntN(m.Config.VocabSize))
+	}
+	runs, d, err := repeat(minTime, func() error {
+		_, err := m.Forward(a, model.Input{B: batch, T: seq, IDs: ids}, model.Options{})
+		if err != nil {
+			return err
+		}
+		return m.Backend.Sync()
+	})
+	res.Runs, res.Seconds = runs, d.Seconds()
+	res.TokensSec = float64(batch*seq*runs) / d.Seconds()
+	res.GFLOPS = forwardFLOPs(m.Config, batch, seq) * float64(runs) / d.Seconds() / 1e9
+	return err
+}
+
+func benchDecode(cmd *cobra.Command, m *model.Model, prompt, newTokens int, minTime time.Duration, res *benchResult) error {
+	r := rand.New(rand.NewPCG(3, 3))
+	ids := make([]int32, prompt)
+	for i := range ids {
+		ids[i] = int32(r.IntN(m.Config.VocabSize))
+	}
+	var decode time.Duration
+	var tokens int
+	runs, d, err := repeat(minTime, func() error {
+		out, err := generate.Generate(cmd.Context(), m, [][]int32{ids}, generate.Options{MaxNewTokens: newTokens})
+		if err != nil {
+			return err
+		}
+		decode += out.Decode
+		tokens += out.NewTokens - 1 // the first token comes from the prefill
+		return nil
+	})
+	res.Runs, res.Seconds = runs, d.Seconds()
+	// The warm-up run is included in the sums; it is one more run of the same work.
+	res.TokensSec = float64(tokens) / decode.Seconds()
+	return err
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/model"
+)
+
+// addDevice registers --device on a command.
+func addDevice(cmd *cobra.Command, dev *string) {
+	cmd.Flags().StringVar(dev, "device", "cpu", "compute device: cpu (float32) or cuda (bfloat16 on an NVIDIA GPU)")
+}
+
+// openBackend returns the backend for a --device value.
+func openBackend(dev string) (backend.Backend, error) {
+	switch strings.ToLower(dev) {
+	case "cpu":
+		return cpu.New(), nil
+	case "cuda", "gpu":
+		return nil, fmt.Errorf("--device cuda: this build has no CUDA backend yet; use --device cpu")
+	}
+	return nil, fmt.Errorf("unknown --device %q (use cpu or cuda)", dev)
+}
+
+// interactive reports whether stderr is a terminal (progress bars go there).
+func interactive() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
+
+// newBar returns a byte-count progress bar on stderr, or nil when stderr is
+// not a terminal.
+func newBar(total int64, desc string) *progressbar.ProgressBar {
+	if !interactive() {
+		return nil
+	}
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100_000_000),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+// loadModel loads a checkpoint directory with a progress bar.
+func loadModel(dir string, b backend.Backend) (*model.Model, error) {
+	var bar *progressbar.ProgressBar
+	m, err := model.Load(dir, b, func(done, total int64) {
+		if bar == nil {
+			bar = newBar(total, "loading "+dir)
+		}
+		if bar != nil {
+			bar.Set64(done)
+		}
+	})
+	if bar != nil {
+		bar.Finish()
+	}
+	return m, err
+}
+
+// human formats a byte count.
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for x := n / unit; x >= unit; x /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// count formats a parameter count (4.19B, 26.2M).
+func count(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fK", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}

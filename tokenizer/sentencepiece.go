@@ -1,0 +1,462 @@
+package tokenizer
+
+import (
+	"container/heap"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// SentencePiece is a tokenizer loaded from a SentencePiece .model file. It
+// encodes exactly as the sentencepiece library does: BPE merges by piece
+// score, unigram Viterbi segmentation, byte fallback, user-defined and
+// control pieces, and the normalizer's precompiled character map.
+type SentencePiece struct {
+	pieces []protoPiece
+	norm   *normalizer
+	model  int
+	// pieceID holds normal, user-defined and unused pieces; reserved holds
+	// control, unknown and byte pieces.
+	pieceID  map[string]int32
+	reserved map[string]int32
+	byteID   [256]int32
+	unkID    int32
+	bos, eos int32
+	pad      int32
+
+	byteFallback bool
+	unkSurface   string
+	// unigram
+	trie               *trie
+	minScore, maxScore float32
+	// hash of the model file, for manifests
+	hash string
+}
+
+// LoadSentencePiece reads a SentencePiece model file.
+func LoadSentencePiece(path string) (*SentencePiece, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	sp, err := ParseSentencePiece(b)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", path, err)
+	}
+	return sp, nil
+}
+
+// ParseSentencePiece decodes a serialized ModelProto.
+func ParseSentencePiece(b []byte) (*SentencePiece, error) {
+	m, err := parseModelProto(b)
+	if err != nil {
+		return nil, fmt.Errorf("not a valid SentencePiece model (corrupt or truncated): %w", err)
+	}
+	if len(m.pieces) == 0 {
+		return nil, fmt.Errorf("not a valid SentencePiece model: it has no pieces")
+	}
+	switch m.modelType {
+	case modelUnigram, modelBPE:
+	case modelWord, modelChar:
+		return nil, fmt.Errorf("SentencePiece model type %s is not supported (supported: unigram, bpe)", map[int]string{modelWord: "WORD", modelChar: "CHAR"}[m.modelType])
+	default:
+		return nil, fmt.Errorf("unknown SentencePiece model type %d", m.modelType)
+	}
+	if m.hasDenormalizer {
+		return nil, fmt.Errorf("models with a denormalizer spec are not supported")
+	}
+	sp := &SentencePiece{pieces: m.pieces, model: m.modelType, pieceID: map[string]int32{}, reserved: map[string]int32{},
+		unkID: -1, byteFallback: m.byteFallback, unkSurface: m.unkSurface, bos: -1, eos: -1, pad: -1}
+	for i := range sp.byteID {
+		sp.byteID[i] = -1
+	}
+	var userKeys []string
+	var userVals []int32
+	sp.minScore, sp.maxScore = math.MaxFloat32, fltMin // as the library starts them
+	for i, p := range m.pieces {
+		if p.piece == "" {
+			return nil, fmt.Errorf("piece %d is empty", i)
+		}
+		id := int32(i)
+		dst := sp.reserved
+		switch p.typ {
+		case typeNormal, typeUserDefined, typeUnused:
+			dst = sp.pieceID
+		case typeUnknown, typeControl, typeByte:
+		default:
+			return nil, fmt.Errorf("piece %d (%q) has unknown type %d", i, p.piece, p.typ)
+		}
+		if _, dup := dst[p.piece]; dup {
+			return nil, fmt.Errorf("piece %q is defined twice", p.piece)
+		}
+		dst[p.piece] = id
+		switch p.typ {
+		case typeNormal:
+			sp.minScore = min(sp.minScore, p.score)
+			sp.maxScore = max(sp.maxScore, p.score)
+		case typeUserDefined:
+			userKeys, userVals = append(userKeys, p.piece), append(userVals, id)
+		case typeUnknown:
+			if sp.unkID >= 0 {
+				return nil, fmt.Errorf("more than one unknown piece")
+			}
+			sp.unkID = id
+		case typeByte:
+			if !m.byteFallback {
+				return nil, fmt.Errorf("byte piece %q found although byte_fallback is off", p.piece)
+			}
+			b, ok := pieceByte(p.piece)
+			if !ok {
+				return nil, fmt.Errorf("byte piece %q is invalid", p.piece)
+			}
+			sp.byteID[b] = id
+		}
+	}
+	if sp.unkID < 0 {
+		return nil, fmt.Errorf("the model defines no unknown piece")
+	}
+	if m.byteFallback {
+		for b, id := range sp.byteID {
+			if id < 0 {
+				return nil, fmt.Errorf("byte_fallback is on but there is no piece for byte 0x%02X", b)
+			}
+		}
+	}
+	var user *trie
+	if len(userKeys) > 0 {
+		user = newTrie(userKeys, userVals)
+	}
+	if sp.norm, err = newNormalizer(m, user); err != nil {
+		return nil, err
+	}
+	if sp.model == modelUnigram {
+		var keys []string
+		var vals []int32
+		for k, v := range sp.pieceID {
+			keys, vals = append(keys, k), append(vals, v)
+		}
+		sp.trie = newTrie(keys, vals)
+	}
+	valid := func(id int) int32 {
+		if id >= 0 && id < len(m.pieces) {
+			return int32(id)
+		}
+		return -1
+	}
+	sp.bos, sp.eos, sp.pad = valid(m.bosID), valid(m.eosID), valid(m.padID)
+	sp.hash = hashBytes(b)
+	return sp, nil
+}
+
+func pieceByte(p string) (byte, bool) {
+	if len(p) != 6 || !strings.HasPrefix(p, "<0x") || p[5] != '>' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(p[3:5], 16, 8)
+	if err != nil || strings.ToUpper(p[3:5]) != p[3:5] {
+		return 0, false
+	}
+	return byte(v), true
+}
+
+// VocabSize is the number of pieces.
+func (sp *SentencePiece) VocabSize() int { return len(sp.pieces) }
+
+// BOS returns the beginning-of-sequence id, or -1.
+func (sp *SentencePiece) BOS() int32 { return sp.bos }
+
+// EOS returns the end-of-sequence id, or -1.
+func (sp *SentencePiece) EOS() int32 { return sp.eos }
+
+// Piece returns the text of a piece ("" when out of range).
+func (sp *SentencePiece) Piece(id int32) string {
+	if id < 0 || int(id) >= len(sp.pieces) {
+		return ""
+	}
+	return sp.pieces[id].piece
+}
+
+// Hash identifies the model file's content.
+func (sp *SentencePiece) Hash() string { return sp.hash }
+
+// Normalize returns the text as the model sees it before segmentation.
+func (sp *SentencePiece) Normalize(s string) string { return sp.norm.normalize(s) }
+
+// Encode returns the ids of text, without BOS or EOS.
+func (sp *SentencePiece) Encode(text string) []int32 {
+	return sp.AppendEncode(nil, text)
+}
+
+// segment is one piece of the model's segmentation: a byte range of the
+// normalized text and its id (unkID when the piece is unknown).
+type segment struct {
+	begin, end int
+	id         int32
+}
+
+// AppendEncode appends the ids of text to dst.
+func (sp *SentencePiece) AppendEncode(dst []int32, text string) []int32 {
+	norm := sp.norm.normalize(text)
+	if norm == "" {
+		return dst
+	}
+	var segs []segment
+	if sp.model == modelBPE {
+		segs = sp.bpe(norm)
+	} else {
+		segs = sp.unigram(norm)
+	}
+	prevUnk := false
+	for _, s := range segs {
+		unk := s.id == sp.unkID
+		switch {
+		case unk && sp.byteFallback:
+			for i := s.begin; i < s.end; i++ {
+				dst = append(dst, sp.byteID[norm[i]])
+			}
+		case unk && prevUnk:
+			// consecutive unknown pieces collapse into one
+		default:
+			dst = append(dst, s.id)
+		}
+		prevUnk = unk
+	}
+	return dst
+}
+
+// idOf maps a piece to its id the way the library's PieceToId does.
+func (sp *SentencePiece) idOf(p string) int32 {
+	if id, ok := sp.reserved[p]; ok {
+		return id
+	}
+	if id, ok := sp.pieceID[p]; ok {
+		return id
+	}
+	return sp.unkID
+}
+
+type bpeSymbol struct {
+	begin, end int
+	prev, next int
+	frozen     bool
+}
+
+type bpePair struct {
+	left, right int
+	score       float32
+	size        int
+}
+
+type pairHeap []bpePair
+
+func (h pairHeap) Len() int { return len(h) }
+func (h pairHeap) Less(i, j int) bool {
+	return h[i].score > h[j].score || h[i].score == h[j].score && h[i].left < h[j].left
+}
+func (h pairHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *pairHeap) Push(x any)   { *h = append(*h, x.(bpePair)) }
+func (h *pairHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// bpe merges adjacent symbols, best-scoring merged piece first (leftmost on
+// ties), starting from characters (user-defined symbols are atomic).
+func (sp *SentencePiece) bpe(norm string) []segment {
+	syms := make([]bpeSymbol, 0, len(norm))
+	for i := 0; i < len(norm); {
+		l, frozen := 0, false
+		if sp.norm.user != nil {
+			if ul, _ := sp.norm.user.longest(norm[i:]); ul > 0 {
+				l, frozen = ul, true
+			}
+		}
+		if l == 0 {
+			l = min(len(norm)-i, oneCharLen(norm[i]))
+		}
+		syms = append(syms, bpeSymbol{begin: i, end: i + l, prev: len(syms) - 1, next: len(syms) + 1, frozen: frozen})
+		i += l
+	}
+	syms[len(syms)-1].next = -1
+	h := make(pairHeap, 0, len(syms))
+	var unused map[string][2]string
+	add := func(l, r int) {
+		if l < 0 || r < 0 || syms[l].frozen || syms[r].frozen {
+			return
+		}
+		piece := norm[syms[l].begin:syms[r].end]
+		id, ok := sp.pieceID[piece]
+		if !ok {
+			return
+		}
+		heap.Push(&h, bpePair{left: l, right: r, score: sp.pieces[id].score, size: len(piece)})
+		if sp.pieces[id].typ == typeUnused {
+			if unused == nil {
+				unused = map[string][2]string{}
+			}
+			unused[piece] = [2]string{norm[syms[l].begin:syms[l].end], norm[syms[r].begin:syms[r].end]}
+		}
+	}
+	for i := 1; i < len(syms); i++ {
+		add(i-1, i)
+	}
+	for h.Len() > 0 {
+		top := heap.Pop(&h).(bpePair)
+		l, r := &syms[top.left], &syms[top.right]
+		if l.end == l.begin || r.end == r.begin || (l.end-l.begin)+(r.end-r.begin) != top.size {
+			continue // stale: one side was merged away since
+		}
+		l.end = r.end
+		l.next = r.next
+		if r.next >= 0 {
+			syms[r.next].prev = top.left
+		}
+		r.begin, r.end = 0, 0
+		add(l.prev, top.left)
+		add(top.left, l.next)
+	}
+	var out []segment
+	var resegment func(begin int, piece string)
+	resegment = func(begin int, piece string) {
+		id := sp.idOf(piece)
+		if id >= 0 && sp.pieces[id].typ == typeUnused {
+			if parts, ok := unused[piece]; ok {
+				resegment(begin, parts[0])
+				resegment(begin+len(parts[0]), parts[1])
+				return
+			}
+		}
+		out = append(out, segment{begin, begin + len(piece), id})
+	}
+	for i := 0; i >= 0; i = syms[i].next {
+		resegment(syms[i].begin, norm[syms[i].begin:syms[i].end])
+	}
+	return out
+}
+
+// oneCharLen is the library's UTF-8 length from the lead byte.
+func oneCharLen(b byte) int {
+	return int("\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x02\x02\x03\x04"[b>>4])
+}
+
+const unkPenalty = 10
+
+// fltMin is C's FLT_MIN, the smallest normal float32: the library starts its
+// maximum piece score there, so with all scores negative it stays there.
+const fltMin float32 = 1.17549435e-38
+
+// unigram finds the best-scoring segmentation (the library's optimized
+// Viterbi, including its float/double arithmetic and tie-breaking).
+func (sp *SentencePiece) unigram(norm string) []segment {
+	type best struct {
+		id    int32
+		score float32
+		start int
+	}
+	n := len(norm)
+	bp := make([]best, n+1)
+	for i := range bp {
+		bp[i].start = -1
+	}
+	unkScore := sp.minScore - unkPenalty
+	for start := 0; start < n; {
+		here := bp[start].score
+		mblen := min(oneCharLen(norm[start]), n-start)
+		single := false
+		sp.trie.prefixes(norm[start:], func(length int, id int32) bool {
+			p := &sp.pieces[id]
+			if p.typ == typeUnused {
+				return true
+			}
+			t := &bp[start+length]
+			var cand float64
+			if p.typ == typeUserDefined {
+				cand = (float64(float32(length)*sp.maxScore) - 0.1) + float64(here)
+			} else {
+				cand = float64(p.score) + float64(here)
+			}
+			if t.start == -1 || cand > float64(t.score) {
+				t.score, t.start, t.id = float32(cand), start, id
+			}
+			if length == mblen {
+				single = true
+			}
+			return true
+		})
+		if !single {
+			t := &bp[start+mblen]
+			cand := unkScore + here
+			if t.start == -1 || cand > t.score {
+				t.score, t.start, t.id = cand, start, sp.unkID
+			}
+		}
+		start += mblen
+	}
+	var out []segment
+	for end := n; end > 0; end = bp[end].start {
+		out = append(out, segment{bp[end].start, end, bp[end].id})
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// Decode turns ids back into text: control pieces vanish, byte pieces are
+// reassembled into UTF-8 (invalid bytes become U+FFFD), U+2581 becomes a
+// space, and the dummy-prefix space at the start is removed.
+func (sp *SentencePiece) Decode(ids []int32) string {
+	var out strings.Builder
+	var bytes []byte
+	flush := func() {
+		for len(bytes) > 0 {
+			r, size := utf8.DecodeRune(bytes)
+			if r == utf8.RuneError && size == 1 {
+				out.WriteString("\uFFFD")
+			} else {
+				out.Write(bytes[:size])
+			}
+			bytes = bytes[size:]
+		}
+	}
+	bosWS, bosWSSeen := true, false
+	strip := sp.norm.addDummyPrefix || sp.norm.removeExtraWS
+	for _, id := range ids {
+		if id < 0 || int(id) >= len(sp.pieces) {
+			continue
+		}
+		p := sp.pieces[id]
+		if p.typ == typeByte {
+			b, _ := pieceByte(p.piece)
+			bytes = append(bytes, b)
+			continue
+		}
+		flush()
+		if bosWSSeen || out.Len() > 0 {
+			bosWS = false
+		}
+		bosWSSeen = false
+		switch p.typ {
+		case typeControl:
+			continue
+		case typeUnknown:
+			out.WriteString(sp.unkSurface)
+			continue
+		}
+		piece := p.piece
+		if bosWS && strip {
+			if strings.HasPrefix(piece, spaceSymbol) {
+				piece = piece[len(spaceSymbol):]
+				bosWSSeen = !sp.norm.removeExtraWS
+			}
+		}
+		out.WriteString(strings.ReplaceAll(piece, spaceSymbol, " "))
+	}
+	flush()
+	return out.String()
+}

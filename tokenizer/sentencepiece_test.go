@@ -1,0 +1,147 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const fixtures = "../testdata/tokenizer"
+
+var fixtureModels = []string{"spm-nemotron-style", "spm-bpe", "spm-unigram"}
+
+type goldenSample struct {
+	Text    string   `json:"text"`
+	IDs     []int32  `json:"ids"`
+	Pieces  []string `json:"pieces"`
+	Decoded string   `json:"decoded"`
+}
+
+func loadGolden(t testing.TB, name string) (*SentencePiece, []goldenSample) {
+	t.Helper()
+	sp, err := LoadSentencePiece(filepath.Join(fixtures, name+".model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(fixtures, name+".golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Samples []goldenSample `json:"samples"`
+	}
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	return sp, g.Samples
+}
+
+// TestGoldenParity: ids, pieces and decoded text identical to sentencepiece.
+func TestGoldenParity(t *testing.T) {
+	for _, name := range fixtureModels {
+		t.Run(name, func(t *testing.T) {
+			sp, samples := loadGolden(t, name)
+			for _, s := range samples {
+				ids := sp.Encode(s.Text)
+				if !slices.Equal(ids, s.IDs) {
+					var pieces []string
+					for _, id := range ids {
+						pieces = append(pieces, sp.Piece(id))
+					}
+					t.Errorf("%q:\n got %v %q\nwant %v %q", s.Text, ids, pieces, s.IDs, s.Pieces)
+					continue
+				}
+				for i, id := range ids {
+					if sp.Piece(id) != s.Pieces[i] {
+						t.Errorf("%q: piece %d is %q, want %q", s.Text, i, sp.Piece(id), s.Pieces[i])
+					}
+				}
+				if got := sp.Decode(s.IDs); got != s.Decoded {
+					t.Errorf("decode %v:\n got %q\nwant %q", s.IDs, got, s.Decoded)
+				}
+			}
+		})
+	}
+}
+
+func TestTrie(t *testing.T) {
+	var keys []string
+	var vals []int32
+	for i := range 3000 {
+		keys = append(keys, string(rune('a'+i%26))+string(rune(0x100+i)))
+		vals = append(vals, int32(i))
+	}
+	keys = append(keys, "a", "ab", "abc")
+	vals = append(vals, 5000, 5001, 5002)
+	tr := newTrie(keys, vals)
+	for i, k := range keys {
+		if l, v := tr.longest(k); l != len(k) || v != vals[i] {
+			t.Fatalf("%q: longest (%d, %d), want (%d, %d)", k, l, v, len(k), vals[i])
+		}
+	}
+	var got []int
+	tr.prefixes("abcd", func(l int, v int32) bool { got = append(got, l); return true })
+	if !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("prefixes of abcd: %v", got)
+	}
+	if l, _ := tr.longest("zz"); l != 0 {
+		t.Fatal("found a missing key")
+	}
+}
+
+// normalizedText is what decoding should give back: the normalized text
+// with U+2581 as spaces and the dummy prefix removed.
+func normalizedText(sp *SentencePiece, s string) string {
+	n := strings.ReplaceAll(sp.Normalize(s), spaceSymbol, " ")
+	if sp.norm.addDummyPrefix || sp.norm.removeExtraWS {
+		n = strings.TrimPrefix(n, " ")
+	}
+	return n
+}
+
+func FuzzRoundTrip(f *testing.F) {
+	var models []*SentencePiece
+	for _, name := range fixtureModels {
+		sp, samples := loadGolden(f, name)
+		models = append(models, sp)
+		for _, s := range samples {
+			f.Add(s.Text)
+		}
+	}
+	f.Add("\xff\xfe invalid \xc3 utf-8 \xed\xa0\x80 surrogate")
+	f.Add("\u2581already\u2581escaped")
+	f.Add("\x00\x01 control \r\n chars \u200b zero width")
+	f.Fuzz(func(t *testing.T, s string) {
+		for i, sp := range models {
+			ids := sp.Encode(s)
+			if got, want := sp.Decode(ids), normalizedText(sp, s); got != want {
+				t.Fatalf("%s: decode(encode(%q)) = %q, want %q", fixtureModels[i], s, got, want)
+			}
+		}
+	})
+}
+
+func TestCorruptModels(t *testing.T) {
+	good, err := os.ReadFile(filepath.Join(fixtures, "spm-bpe.model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]byte{
+		"truncated": good[:len(good)/2],
+		"empty":     {},
+		"garbage":   []byte("this is not a protobuf \xff\xff\xff\xff\xff"),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "bad.model")
+			os.WriteFile(p, b, 0o644)
+			_, err := LoadSentencePiece(p)
+			if err == nil || !strings.Contains(err.Error(), p) {
+				t.Fatalf("error %v: want one naming %s", err, p)
+			}
+		})
+	}
+}

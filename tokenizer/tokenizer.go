@@ -1,0 +1,35 @@
+// Package tokenizer turns text into token ids and back, identically to the
+// reference libraries: SentencePiece .model files (BPE and unigram) and
+// Hugging Face tokenizer.json files of the kinds Llama- and Nemotron-family
+// checkpoints ship.
+package tokenizer
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// Tokenizer encodes and decodes text.
+type Tokenizer interface {
+	// Encode returns the ids of text, without BOS or EOS.
+	Encode(text string) []int32
+	// AppendEncode appends the ids of text to dst.
+	AppendEncode(dst []int32, text string) []int32
+	// Decode returns the text of ids; special tokens are dropped.
+	Decode(ids []int32) string
+	VocabSize() int
+	// BOS and EOS return the special ids, or -1 when there is none.
+	BOS() int32
+	EOS() int32
+	// Piece returns the vocabulary entry of an id.
+	Piece(id int32) string
+	// Hash identifies the tokenizer's definition (for manifests).
+	Hash() string
+}
+
+var _ Tokenizer = (*SentencePiece)(nil)
+
+func hashBytes(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
