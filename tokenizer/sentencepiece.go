@@ -1,12 +1,12 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"fmt"
 	"math"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -32,6 +32,10 @@ type SentencePiece struct {
 	// unigram
 	trie               *trie
 	minScore, maxScore float32
+	// bpe: (left id, right id) → id of the concatenated piece
+	merges *pairTable
+	// byteSym is the piece id of each single-byte string, or -1
+	byteSym [256]int32
 	// hash of the model file, for manifests
 	hash string
 }
@@ -132,6 +136,9 @@ func ParseSentencePiece(b []byte) (*SentencePiece, error) {
 	if sp.norm, err = newNormalizer(m, user); err != nil {
 		return nil, err
 	}
+	if sp.model == modelBPE {
+		sp.buildMerges()
+	}
 	if sp.model == modelUnigram {
 		var keys []string
 		var vals []int32
@@ -203,11 +210,13 @@ func (sp *SentencePiece) AppendEncode(dst []int32, text string) []int32 {
 	if norm == "" {
 		return dst
 	}
+	sc := scratchPool.Get().(*bpeScratch)
+	defer scratchPool.Put(sc)
 	var segs []segment
 	if sp.model == modelBPE {
-		segs = sp.bpe(norm)
+		segs = sp.bpe(norm, sc)
 	} else {
-		segs = sp.unigram(norm)
+		segs = sp.unigram(norm, sc)
 	}
 	prevUnk := false
 	for _, s := range segs {
@@ -241,34 +250,112 @@ func (sp *SentencePiece) idOf(p string) int32 {
 type bpeSymbol struct {
 	begin, end int
 	prev, next int
+	id         int32 // piece id of the symbol's text, or -1 if it is not a piece
 	frozen     bool
 }
 
 type bpePair struct {
-	left, right int
+	left, right int32
 	score       float32
-	size        int
+	size        int32
+	id          int32
 }
 
-type pairHeap []bpePair
-
-func (h pairHeap) Len() int { return len(h) }
-func (h pairHeap) Less(i, j int) bool {
-	return h[i].score > h[j].score || h[i].score == h[j].score && h[i].left < h[j].left
+// pairBefore orders the merge agenda: higher score first, leftmost on ties.
+func pairBefore(a, b *bpePair) bool {
+	return a.score > b.score || a.score == b.score && a.left < b.left
 }
-func (h pairHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *pairHeap) Push(x any)   { *h = append(*h, x.(bpePair)) }
-func (h *pairHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+
+// bpeScratch holds one encoding's buffers, reused across calls.
+type bpeScratch struct {
+	syms []bpeSymbol
+	heap []bpePair
+	segs []segment
+	best []bestPath
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
+
+func (s *bpeScratch) push(p bpePair) {
+	h := append(s.heap, p)
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !pairBefore(&h[i], &h[parent]) {
+			break
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+	s.heap = h
+}
+
+func (s *bpeScratch) pop() bpePair {
+	h := s.heap
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= len(h) {
+			break
+		}
+		m := l
+		if r := l + 1; r < len(h) && pairBefore(&h[r], &h[l]) {
+			m = r
+		}
+		if !pairBefore(&h[m], &h[i]) {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	s.heap = h
+	return top
+}
+
+// buildMerges indexes every piece by the pairs of pieces that concatenate
+// to it, so most merge candidates are found by two ids instead of a string.
+func (sp *SentencePiece) buildMerges() {
+	m := make(map[uint64]int32, len(sp.pieceID)*2)
+	for b := range sp.byteSym {
+		id, ok := sp.pieceID[string([]byte{byte(b)})]
+		if !ok {
+			id = -1
+		}
+		sp.byteSym[b] = id
+	}
+	defer func() { sp.merges = newPairTable(m) }()
+	for p, id := range sp.pieceID {
+		for i := 1; i < len(p); i++ {
+			if !utf8.RuneStart(p[i]) {
+				continue
+			}
+			l, okl := sp.pieceID[p[:i]]
+			r, okr := sp.pieceID[p[i:]]
+			if okl && okr {
+				m[uint64(l)<<32|uint64(r)] = id
+			}
+		}
+	}
+}
+
+// mergeID returns the piece formed by two adjacent symbols, or -1.
+func (sp *SentencePiece) mergeID(norm string, l, r *bpeSymbol) int32 {
+	if l.id >= 0 && r.id >= 0 {
+		id, _ := sp.merges.get(l.id, r.id)
+		return id
+	}
+	if id, ok := sp.pieceID[norm[l.begin:r.end]]; ok {
+		return id
+	}
+	return -1
 }
 
 // bpe merges adjacent symbols, best-scoring merged piece first (leftmost on
 // ties), starting from characters (user-defined symbols are atomic).
-func (sp *SentencePiece) bpe(norm string) []segment {
-	syms := make([]bpeSymbol, 0, len(norm))
+func (sp *SentencePiece) bpe(norm string, sc *bpeScratch) []segment {
+	syms := sc.syms[:0]
 	for i := 0; i < len(norm); {
 		l, frozen := 0, false
 		if sp.norm.user != nil {
@@ -279,48 +366,58 @@ func (sp *SentencePiece) bpe(norm string) []segment {
 		if l == 0 {
 			l = min(len(norm)-i, oneCharLen(norm[i]))
 		}
-		syms = append(syms, bpeSymbol{begin: i, end: i + l, prev: len(syms) - 1, next: len(syms) + 1, frozen: frozen})
+		var id int32 = -1
+		if l == 1 {
+			id = sp.byteSym[norm[i]]
+		} else if v, ok := sp.pieceID[norm[i:i+l]]; ok {
+			id = v
+		}
+		syms = append(syms, bpeSymbol{begin: i, end: i + l, prev: len(syms) - 1, next: len(syms) + 1, id: id, frozen: frozen})
 		i += l
 	}
 	syms[len(syms)-1].next = -1
-	h := make(pairHeap, 0, len(syms))
+	sc.syms = syms
+	sc.heap = sc.heap[:0]
 	var unused map[string][2]string
 	add := func(l, r int) {
 		if l < 0 || r < 0 || syms[l].frozen || syms[r].frozen {
 			return
 		}
-		piece := norm[syms[l].begin:syms[r].end]
-		id, ok := sp.pieceID[piece]
-		if !ok {
+		id := sp.mergeID(norm, &syms[l], &syms[r])
+		if id < 0 {
 			return
 		}
-		heap.Push(&h, bpePair{left: l, right: r, score: sp.pieces[id].score, size: len(piece)})
+		sc.push(bpePair{left: int32(l), right: int32(r), score: sp.pieces[id].score, size: int32(syms[r].end - syms[l].begin), id: id})
 		if sp.pieces[id].typ == typeUnused {
 			if unused == nil {
 				unused = map[string][2]string{}
 			}
-			unused[piece] = [2]string{norm[syms[l].begin:syms[l].end], norm[syms[r].begin:syms[r].end]}
+			unused[norm[syms[l].begin:syms[r].end]] = [2]string{norm[syms[l].begin:syms[l].end], norm[syms[r].begin:syms[r].end]}
 		}
+	}
+	merge := func(li, ri int, id int32) {
+		l, r := &syms[li], &syms[ri]
+		l.end, l.id = r.end, id
+		l.next = r.next
+		if r.next >= 0 {
+			syms[r.next].prev = li
+		}
+		r.begin, r.end = 0, 0
 	}
 	for i := 1; i < len(syms); i++ {
 		add(i-1, i)
 	}
-	for h.Len() > 0 {
-		top := heap.Pop(&h).(bpePair)
+	for len(sc.heap) > 0 {
+		top := sc.pop()
 		l, r := &syms[top.left], &syms[top.right]
-		if l.end == l.begin || r.end == r.begin || (l.end-l.begin)+(r.end-r.begin) != top.size {
+		if l.end == l.begin || r.end == r.begin || int32((l.end-l.begin)+(r.end-r.begin)) != top.size {
 			continue // stale: one side was merged away since
 		}
-		l.end = r.end
-		l.next = r.next
-		if r.next >= 0 {
-			syms[r.next].prev = top.left
-		}
-		r.begin, r.end = 0, 0
-		add(l.prev, top.left)
-		add(top.left, l.next)
+		merge(int(top.left), int(top.right), top.id)
+		add(l.prev, int(top.left))
+		add(int(top.left), l.next)
 	}
-	var out []segment
+	out := sc.segs[:0]
 	var resegment func(begin int, piece string)
 	resegment = func(begin int, piece string) {
 		id := sp.idOf(piece)
@@ -334,8 +431,14 @@ func (sp *SentencePiece) bpe(norm string) []segment {
 		out = append(out, segment{begin, begin + len(piece), id})
 	}
 	for i := 0; i >= 0; i = syms[i].next {
-		resegment(syms[i].begin, norm[syms[i].begin:syms[i].end])
+		s := &syms[i]
+		if unused == nil && s.id >= 0 && sp.pieces[s.id].typ != typeUnused {
+			out = append(out, segment{s.begin, s.end, s.id})
+			continue
+		}
+		resegment(s.begin, norm[s.begin:s.end])
 	}
+	sc.segs = out
 	return out
 }
 
@@ -346,22 +449,24 @@ func oneCharLen(b byte) int {
 
 const unkPenalty = 10
 
+// scanLimit is the input length (in symbols) up to which BPE picks merges by
+// scanning instead of through a priority queue.
+const scanLimit = 64
+
 // fltMin is C's FLT_MIN, the smallest normal float32: the library starts its
 // maximum piece score there, so with all scores negative it stays there.
 const fltMin float32 = 1.17549435e-38
 
 // unigram finds the best-scoring segmentation (the library's optimized
 // Viterbi, including its float/double arithmetic and tie-breaking).
-func (sp *SentencePiece) unigram(norm string) []segment {
-	type best struct {
-		id    int32
-		score float32
-		start int
-	}
+func (sp *SentencePiece) unigram(norm string, sc *bpeScratch) []segment {
 	n := len(norm)
-	bp := make([]best, n+1)
+	if cap(sc.best) < n+1 {
+		sc.best = make([]bestPath, n+1)
+	}
+	bp := sc.best[:n+1]
 	for i := range bp {
-		bp[i].start = -1
+		bp[i] = bestPath{start: -1}
 	}
 	unkScore := sp.minScore - unkPenalty
 	for start := 0; start < n; {
@@ -397,14 +502,22 @@ func (sp *SentencePiece) unigram(norm string) []segment {
 		}
 		start += mblen
 	}
-	var out []segment
+	out := sc.segs[:0]
 	for end := n; end > 0; end = bp[end].start {
 		out = append(out, segment{bp[end].start, end, bp[end].id})
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
 	}
+	sc.segs = out
 	return out
+}
+
+// bestPath is the best segmentation ending at a position (unigram Viterbi).
+type bestPath struct {
+	id    int32
+	score float32
+	start int
 }
 
 // Decode turns ids back into text: control pieces vanish, byte pieces are

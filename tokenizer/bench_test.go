@@ -1,0 +1,63 @@
+package tokenizer
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// goSourceLines returns lines of Go source from GOROOT, a real corpus every
+// machine with Go has.
+func goSourceLines(tb testing.TB, maxBytes int) []string {
+	tb.Helper()
+	var lines []string
+	total := 0
+	root := filepath.Join(runtime.GOROOT(), "src")
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || total >= maxBytes {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || filepath.Ext(p) != ".go" {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if l := sc.Text(); l != "" {
+				lines = append(lines, l)
+				total += len(l) + 1
+			}
+		}
+		return nil
+	})
+	if total == 0 {
+		tb.Skip("no Go source found under GOROOT")
+	}
+	return lines
+}
+
+func benchEncode(b *testing.B, name string) {
+	sp, _ := loadGolden(b, name)
+	lines := goSourceLines(b, 4<<20)
+	n := 0
+	for _, l := range lines {
+		n += len(l) + 1
+	}
+	b.SetBytes(int64(n))
+	b.ResetTimer()
+	var ids []int32
+	for range b.N {
+		for _, l := range lines {
+			ids = sp.AppendEncode(ids[:0], l)
+		}
+	}
+}
+
+func BenchmarkEncodeBPE(b *testing.B)     { benchEncode(b, "spm-nemotron-style") }
+func BenchmarkEncodeUnigram(b *testing.B) { benchEncode(b, "spm-unigram") }
