@@ -35,6 +35,9 @@ func WriteAtomic(path string, write func(w io.Writer) error) (err error) {
 	if err = bw.Flush(); err != nil {
 		return fmt.Errorf("checkpoints: writing %s: %w", path, err)
 	}
+	if err = tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("checkpoints: %w", err)
+	}
 	if err = tmp.Sync(); err != nil {
 		return fmt.Errorf("checkpoints: syncing %s: %w", path, err)
 	}

@@ -15,7 +15,7 @@ import (
 
 func newSample() *cobra.Command {
 	var (
-		modelDir, prompt, promptIDs, dev string
+		modelDir, tokPath, prompt, promptIDs, dev string
 		opt                              generate.Options
 		printIDs, ignoreEOS              bool
 	)
@@ -51,7 +51,11 @@ stderr at the end.`,
 					return fmt.Errorf("--prompt-ids: %w", err)
 				}
 			} else {
-				if tok, err = openTokenizer(modelDir); err != nil {
+				src := modelDir
+				if tokPath != "" {
+					src = tokPath
+				}
+				if tok, err = openTokenizer(src); err != nil {
 					return err
 				}
 				if ids, err = tok.EncodePrompt(prompt); err != nil {
@@ -104,6 +108,7 @@ stderr at the end.`,
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "checkpoint directory")
 	f.StringVar(&prompt, "prompt", "", "prompt text (tokenized with the model's tokenizer)")
+	f.StringVar(&tokPath, "tokenizer", "", "tokenizer file or directory, when the model directory has none")
 	f.StringVar(&promptIDs, "prompt-ids", "", "prompt as comma- or space-separated token ids")
 	f.IntVar(&opt.MaxNewTokens, "max-new-tokens", 64, "maximum number of tokens to generate")
 	f.Float64Var(&opt.Temperature, "temperature", 0.8, "sampling temperature; 0 decodes greedily")

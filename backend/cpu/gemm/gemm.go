@@ -21,6 +21,9 @@ type archImpl struct {
 	// dot4 writes lane partial sums of a[:n]·b[r*ldb:][:n], r=0..3, to out[r*lanes:];
 	// n is a multiple of 2*lanes.
 	dot4 func(n int, a, b []float32, ldb int, out []float32)
+	// dotRows writes out[r] = a[:n]·b[r*ldb:][:n] for r < rows; n is a
+	// multiple of 4*lanes.
+	dotRows func(n int, a, b []float32, ldb, rows int, out []float32)
 }
 
 var arch = archImpl{name: "generic", mr: 4, nr: 8, kernel: kernelGeneric}
@@ -80,7 +83,7 @@ func sgemm(workers int, transA, transB bool, m, n, k int, alpha float32, a []flo
 	if k == 0 || alpha == 0 {
 		return
 	}
-	if !transA && transB && m < arch.mr/2 && arch.dot4 != nil {
+	if !transA && transB && m < arch.mr/2 && arch.dotRows != nil {
 		gemvT(workers, m, n, k, alpha, a, lda, b, ldb, c, ldc)
 		return
 	}
@@ -131,19 +134,42 @@ func split(n, w int) []int {
 	return b
 }
 
+// parallel runs f(0..n-1), f(0) on the caller and the rest on the pool's
+// long-lived workers, and waits for all of them.
 func parallel(n int, f func(i int)) {
 	if n == 1 {
 		f(0)
 		return
 	}
 	var wg sync.WaitGroup
+	wg.Add(n - 1)
 	for i := 1; i < n; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); f(i) }()
+		work <- task{f: f, i: i, wg: &wg}
 	}
 	f(0)
 	wg.Wait()
 }
+
+type task struct {
+	f  func(int)
+	i  int
+	wg *sync.WaitGroup
+}
+
+// work feeds the worker goroutines, started once; goroutines per call cost
+// more than a small matrix-vector product (decode runs ~50 per token).
+var work = func() chan task {
+	c := make(chan task, 64)
+	for range max(1, runtime.NumCPU()-1) * 2 {
+		go func() {
+			for t := range c {
+				t.f(t.i)
+				t.wg.Done()
+			}
+		}()
+	}
+	return c
+}()
 
 func scaleC(m, n int, beta float32, c []float32, ldc int) {
 	if beta == 1 {
@@ -286,48 +312,36 @@ func kernelGeneric(kb int, a, b, c []float32, ldc int) {
 }
 
 // gemvT handles few rows of A against a transposed B (the decode case,
-// x·Wᵀ with W stored [n,k]): dot products streamed over W's rows, parallel
-// over n, each block of W reused for all rows of A while it is in cache.
+// x·Wᵀ with W stored [n,k]): each worker streams its block of W's rows once
+// per row of A, sequentially, which is what memory bandwidth rewards.
 func gemvT(workers, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	if n*k < 1<<16 {
 		workers = 1
 	}
-	parts := split(ceilDiv(n, 4), workers)
+	step := 4 * arch.lanes
+	kv := k / step * step
+	parts := split(ceilDiv(n, 16), workers)
 	parallel(len(parts)-1, func(w int) {
-		j0, j1 := parts[w]*4, min(parts[w+1]*4, n)
-		var part [64]float32
-		step := 2 * arch.lanes
-		kv := k / step * step
-		const block = 64
-		for jb := j0; jb < j1; jb += block {
-			je := min(jb+block, j1)
+		j0, j1 := parts[w]*16, min(parts[w+1]*16, n)
+		var buf [256]float32
+		for jb := j0; jb < j1; jb += len(buf) {
+			je := min(jb+len(buf), j1)
 			for i := range m {
 				ai := a[i*lda : i*lda+k]
 				ci := c[i*ldc : i*ldc+n]
-				j := jb
-				for ; j+4 <= je; j += 4 {
-					var s [4]float32
-					if kv > 0 {
-						arch.dot4(kv, ai, b[j*ldb:], ldb, part[:])
-						for r := range 4 {
-							for _, v := range part[r*arch.lanes : (r+1)*arch.lanes] {
-								s[r] += v
-							}
-						}
-					}
-					for r := range 4 {
-						br := b[(j+r)*ldb : (j+r)*ldb+k]
-						for p := kv; p < k; p++ {
-							s[r] += ai[p] * br[p]
-						}
-						ci[j+r] += alpha * s[r]
-					}
+				out := buf[:je-jb]
+				if kv > 0 {
+					arch.dotRows(kv, ai, b[jb*ldb:], ldb, je-jb, out)
+				} else {
+					clear(out)
 				}
-				for ; j < je; j++ {
-					br := b[j*ldb : j*ldb+k]
-					var s float32
-					for p, v := range ai {
-						s += v * br[p]
+				for j := jb; j < je; j++ {
+					s := out[j-jb]
+					if kv < k {
+						br := b[j*ldb : j*ldb+k]
+						for p := kv; p < k; p++ {
+							s += ai[p] * br[p]
+						}
 					}
 					ci[j] += alpha * s
 				}

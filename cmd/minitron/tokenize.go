@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/minitron/minitron/tokenizer"
+)
+
+func newTokenize() *cobra.Command {
+	var path, text string
+	var jsonl, decode, bos, eos bool
+	cmd := &cobra.Command{
+		Use:   "tokenize --tokenizer PATH (--text TEXT | --jsonl) [--decode]",
+		Short: "Turn text into token ids, or ids into text",
+		Long: `tokenize encodes text with a SentencePiece .model, a tokenizer.json, or the
+tokenizer of a model directory, exactly as the reference libraries do.
+
+  --text TEXT          print the ids of TEXT, space-separated
+  --jsonl              read {"text": ...} lines on stdin, write {"ids": [...]}
+                       lines in the same order (encoded in parallel)
+  --decode             the reverse: --text "1 2 3" or {"ids": [...]} lines in,
+                       text or {"text": ...} lines out
+
+Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if jsonl == (text != "") && !(jsonl && text == "") {
+				return fmt.Errorf("give --text TEXT or --jsonl (reading stdin), not both")
+			}
+			if !jsonl && !cmd.Flags().Changed("text") {
+				return fmt.Errorf("give --text TEXT or --jsonl")
+			}
+			tok, err := tokenizer.Open(path)
+			if err != nil {
+				return err
+			}
+			if (bos && tok.BOS() < 0) || (eos && tok.EOS() < 0) {
+				return fmt.Errorf("%s defines no BOS/EOS token to add", path)
+			}
+			out := bufio.NewWriterSize(cmd.OutOrStdout(), 1<<20)
+			defer out.Flush()
+			enc := func(s string) []int32 {
+				var ids []int32
+				if bos {
+					ids = append(ids, tok.BOS())
+				}
+				ids = tok.AppendEncode(ids, s)
+				if eos {
+					ids = append(ids, tok.EOS())
+				}
+				return ids
+			}
+			if !jsonl {
+				if decode {
+					ids, err := parseIDs(text)
+					if err != nil {
+						return fmt.Errorf("--text: %w", err)
+					}
+					fmt.Fprintln(out, tok.Decode(ids))
+					return nil
+				}
+				fmt.Fprintln(out, joinIDs(enc(text)))
+				return nil
+			}
+			return mapLines(cmd.InOrStdin(), out, func(line []byte, n int) ([]byte, error) {
+				if decode {
+					var in struct {
+						IDs *[]int32 `json:"ids"`
+					}
+					if err := json.Unmarshal(line, &in); err != nil || in.IDs == nil {
+						return nil, fmt.Errorf("stdin line %d: want {\"ids\": [...]}, got %.60q", n, line)
+					}
+					return json.Marshal(map[string]string{"text": tok.Decode(*in.IDs)})
+				}
+				var in struct {
+					Text *string `json:"text"`
+				}
+				if err := json.Unmarshal(line, &in); err != nil || in.Text == nil {
+					return nil, fmt.Errorf("stdin line %d: want {\"text\": \"...\"}, got %.60q", n, line)
+				}
+				return json.Marshal(map[string][]int32{"ids": enc(*in.Text)})
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&path, "tokenizer", "", "SentencePiece .model, tokenizer.json, or a model directory")
+	f.StringVar(&text, "text", "", "text to encode (or ids to decode with --decode)")
+	f.BoolVar(&jsonl, "jsonl", false, "read JSON lines on stdin and write JSON lines")
+	f.BoolVar(&decode, "decode", false, "decode ids into text")
+	f.BoolVar(&bos, "bos", false, "prepend the BOS token")
+	f.BoolVar(&eos, "eos", false, "append the EOS token")
+	cmd.MarkFlagRequired("tokenizer")
+	return cmd
+}
+
+func joinIDs(ids []int32) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.Itoa(int(id)))
+	}
+	return b.String()
+}
+
+// mapLines applies f to every non-empty line of r on all cores and writes
+// the results in input order, one per line.
+func mapLines(r io.Reader, w io.Writer, f func(line []byte, n int) ([]byte, error)) error {
+	type chunk struct {
+		first int
+		lines [][]byte
+		out   [][]byte
+		err   error
+		done  chan struct{}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	jobs := make(chan *chunk, workers)
+	order := make(chan *chunk, 4*workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range jobs {
+				for i, l := range c.lines {
+					o, err := f(l, c.first+i)
+					if err != nil {
+						c.err = err
+						break
+					}
+					c.out = append(c.out, o)
+				}
+				close(c.done)
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(order)
+		defer close(jobs)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 256<<20)
+		n := 0
+		c := &chunk{first: 1, done: make(chan struct{})}
+		for sc.Scan() {
+			n++
+			line := sc.Bytes()
+			if len(strings.TrimSpace(string(line))) == 0 {
+				continue
+			}
+			c.lines = append(c.lines, append([]byte(nil), line...))
+			if len(c.lines) == 256 {
+				jobs <- c
+				order <- c
+				c = &chunk{first: n + 1, done: make(chan struct{})}
+			}
+		}
+		if len(c.lines) > 0 {
+			jobs <- c
+			order <- c
+		}
+		readErr <- sc.Err()
+	}()
+	var firstErr error
+	for c := range order {
+		<-c.done
+		if firstErr != nil {
+			continue
+		}
+		if c.err != nil {
+			firstErr = c.err
+			continue
+		}
+		for _, o := range c.out {
+			if _, err := w.Write(append(o, '\n')); err != nil {
+				firstErr = err
+				break
+			}
+		}
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := <-readErr; err != nil {
+		return fmt.Errorf("reading stdin: %w", err)
+	}
+	return nil
+}
+
+// textCodec is what sample needs from a tokenizer.
+type textCodec interface {
+	EncodePrompt(s string) ([]int32, error)
+	Decode(ids []int32) string
+}
+
+type promptCodec struct{ tokenizer.Tokenizer }
+
+// EncodePrompt encodes a prompt with BOS first, when the tokenizer has one.
+func (p promptCodec) EncodePrompt(s string) ([]int32, error) {
+	var ids []int32
+	if b := p.BOS(); b >= 0 {
+		ids = append(ids, b)
+	}
+	ids = p.AppendEncode(ids, s)
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("the prompt encodes to no tokens")
+	}
+	return ids, nil
+}
+
+// openTokenizer finds a model directory's tokenizer.
+func openTokenizer(dir string) (textCodec, error) {
+	tok, err := tokenizer.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--prompt needs the model's tokenizer: %w (or use --prompt-ids)", err)
+	}
+	return promptCodec{tok}, nil
+}
+
+// textStream turns generated ids into text incrementally: it decodes the
+// whole sequence and emits what is new, holding back a trailing partial
+// UTF-8 character (shown as U+FFFD) until it completes.
+type textStream struct {
+	tok     textCodec
+	ids     []int32
+	emitted string
+	prompt  string
+}
+
+func newTextStream(tok textCodec, prompt []int32) *textStream {
+	s := &textStream{tok: tok, ids: append([]int32(nil), prompt...)}
+	s.prompt = tok.Decode(s.ids)
+	return s
+}
+
+func (s *textStream) text() string { return strings.TrimPrefix(s.tok.Decode(s.ids), s.prompt) }
+
+// Add appends a token and returns the newly complete text.
+func (s *textStream) Add(id int32) string {
+	s.ids = append(s.ids, id)
+	t := s.text()
+	if strings.HasSuffix(t, "\uFFFD") || !strings.HasPrefix(t, s.emitted) {
+		return ""
+	}
+	d := t[len(s.emitted):]
+	s.emitted = t
+	return d
+}
+
+// Flush returns whatever has not been emitted yet.
+func (s *textStream) Flush() string {
+	t := s.text()
+	if strings.HasPrefix(t, s.emitted) {
+		return t[len(s.emitted):]
+	}
+	return ""
+}
