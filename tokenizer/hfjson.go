@@ -273,7 +273,12 @@ func (t *JSON) parseMerges(raw json.RawMessage) error {
 		m[k] = nid
 		t.ranks[k] = int32(rank)
 	}
-	t.merges = newPairTable(m)
+	keys := make([]uint64, 0, len(m))
+	vals := make([]int32, 0, len(m))
+	for k, v := range m {
+		keys, vals = append(keys, k), append(vals, v)
+	}
+	t.merges = newPairTable(keys, vals)
 	return nil
 }
 

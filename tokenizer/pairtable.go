@@ -8,16 +8,18 @@ type pairTable struct {
 	shift uint
 }
 
-func newPairTable(m map[uint64]int32) *pairTable {
+// newPairTable builds the table from distinct keys and their values.
+func newPairTable(keys []uint64, vals []int32) *pairTable {
 	size := 16
-	for size < 2*len(m) {
+	for size < 2*len(keys) {
 		size *= 2
 	}
 	t := &pairTable{keys: make([]uint64, size), vals: make([]int32, size), shift: 64}
 	for s := size; s > 1; s >>= 1 {
 		t.shift--
 	}
-	for k, v := range m {
+	for j, k := range keys {
+		v := vals[j]
 		i := t.slot(k)
 		for t.keys[i] != 0 {
 			i = (i + 1) & (len(t.keys) - 1)

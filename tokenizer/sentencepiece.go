@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -316,8 +318,8 @@ func (s *bpeScratch) pop() bpePair {
 
 // buildMerges indexes every piece by the pairs of pieces that concatenate
 // to it, so most merge candidates are found by two ids instead of a string.
+// Each pair names one concatenation, so the work splits across cores.
 func (sp *SentencePiece) buildMerges() {
-	m := make(map[uint64]int32, len(sp.pieceID)*2)
 	for b := range sp.byteSym {
 		id, ok := sp.pieceID[string([]byte{byte(b)})]
 		if !ok {
@@ -325,19 +327,37 @@ func (sp *SentencePiece) buildMerges() {
 		}
 		sp.byteSym[b] = id
 	}
-	defer func() { sp.merges = newPairTable(m) }()
-	for p, id := range sp.pieceID {
-		for i := 1; i < len(p); i++ {
-			if !utf8.RuneStart(p[i]) {
-				continue
+	workers := runtime.GOMAXPROCS(0)
+	keys := make([][]uint64, workers)
+	vals := make([][]int32, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := w; id < len(sp.pieces); id += workers {
+				p := sp.pieces[id].piece
+				if t := sp.pieces[id].typ; t != typeNormal && t != typeUserDefined && t != typeUnused {
+					continue
+				}
+				for i := 1; i < len(p); i++ {
+					if !utf8.RuneStart(p[i]) {
+						continue
+					}
+					l, ok := sp.pieceID[p[:i]]
+					if !ok {
+						continue
+					}
+					if r, ok := sp.pieceID[p[i:]]; ok {
+						keys[w] = append(keys[w], uint64(l)<<32|uint64(r))
+						vals[w] = append(vals[w], int32(id))
+					}
+				}
 			}
-			l, okl := sp.pieceID[p[:i]]
-			r, okr := sp.pieceID[p[i:]]
-			if okl && okr {
-				m[uint64(l)<<32|uint64(r)] = id
-			}
-		}
+		}()
 	}
+	wg.Wait()
+	sp.merges = newPairTable(slices.Concat(keys...), slices.Concat(vals...))
 }
 
 // mergeID returns the piece formed by two adjacent symbols, or -1.

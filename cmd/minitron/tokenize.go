@@ -17,7 +17,7 @@ import (
 
 func newTokenize() *cobra.Command {
 	var path, text string
-	var jsonl, decode, bos, eos bool
+	var jsonl, lines, decode, bos, eos bool
 	cmd := &cobra.Command{
 		Use:   "tokenize --tokenizer PATH (--text TEXT | --jsonl) [--decode]",
 		Short: "Turn text into token ids, or ids into text",
@@ -27,17 +27,22 @@ tokenizer of a model directory, exactly as the reference libraries do.
   --text TEXT          print the ids of TEXT, space-separated
   --jsonl              read {"text": ...} lines on stdin, write {"ids": [...]}
                        lines in the same order (encoded in parallel)
+  --lines              read plain text on stdin, write the ids of each line
+                       on its own line (like spm_encode --output_format id)
   --decode             the reverse: --text "1 2 3" or {"ids": [...]} lines in,
                        text or {"text": ...} lines out
 
 Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if jsonl == (text != "") && !(jsonl && text == "") {
-				return fmt.Errorf("give --text TEXT or --jsonl (reading stdin), not both")
+			modes := 0
+			for _, on := range []bool{cmd.Flags().Changed("text"), jsonl, lines} {
+				if on {
+					modes++
+				}
 			}
-			if !jsonl && !cmd.Flags().Changed("text") {
-				return fmt.Errorf("give --text TEXT or --jsonl")
+			if modes != 1 {
+				return fmt.Errorf("give exactly one of --text TEXT, --jsonl or --lines")
 			}
 			tok, err := tokenizer.Open(path)
 			if err != nil {
@@ -58,6 +63,18 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 					ids = append(ids, tok.EOS())
 				}
 				return ids
+			}
+			if lines {
+				return mapLinesRaw(cmd.InOrStdin(), out, func(line []byte, n int) ([]byte, error) {
+					if decode {
+						ids, err := parseIDs(string(line))
+						if err != nil && len(strings.TrimSpace(string(line))) > 0 {
+							return nil, fmt.Errorf("stdin line %d: %w", n, err)
+						}
+						return []byte(tok.Decode(ids)), nil
+					}
+					return []byte(joinIDs(enc(string(line)))), nil
+				})
 			}
 			if !jsonl {
 				if decode {
@@ -95,6 +112,7 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 	f.StringVar(&path, "tokenizer", "", "SentencePiece .model, tokenizer.json, or a model directory")
 	f.StringVar(&text, "text", "", "text to encode (or ids to decode with --decode)")
 	f.BoolVar(&jsonl, "jsonl", false, "read JSON lines on stdin and write JSON lines")
+	f.BoolVar(&lines, "lines", false, "read plain text lines on stdin and write one id line per line")
 	f.BoolVar(&decode, "decode", false, "decode ids into text")
 	f.BoolVar(&bos, "bos", false, "prepend the BOS token")
 	f.BoolVar(&eos, "eos", false, "append the EOS token")
@@ -116,6 +134,15 @@ func joinIDs(ids []int32) string {
 // mapLines applies f to every non-empty line of r on all cores and writes
 // the results in input order, one per line.
 func mapLines(r io.Reader, w io.Writer, f func(line []byte, n int) ([]byte, error)) error {
+	return mapLinesOpt(r, w, false, f)
+}
+
+// mapLinesRaw is mapLines keeping empty lines (each gives an output line).
+func mapLinesRaw(r io.Reader, w io.Writer, f func(line []byte, n int) ([]byte, error)) error {
+	return mapLinesOpt(r, w, true, f)
+}
+
+func mapLinesOpt(r io.Reader, w io.Writer, keepEmpty bool, f func(line []byte, n int) ([]byte, error)) error {
 	type chunk struct {
 		first int
 		lines [][]byte
@@ -155,7 +182,7 @@ func mapLines(r io.Reader, w io.Writer, f func(line []byte, n int) ([]byte, erro
 		for sc.Scan() {
 			n++
 			line := sc.Bytes()
-			if len(strings.TrimSpace(string(line))) == 0 {
+			if !keepEmpty && len(strings.TrimSpace(string(line))) == 0 {
 				continue
 			}
 			c.lines = append(c.lines, append([]byte(nil), line...))

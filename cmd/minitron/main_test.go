@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// TestMain lets the test binary act as the minitron command when
+// MINITRON_RUN_MAIN is set, so tests run the real CLI in a subprocess (and
+// can measure its memory).
+func TestMain(m *testing.M) {
+	if os.Getenv("MINITRON_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	if h := os.Getenv("MINITRON_TEST_HELPER"); h != "" {
+		if err := helpers[h](os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const fixtures = "../../testdata/hf"
+
+type result struct {
+	stdout, stderr string
+	code           int
+	maxRSS         int64 // bytes
+}
+
+// helpers are test steps run in a subprocess, to keep their memory out of
+// the parent (a child's peak RSS includes its parent's at fork time).
+var helpers = map[string]func(args []string) error{}
+
+// runHelper runs a helper in a subprocess.
+func runHelper(t *testing.T, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "MINITRON_TEST_HELPER="+name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper %s: %v\n%s", name, err, out)
+	}
+}
+
+// run executes minitron with args.
+func run(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "MINITRON_RUN_MAIN=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.maxRSS = ru.Maxrss * 1024
+	}
+	return r
+}
+
+func mustRun(t *testing.T, args ...string) result {
+	t.Helper()
+	r := run(t, "", args...)
+	if r.code != 0 {
+		t.Fatalf("minitron %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r
+}
+
+func TestHelp(t *testing.T) {
+	r := mustRun(t, "--help")
+	for _, c := range []string{"inspect", "logits", "sample", "bench", "tokenize"} {
+		if !strings.Contains(r.stdout, c) {
+			t.Errorf("--help does not list %s", c)
+		}
+	}
+	// Every flag of every command has a description.
+	for _, c := range newRoot().Commands() {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if strings.TrimSpace(f.Usage) == "" {
+				t.Errorf("%s --%s has no help text", c.Name(), f.Name)
+			}
+		})
+	}
+}
+
+func TestInspect(t *testing.T) {
+	r := mustRun(t, "inspect", filepath.Join(fixtures, "nemotron-odd-bf16"))
+	for _, want := range []string{"NemotronForCausalLM", "layers 3, hidden 80, heads 6 (KV 2, head_dim 16), MLP 200, vocab 300", "BF16", "to run", "to train"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestBadInputs(t *testing.T) {
+	dir := t.TempDir()
+	trunc := filepath.Join(dir, "trunc.safetensors")
+	b, _ := os.ReadFile(filepath.Join(fixtures, "nemotron-tiny", "golden.safetensors"))
+	os.WriteFile(trunc, b[:100], 0o644)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing model", []string{"inspect", filepath.Join(dir, "nope")}, "no such file"},
+		{"truncated input", []string{"logits", "--model", filepath.Join(fixtures, "nemotron-tiny"), "--input", trunc, "--output", filepath.Join(dir, "o.safetensors")}, "trunc.safetensors"},
+		{"no input_ids", []string{"logits", "--model", filepath.Join(fixtures, "nemotron-tiny"), "--input", filepath.Join(fixtures, "nemotron-tiny", "model.safetensors"), "--output", filepath.Join(dir, "o.safetensors")}, `"input_ids"`},
+		{"id beyond vocab", []string{"sample", "--model", filepath.Join(fixtures, "nemotron-tiny"), "--prompt-ids", "1,512", "--max-new-tokens", "2"}, "outside the vocabulary"},
+		{"bad device", []string{"bench", "matmul", "--device", "tpu"}, "unknown --device"},
+		{"cuda unavailable", []string{"bench", "matmul", "--device", "cuda"}, "cuda"},
+		{"bad temperature", []string{"sample", "--model", filepath.Join(fixtures, "nemotron-tiny"), "--prompt-ids", "1", "--temperature", "-1"}, "temperature"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(t, "", c.args...)
+			if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+				t.Fatalf("exit %d, stderr %q: want a failure mentioning %q", r.code, r.stderr, c.want)
+			}
+			if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
+				t.Fatalf("panicked: %s", r.stderr)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "o.safetensors")); err == nil {
+		t.Fatal("a failed run left an output file")
+	}
+}
