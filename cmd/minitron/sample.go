@@ -16,8 +16,8 @@ import (
 func newSample() *cobra.Command {
 	var (
 		modelDir, tokPath, prompt, promptIDs, dev string
-		opt                              generate.Options
-		printIDs, ignoreEOS              bool
+		opt                                       generate.Options
+		printIDs, ignoreEOS                       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sample --model DIR (--prompt TEXT | --prompt-ids 1,2,3)",
