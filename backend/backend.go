@@ -173,11 +173,30 @@ type Backend interface {
 	// GatherRows: dst[i] = src[rows[i]]; rows I32 [N].
 	GatherRows(dst, src, rows Tensor) error
 
+	// SquaredNorm returns the sum of squares of a float tensor (accumulated
+	// in float64), for global gradient-norm clipping.
+	SquaredNorm(t Tensor) (float64, error)
+	// Scale multiplies a float tensor by alpha in place.
+	Scale(t Tensor, alpha float32) error
+	// AdamW applies one decoupled-weight-decay Adam step to w with gradient
+	// g (multiplied by p.GradScale first) and moments m, v, as PyTorch's
+	// AdamW does: w -= lr*wd*w; m, v updated; w -= lr/bc1 * m/(sqrt(v)/sqrt(bc2)+eps).
+	AdamW(w, g, m, v Tensor, p AdamW) error
+
 	// CrossEntropy computes per-row losses [N] = logsumexp(logits) - logits[target]
 	// for logits [N,V] and I32 targets [N]; a negative target ignores the row
 	// (loss 0, zero gradient). If dlogits is non-nil it receives
 	// scale*(softmax(logits) - onehot(target)); dlogits may alias logits.
 	CrossEntropy(losses, dlogits, logits, targets Tensor, scale float32) error
+}
+
+// AdamW holds the hyperparameters of one optimizer step.
+type AdamW struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float32
+	// Step is the 1-based step number, for bias correction.
+	Step int
+	// GradScale multiplies the gradient before use (clipping, averaging).
+	GradScale float32
 }
 
 // ShapeError formats a shape mismatch for an op.

@@ -106,6 +106,7 @@ type Activations struct {
 	logits       backend.Tensor
 	logitRows    int
 	tensors      []backend.Tensor // everything allocated, for Free
+	back         *backLink        // backward workspace, made on first use
 }
 
 // NewActivations allocates a workspace for n rows; keep retains every
@@ -189,6 +190,10 @@ func (a *Activations) Free(b backend.Backend) {
 		b.Free(t)
 	}
 	a.tensors = nil
+	if a.back != nil {
+		a.back.s.free(b)
+		a.back = nil
+	}
 }
 
 func (a *Activations) layer(l int) *layerActs {
@@ -288,82 +293,12 @@ func (m *Model) Forward(a *Activations, in Input, opt Options) (backend.Tensor, 
 	if err := m.checkInput(a, in, opt); err != nil {
 		return nil, err
 	}
+	if err := m.trunk(a, in, opt); err != nil {
+		return nil, err
+	}
 	b, c := m.Backend, m.Config
-	n := in.B * in.T
-	ids := make([]int32, n)
-	copy(ids, in.IDs)
-	pos := make([]int32, n)
-	for s := range in.B {
-		p0 := 0
-		if in.Past != nil {
-			p0 = in.Past[s]
-		}
-		for i := range in.T {
-			pos[s*in.T+i] = int32(p0 + i)
-		}
-	}
-	idsT, err := b.FromInt32(ids, n)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.Copy(a.ids, idsT); err != nil {
-		return nil, err
-	}
-	posT, err := b.FromInt32(pos, n)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.Copy(a.pos, posT); err != nil {
-		return nil, err
-	}
-	b.Free(idsT)
-	b.Free(posT)
-	obs := opt.Observer
-	if obs == nil {
-		obs = func(Site, int, backend.Tensor) error { return nil }
-	}
-	if err := b.Embedding(a.H[0], m.Embed, a.ids); err != nil {
-		return nil, err
-	}
-	if err := obs(SiteEmbed, -1, a.H[0]); err != nil {
-		return nil, err
-	}
-	var cacheRows backend.Tensor
-	if opt.Cache != nil {
-		rows := make([]int32, n)
-		for s := range in.B {
-			for i := range in.T {
-				rows[s*in.T+i] = int32(s*opt.Cache.MaxT + in.Past[s] + i)
-			}
-		}
-		if cacheRows, err = b.FromInt32(rows, n); err != nil {
-			return nil, err
-		}
-		defer b.Free(cacheRows)
-	}
-	at := m.attn(in, opt.Cache)
-	for l := range c.NumLayers {
-		x, mid, out := a.H[l], a.Mid[l], a.H[l+1]
-		if opt.Skip != nil && opt.Skip[l] {
-			if out != x {
-				if err := b.Copy(out, x); err != nil {
-					return nil, err
-				}
-			}
-			continue
-		}
-		if err := obs(SiteLayerIn, l, x); err != nil {
-			return nil, err
-		}
-		if err := m.layerForward(l, a, at, x, mid, out, opt.Cache, cacheRows, obs); err != nil {
-			return nil, fmt.Errorf("model: layer %d: %w", l, err)
-		}
-		if err := obs(SiteLayerOut, l, out); err != nil {
-			return nil, err
-		}
-	}
 	last := a.H[c.NumLayers]
-	rows := n
+	rows := in.B * in.T
 	if in.LogitRows != nil {
 		rows = len(in.LogitRows)
 		if err := m.ensure(&a.sel, a, backend.F32, rows, c.HiddenSize); err != nil {
@@ -380,17 +315,7 @@ func (m *Model) Forward(a *Activations, in Input, opt Options) (backend.Tensor, 
 		}
 		last = a.sel
 	}
-	if err := m.ensure(&a.final, a, backend.F32, rows, c.HiddenSize); err != nil {
-		return nil, err
-	}
-	stat := a.fstat
-	if rows != n {
-		stat = nil
-	}
-	if err := m.norm(a.final, stat, last, m.NormW, m.NormB); err != nil {
-		return nil, err
-	}
-	if err := obs(SiteFinalNorm, -1, a.final); err != nil {
+	if err := m.finalNorm(a, last, rows, opt.Observer); err != nil {
 		return nil, err
 	}
 	if err := m.ensure(&a.logits, a, backend.F32, rows, c.VocabSize); err != nil {
@@ -401,6 +326,107 @@ func (m *Model) Forward(a *Activations, in Input, opt Options) (backend.Tensor, 
 	}
 	a.logitRows = rows
 	return a.logits, nil
+}
+
+// finalNorm normalizes x ([rows, D]) into a.final; stats are kept when the
+// rows are the whole batch (for a backward pass).
+func (m *Model) finalNorm(a *Activations, x backend.Tensor, rows int, obs Observer) error {
+	if err := m.ensure(&a.final, a, backend.F32, rows, m.Config.HiddenSize); err != nil {
+		return err
+	}
+	stat := a.fstat
+	if rows != a.N {
+		stat = nil
+	}
+	if err := m.norm(a.final, stat, x, m.NormW, m.NormB); err != nil {
+		return err
+	}
+	if obs != nil {
+		return obs(SiteFinalNorm, -1, a.final)
+	}
+	return nil
+}
+
+// trunk runs the embedding and the layers, leaving the last layer's output
+// in a.H[L].
+func (m *Model) trunk(a *Activations, in Input, opt Options) error {
+	if err := m.checkInput(a, in, opt); err != nil {
+		return err
+	}
+	b, c := m.Backend, m.Config
+	n := in.B * in.T
+	ids := make([]int32, n)
+	copy(ids, in.IDs)
+	pos := make([]int32, n)
+	for s := range in.B {
+		p0 := 0
+		if in.Past != nil {
+			p0 = in.Past[s]
+		}
+		for i := range in.T {
+			pos[s*in.T+i] = int32(p0 + i)
+		}
+	}
+	for _, x := range []struct {
+		dst backend.Tensor
+		v   []int32
+	}{{a.ids, ids}, {a.pos, pos}} {
+		t, err := b.FromInt32(x.v, n)
+		if err != nil {
+			return err
+		}
+		err = b.Copy(x.dst, t)
+		b.Free(t)
+		if err != nil {
+			return err
+		}
+	}
+	obs := opt.Observer
+	if obs == nil {
+		obs = func(Site, int, backend.Tensor) error { return nil }
+	}
+	if err := b.Embedding(a.H[0], m.Embed, a.ids); err != nil {
+		return err
+	}
+	if err := obs(SiteEmbed, -1, a.H[0]); err != nil {
+		return err
+	}
+	var cacheRows backend.Tensor
+	if opt.Cache != nil {
+		rows := make([]int32, n)
+		for s := range in.B {
+			for i := range in.T {
+				rows[s*in.T+i] = int32(s*opt.Cache.MaxT + in.Past[s] + i)
+			}
+		}
+		var err error
+		if cacheRows, err = b.FromInt32(rows, n); err != nil {
+			return err
+		}
+		defer b.Free(cacheRows)
+	}
+	at := m.attn(in, opt.Cache)
+	for l := range c.NumLayers {
+		x, mid, out := a.H[l], a.Mid[l], a.H[l+1]
+		if opt.Skip != nil && opt.Skip[l] {
+			if out != x {
+				if err := b.Copy(out, x); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := obs(SiteLayerIn, l, x); err != nil {
+			return err
+		}
+		if err := m.layerForward(l, a, at, x, mid, out, opt.Cache, cacheRows, obs); err != nil {
+			return fmt.Errorf("model: layer %d: %w", l, err)
+		}
+		if err := obs(SiteLayerOut, l, out); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // layerForward runs block l: x → mid = x + attn(norm1(x)) → out = mid + mlp(norm2(mid)).

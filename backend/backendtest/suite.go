@@ -58,6 +58,7 @@ func Run(t *testing.T, mk func(t *testing.T) backend.Backend, tol Tolerances) {
 		{"Activations", (*suite).activations},
 		{"Rows", (*suite).rows},
 		{"CrossEntropy", (*suite).crossEntropy},
+		{"Optimizer", (*suite).optimizer},
 		{"Errors", (*suite).errors},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -510,4 +511,43 @@ func (s *suite) errors() {
 			}
 		})
 	}
+}
+
+func (s *suite) optimizer() {
+	const n = 1000
+	g, gv := s.up(s.randn(n), n)
+	ss, err := s.b.SquaredNorm(g)
+	s.do(err)
+	var want float64
+	for _, x := range gv {
+		want += x * x
+	}
+	if math.Abs(ss-want) > 1e-6*want {
+		s.t.Fatalf("squared norm %v, want %v", ss, want)
+	}
+	// Two AdamW steps against the update written out in float64.
+	w, wv := s.up(s.randn(n), n)
+	m, mv := s.up(make([]float64, n), n)
+	v, vv := s.up(make([]float64, n), n)
+	p := backend.AdamW{LR: 0.01, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradScale: 0.5}
+	for step := 1; step <= 2; step++ {
+		p.Step = step
+		s.do(s.b.AdamW(w, g, m, v, p))
+		b1, b2 := float64(p.Beta1), float64(p.Beta2)
+		for i := range wv {
+			gi := gv[i] * float64(p.GradScale)
+			mv[i] = b1*mv[i] + (1-b1)*gi
+			vv[i] = b2*vv[i] + (1-b2)*gi*gi
+			bc1, bc2 := 1-math.Pow(b1, float64(step)), 1-math.Pow(b2, float64(step))
+			wv[i] = wv[i]*(1-float64(p.LR)*float64(p.WeightDecay)) - float64(p.LR)/bc1*mv[i]/(math.Sqrt(vv[i])/math.Sqrt(bc2)+float64(p.Eps))
+		}
+	}
+	s.close("adamw w", s.down(w), wv, 1e-5)
+	s.close("adamw m", s.down(m), mv, 1e-5)
+	s.close("adamw v", s.down(v), vv, 1e-5)
+	s.do(s.b.Scale(g, -2))
+	for i := range gv {
+		gv[i] *= -2
+	}
+	s.close("scale", s.down(g), gv, 0)
 }

@@ -233,26 +233,30 @@ func (b *Backend) parallelRows(n, work int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// parallelReduce is parallelRows for ops that accumulate into a vector of
-// size width (parameter gradients): each worker sums into its own buffer,
-// and the buffers are added in worker order so results are deterministic.
+// reduceChunk is the number of rows each partial sum of parallelReduce
+// covers. Fixing it (rather than splitting by core count) makes results
+// identical whatever the number of threads, which bit-exact resumption of
+// training on another machine relies on.
+const reduceChunk = 32
+
+// parallelReduce is parallelRows for ops that accumulate into vectors of
+// size width (parameter gradients): rows are cut into fixed chunks, each
+// chunk sums into its own buffer in float64, and the buffers are added in
+// chunk order, so results do not depend on scheduling or thread count.
 func (b *Backend) parallelReduce(n, work, width int, f func(lo, hi int, acc []float64), out ...[]float32) {
-	workers := b.threads
-	if n*work < 1<<15 || workers <= 1 {
-		workers = 1
+	chunks := (n + reduceChunk - 1) / reduceChunk
+	parts := make([][]float64, chunks)
+	run := func(c int) {
+		parts[c] = make([]float64, width*len(out))
+		f(c*reduceChunk, min((c+1)*reduceChunk, n), parts[c])
 	}
-	workers = max(1, min(workers, n))
-	parts := make([][]float64, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		parts[w] = make([]float64, width*len(out))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(w*n/workers, (w+1)*n/workers, parts[w])
-		}()
+	if n*work < 1<<15 || b.threads <= 1 {
+		for c := range chunks {
+			run(c)
+		}
+	} else {
+		runTasks(b, chunks, func() struct{} { return struct{}{} }, func(c int, _ struct{}) { run(c) })
 	}
-	wg.Wait()
 	for k, o := range out {
 		if o == nil {
 			continue

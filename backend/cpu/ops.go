@@ -569,3 +569,78 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 	})
 	return nil
 }
+
+// SquaredNorm sums squares in float64, in fixed chunks (deterministic).
+func (b *Backend) SquaredNorm(t backend.Tensor) (float64, error) {
+	f, err := floats("SquaredNorm", t)
+	if err != nil {
+		return 0, err
+	}
+	const chunk = 1 << 14
+	n := (len(f) + chunk - 1) / chunk
+	parts := make([]float64, n)
+	b.parallelRows(n, chunk, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			var s float64
+			for _, x := range f[c*chunk : min((c+1)*chunk, len(f))] {
+				s += float64(x) * float64(x)
+			}
+			parts[c] = s
+		}
+	})
+	var s float64
+	for _, p := range parts {
+		s += p
+	}
+	return s, nil
+}
+
+// Scale multiplies in place.
+func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
+	f, err := floats("Scale", t)
+	if err != nil {
+		return err
+	}
+	b.parallelRows(len(f), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			f[i] *= alpha
+		}
+	})
+	return nil
+}
+
+// AdamW updates w, m and v in place.
+func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
+	const op = "AdamW"
+	wf, gf, err := sameFloats(op, w, g)
+	if err != nil {
+		return err
+	}
+	_, mf, err := sameFloats(op, w, m)
+	if err != nil {
+		return err
+	}
+	_, vf, err := sameFloats(op, w, v)
+	if err != nil {
+		return err
+	}
+	if p.Step < 1 {
+		return fmt.Errorf("cpu: AdamW: step %d, want >= 1", p.Step)
+	}
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	stepSize := float32(float64(p.LR) / bc1)
+	bc2sqrt := float32(math.Sqrt(bc2))
+	decay := 1 - p.LR*p.WeightDecay
+	b.parallelRows(len(wf), 8, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			gi := gf[i] * p.GradScale
+			mi := p.Beta1*mf[i] + (1-p.Beta1)*gi
+			vi := p.Beta2*vf[i] + (1-p.Beta2)*gi*gi
+			mf[i], vf[i] = mi, vi
+			denom := float32(math.Sqrt(float64(vi)))/bc2sqrt + p.Eps
+			wf[i] = wf[i]*decay - stepSize*mi/denom
+		}
+	})
+	return nil
+}

@@ -46,6 +46,44 @@ func TestLogitsCommand(t *testing.T) {
 	}
 }
 
+// TestLogitsGrads: `minitron logits --grads` writes transformers' loss and
+// gradients.
+func TestLogitsGrads(t *testing.T) {
+	dir := filepath.Join(fixtures, "nemotron-odd")
+	out := filepath.Join(t.TempDir(), "out.safetensors")
+	mustRun(t, "logits", "--model", dir, "--input", filepath.Join(dir, "golden.safetensors"), "--output", out, "--grads")
+	got, err := checkpoints.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	want, _ := checkpoints.Open(filepath.Join(dir, "golden.safetensors"))
+	defer want.Close()
+	n := 0
+	for _, name := range want.Names() {
+		if name != "loss" && !strings.HasPrefix(name, "grad.") {
+			continue
+		}
+		g, err := got.Float32(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, _ := want.Float32(name)
+		var num, den float64
+		for i := range w {
+			num += math.Pow(float64(g[i]-w[i]), 2)
+			den += math.Pow(float64(w[i]), 2)
+		}
+		if e := math.Sqrt(num / den); e > 1e-4 {
+			t.Errorf("%s: relative error %.3g", name, e)
+		}
+		n++
+	}
+	if n != 1+34 { // loss and the 34 parameters of the 3-layer model
+		t.Fatalf("compared %d tensors", n)
+	}
+}
+
 // TestSampleGreedyIDs: greedy `sample --ids` prints transformers' greedy ids.
 func TestSampleGreedyIDs(t *testing.T) {
 	dir := filepath.Join(fixtures, "nemotron-tiny")

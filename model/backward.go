@@ -1,0 +1,330 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/minitron/minitron/backend"
+)
+
+// Grads holds one gradient tensor per parameter, aligned with Model.Params.
+type Grads struct {
+	T []backend.Tensor
+	// Named views, as Model has for weights.
+	Embed, LMHead, NormW, NormB backend.Tensor
+	Layers                      []Layer
+}
+
+// NewGrads allocates zeroed gradients.
+func (m *Model) NewGrads() (*Grads, error) {
+	g := &Grads{T: make([]backend.Tensor, len(m.Params))}
+	for i, p := range m.Params {
+		t, err := m.Backend.New(backend.F32, p.Shape...)
+		if err != nil {
+			return nil, fmt.Errorf("model: gradient of %s: %w", p.Name, err)
+		}
+		g.T[i] = t
+	}
+	shadow := &Model{Config: m.Config, Params: m.Params, Weights: g.T}
+	shadow.bind()
+	g.Embed, g.LMHead, g.NormW, g.NormB, g.Layers = shadow.Embed, shadow.LMHead, shadow.NormW, shadow.NormB, shadow.Layers
+	return g, nil
+}
+
+// Zero clears every gradient.
+func (g *Grads) Zero(b backend.Backend) error {
+	for _, t := range g.T {
+		if err := b.Fill(t, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Free releases the gradients.
+func (g *Grads) Free(b backend.Backend) {
+	for _, t := range g.T {
+		b.Free(t)
+	}
+}
+
+// lossChunk is the number of rows whose logits exist at once during the
+// loss: a 256k vocabulary never needs more than lossChunk×V floats.
+const lossChunk = 256
+
+// backState is the workspace of a backward pass: one layer's activation
+// gradients, reused across layers.
+type backState struct {
+	dh, dmid, dtmp, dn  backend.Tensor // [N,D]
+	dq, datt            backend.Tensor // [N, heads*head_dim]
+	dk, dv              backend.Tensor // [N, kv*head_dim]
+	dact, dup, dgate    backend.Tensor // [N,F]
+	dfinal              backend.Tensor // [N,D]
+	logits, losses, tgt backend.Tensor
+	tensors             []backend.Tensor
+}
+
+func (m *Model) newBackState(n int) (*backState, error) {
+	c := m.Config
+	d, q, kv, f := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize
+	s := &backState{}
+	var err error
+	alloc := func(dt backend.DType, shape ...int) backend.Tensor {
+		if err != nil {
+			return nil
+		}
+		var t backend.Tensor
+		if t, err = m.Backend.New(dt, shape...); t != nil {
+			s.tensors = append(s.tensors, t)
+		}
+		return t
+	}
+	s.dh, s.dmid, s.dtmp, s.dn, s.dfinal = alloc(backend.F32, n, d), alloc(backend.F32, n, d), alloc(backend.F32, n, d), alloc(backend.F32, n, d), alloc(backend.F32, n, d)
+	s.dq, s.datt = alloc(backend.F32, n, q), alloc(backend.F32, n, q)
+	s.dk, s.dv = alloc(backend.F32, n, kv), alloc(backend.F32, n, kv)
+	s.dact, s.dup = alloc(backend.F32, n, f), alloc(backend.F32, n, f)
+	if c.Arch == Llama {
+		s.dgate = alloc(backend.F32, n, f)
+	}
+	s.logits = alloc(backend.F32, min(n, lossChunk), c.VocabSize)
+	s.losses = alloc(backend.F32, n)
+	s.tgt = alloc(backend.I32, n)
+	if err != nil {
+		s.free(m.Backend)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *backState) free(b backend.Backend) {
+	for _, t := range s.tensors {
+		b.Free(t)
+	}
+}
+
+// NextTokenTargets returns the targets of next-token prediction for B
+// sequences of T ids: row b*T+i predicts ids[b*T+i+1]; the last position of
+// each sequence has no target (-1).
+func NextTokenTargets(ids []int32, b, t int) []int32 {
+	tg := make([]int32, len(ids))
+	for s := range b {
+		for i := range t {
+			if i == t-1 {
+				tg[s*t+i] = -1
+			} else {
+				tg[s*t+i] = ids[s*t+i+1]
+			}
+		}
+	}
+	return tg
+}
+
+// LossAndGrad runs a forward pass that keeps activations (a must be made
+// with keep), computes the mean cross-entropy of the rows whose target is
+// not negative, and accumulates scale × d(loss)/d(parameter) into g.
+// It returns the loss (before scale).
+func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale float32, g *Grads) (float64, error) {
+	if !a.Keep {
+		return 0, fmt.Errorf("model: LossAndGrad needs activations made with keep")
+	}
+	if in.LogitRows != nil || in.Past != nil {
+		return 0, fmt.Errorf("model: LossAndGrad takes full sequences without a cache")
+	}
+	n := in.B * in.T
+	if len(targets) != n {
+		return 0, fmt.Errorf("model: %d targets for %d rows", len(targets), n)
+	}
+	count := 0
+	for i, t := range targets {
+		if int(t) >= m.Config.VocabSize {
+			return 0, fmt.Errorf("model: target %d at row %d is outside the vocabulary (size %d)", t, i, m.Config.VocabSize)
+		}
+		if t >= 0 {
+			count++
+		}
+	}
+	if count == 0 {
+		return 0, fmt.Errorf("model: no row has a target")
+	}
+	if err := m.trunk(a, in, Options{}); err != nil {
+		return 0, err
+	}
+	if err := m.finalNorm(a, a.H[m.Config.NumLayers], n, nil); err != nil {
+		return 0, err
+	}
+	if a.back == nil || a.back.rows != n {
+		if a.back != nil {
+			a.back.s.free(m.Backend)
+		}
+		s, err := m.newBackState(n)
+		if err != nil {
+			return 0, err
+		}
+		a.back = &backLink{s: s, rows: n}
+	}
+	s := a.back.s
+	loss, err := m.lossBackward(a, s, targets, scale/float32(count), g)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.trunkBackward(a, s, in, g); err != nil {
+		return 0, err
+	}
+	return loss / float64(count), nil
+}
+
+// backLink keeps a backward workspace with the activations it serves.
+type backLink struct {
+	s    *backState
+	rows int
+}
+
+// lossBackward computes the summed loss and, chunk by chunk over rows, the
+// gradients of the final-norm output (s.dfinal) and of lm_head.
+func (m *Model) lossBackward(a *Activations, s *backState, targets []int32, scale float32, g *Grads) (float64, error) {
+	b, c := m.Backend, m.Config
+	n, d, v := a.N, c.HiddenSize, c.VocabSize
+	tg, err := b.FromInt32(append([]int32(nil), targets...), n)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Free(tg)
+	var total float64
+	for r0 := 0; r0 < n; r0 += lossChunk {
+		r1 := min(n, r0+lossChunk)
+		rows := r1 - r0
+		views := make([]backend.Tensor, 5)
+		for i, x := range []struct {
+			t          backend.Tensor
+			off, width int
+		}{{a.final, r0 * d, d}, {s.dfinal, r0 * d, d}, {s.logits, 0, v}, {s.losses, r0, 1}, {tg, r0, 1}} {
+			shape := []int{rows, x.width}
+			if x.width == 1 {
+				shape = []int{rows}
+			}
+			if views[i], err = b.View(x.t, x.off, shape...); err != nil {
+				return 0, err
+			}
+		}
+		fin, dfin, lg, ls, tv := views[0], views[1], views[2], views[3], views[4]
+		if err := b.MatMul(lg, fin, m.LMHead, false, true, 1, 0); err != nil {
+			return 0, err
+		}
+		if err := b.CrossEntropy(ls, lg, lg, tv, scale); err != nil {
+			return 0, err
+		}
+		if err := b.MatMul(dfin, lg, m.LMHead, false, false, 1, 0); err != nil {
+			return 0, err
+		}
+		if err := b.MatMul(g.LMHead, lg, fin, true, false, 1, 1); err != nil {
+			return 0, err
+		}
+	}
+	lv, err := b.ToFloat32(s.losses)
+	if err != nil {
+		return 0, err
+	}
+	for _, x := range lv {
+		total += float64(x)
+	}
+	return total, nil
+}
+
+// normBackward is the architecture's normalization backward.
+func (m *Model) normBackward(dx, dw, db, dout, x, w, stats backend.Tensor) error {
+	if m.Config.Arch == Nemotron {
+		return m.Backend.LayerNormBackward(dx, dw, db, dout, x, w, stats, 1)
+	}
+	return m.Backend.RMSNormBackward(dx, dw, dout, x, w, stats)
+}
+
+// trunkBackward propagates s.dfinal back through the final norm, the
+// layers and the embedding, accumulating parameter gradients.
+func (m *Model) trunkBackward(a *Activations, s *backState, in Input, g *Grads) error {
+	b, c := m.Backend, m.Config
+	L := c.NumLayers
+	if err := m.normBackward(s.dh, g.NormW, g.NormB, s.dfinal, a.H[L], m.NormW, a.fstat); err != nil {
+		return fmt.Errorf("model: final norm backward: %w", err)
+	}
+	at := m.attn(in, nil)
+	for l := L - 1; l >= 0; l-- {
+		if err := m.layerBackward(l, a, s, g, at); err != nil {
+			return fmt.Errorf("model: layer %d backward: %w", l, err)
+		}
+	}
+	return b.EmbeddingBackward(g.Embed, s.dh, a.ids)
+}
+
+// layerBackward takes s.dh = dL/d(layer output) and leaves dL/d(layer input) in s.dh.
+func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at backend.Attn) error {
+	b, W, G, la := m.Backend, &m.Layers[l], &g.Layers[l], a.layer(l)
+	x, mid := a.H[l], a.Mid[l]
+	mm := func(c, x, y backend.Tensor, ta, tb bool, beta float32) error {
+		return b.MatMul(c, x, y, ta, tb, 1, beta)
+	}
+	// MLP: out = mid + act·Wdownᵀ
+	if err := mm(s.dact, s.dh, W.Down, false, false, 0); err != nil {
+		return err
+	}
+	if err := mm(G.Down, s.dh, la.act, true, false, 1); err != nil {
+		return err
+	}
+	if m.Config.Arch == Nemotron {
+		if err := b.ReLU2Backward(s.dup, s.dact, la.up); err != nil {
+			return err
+		}
+	} else if err := b.SwiGLUBackward(s.dgate, s.dup, s.dact, la.gate, la.up); err != nil {
+		return err
+	}
+	if err := mm(G.Up, s.dup, la.n2, true, false, 1); err != nil {
+		return err
+	}
+	if err := mm(s.dn, s.dup, W.Up, false, false, 0); err != nil {
+		return err
+	}
+	if m.Config.Arch == Llama {
+		if err := mm(G.Gate, s.dgate, la.n2, true, false, 1); err != nil {
+			return err
+		}
+		if err := mm(s.dn, s.dgate, W.Gate, false, false, 1); err != nil {
+			return err
+		}
+	}
+	if err := m.normBackward(s.dtmp, G.PostNormW, G.PostNormB, s.dn, mid, W.PostNormW, la.s2); err != nil {
+		return err
+	}
+	if err := b.Add(s.dmid, s.dh, s.dtmp); err != nil {
+		return err
+	}
+	// Attention: mid = x + att·Woᵀ
+	if err := mm(s.datt, s.dmid, W.O, false, false, 0); err != nil {
+		return err
+	}
+	if err := mm(G.O, s.dmid, la.att, true, false, 1); err != nil {
+		return err
+	}
+	if err := b.AttentionBackward(s.dq, s.dk, s.dv, s.datt, la.att, la.lse, la.q, la.k, la.v, at); err != nil {
+		return err
+	}
+	if err := b.RoPE(s.dq, a.pos, m.rope, true); err != nil {
+		return err
+	}
+	if err := b.RoPE(s.dk, a.pos, m.rope, true); err != nil {
+		return err
+	}
+	for i, p := range []struct{ d, w, gw backend.Tensor }{{s.dq, W.Q, G.Q}, {s.dk, W.K, G.K}, {s.dv, W.V, G.V}} {
+		if err := mm(p.gw, p.d, la.n1, true, false, 1); err != nil {
+			return err
+		}
+		beta := float32(1)
+		if i == 0 {
+			beta = 0
+		}
+		if err := mm(s.dn, p.d, p.w, false, false, beta); err != nil {
+			return err
+		}
+	}
+	if err := m.normBackward(s.dtmp, G.InNormW, G.InNormB, s.dn, x, W.InNormW, la.s1); err != nil {
+		return err
+	}
+	return b.Add(s.dh, s.dmid, s.dtmp)
+}

@@ -1,0 +1,105 @@
+package model
+
+import (
+	"math"
+	"testing"
+)
+
+// TestParityLossAndGrads: the loss and the gradient of every parameter
+// match transformers' (float64) within 1e-4 relative error.
+func TestParityLossAndGrads(t *testing.T) {
+	for _, name := range fixtureModels {
+		t.Run(name, func(t *testing.T) {
+			m, g := loadFixture(t, name)
+			ids, shape := goldenIDs(t, g, "input_ids")
+			a, err := m.NewActivations(len(ids), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			grads, err := m.NewGrads()
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := Input{B: shape[0], T: shape[1], IDs: ids}
+			loss, err := m.LossAndGrad(a, in, NextTokenTargets(ids, shape[0], shape[1]), 1, grads)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := golden(t, g, "loss")[0]
+			if math.Abs(loss-float64(want)) > 1e-5*math.Abs(float64(want)) {
+				t.Errorf("loss %v, want %v", loss, want)
+			}
+			worst := 0.0
+			for i, p := range m.Params {
+				got, _ := m.Backend.ToFloat32(grads.T[i])
+				e := relErr(got, golden(t, g, "grad."+p.Name))
+				worst = max(worst, e)
+				if e > 1e-4 {
+					t.Errorf("grad.%s: relative error %.3g", p.Name, e)
+				}
+			}
+			t.Logf("loss %.6f, worst gradient relative error %.3g", loss, worst)
+			// Gradients accumulate: a second pass doubles them.
+			before, _ := m.Backend.ToFloat32(grads.T[3])
+			if _, err := m.LossAndGrad(a, in, NextTokenTargets(ids, shape[0], shape[1]), 1, grads); err != nil {
+				t.Fatal(err)
+			}
+			after, _ := m.Backend.ToFloat32(grads.T[3])
+			for j := range before {
+				if math.Abs(float64(after[j]-2*before[j])) > 1e-5*(1+math.Abs(float64(before[j]))) {
+					t.Fatalf("gradients do not accumulate: %v then %v", before[j], after[j])
+				}
+			}
+		})
+	}
+}
+
+// TestTiedEmbeddings: with tied embeddings the model uses the embedding as
+// lm_head, and its gradient is the sum of both uses.
+func TestTiedEmbeddings(t *testing.T) {
+	untied, g := loadFixture(t, "llama-tiny")
+	ids, shape := goldenIDs(t, g, "input_ids")
+	// Make lm_head equal to the embedding in the untied model.
+	emb, _ := untied.Backend.ToFloat32(untied.Embed)
+	lm, _ := untied.Backend.FromFloat32(emb, untied.Config.VocabSize, untied.Config.HiddenSize)
+	untied.Backend.Copy(untied.LMHead, lm)
+	cfg := *untied.Config
+	cfg.TieEmbeddings = true
+	tied, err := New(&cfg, untied.Backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range tied.Params {
+		for j, q := range untied.Params {
+			if p.Name == q.Name {
+				tied.Backend.Copy(tied.Weights[i], untied.Weights[j])
+			}
+		}
+	}
+	in := Input{B: shape[0], T: shape[1], IDs: ids}
+	tg := NextTokenTargets(ids, shape[0], shape[1])
+	run := func(m *Model) (float64, *Grads) {
+		a, _ := m.NewActivations(len(ids), true)
+		gr, _ := m.NewGrads()
+		loss, err := m.LossAndGrad(a, in, tg, 1, gr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loss, gr
+	}
+	lu, gu := run(untied)
+	lt, gt := run(tied)
+	if math.Abs(lu-lt) > 1e-6 {
+		t.Fatalf("loss tied %v untied %v", lt, lu)
+	}
+	ge, _ := untied.Backend.ToFloat32(gu.Embed)
+	gl, _ := untied.Backend.ToFloat32(gu.LMHead)
+	want := make([]float32, len(ge))
+	for i := range ge {
+		want[i] = ge[i] + gl[i]
+	}
+	got, _ := tied.Backend.ToFloat32(gt.Embed)
+	if e := relErr(got, want); e > 1e-6 {
+		t.Fatalf("tied embedding gradient: relative error %.3g", e)
+	}
+}
