@@ -38,6 +38,9 @@ type SentencePiece struct {
 	merges *pairTable
 	// byteSym is the piece id of each single-byte string, or -1
 	byteSym [256]int32
+	// isolating marks ASCII bytes that occur in no piece longer than one
+	// byte: no merge can cross them, so BPE runs on each side separately.
+	isolating [128]bool
 	// hash of the model file, for manifests
 	hash string
 }
@@ -327,6 +330,18 @@ func (sp *SentencePiece) buildMerges() {
 		}
 		sp.byteSym[b] = id
 	}
+	for c := range sp.isolating {
+		sp.isolating[c] = true
+	}
+	for p := range sp.pieceID {
+		if len(p) > 1 {
+			for i := 0; i < len(p); i++ {
+				if p[i] < 0x80 {
+					sp.isolating[p[i]] = false
+				}
+			}
+		}
+	}
 	workers := runtime.GOMAXPROCS(0)
 	keys := make([][]uint64, workers)
 	vals := make([][]int32, workers)
@@ -372,19 +387,43 @@ func (sp *SentencePiece) mergeID(norm string, l, r *bpeSymbol) int32 {
 	return -1
 }
 
-// bpe merges adjacent symbols, best-scoring merged piece first (leftmost on
-// ties), starting from characters (user-defined symbols are atomic).
+// bpe segments the normalized text. Runs between isolating bytes are
+// merged independently, which gives the same result as one pass over the
+// whole text (no merge can involve an isolating byte) at lower cost on
+// long documents.
 func (sp *SentencePiece) bpe(norm string, sc *bpeScratch) []segment {
+	out := sc.segs[:0]
+	start := 0
+	for i := 0; i < len(norm); i++ {
+		if c := norm[i]; c < 0x80 && sp.isolating[c] {
+			if i > start {
+				out = sp.bpeRun(norm, start, i, sc, out)
+			}
+			out = sp.bpeRun(norm, i, i+1, sc, out)
+			start = i + 1
+		}
+	}
+	if start < len(norm) {
+		out = sp.bpeRun(norm, start, len(norm), sc, out)
+	}
+	sc.segs = out
+	return out
+}
+
+// bpeRun merges adjacent symbols of norm[lo:hi], best-scoring merged piece
+// first (leftmost on ties), starting from characters (user-defined symbols
+// are atomic), and appends the segments to out.
+func (sp *SentencePiece) bpeRun(norm string, lo, hi int, sc *bpeScratch, out []segment) []segment {
 	syms := sc.syms[:0]
-	for i := 0; i < len(norm); {
+	for i := lo; i < hi; {
 		l, frozen := 0, false
 		if sp.norm.user != nil {
-			if ul, _ := sp.norm.user.longest(norm[i:]); ul > 0 {
+			if ul, _ := sp.norm.user.longest(norm[i:hi]); ul > 0 {
 				l, frozen = ul, true
 			}
 		}
 		if l == 0 {
-			l = min(len(norm)-i, oneCharLen(norm[i]))
+			l = min(hi-i, oneCharLen(norm[i]))
 		}
 		var id int32 = -1
 		if l == 1 {
@@ -437,7 +476,6 @@ func (sp *SentencePiece) bpe(norm string, sc *bpeScratch) []segment {
 		add(l.prev, int(top.left))
 		add(int(top.left), l.next)
 	}
-	out := sc.segs[:0]
 	var resegment func(begin int, piece string)
 	resegment = func(begin int, piece string) {
 		id := sp.idOf(piece)
@@ -458,7 +496,6 @@ func (sp *SentencePiece) bpe(norm string, sc *bpeScratch) []segment {
 		}
 		resegment(s.begin, norm[s.begin:s.end])
 	}
-	sc.segs = out
 	return out
 }
 

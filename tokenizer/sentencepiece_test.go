@@ -145,3 +145,32 @@ func TestCorruptModels(t *testing.T) {
 		})
 	}
 }
+
+// TestIsolatingSplit: splitting BPE at isolating bytes gives the same ids
+// as one pass over the whole text, on real multi-line documents.
+func TestIsolatingSplit(t *testing.T) {
+	lines := goSourceLines(t, 1<<20)
+	var docs []string
+	for i := 0; i+40 <= len(lines); i += 40 {
+		docs = append(docs, strings.Join(lines[i:i+40], "\n\t\n"))
+	}
+	for _, name := range []string{"spm-nemotron-style", "spm-bpe"} {
+		sp, _ := loadGolden(t, name)
+		whole := *sp
+		whole.isolating = [128]bool{}
+		n := 0
+		for c, iso := range sp.isolating {
+			if iso && strings.ContainsRune(strings.Join(docs[:5], ""), rune(c)) {
+				n++
+			}
+		}
+		if name == "spm-nemotron-style" && n == 0 {
+			t.Fatalf("%s: no isolating byte occurs in the test documents", name)
+		}
+		for _, d := range docs {
+			if a, b := sp.Encode(d), whole.Encode(d); !slices.Equal(a, b) {
+				t.Fatalf("%s: split and whole encodings differ", name)
+			}
+		}
+	}
+}
