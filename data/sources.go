@@ -279,4 +279,3 @@ func readParquet(ctx context.Context, idx int, path string, f *os.File, opt Prep
 	}
 	return nil
 }
-
