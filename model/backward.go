@@ -328,3 +328,80 @@ func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at 
 	}
 	return b.Add(s.dh, s.dmid, s.dtmp)
 }
+
+// Loss returns the mean cross-entropy of the rows whose target is not
+// negative, without gradients; logits are made lossChunk rows at a time.
+// a may be made with or without keep.
+func (m *Model) Loss(a *Activations, in Input, targets []int32) (float64, error) {
+	n := in.B * in.T
+	if len(targets) != n {
+		return 0, fmt.Errorf("model: %d targets for %d rows", len(targets), n)
+	}
+	count := 0
+	for i, t := range targets {
+		if int(t) >= m.Config.VocabSize {
+			return 0, fmt.Errorf("model: target %d at row %d is outside the vocabulary (size %d)", t, i, m.Config.VocabSize)
+		}
+		if t >= 0 {
+			count++
+		}
+	}
+	if count == 0 {
+		return 0, fmt.Errorf("model: no row has a target")
+	}
+	if err := m.trunk(a, in, Options{}); err != nil {
+		return 0, err
+	}
+	if err := m.finalNorm(a, a.H[m.Config.NumLayers], n, nil); err != nil {
+		return 0, err
+	}
+	b, c := m.Backend, m.Config
+	rows := min(n, lossChunk)
+	if err := m.ensure(&a.logits, a, backend.F32, rows, c.VocabSize); err != nil {
+		return 0, err
+	}
+	losses, err := b.New(backend.F32, n)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Free(losses)
+	tg, err := b.FromInt32(append([]int32(nil), targets...), n)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Free(tg)
+	for r0 := 0; r0 < n; r0 += lossChunk {
+		r1 := min(n, r0+lossChunk)
+		fin, err := b.View(a.final, r0*c.HiddenSize, r1-r0, c.HiddenSize)
+		if err != nil {
+			return 0, err
+		}
+		lg, err := b.View(a.logits, 0, r1-r0, c.VocabSize)
+		if err != nil {
+			return 0, err
+		}
+		ls, err := b.View(losses, r0, r1-r0)
+		if err != nil {
+			return 0, err
+		}
+		tv, err := b.View(tg, r0, r1-r0)
+		if err != nil {
+			return 0, err
+		}
+		if err := b.MatMul(lg, fin, m.LMHead, false, true, 1, 0); err != nil {
+			return 0, err
+		}
+		if err := b.CrossEntropy(ls, nil, lg, tv, 1); err != nil {
+			return 0, err
+		}
+	}
+	lv, err := b.ToFloat32(losses)
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, x := range lv {
+		total += float64(x)
+	}
+	return total / float64(count), nil
+}

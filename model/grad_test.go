@@ -103,3 +103,20 @@ func TestTiedEmbeddings(t *testing.T) {
 		t.Fatalf("tied embedding gradient: relative error %.3g", e)
 	}
 }
+
+func TestLossMatchesGolden(t *testing.T) {
+	for _, name := range fixtureModels {
+		m, g := loadFixture(t, name)
+		ids, shape := goldenIDs(t, g, "input_ids")
+		for _, keep := range []bool{false, true} {
+			a, _ := m.NewActivations(len(ids), keep)
+			loss, err := m.Loss(a, Input{B: shape[0], T: shape[1], IDs: ids}, NextTokenTargets(ids, shape[0], shape[1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := float64(golden(t, g, "loss")[0]); math.Abs(loss-want) > 1e-5*want {
+				t.Fatalf("%s: loss %v, want %v", name, loss, want)
+			}
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/generate"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/train"
 )
 
 // benchShape is the standard shape of the CPU benchmarks: a 26M-parameter
@@ -52,20 +53,21 @@ func newBench() *cobra.Command {
 	shape := standardShape
 	var m, n, k, batch, seq, prompt, newTokens int
 	cmd := &cobra.Command{
-		Use:   "bench matmul|forward|decode",
-		Short: "Measure matmul GFLOP/s and forward / decode tokens per second",
+		Use:   "bench matmul|forward|decode|train",
+		Short: "Measure matmul GFLOP/s and forward / decode / training tokens per second",
 		Long: `bench times the hot paths on standard shapes, like llama-bench:
 
   matmul   C = A·Bᵀ of --m × --k by --n × --k float32 matrices (default 1024³), GFLOP/s
   forward  a forward pass of --batch × --seq tokens through the model, tokens/s and GFLOP/s
   decode   greedy decoding of --new-tokens after a --prompt-token prompt, batch 1, tokens/s
+  train    AdamW training steps on --batch × --seq random tokens, tokens/s
 
 The model is --model DIR, or random weights at the standard 26M-parameter
 Nemotron shape (vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV heads,
 head_dim 64, MLP 1536), changeable with the shape flags. Each measurement is
 repeated for at least --min-time.`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"matmul", "forward", "decode"},
+		ValidArgs: []string{"matmul", "forward", "decode", "train"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			be, err := openBackend(dev)
 			if err != nil {
@@ -99,11 +101,14 @@ repeated for at least --min-time.`,
 			case "forward":
 				res.Shape["batch"], res.Shape["seq"] = batch, seq
 				err = benchForward(mdl, batch, seq, minTime, &res)
+			case "train":
+				res.Shape["batch"], res.Shape["seq"] = batch, seq
+				err = benchTrain(mdl, batch, seq, minTime, &res)
 			case "decode":
 				res.Shape["prompt"], res.Shape["new_tokens"] = prompt, newTokens
 				err = benchDecode(cmd, mdl, prompt, newTokens, minTime, &res)
 			default:
-				return fmt.Errorf("unknown benchmark %q: use matmul, forward or decode", args[0])
+				return fmt.Errorf("unknown benchmark %q: use matmul, forward, decode or train", args[0])
 			}
 			if err != nil {
 				return err
@@ -141,8 +146,8 @@ repeated for at least --min-time.`,
 	f.IntVar(&m, "m", 1024, "matmul: rows of A and C")
 	f.IntVar(&n, "n", 1024, "matmul: rows of B, columns of C")
 	f.IntVar(&k, "k", 1024, "matmul: shared dimension")
-	f.IntVar(&batch, "batch", 8, "forward: sequences per batch")
-	f.IntVar(&seq, "seq", 256, "forward: tokens per sequence")
+	f.IntVar(&batch, "batch", 8, "forward, train: sequences per batch")
+	f.IntVar(&seq, "seq", 256, "forward, train: tokens per sequence")
 	f.IntVar(&prompt, "prompt-tokens", 16, "decode: prompt length")
 	f.IntVar(&newTokens, "new-tokens", 128, "decode: tokens to generate")
 	return cmd
@@ -249,5 +254,25 @@ func benchDecode(cmd *cobra.Command, m *model.Model, prompt, newTokens int, minT
 	res.Runs, res.Seconds = runs, d.Seconds()
 	// The warm-up run is included in the sums; it is one more run of the same work.
 	res.TokensSec = float64(tokens) / decode.Seconds()
+	return err
+}
+
+func benchTrain(m *model.Model, batch, seq int, minTime time.Duration, res *benchResult) error {
+	cfg := train.Default()
+	cfg.Data.SeqLen = seq
+	cfg.Train.MicroBatch = batch
+	cfg.Train.Steps = 1 << 30
+	t, err := train.NewTrainer(&cfg, m, train.CrossEntropy{}, &train.RandomBatcher{Vocab: m.Config.VocabSize, Len: seq, Seed: 1})
+	if err != nil {
+		return err
+	}
+	defer t.Free()
+	runs, d, err := repeat(minTime, func() error {
+		_, err := t.TrainStep()
+		return err
+	})
+	res.Runs, res.Seconds = runs, d.Seconds()
+	res.TokensSec = float64(batch*seq*runs) / d.Seconds()
+	res.GFLOPS = 3 * forwardFLOPs(m.Config, batch, seq) * float64(runs) / d.Seconds() / 1e9
 	return err
 }

@@ -37,6 +37,6 @@ NemotronForCausalLM and LlamaForCausalLM are supported.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInspect(), newLogits(), newSample(), newBench(), newTokenize(), newData())
+	root.AddCommand(newInspect(), newLogits(), newSample(), newBench(), newTokenize(), newData(), newTrain())
 	return root
 }

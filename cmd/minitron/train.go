@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/train"
+)
+
+func newTrain() *cobra.Command {
+	var cfgPath, out string
+	var sets []string
+	cmd := &cobra.Command{
+		Use:   "train --config FILE.yaml --out DIR [--set key=value]...",
+		Short: "Train a model (fresh or from a checkpoint) on prepared datasets",
+		Long: `train runs AdamW training as FILE.yaml describes (model, data blend, batch,
+steps or token budget, learning-rate schedule, validation and checkpoint
+cadence), with --set overrides applied on top (e.g. --set optimizer.lr=1e-3).
+Unknown keys are errors. The effective configuration is printed, saved in
+DIR/config.yaml and in every checkpoint.
+
+DIR receives metrics.jsonl (one line per step and per validation),
+checkpoint-NNNNNNN directories (Hugging Face layout plus optimizer state,
+written atomically) and, at the end, DIR/final with the exported model.
+Rerunning the same command resumes from the newest complete checkpoint and
+gives bit-identical results to an uninterrupted run. Ctrl-C finishes the
+current step, writes a checkpoint and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := train.Load(cfgPath, sets)
+			if err != nil {
+				return err
+			}
+			y, _ := cfg.YAML()
+			fmt.Fprintf(os.Stderr, "effective configuration:\n%s\n", y)
+			be, err := openBackend(cfg.Device)
+			if err != nil {
+				return err
+			}
+			res, err := runTraining(cmd, cfg, out, be, nil, nil)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "trained %d steps (%d tokens): train loss %.4f, validation loss %.4f; model in %s\n",
+				res.Steps, res.Tokens, res.TrainLoss, res.ValLoss, res.FinalDir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "training configuration (YAML)")
+	cmd.Flags().StringVar(&out, "out", "", "run directory (created; an existing run there is resumed)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set train.steps=100 (repeatable)")
+	cmd.MarkFlagRequired("config")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+// runTraining runs train.Run with a progress bar, SIGINT handling and
+// optional objective (distillation).
+func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.Backend, obj train.Objective, extra func() map[string]float64) (*train.Result, error) {
+	interrupt := make(chan struct{})
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	go func() {
+		if _, ok := <-sig; ok {
+			fmt.Fprintln(os.Stderr, "\ninterrupt: finishing the step and writing a checkpoint (Ctrl-C again to abort)")
+			close(interrupt)
+			signal.Stop(sig)
+		}
+	}()
+	var bar *progressbar.ProgressBar
+	lastLog := time.Now()
+	var loss, val float64
+	onStep := func(m train.Metric, total int) {
+		if m.Loss != nil {
+			loss = *m.Loss
+		}
+		if m.ValLoss != nil {
+			val = *m.ValLoss
+		}
+		desc := fmt.Sprintf("loss %.4f", loss)
+		if val > 0 {
+			desc += fmt.Sprintf(" | val %.4f", val)
+		}
+		desc += fmt.Sprintf(" | %.0f tok/s", m.TokPerS)
+		if interactive() {
+			if bar == nil {
+				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(25),
+					progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish(),
+					progressbar.OptionThrottle(200*time.Millisecond))
+			}
+			bar.Describe(desc)
+			bar.Set(m.Step)
+			return
+		}
+		if time.Since(lastLog) > 10*time.Second || m.Step == total {
+			fmt.Fprintf(os.Stderr, "step %d/%d  %s\n", m.Step, total, desc)
+			lastLog = time.Now()
+		}
+	}
+	res, err := train.Run(cmd.Context(), cfg, train.RunOptions{Out: out, Backend: be, Objective: obj, OnStep: onStep,
+		Log: logWriter{}, Interrupt: interrupt, Extra: extra})
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(os.Stderr)
+	}
+	if errors.Is(err, train.ErrInterrupted) {
+		return nil, err
+	}
+	return res, err
+}
+
+// logWriter prints run messages on their own line below a progress bar.
+type logWriter struct{}
+
+func (logWriter) Write(p []byte) (int, error) {
+	if interactive() {
+		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+	return os.Stderr.Write(p)
+}

@@ -1,0 +1,262 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/model"
+)
+
+// A checkpoint directory is a Hugging Face model directory (config.json,
+// model.safetensors in float32, the tokenizer when known) plus the training
+// state: optimizer.safetensors (Adam moments), state.json and training.yaml.
+// It is written under a temporary name, fsynced and renamed; COMPLETE is
+// its last file, so only finished checkpoints are ever resumed from.
+
+const (
+	stateFile    = "state.json"
+	completeFile = "COMPLETE"
+	optimFile    = "optimizer.safetensors"
+)
+
+// State is the position of a run.
+type State struct {
+	Step        int         `json:"step"`
+	Tokens      int64       `json:"tokens"`
+	TotalSteps  int         `json:"total_steps"`
+	Cursor      data.Cursor `json:"data_cursor"`
+	Fingerprint string      `json:"config_fingerprint"`
+}
+
+func checkpointName(step int) string { return fmt.Sprintf("checkpoint-%07d", step) }
+
+// Checkpoints lists the complete checkpoints of a run directory, oldest first.
+func Checkpoints(out string) ([]string, error) {
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "checkpoint-") {
+			if _, err := os.Stat(filepath.Join(out, e.Name(), completeFile)); err == nil {
+				dirs = append(dirs, filepath.Join(out, e.Name()))
+			}
+		}
+	}
+	sort.Strings(dirs)
+	return dirs, nil
+}
+
+// writeDir builds a directory atomically: fill writes into a temporary
+// sibling, which is fsynced and renamed to dir (replacing an old one).
+func writeDir(dir string, fill func(tmp string) error) error {
+	parent := filepath.Dir(dir)
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if err := fill(tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := checkpoints.SyncDir(tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if _, err := os.Stat(dir); err == nil {
+		old := dir + ".old"
+		os.RemoveAll(old)
+		if err := os.Rename(dir, old); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("train: %w", err)
+		}
+		defer os.RemoveAll(old)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("train: %w", err)
+	}
+	return checkpoints.SyncDir(parent)
+}
+
+// copyFile copies a file (a tokenizer into a model directory).
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	defer in.Close()
+	return checkpoints.WriteAtomic(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+}
+
+// ExportModel writes m as a Hugging Face directory in dtype dt, with the
+// tokenizer file copied in when given (a .model becomes tokenizer.model, a
+// .json tokenizer.json).
+func ExportModel(dir string, m *model.Model, dt backend.DType, tokenizerPath string) error {
+	return writeDir(dir, func(tmp string) error {
+		if err := m.Save(tmp, dt, 2<<30); err != nil {
+			return err
+		}
+		return copyTokenizer(tokenizerPath, tmp)
+	})
+}
+
+func copyTokenizer(src, dir string) error {
+	if src == "" {
+		return nil
+	}
+	if st, err := os.Stat(src); err == nil && st.IsDir() {
+		for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} {
+			if _, err := os.Stat(filepath.Join(src, n)); err == nil {
+				if err := copyFile(filepath.Join(src, n), filepath.Join(dir, n)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	name := "tokenizer.model"
+	if strings.HasSuffix(src, ".json") {
+		name = "tokenizer.json"
+	}
+	return copyFile(src, filepath.Join(dir, name))
+}
+
+// save writes a checkpoint of the trainer's current step.
+func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
+	dir := filepath.Join(out, checkpointName(t.Step))
+	err := writeDir(dir, func(tmp string) error {
+		if err := t.Model.Save(tmp, backend.F32, 2<<30); err != nil {
+			return err
+		}
+		var es []checkpoints.Entry
+		for i, p := range t.Model.Params {
+			for _, x := range []struct {
+				prefix string
+				t      backend.Tensor
+			}{{"m.", t.m1[i]}, {"v.", t.m2[i]}} {
+				tt := x.t
+				es = append(es, checkpoints.Entry{Name: x.prefix + p.Name, DType: backend.F32, Shape: p.Shape, Data: func() ([]byte, error) {
+					v, err := t.Model.Backend.ToFloat32(tt)
+					if err != nil {
+						return nil, err
+					}
+					return checkpoints.EncodeFloat32(backend.F32, v)
+				}})
+			}
+		}
+		if err := checkpoints.WriteFile(filepath.Join(tmp, optimFile), es, map[string]string{"step": fmt.Sprint(t.Step)}); err != nil {
+			return err
+		}
+		st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint()}
+		b, _ := json.MarshalIndent(st, "", "  ")
+		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
+			return err
+		}
+		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
+			return err
+		}
+		if err := copyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
+			return err
+		}
+		return checkpoints.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))
+	})
+	return dir, err
+}
+
+// readState loads a checkpoint's state.json.
+func readState(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("train: %s: invalid JSON: %v", filepath.Join(dir, stateFile), err)
+	}
+	return &s, nil
+}
+
+// restore loads the optimizer moments and position from a checkpoint (the
+// weights were loaded with the model).
+func (t *Trainer) restore(dir string, st *State) error {
+	ts, err := checkpoints.Open(filepath.Join(dir, optimFile))
+	if err != nil {
+		return err
+	}
+	defer ts.Close()
+	b := t.Model.Backend
+	for i, p := range t.Model.Params {
+		for _, x := range []struct {
+			name string
+			t    backend.Tensor
+		}{{"m." + p.Name, t.m1[i]}, {"v." + p.Name, t.m2[i]}} {
+			v, err := ts.Float32(x.name, p.Shape...)
+			if err != nil {
+				return fmt.Errorf("train: %s: %w", dir, err)
+			}
+			src, err := b.FromFloat32(v, p.Shape...)
+			if err != nil {
+				return err
+			}
+			if err := b.Copy(x.t, src); err != nil {
+				return err
+			}
+			b.Free(src)
+		}
+	}
+	if err := t.Data.SetCursor(st.Cursor); err != nil {
+		return fmt.Errorf("train: %s: %w", dir, err)
+	}
+	t.Step, t.Tokens = st.Step, st.Tokens
+	return nil
+}
+
+// prune removes all but the newest keep checkpoints, and leftovers of
+// checkpoint writes that were interrupted.
+func prune(out string, keep int) error {
+	dirs, err := Checkpoints(out)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(dirs)-keep; i++ {
+		if err := os.RemoveAll(dirs[i]); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+	}
+	return nil
+}
+
+// cleanTemporary removes directories left by interrupted writes.
+func cleanTemporary(out string) {
+	matches, _ := filepath.Glob(filepath.Join(out, ".*.tmp-*"))
+	for _, m := range matches {
+		os.RemoveAll(m)
+	}
+	// A directory replaced by writeDir is renamed to NAME.old first; if the
+	// process died before the new one took its place, put it back.
+	olds, _ := filepath.Glob(filepath.Join(out, "*.old"))
+	for _, m := range olds {
+		orig := strings.TrimSuffix(m, ".old")
+		if _, err := os.Stat(orig); os.IsNotExist(err) {
+			os.Rename(m, orig)
+			continue
+		}
+		os.RemoveAll(m)
+	}
+}

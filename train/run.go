@@ -1,0 +1,352 @@
+package train
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/model"
+)
+
+// MetricsFile is the per-step log of a run directory.
+const MetricsFile = "metrics.jsonl"
+
+// FinalDir is where a finished run exports its model.
+const FinalDir = "final"
+
+// ErrInterrupted is returned when a run stopped early on request, after
+// writing a checkpoint; rerunning resumes it.
+var ErrInterrupted = errors.New("train: interrupted; a checkpoint was written and rerunning the same command resumes")
+
+// Metric is one line of metrics.jsonl: a training step, or a validation.
+type Metric struct {
+	Step     int      `json:"step"`
+	Loss     *float64 `json:"loss,omitempty"`
+	ValLoss  *float64 `json:"val_loss,omitempty"`
+	LR       *float64 `json:"lr,omitempty"`
+	GradNorm *float64 `json:"grad_norm,omitempty"`
+	Tokens   int64    `json:"tokens"`
+	TokPerS  float64  `json:"tok_per_s,omitempty"`
+	Elapsed  float64  `json:"elapsed_s"`
+	// Extra holds objective-specific values (distillation's KL, teacher loss).
+	Extra map[string]float64 `json:"extra,omitempty"`
+}
+
+// RunOptions are the parts of a run that are not configuration.
+type RunOptions struct {
+	Out       string
+	Backend   backend.Backend
+	Objective Objective // nil: CrossEntropy
+	// OnStep is called after every step and validation (progress display).
+	OnStep func(m Metric, total int)
+	// Log receives one-line messages (resuming, checkpoints, validation).
+	Log io.Writer
+	// Interrupt, when closed, stops the run after the current step with a
+	// checkpoint (SIGINT).
+	Interrupt <-chan struct{}
+	// Extra returns objective-specific values to log with each step.
+	Extra func() map[string]float64
+}
+
+// Result summarizes a finished run.
+type Result struct {
+	Steps       int
+	ResumedFrom int // step of the checkpoint resumed from, 0 if none
+	TrainLoss   float64
+	ValLoss     float64 // NaN without validation
+	FinalDir    string
+	Tokens      int64
+}
+
+// OpenData opens the configured datasets and returns the training and
+// validation loaders; vocab is the model's vocabulary size.
+func OpenData(cfg *Config, vocab int) (train, val *data.Loader, err error) {
+	var tr, va []data.Source
+	for i, d := range cfg.Data.Datasets {
+		ds, err := data.Open(d.Path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if v := ds.Manifest.Tokenizer.VocabSize; v > vocab {
+			return nil, nil, fmt.Errorf("train: dataset %s was tokenized with a vocabulary of %d, the model has %d", d.Path, v, vocab)
+		}
+		t, v, err := ds.Split(cfg.Data.SeqLen, cfg.Data.ValFraction)
+		if err != nil {
+			return nil, nil, err
+		}
+		name := fmt.Sprintf("%d:%s", i, d.Path)
+		tr = append(tr, data.Source{Name: name, Split: t, Weight: d.Weight})
+		if v.Count > 0 {
+			va = append(va, data.Source{Name: name, Split: v, Weight: d.Weight})
+		}
+	}
+	if train, err = data.NewLoader(tr, cfg.Data.Seed, cfg.Data.Shuffle); err != nil {
+		return nil, nil, err
+	}
+	if len(va) > 0 {
+		if val, err = data.NewLoader(va, 0, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	return train, val, nil
+}
+
+// StartModel makes the model a run starts from: the newest checkpoint in
+// out when resuming, else the configured checkpoint or fresh weights.
+func StartModel(cfg *Config, out string, b backend.Backend) (*model.Model, string, error) {
+	dirs, err := Checkpoints(out)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(dirs) > 0 {
+		resume := dirs[len(dirs)-1]
+		m, err := model.Load(resume, b, nil)
+		return m, resume, err
+	}
+	if cfg.Model.Checkpoint != "" {
+		m, err := model.Load(cfg.Model.Checkpoint, b, nil)
+		return m, "", err
+	}
+	mc, err := model.LoadConfig(cfg.Model.Config)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := model.Random(mc, b, cfg.Model.InitSeed)
+	return m, "", err
+}
+
+// Run trains according to cfg into opt.Out, resuming from the newest
+// complete checkpoint there, and exports the final model.
+func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opt.Objective == nil {
+		opt.Objective = CrossEntropy{}
+	}
+	logf := func(f string, a ...any) {
+		if opt.Log != nil {
+			fmt.Fprintf(opt.Log, f+"\n", a...)
+		}
+	}
+	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	cleanTemporary(opt.Out)
+	cfgYAML, err := cfg.YAML()
+	if err != nil {
+		return nil, err
+	}
+	m, resumeDir, err := StartModel(cfg, opt.Out, opt.Backend)
+	if err != nil {
+		return nil, err
+	}
+	trainData, valData, err := OpenData(cfg, m.Config.VocabSize)
+	if err != nil {
+		return nil, err
+	}
+	t, err := NewTrainer(cfg, m, opt.Objective, trainData)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Free()
+	res := &Result{ValLoss: nanValue()}
+	if resumeDir != "" {
+		st, err := readState(resumeDir)
+		if err != nil {
+			return nil, err
+		}
+		if st.Fingerprint != cfg.fingerprint() {
+			return nil, fmt.Errorf("train: %s holds a run with a different configuration (model, data or optimizer changed); use another --out or restore the original config (saved in %s)",
+				opt.Out, filepath.Join(resumeDir, "training.yaml"))
+		}
+		if err := t.restore(resumeDir, st); err != nil {
+			return nil, err
+		}
+		res.ResumedFrom = st.Step
+		logf("resuming from %s (step %d of %d)", resumeDir, st.Step, t.Total)
+	}
+	if err := checkpoints.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
+		return nil, err
+	}
+	mf, err := openMetrics(filepath.Join(opt.Out, MetricsFile), t.Step)
+	if err != nil {
+		return nil, err
+	}
+	defer mf.Close()
+	emit := func(mt Metric) error {
+		b, _ := json.Marshal(mt)
+		if _, err := mf.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("train: writing metrics: %w", err)
+		}
+		if opt.OnStep != nil {
+			opt.OnStep(mt, t.Total)
+		}
+		return nil
+	}
+	validate := func() error {
+		if valData == nil || cfg.Eval.Batches == 0 {
+			return nil
+		}
+		if err := valData.SetCursor(data.Cursor{Counts: make([]int64, len(valData.Cursor().Counts))}); err != nil {
+			return err
+		}
+		v, err := t.Evaluate(valData, cfg.Eval.Batches)
+		if err != nil {
+			return err
+		}
+		res.ValLoss = v
+		logf("step %d: validation loss %.4f", t.Step, v)
+		return emit(Metric{Step: t.Step, ValLoss: &v, Tokens: t.Tokens, Extra: extra(opt)})
+	}
+	checkpoint := func() error {
+		dir, err := t.save(opt.Out, cfgYAML)
+		if err != nil {
+			return err
+		}
+		if err := mf.Sync(); err != nil {
+			return err
+		}
+		logf("step %d: checkpoint %s", t.Step, dir)
+		return prune(opt.Out, cfg.Checkpoint.Keep)
+	}
+	start := time.Now()
+	startTokens := t.Tokens
+	for t.Step < t.Total {
+		st, err := t.TrainStep()
+		if err != nil {
+			return nil, err
+		}
+		res.TrainLoss = st.Loss
+		el := time.Since(start).Seconds()
+		loss, lr, gn := st.Loss, st.LR, st.GradNorm
+		if err := emit(Metric{Step: st.Step, Loss: &loss, LR: &lr, GradNorm: &gn, Tokens: st.Tokens, Elapsed: el,
+			TokPerS: float64(st.Tokens-startTokens) / el, Extra: extra(opt)}); err != nil {
+			return nil, err
+		}
+		last := t.Step == t.Total
+		if (cfg.Eval.Every > 0 && t.Step%cfg.Eval.Every == 0) || last {
+			if err := validate(); err != nil {
+				return nil, err
+			}
+		}
+		interrupted := false
+		select {
+		case <-opt.Interrupt:
+			interrupted = true
+		case <-ctx.Done():
+			interrupted = true
+		default:
+		}
+		if (cfg.Checkpoint.Every > 0 && t.Step%cfg.Checkpoint.Every == 0) || last || interrupted {
+			if err := checkpoint(); err != nil {
+				return nil, err
+			}
+		}
+		if interrupted && !last {
+			return nil, ErrInterrupted
+		}
+	}
+	if res.ResumedFrom == t.Total {
+		logf("the run in %s is already complete (%d steps)", opt.Out, t.Total)
+	}
+	dt, _ := backend.ParseDType(cfg.Checkpoint.ExportDType)
+	res.FinalDir = filepath.Join(opt.Out, FinalDir)
+	if err := ExportModel(res.FinalDir, m, dt, cfg.Model.Tokenizer); err != nil {
+		return nil, err
+	}
+	res.Steps, res.Tokens = t.Step, t.Tokens
+	return res, nil
+}
+
+func extra(opt RunOptions) map[string]float64 {
+	if opt.Extra == nil {
+		return nil
+	}
+	return opt.Extra()
+}
+
+func nanValue() float64 { var z float64; return z / z }
+
+// metricsFile appends lines durably enough: it is synced at checkpoints.
+type metricsFile struct {
+	f *os.File
+	w *bufio.Writer
+}
+
+func (m *metricsFile) Write(b []byte) (int, error) {
+	n, err := m.w.Write(b)
+	if err == nil {
+		err = m.w.Flush()
+	}
+	return n, err
+}
+
+func (m *metricsFile) Sync() error  { return m.f.Sync() }
+func (m *metricsFile) Close() error { m.w.Flush(); return m.f.Close() }
+
+// openMetrics opens the metrics log for appending after keeping only the
+// lines of steps up to step (those after the resumed checkpoint are redone).
+func openMetrics(path string, step int) (*metricsFile, error) {
+	var keep [][]byte
+	if f, err := os.Open(path); err == nil {
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<16), 1<<24)
+		for sc.Scan() {
+			var mt Metric
+			if json.Unmarshal(sc.Bytes(), &mt) != nil {
+				break // a torn last line
+			}
+			if mt.Step > step {
+				break
+			}
+			keep = append(keep, append(append([]byte(nil), sc.Bytes()...), '\n'))
+		}
+		f.Close()
+	}
+	err := checkpoints.WriteAtomic(path, func(w io.Writer) error {
+		for _, l := range keep {
+			if _, err := w.Write(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	return &metricsFile{f: f, w: bufio.NewWriter(f)}, nil
+}
+
+// ReadMetrics loads a run's metrics log.
+func ReadMetrics(dir string) ([]Metric, error) {
+	f, err := os.Open(filepath.Join(dir, MetricsFile))
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	defer f.Close()
+	var out []Metric
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 1<<24)
+	for sc.Scan() {
+		var mt Metric
+		if err := json.Unmarshal(sc.Bytes(), &mt); err != nil {
+			continue
+		}
+		out = append(out, mt)
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,379 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
+)
+
+const tokPath = "../testdata/tokenizer/spm-nemotron-style.model"
+
+const tinyConfig = `{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":2,
+"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"initializer_range":0.05,
+"bos_token_id":1,"eos_token_id":2}`
+
+var (
+	corpusOnce sync.Once
+	corpusDir  string
+	corpusErr  error
+)
+
+// goCorpus prepares a small real dataset (Go's strings package) once.
+func goCorpus(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join(runtime.GOROOT(), "src", "strings")
+	if _, err := os.Stat(src); err != nil {
+		t.Skip("no Go source tree")
+	}
+	corpusOnce.Do(func() {
+		tok, err := tokenizer.LoadSentencePiece(tokPath)
+		if err != nil {
+			corpusErr = err
+			return
+		}
+		corpusDir, corpusErr = os.MkdirTemp("", "minitron-train-corpus-")
+		if corpusErr != nil {
+			return
+		}
+		_, corpusErr = data.Prepare(context.Background(), data.PrepareOptions{Inputs: []string{src}, Include: []string{"*.go"},
+			Out: corpusDir, Tokenizer: tok, TokenizerPath: tokPath, AddEOS: true})
+	})
+	if corpusErr != nil {
+		t.Fatal(corpusErr)
+	}
+	return corpusDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if corpusDir != "" {
+		os.RemoveAll(corpusDir)
+	}
+	os.Exit(code)
+}
+
+func tinyRun(t *testing.T, steps int) *Config {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	os.WriteFile(cfgPath, []byte(tinyConfig), 0o644)
+	c := Default()
+	c.Model.Config = cfgPath
+	c.Model.InitSeed = 3
+	c.Model.Tokenizer = tokPath
+	c.Data.Datasets = []Dataset{{Path: goCorpus(t), Weight: 1}}
+	c.Data.SeqLen = 32
+	c.Data.ValFraction = 0.05
+	c.Train.MicroBatch = 4
+	c.Train.Steps = steps
+	c.Optimizer.LR = 3e-3
+	c.Optimizer.MinLR = 3e-4
+	c.Optimizer.Warmup = 5
+	c.Eval.Every = 5
+	c.Eval.Batches = 2
+	c.Checkpoint.Every = 3
+	c.Checkpoint.Keep = 2
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+func TestLRSchedule(t *testing.T) {
+	c := Default()
+	c.Optimizer.LR, c.Optimizer.MinLR, c.Optimizer.Warmup = 1, 0.1, 10
+	cases := []struct {
+		sched string
+		step  int
+		want  float64
+	}{
+		{"cosine", 5, 0.5}, {"cosine", 10, 1}, {"cosine", 60, 0.55}, {"cosine", 110, 0.1},
+		{"linear", 60, 0.55}, {"linear", 110, 0.1}, {"constant", 80, 1},
+	}
+	for _, k := range cases {
+		c.Optimizer.Schedule = k.sched
+		if got := c.LR(k.step, 110); math.Abs(got-k.want) > 1e-12 {
+			t.Errorf("%s step %d: lr %v, want %v", k.sched, k.step, got, k.want)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte("model:\n  config: x.json\ndata:\n  seq_len: 8\n  shufle: true\n"), 0o644)
+	if _, err := Load(p, nil); err == nil || !strings.Contains(err.Error(), "line 5: field shufle not found") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	os.WriteFile(p, []byte("model:\n  config: x.json\ndata:\n  datasets: [{path: d, weight: 1}]\ntrain:\n  steps: 10\n"), 0o644)
+	if _, err := Load(p, []string{"optimizer.schedule=exp"}); err == nil || !strings.Contains(err.Error(), "schedule") {
+		t.Fatalf("bad schedule: %v", err)
+	}
+	c, err := Load(p, []string{"optimizer.lr=0.01", "train.micro_batch=2"})
+	if err != nil || c.Optimizer.LR != 0.01 || c.Train.MicroBatch != 2 || c.Data.SeqLen != 256 {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+func runTo(t *testing.T, c *Config, out string, interrupt <-chan struct{}) (*Result, error) {
+	t.Helper()
+	return Run(context.Background(), c, RunOptions{Out: out, Backend: cpu.New(), Interrupt: interrupt, Log: testLog{t}})
+}
+
+func TestTrainingLearns(t *testing.T) {
+	c := tinyRun(t, 60)
+	c.Checkpoint.Every = 0
+	res, err := runTo(t, c, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := ReadMetrics(filepath.Dir(res.FinalDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := *ms[0].Loss
+	// Untrained, the loss is about ln(4000) = 8.3; Go source is very
+	// predictable, so 60 small steps must take it far lower, on held-out
+	// text too.
+	if first < 7.5 || res.TrainLoss > first-2.5 || math.IsNaN(res.ValLoss) || res.ValLoss > first-1.5 {
+		t.Fatalf("loss %.3f -> %.3f (validation %.3f): not learning", first, res.TrainLoss, res.ValLoss)
+	}
+	// The exported model loads, with its tokenizer.
+	m, err := model.Load(res.FinalDir, cpu.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokenizer.Open(res.FinalDir); err != nil || m.Config.VocabSize != 4000 {
+		t.Fatalf("exported model: %v", err)
+	}
+}
+
+// deterministic strips the timing fields of a metrics log.
+func deterministic(t *testing.T, dir string) []Metric {
+	ms, err := ReadMetrics(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ms {
+		ms[i].TokPerS, ms[i].Elapsed = 0, 0
+	}
+	return ms
+}
+
+func sameMetrics(t *testing.T, a, b []Metric) {
+	t.Helper()
+	if len(a) != len(b) {
+		for _, x := range [][]Metric{a, b} {
+			for _, m := range x {
+				t.Logf("step %d loss %v val %v", m.Step, m.Loss != nil, m.ValLoss != nil)
+			}
+			t.Log("--")
+		}
+		t.Fatalf("%d metric lines vs %d", len(a), len(b))
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		eq := func(p, q *float64) bool { return (p == nil) == (q == nil) && (p == nil || *p == *q) }
+		if x.Step != y.Step || x.Tokens != y.Tokens || !eq(x.Loss, y.Loss) || !eq(x.ValLoss, y.ValLoss) || !eq(x.LR, y.LR) || !eq(x.GradNorm, y.GradNorm) {
+			t.Fatalf("metric line %d differs: %+v vs %+v", i, x, y)
+		}
+	}
+}
+
+func sameFile(t *testing.T, a, b string) {
+	t.Helper()
+	x, err1 := os.ReadFile(a)
+	y, err2 := os.ReadFile(b)
+	if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
+		t.Fatalf("%s and %s differ (%v, %v)", a, b, err1, err2)
+	}
+}
+
+// TestResumeBitIdentical: interrupted runs, and a run that crashed in the
+// middle of writing a checkpoint, resume to the exact same weights and
+// per-step losses as an uninterrupted run.
+func TestResumeBitIdentical(t *testing.T) {
+	c := tinyRun(t, 12)
+	ref := t.TempDir()
+	if _, err := runTo(t, c, ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupted after steps 2 and 7 (a checkpoint is written then).
+	out := t.TempDir()
+	for _, stopAt := range []int{2, 7} {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				ms, _ := ReadMetrics(out)
+				if len(ms) > 0 && ms[len(ms)-1].Step >= stopAt {
+					close(stop)
+					return
+				}
+				runtime.Gosched()
+			}
+		}()
+		_, err := runTo(t, c, out, stop)
+		<-done
+		if !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("interrupt at %d: %v", stopAt, err)
+		}
+	}
+	res, err := runTo(t, c, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ResumedFrom < 7 {
+		t.Fatalf("resumed from %d", res.ResumedFrom)
+	}
+	sameFile(t, filepath.Join(ref, "checkpoint-0000012", "model.safetensors"), filepath.Join(out, "checkpoint-0000012", "model.safetensors"))
+	sameFile(t, filepath.Join(ref, "checkpoint-0000012", "optimizer.safetensors"), filepath.Join(out, "checkpoint-0000012", "optimizer.safetensors"))
+	sameMetrics(t, deterministic(t, ref), deterministic(t, out))
+
+	// A crash while writing checkpoint 9: the half-written directory, a
+	// checkpoint directory without COMPLETE, and metrics lines past the
+	// last checkpoint are left behind.
+	crash := t.TempDir()
+	c6 := *c
+	c6.Train.Steps = 12
+	stop := make(chan struct{})
+	go func() {
+		for {
+			if ms, _ := ReadMetrics(crash); len(ms) > 0 && ms[len(ms)-1].Step >= 6 {
+				close(stop)
+				return
+			}
+			runtime.Gosched()
+		}
+	}()
+	if _, err := runTo(t, &c6, crash, stop); !errors.Is(err, ErrInterrupted) {
+		t.Fatal(err)
+	}
+	dirs, _ := Checkpoints(crash)
+	st, err := readState(dirs[len(dirs)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := checkpointName(st.Step + 1)
+	os.MkdirAll(filepath.Join(crash, "."+next+".tmp-123"), 0o755)
+	os.WriteFile(filepath.Join(crash, "."+next+".tmp-123", "model.safetensors"), []byte("torn"), 0o644)
+	os.MkdirAll(filepath.Join(crash, checkpointName(st.Step+2)), 0o755) // no COMPLETE marker
+	f, _ := os.OpenFile(filepath.Join(crash, MetricsFile), os.O_APPEND|os.O_WRONLY, 0o644)
+	fmt.Fprintf(f, "{\"step\":%d,\"loss\":1.0,\"tokens\":1}\n{\"step\":%d,\"lo", st.Step+1, st.Step+2)
+	f.Close()
+	if _, err := runTo(t, c, crash, nil); err != nil {
+		t.Fatal(err)
+	}
+	sameFile(t, filepath.Join(ref, "checkpoint-0000012", "model.safetensors"), filepath.Join(crash, "checkpoint-0000012", "model.safetensors"))
+	sameMetrics(t, deterministic(t, ref), deterministic(t, crash))
+	if left, _ := filepath.Glob(filepath.Join(crash, ".*tmp*")); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	// Keep 2: only the newest complete checkpoints remain.
+	dirs, _ = Checkpoints(ref)
+	if len(dirs) != 2 || !strings.HasSuffix(dirs[1], "checkpoint-0000012") {
+		t.Fatalf("checkpoints kept: %v", dirs)
+	}
+	// A changed optimizer is refused on resume.
+	c2 := *c
+	c2.Optimizer.LR *= 2
+	c2.Train.Steps = 20
+	if _, err := runTo(t, &c2, out, nil); err == nil || !strings.Contains(err.Error(), "different configuration") {
+		t.Fatalf("resume with another config: %v", err)
+	}
+}
+
+// TestAccumulation: 2 micro-batches of 2 equal 1 micro-batch of 4.
+func TestAccumulation(t *testing.T) {
+	losses := map[int]float64{}
+	var weights [][]float32
+	for _, split := range [][2]int{{4, 1}, {2, 2}} {
+		c := tinyRun(t, 3)
+		c.Train.MicroBatch, c.Train.Accumulation = split[0], split[1]
+		mc, _ := model.LoadConfig(c.Model.Config)
+		m, _ := model.Random(mc, cpu.New(), 1)
+		tr, err := NewTrainer(c, m, CrossEntropy{}, &RandomBatcher{Vocab: 4000, Len: c.Data.SeqLen, Seed: 9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st StepStats
+		for range 3 {
+			if st, err = tr.TrainStep(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		losses[split[1]] = st.Loss
+		w, _ := m.Backend.ToFloat32(m.Weights[3])
+		weights = append(weights, w)
+	}
+	if math.Abs(losses[1]-losses[2]) > 1e-5*losses[1] {
+		t.Fatalf("loss %v vs %v", losses[1], losses[2])
+	}
+	for i := range weights[0] {
+		if math.Abs(float64(weights[0][i]-weights[1][i])) > 1e-5 {
+			t.Fatalf("weights differ at %d: %v vs %v", i, weights[0][i], weights[1][i])
+		}
+	}
+}
+
+// TestWeightDecayExclusions: with zero gradients, only decayed parameters
+// shrink; norms and embeddings keep their values unless asked.
+func TestWeightDecayExclusions(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		c := tinyRun(t, 1)
+		c.Optimizer.WeightDecay = 0.5
+		c.Optimizer.DecayAll = all
+		c.Optimizer.Warmup = 0
+		mc, _ := model.LoadConfig(c.Model.Config)
+		m, _ := model.Random(mc, cpu.New(), 1)
+		for i := range m.Weights {
+			m.Backend.Fill(m.Weights[i], 1)
+		}
+		tr, err := NewTrainer(c, m, zeroObjective{}, &RandomBatcher{Vocab: 4000, Len: c.Data.SeqLen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.TrainStep(); err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range m.Params {
+			w, _ := m.Backend.ToFloat32(m.Weights[i])
+			excluded := p.Role.IsNorm() || p.Role == model.Embed || p.Role == model.LMHead
+			want := float32(1 - c.LR(1, 1)*0.5)
+			if excluded && !all {
+				want = 1
+			}
+			if math.Abs(float64(w[0]-want)) > 1e-7 {
+				t.Fatalf("decay all=%v: %s = %v, want %v", all, p.Name, w[0], want)
+			}
+		}
+	}
+}
+
+// zeroObjective has zero loss and gradient.
+type zeroObjective struct{}
+
+func (zeroObjective) LossAndGrad(*model.Model, *model.Activations, model.Input, []int32, float32, *model.Grads) (float64, error) {
+	return 0, nil
+}
+func (zeroObjective) Loss(*model.Model, *model.Activations, model.Input, []int32) (float64, error) {
+	return 0, nil
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }

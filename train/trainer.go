@@ -1,0 +1,225 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/model"
+)
+
+// Objective is the loss a trainer minimizes. Plain training uses
+// CrossEntropy; distillation supplies its own.
+type Objective interface {
+	// LossAndGrad computes the mean loss of a micro-batch and accumulates
+	// scale × its gradient into g.
+	LossAndGrad(m *model.Model, a *model.Activations, in model.Input, targets []int32, scale float32, g *model.Grads) (float64, error)
+	// Loss computes the validation loss of a micro-batch.
+	Loss(m *model.Model, a *model.Activations, in model.Input, targets []int32) (float64, error)
+}
+
+// CrossEntropy is next-token prediction.
+type CrossEntropy struct{}
+
+// LossAndGrad implements Objective.
+func (CrossEntropy) LossAndGrad(m *model.Model, a *model.Activations, in model.Input, targets []int32, scale float32, g *model.Grads) (float64, error) {
+	return m.LossAndGrad(a, in, targets, scale, g)
+}
+
+// Loss implements Objective.
+func (CrossEntropy) Loss(m *model.Model, a *model.Activations, in model.Input, targets []int32) (float64, error) {
+	return m.Loss(a, in, targets)
+}
+
+// Batcher supplies sequences of SeqLen()+1 tokens (inputs and targets).
+type Batcher interface {
+	Batch(n int) ([]int32, error)
+	Cursor() data.Cursor
+	SetCursor(data.Cursor) error
+	SeqLen() int
+}
+
+// Trainer holds a model, its optimizer state and the training position.
+type Trainer struct {
+	Cfg   *Config
+	Model *model.Model
+	Obj   Objective
+	Data  Batcher
+	// Step is the number of optimizer steps taken; Tokens the tokens trained on.
+	Step   int
+	Tokens int64
+	Total  int
+
+	grads  *model.Grads
+	m1, m2 []backend.Tensor
+	acts   *model.Activations
+	decay  []bool
+}
+
+// StepStats describes one optimizer step.
+type StepStats struct {
+	Step     int     `json:"step"`
+	Loss     float64 `json:"loss"`
+	LR       float64 `json:"lr"`
+	GradNorm float64 `json:"grad_norm"`
+	Tokens   int64   `json:"tokens"`
+}
+
+// NewTrainer prepares optimizer state and workspaces for m.
+func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*Trainer, error) {
+	if batches.SeqLen() != cfg.Data.SeqLen {
+		return nil, fmt.Errorf("train: data gives sequences of %d tokens, the config says %d", batches.SeqLen(), cfg.Data.SeqLen)
+	}
+	t := &Trainer{Cfg: cfg, Model: m, Obj: obj, Data: batches, Total: cfg.TotalSteps()}
+	var err error
+	if t.grads, err = m.NewGrads(); err != nil {
+		return nil, err
+	}
+	for _, p := range m.Params {
+		a, err := m.Backend.New(backend.F32, p.Shape...)
+		if err != nil {
+			return nil, err
+		}
+		v, err := m.Backend.New(backend.F32, p.Shape...)
+		if err != nil {
+			return nil, err
+		}
+		t.m1, t.m2 = append(t.m1, a), append(t.m2, v)
+		t.decay = append(t.decay, cfg.Optimizer.DecayAll || !(p.Role.IsNorm() || p.Role == model.Embed || p.Role == model.LMHead))
+	}
+	if t.acts, err = m.NewActivations(cfg.Train.MicroBatch*cfg.Data.SeqLen, true); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Free releases the trainer's buffers (not the model).
+func (t *Trainer) Free() {
+	b := t.Model.Backend
+	t.grads.Free(b)
+	for i := range t.m1 {
+		b.Free(t.m1[i])
+		b.Free(t.m2[i])
+	}
+	t.acts.Free(b)
+}
+
+// split turns a batch of sequences into inputs and next-token targets.
+func split(seqs []int32, n, seqLen int) (ids, targets []int32) {
+	ids = make([]int32, n*seqLen)
+	targets = make([]int32, n*seqLen)
+	for s := range n {
+		row := seqs[s*(seqLen+1) : (s+1)*(seqLen+1)]
+		copy(ids[s*seqLen:], row[:seqLen])
+		copy(targets[s*seqLen:], row[1:])
+	}
+	return ids, targets
+}
+
+// TrainStep runs one optimizer step: accumulation micro-batches, global
+// norm clipping, AdamW.
+func (t *Trainer) TrainStep() (StepStats, error) {
+	cfg, m, b := t.Cfg, t.Model, t.Model.Backend
+	n, T := cfg.Train.MicroBatch, cfg.Data.SeqLen
+	if err := t.grads.Zero(b); err != nil {
+		return StepStats{}, err
+	}
+	var loss float64
+	for range cfg.Train.Accumulation {
+		seqs, err := t.Data.Batch(n)
+		if err != nil {
+			return StepStats{}, err
+		}
+		ids, targets := split(seqs, n, T)
+		l, err := t.Obj.LossAndGrad(m, t.acts, model.Input{B: n, T: T, IDs: ids}, targets, 1/float32(cfg.Train.Accumulation), t.grads)
+		if err != nil {
+			return StepStats{}, err
+		}
+		loss += l / float64(cfg.Train.Accumulation)
+	}
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return StepStats{}, fmt.Errorf("train: step %d: the loss is %v; lower the learning rate or check the data", t.Step+1, loss)
+	}
+	var sq float64
+	for _, g := range t.grads.T {
+		s, err := b.SquaredNorm(g)
+		if err != nil {
+			return StepStats{}, err
+		}
+		sq += s
+	}
+	norm := math.Sqrt(sq)
+	scale := float32(1)
+	if c := cfg.Optimizer.Clip; c > 0 && norm > c {
+		scale = float32(c / norm)
+	}
+	step := t.Step + 1
+	lr := cfg.LR(step, t.Total)
+	o := cfg.Optimizer
+	for i, w := range m.Weights {
+		wd := float32(0)
+		if t.decay[i] {
+			wd = float32(o.WeightDecay)
+		}
+		p := backend.AdamW{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), WeightDecay: wd, Step: step, GradScale: scale}
+		if err := b.AdamW(w, t.grads.T[i], t.m1[i], t.m2[i], p); err != nil {
+			return StepStats{}, err
+		}
+	}
+	t.Step = step
+	t.Tokens += cfg.TokensPerStep()
+	return StepStats{Step: step, Loss: loss, LR: lr, GradNorm: norm, Tokens: t.Tokens}, b.Sync()
+}
+
+// Evaluate returns the mean validation loss over up to batches
+// micro-batches of val, read in order.
+func (t *Trainer) Evaluate(val Batcher, batches int) (float64, error) {
+	n, T := t.Cfg.Train.MicroBatch, t.Cfg.Data.SeqLen
+	var sum float64
+	for range batches {
+		seqs, err := val.Batch(n)
+		if err != nil {
+			return 0, err
+		}
+		ids, targets := split(seqs, n, T)
+		l, err := t.Obj.Loss(t.Model, t.acts, model.Input{B: n, T: T, IDs: ids}, targets)
+		if err != nil {
+			return 0, err
+		}
+		sum += l
+	}
+	return sum / float64(max(batches, 1)), nil
+}
+
+// RandomBatcher yields uniformly random token sequences (benchmarks, tests).
+type RandomBatcher struct {
+	Vocab, Len int
+	Seed       uint64
+	drawn      int64
+}
+
+// Batch implements Batcher: sequence k depends only on the seed and k.
+func (r *RandomBatcher) Batch(n int) ([]int32, error) {
+	out := make([]int32, 0, n*(r.Len+1))
+	for range n {
+		g := rand.New(rand.NewPCG(r.Seed, uint64(r.drawn)))
+		for range r.Len + 1 {
+			out = append(out, int32(g.IntN(r.Vocab)))
+		}
+		r.drawn++
+	}
+	return out, nil
+}
+
+// Cursor implements Batcher.
+func (r *RandomBatcher) Cursor() data.Cursor {
+	return data.Cursor{Drawn: r.drawn, Counts: []int64{r.drawn}}
+}
+
+// SetCursor implements Batcher.
+func (r *RandomBatcher) SetCursor(c data.Cursor) error { r.drawn = c.Drawn; return nil }
+
+// SeqLen implements Batcher.
+func (r *RandomBatcher) SeqLen() int { return r.Len }
