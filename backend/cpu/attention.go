@@ -7,6 +7,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu/gemm"
+	"github.com/minitron/minitron/backend/cpu/vec"
 )
 
 // qBlock is the number of queries whose score rows are held at once: memory
@@ -92,10 +93,12 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 					for _, x := range row[:valid] {
 						mx = max(mx, x)
 					}
+					for j := range row[:valid] {
+						row[j] -= mx
+					}
+					vec.Exp(row[:valid])
 					var sum float64
-					for j, x := range row[:valid] {
-						e := float32(math.Exp(float64(x - mx)))
-						row[j] = e
+					for _, e := range row[:valid] {
 						sum += float64(e)
 					}
 					inv := float32(1 / sum)
@@ -171,9 +174,10 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 					row := p[i*nk : (i+1)*nk]
 					valid := past + i0 + i + 1
 					l := lf[(s*a.T+i0+i)*a.Heads+h]
-					for j, x := range row[:valid] {
-						row[j] = float32(math.Exp(float64(x - l)))
+					for j := range row[:valid] {
+						row[j] -= l
 					}
+					vec.Exp(row[:valid])
 					clear(row[valid:])
 				}
 				// dV += Pᵀ dO

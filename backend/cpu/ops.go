@@ -6,6 +6,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu/gemm"
+	"github.com/minitron/minitron/backend/cpu/vec"
 )
 
 // MatMul computes c = alpha*op(a)*op(b) + beta*c.
@@ -538,6 +539,7 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 		}
 	}
 	b.parallelRows(n, 4*v, func(lo, hi int) {
+		var scratch []float32
 		for i := lo; i < hi; i++ {
 			row := lf[i*v : (i+1)*v]
 			t := tg[i]
@@ -548,22 +550,37 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 				}
 				continue
 			}
+			xt := row[t]
 			mx := row[0]
 			for _, x := range row {
 				mx = max(mx, x)
 			}
-			var s float64
-			for _, x := range row {
-				s += math.Exp(float64(x - mx))
-			}
-			lse := float64(mx) + math.Log(s)
-			loss[i] = float32(lse - float64(row[t]))
+			// e^(x-max) into the gradient row (which may be the logits
+			// row itself) or a scratch row.
+			var e []float32
 			if df != nil {
-				d := df[i*v : (i+1)*v]
-				for j, x := range row {
-					d[j] = scale * float32(math.Exp(float64(x)-lse))
+				e = df[i*v : (i+1)*v]
+			} else {
+				if scratch == nil {
+					scratch = make([]float32, v)
 				}
-				d[t] -= scale
+				e = scratch
+			}
+			for j, x := range row {
+				e[j] = x - mx
+			}
+			vec.Exp(e)
+			var s float64
+			for _, x := range e {
+				s += float64(x)
+			}
+			loss[i] = float32(float64(mx) + math.Log(s) - float64(xt))
+			if df != nil {
+				inv := float32(float64(scale) / s)
+				for j := range e {
+					e[j] *= inv
+				}
+				e[t] -= scale
 			}
 		}
 	})

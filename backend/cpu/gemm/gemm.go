@@ -249,19 +249,48 @@ func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int, alpha 
 		if rows < mr {
 			clear(panel)
 		}
+		if trans {
+			// op(A) row i is column i of A: walk A's rows, reading the
+			// panel's rows contiguously.
+			for p := range kb {
+				src := a[(p0+p)*lda+i0+ir : (p0+p)*lda+i0+ir+rows]
+				dst := panel[p*mr : p*mr+rows]
+				if alpha == 1 {
+					copy(dst, src)
+					continue
+				}
+				for r, v := range src {
+					dst[r] = alpha * v
+				}
+			}
+			continue
+		}
+		if rows == mr && mr == 12 {
+			packRows12(panel, a, lda, i0+ir, p0, kb, alpha)
+			continue
+		}
 		for r := range rows {
 			i := i0 + ir + r
-			if trans {
-				for p := range kb {
-					panel[p*mr+r] = alpha * a[(p0+p)*lda+i]
-				}
-				continue
-			}
 			src := a[i*lda+p0 : i*lda+p0+kb]
 			for p, v := range src {
 				panel[p*mr+r] = alpha * v
 			}
 		}
+	}
+}
+
+// packRows12 interleaves 12 rows of A, k-major: it reads the 12 rows in
+// lockstep and writes the panel sequentially.
+func packRows12(panel, a []float32, lda, i, p0, kb int, alpha float32) {
+	var rows [12][]float32
+	for r := range rows {
+		rows[r] = a[(i+r)*lda+p0 : (i+r)*lda+p0+kb]
+	}
+	for p := range kb {
+		d := panel[p*12 : p*12+12 : p*12+12]
+		d[0], d[1], d[2], d[3] = alpha*rows[0][p], alpha*rows[1][p], alpha*rows[2][p], alpha*rows[3][p]
+		d[4], d[5], d[6], d[7] = alpha*rows[4][p], alpha*rows[5][p], alpha*rows[6][p], alpha*rows[7][p]
+		d[8], d[9], d[10], d[11] = alpha*rows[8][p], alpha*rows[9][p], alpha*rows[10][p], alpha*rows[11][p]
 	}
 }
 
