@@ -214,6 +214,14 @@ func (f *File) Bytes(name string) ([]byte, error) {
 	return f.m.slice(i.Begin, i.End)
 }
 
+// ReleaseRange drops the pages of bytes [off, off+n) of a tensor's data.
+func (f *File) ReleaseRange(name string, off, n int64) {
+	if i, ok := f.byName[name]; ok {
+		b := i.Begin + max(off, 0)
+		f.m.release(b, min(b+n, i.End))
+	}
+}
+
 // Release tells the system the tensor's pages are no longer needed, so a
 // model converted tensor by tensor does not keep the file resident.
 func (f *File) Release(name string) {

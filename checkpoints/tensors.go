@@ -171,6 +171,13 @@ func (t *Tensors) Release(name string) {
 	}
 }
 
+// ReleaseRange drops the pages of part of a tensor (see File.ReleaseRange).
+func (t *Tensors) ReleaseRange(name string, off, n int64) {
+	if f, ok := t.byName[name]; ok {
+		f.ReleaseRange(name, off, n)
+	}
+}
+
 // Float32 reads a float tensor of any float dtype as float32, checking its
 // shape when want is given.
 func (t *Tensors) Float32(name string, want ...int) ([]float32, error) {

@@ -76,12 +76,15 @@ func WriteFileAtomic(path string, data []byte) error {
 }
 
 // Entry is one tensor to write. Data is called once, when the tensor's turn
-// comes, so a writer holds one tensor in memory at a time.
+// comes, so a writer holds one tensor in memory at a time. Stream, when set
+// instead, writes the tensor's Size() bytes itself, so even one tensor
+// need not be in memory whole.
 type Entry struct {
-	Name  string
-	DType backend.DType
-	Shape []int
-	Data  func() ([]byte, error)
+	Name   string
+	DType  backend.DType
+	Shape  []int
+	Data   func() ([]byte, error)
+	Stream func(w io.Writer) error
 }
 
 // Size is the number of data bytes.
@@ -169,6 +172,16 @@ func WriteFile(path string, entries []Entry, meta map[string]string) error {
 			return err
 		}
 		for _, e := range entries {
+			if e.Stream != nil {
+				cw := &countWriter{w: w}
+				if err := e.Stream(cw); err != nil {
+					return fmt.Errorf("checkpoints: tensor %q: %w", e.Name, err)
+				}
+				if cw.n != e.Size() {
+					return fmt.Errorf("checkpoints: tensor %q: streamed %d bytes for shape %v of %v, want %d", e.Name, cw.n, e.Shape, e.DType, e.Size())
+				}
+				continue
+			}
 			b, err := e.Data()
 			if err != nil {
 				return fmt.Errorf("checkpoints: tensor %q: %w", e.Name, err)
@@ -231,4 +244,15 @@ func WriteSharded(dir string, entries []Entry, maxShard int64, meta map[string]s
 		return nil, err
 	}
 	return append(names, IndexFile), nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

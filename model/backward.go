@@ -331,8 +331,8 @@ func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at 
 
 // Loss returns the mean cross-entropy of the rows whose target is not
 // negative, without gradients; logits are made lossChunk rows at a time.
-// a may be made with or without keep.
-func (m *Model) Loss(a *Activations, in Input, targets []int32) (float64, error) {
+// a may be made with or without keep. opt may skip layers or observe.
+func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (float64, error) {
 	n := in.B * in.T
 	if len(targets) != n {
 		return 0, fmt.Errorf("model: %d targets for %d rows", len(targets), n)
@@ -349,10 +349,10 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32) (float64, error)
 	if count == 0 {
 		return 0, fmt.Errorf("model: no row has a target")
 	}
-	if err := m.trunk(a, in, Options{}); err != nil {
+	if err := m.trunk(a, in, opt); err != nil {
 		return 0, err
 	}
-	if err := m.finalNorm(a, a.H[m.Config.NumLayers], n, nil); err != nil {
+	if err := m.finalNorm(a, a.H[m.Config.NumLayers], n, opt.Observer); err != nil {
 		return 0, err
 	}
 	b, c := m.Backend, m.Config

@@ -110,7 +110,7 @@ func TestLossMatchesGolden(t *testing.T) {
 		ids, shape := goldenIDs(t, g, "input_ids")
 		for _, keep := range []bool{false, true} {
 			a, _ := m.NewActivations(len(ids), keep)
-			loss, err := m.Loss(a, Input{B: shape[0], T: shape[1], IDs: ids}, NextTokenTargets(ids, shape[0], shape[1]))
+			loss, err := m.Loss(a, Input{B: shape[0], T: shape[1], IDs: ids}, NextTokenTargets(ids, shape[0], shape[1]), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

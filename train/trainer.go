@@ -30,7 +30,7 @@ func (CrossEntropy) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 
 // Loss implements Objective.
 func (CrossEntropy) Loss(m *model.Model, a *model.Activations, in model.Input, targets []int32) (float64, error) {
-	return m.Loss(a, in, targets)
+	return m.Loss(a, in, targets, model.Options{})
 }
 
 // Batcher supplies sequences of SeqLen()+1 tokens (inputs and targets).

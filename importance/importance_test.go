@@ -1,0 +1,122 @@
+package importance
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/model"
+)
+
+const fixtures = "../testdata/hf"
+
+var fixtureModels = []string{"nemotron-tiny", "nemotron-odd", "llama-tiny"}
+
+func relErr(got, want []float32) float64 {
+	var num, den float64
+	for i := range want {
+		d := float64(got[i] - want[i])
+		num += d * d
+		den += float64(want[i]) * float64(want[i])
+	}
+	return math.Sqrt(num / den)
+}
+
+// fixture loads a model and its importance goldens.
+func fixture(t *testing.T, name string) (*model.Model, *checkpoints.Tensors, []int32, int, int) {
+	t.Helper()
+	m, err := model.Load(filepath.Join(fixtures, name), cpu.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := checkpoints.Open(filepath.Join(fixtures, name, "importance.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	v, shape, err := g.Int64("calibration_ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]int32, len(v))
+	for i, x := range v {
+		ids[i] = int32(x)
+	}
+	return m, g, ids, shape[0], shape[1]
+}
+
+// TestParity: every score matches the fixture's within 1e-4.
+func TestParity(t *testing.T) {
+	for _, name := range fixtureModels {
+		t.Run(name, func(t *testing.T) {
+			m, g, ids, n, T := fixture(t, name)
+			// Batches of 3 and 1 sequences: the result must not depend on them.
+			for _, bs := range []int{3, 4} {
+				s, err := Estimate(context.Background(), m, ids, n, T, Options{Depth: true, BatchSize: bs})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, c := range []struct {
+					name string
+					got  []float32
+				}{{NameHead, flatten(s.Head)}, {NameNeuron, flatten(s.Neuron)}, {NameEmbedding, s.Embedding},
+					{NameLayerBI, s.LayerBI}, {NameLayerLoss, s.LayerLossWithout}, {NameCalibLoss, []float32{s.CalibrationLoss}}} {
+					want, err := g.Float32(c.name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if e := relErr(c.got, want); e > 1e-4 {
+						t.Errorf("batch %d: %s: relative error %.3g", bs, c.name, e)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestSaveLoad(t *testing.T) {
+	m, _, ids, n, T := fixture(t, "llama-tiny")
+	s, err := Estimate(context.Background(), m, ids, n, T, Options{Agg: Aggregation{Seq: "l2", Batch: "var"}, NeuronSite: "pre"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "scores.safetensors")
+	if err := s.Save(p); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if relErr(flatten(r.Neuron), flatten(s.Neuron)) != 0 || r.Meta["aggregation"] != "batch=var, seq=l2" || r.Meta["neuron_site"] != "pre" || r.Meta["calibration_ids"] != HashIDs(ids) || r.LayerLossWithout != nil {
+		t.Fatalf("round trip: %+v", r.Meta)
+	}
+}
+
+// TestAggregations checks each aggregation against a direct computation on
+// a channel whose per-token values are known.
+func TestAggregations(t *testing.T) {
+	// Two sequences of three tokens, one channel.
+	seqs := [][]float32{{1, -2, 3}, {-4, 0, 2}}
+	for _, c := range []struct {
+		agg  Aggregation
+		want float64
+	}{
+		{Aggregation{"mean", "l2"}, math.Sqrt(math.Pow(2, 2) + math.Pow(2, 2))},
+		{Aggregation{"mean", "mean"}, 2},
+		{Aggregation{"l2", "mean"}, (math.Sqrt(14) + math.Sqrt(20)) / 2},
+		{Aggregation{"var", "mean"}, (14.0/3 - math.Pow(2.0/3, 2) + 20.0/3 - math.Pow(2.0/3, 2)) / 2},
+		{Aggregation{"mean", "var"}, 0},
+	} {
+		st := newStat(c.agg, 1)
+		for _, s := range seqs {
+			st.addSequence(s, 3, 1, make([]float64, 1), make([]float64, 1))
+		}
+		if got := float64(st.result()[0]); math.Abs(got-c.want) > 1e-6 {
+			t.Errorf("%v: %v, want %v", c.agg, got, c.want)
+		}
+	}
+}

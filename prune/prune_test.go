@@ -1,0 +1,185 @@
+package prune
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/importance"
+	"github.com/minitron/minitron/model"
+)
+
+const fixtures = "../testdata/hf"
+
+type pruneJSON struct {
+	Hidden    int     `json:"hidden_size"`
+	Heads     int     `json:"num_attention_heads"`
+	FFN       int     `json:"intermediate_size"`
+	KeptHeads [][]int `json:"kept_heads"`
+}
+
+// TestParity prunes each fixture as prune.json says, with the fixture's
+// scores: the kept heads and the pruned model's logits match.
+func TestParity(t *testing.T) {
+	for _, name := range []string{"nemotron-tiny", "nemotron-odd", "llama-tiny"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(fixtures, name)
+			var pj pruneJSON
+			b, _ := os.ReadFile(filepath.Join(dir, "prune.json"))
+			if err := json.Unmarshal(b, &pj); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			scores, err := importance.Load(filepath.Join(dir, "importance.safetensors"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := NewPlan(cfg, scores, Targets{Hidden: pj.Hidden, Heads: pj.Heads, FFN: pj.FFN})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(p.Heads) != fmt.Sprint(pj.KeptHeads) {
+				t.Fatalf("kept heads %v, want %v", p.Heads, pj.KeptHeads)
+			}
+			out := filepath.Join(t.TempDir(), "pruned")
+			rep, err := Apply(context.Background(), p, dir, ApplyOptions{Out: out, MaxShard: 40000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := model.Load(out, cpu.New(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Config.HiddenSize != pj.Hidden || m.Config.HeadDim != cfg.HeadDim || rep.ParamsAfter >= rep.ParamsBefore {
+				t.Fatalf("pruned config %+v", m.Config)
+			}
+			g, _ := checkpoints.Open(filepath.Join(dir, "importance.safetensors"))
+			defer g.Close()
+			raw, shape, _ := g.Int64("input_ids")
+			ids := make([]int32, len(raw))
+			for i, v := range raw {
+				ids[i] = int32(v)
+			}
+			a, _ := m.NewActivations(len(ids), false)
+			lg, err := m.Forward(a, model.Input{B: shape[0], T: shape[1], IDs: ids}, model.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := m.Backend.ToFloat32(lg)
+			want, _ := g.Float32("pruned_logits")
+			var num, den float64
+			for i := range want {
+				num += math.Pow(float64(got[i]-want[i]), 2)
+				den += math.Pow(float64(want[i]), 2)
+			}
+			if e := math.Sqrt(num / den); e > 1e-4 {
+				t.Fatalf("pruned logits: relative error %.3g", e)
+			}
+			if files, _ := filepath.Glob(filepath.Join(out, "model-*.safetensors")); len(files) < 2 {
+				t.Fatalf("expected a sharded output, got %v", files)
+			}
+		})
+	}
+}
+
+func TestTargetsValidated(t *testing.T) {
+	dir := filepath.Join(fixtures, "nemotron-odd")
+	cfg, _ := model.LoadConfig(filepath.Join(dir, "config.json"))
+	scores, _ := importance.Load(filepath.Join(dir, "importance.safetensors"))
+	cases := []struct {
+		t    Targets
+		want string
+	}{
+		{Targets{Hidden: 81}, "[1, 80]"},
+		{Targets{Heads: 5}, "not a multiple of the 2 KV groups"},
+		{Targets{Hidden: 42, Divisor: 8}, "multiple of --divisor 8"},
+		{Targets{Layers: 4}, "--num-layers 4"},
+		{Targets{DropLayers: []int{3}}, "layer 3 does not exist"},
+		{Targets{Layers: 2, DropLayers: []int{0}}, "not both"},
+		{Targets{DropLayers: []int{0, 1, 2}}, "every layer"},
+	}
+	for _, c := range cases {
+		if _, err := NewPlan(cfg, scores, c.t); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want %q", c.t, err, c.want)
+		}
+	}
+	other, _ := importance.Load(filepath.Join(fixtures, "nemotron-tiny", "importance.safetensors"))
+	if _, err := NewPlan(cfg, other, Targets{}); err == nil || !strings.Contains(err.Error(), "another model") {
+		t.Fatalf("mismatched scores: %v", err)
+	}
+	// Depth: drop the least important layer by Block Importance.
+	p, err := NewPlan(cfg, scores, Targets{Layers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0
+	for l, v := range scores.LayerBI {
+		if v < scores.LayerBI[worst] {
+			worst = l
+		}
+	}
+	for _, l := range p.Layers {
+		if l == worst {
+			t.Fatalf("kept layers %v include the least important %d (BI %v)", p.Layers, worst, scores.LayerBI)
+		}
+	}
+	// A failed prune leaves no output directory.
+	out := filepath.Join(t.TempDir(), "out")
+	p.Source = &model.Config{}
+	*p.Source = *cfg
+	p.Source.IntermediateSize++ // shapes no longer match the checkpoint
+	if _, err := Apply(context.Background(), p, dir, ApplyOptions{Out: out}); err == nil {
+		t.Fatal("mismatched checkpoint accepted")
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a failed prune left its output directory")
+	}
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".out.tmp-*"))
+	if len(left) > 0 {
+		t.Fatalf("temporary directories left: %v", left)
+	}
+}
+
+// TestDepthPruning drops layers and checks the result equals running the
+// source model with those layers skipped.
+func TestDepthPruning(t *testing.T) {
+	dir := filepath.Join(fixtures, "nemotron-odd")
+	cfg, _ := model.LoadConfig(filepath.Join(dir, "config.json"))
+	scores, _ := importance.Load(filepath.Join(dir, "importance.safetensors"))
+	p, err := NewPlan(cfg, scores, Targets{DropLayers: []int{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "pruned")
+	if _, err := Apply(context.Background(), p, dir, ApplyOptions{Out: out}); err != nil {
+		t.Fatal(err)
+	}
+	pruned, _ := model.Load(out, cpu.New(), nil)
+	src, _ := model.Load(dir, cpu.New(), nil)
+	ids := []int32{5, 17, 200, 3, 99, 250, 1, 42}
+	run := func(m *model.Model, skip []bool) []float32 {
+		a, _ := m.NewActivations(len(ids), false)
+		lg, err := m.Forward(a, model.Input{B: 1, T: len(ids), IDs: ids}, model.Options{Skip: skip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := m.Backend.ToFloat32(lg)
+		return v
+	}
+	a, b := run(pruned, nil), run(src, []bool{false, true, false})
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("logit %d: %v vs %v", i, a[i], b[i])
+		}
+	}
+}
