@@ -183,3 +183,35 @@ func TestDepthPruning(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchMinitron4B: from the Nemotron-4 15B shape, the published
+// Minitron-4B shape is inside the paper's search space at 4.19B parameters.
+func TestSearchMinitron4B(t *testing.T) {
+	src, err := model.ParseConfig([]byte(`{"architectures":["NemotronForCausalLM"],"vocab_size":256000,"hidden_size":6144,
+		"num_hidden_layers":32,"num_attention_heads":48,"num_key_value_heads":8,"head_dim":128,"intermediate_size":24576}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total, _ := src.NumParams(); math.Abs(float64(total)-15.6e9) > 0.1e9 {
+		t.Fatalf("Nemotron-15B shape has %d parameters, the paper says 15.6B", total)
+	}
+	cs, err := Search(src, 4.19e9, 0.05, PaperSpace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range cs {
+		if math.Abs(c.Deviation) > 0.05 {
+			t.Fatalf("candidate outside the tolerance: %v", c)
+		}
+		if c.Layers == 32 && c.Hidden == 3072 && c.Heads == 24 && c.FFN == 9216 {
+			found = true
+			if math.Abs(float64(c.Params)-4.19e9) > 0.01e9 {
+				t.Fatalf("Minitron-4B shape: %d parameters, published 4.19B", c.Params)
+			}
+		}
+	}
+	if !found || len(cs) < 3 {
+		t.Fatalf("%d candidates, Minitron-4B found: %v", len(cs), found)
+	}
+}

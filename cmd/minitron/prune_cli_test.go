@@ -1,0 +1,114 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/minitron/minitron/checkpoints"
+)
+
+// calibFile writes the fixture's calibration_ids as input_ids.
+func calibFile(t *testing.T, name string) string {
+	t.Helper()
+	g, err := checkpoints.Open(filepath.Join(fixtures, name, "importance.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	ids, shape, err := g.Int64("calibration_ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "calib.safetensors")
+	if err := checkpoints.WriteFile(p, []checkpoints.Entry{checkpoints.Int64Entry("input_ids", shape, ids)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestImportancePruneCommands drives importance, prune and logits as the
+// acceptance checks do, against the fixtures.
+func TestImportancePruneCommands(t *testing.T) {
+	for _, name := range []string{"nemotron-tiny", "llama-tiny"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(fixtures, name)
+			tmp := t.TempDir()
+			scores := filepath.Join(tmp, "scores.safetensors")
+			mustRun(t, "importance", "--model", dir, "--calib", calibFile(t, name), "--out", scores)
+			got, _ := checkpoints.Open(scores)
+			want, _ := checkpoints.Open(filepath.Join(dir, "importance.safetensors"))
+			for _, n := range []string{"importance.head", "importance.neuron", "importance.embedding", "importance.layer_bi", "importance.layer_loss_without"} {
+				g, err := got.Float32(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, _ := want.Float32(n)
+				if e := rel(g, w); e > 1e-4 {
+					t.Errorf("%s: relative error %.3g", n, e)
+				}
+			}
+			got.Close()
+			var pj struct {
+				Hidden int `json:"hidden_size"`
+				Heads  int `json:"num_attention_heads"`
+				FFN    int `json:"intermediate_size"`
+			}
+			b, _ := os.ReadFile(filepath.Join(dir, "prune.json"))
+			json.Unmarshal(b, &pj)
+			out := filepath.Join(tmp, "pruned")
+			mustRun(t, "prune", "--model", dir, "--scores", scores, "--hidden-size", fmt.Sprint(pj.Hidden),
+				"--num-attention-heads", fmt.Sprint(pj.Heads), "--intermediate-size", fmt.Sprint(pj.FFN), "--out", out)
+			lg := filepath.Join(tmp, "logits.safetensors")
+			mustRun(t, "logits", "--model", out, "--input", filepath.Join(dir, "importance.safetensors"), "--output", lg)
+			gl, _ := checkpoints.Open(lg)
+			defer gl.Close()
+			g, _ := gl.Float32("logits")
+			w, _ := want.Float32("pruned_logits")
+			want.Close()
+			if e := rel(g, w); e > 1e-4 {
+				t.Fatalf("pruned logits: relative error %.3g", e)
+			}
+		})
+	}
+}
+
+func rel(g, w []float32) float64 {
+	var num, den float64
+	for i := range w {
+		num += math.Pow(float64(g[i]-w[i]), 2)
+		den += math.Pow(float64(w[i]), 2)
+	}
+	return math.Sqrt(num / den)
+}
+
+func TestPruneBadInputs(t *testing.T) {
+	dir := filepath.Join(fixtures, "nemotron-tiny")
+	other := filepath.Join(fixtures, "nemotron-odd", "importance.safetensors")
+	scores := filepath.Join(dir, "importance.safetensors")
+	out := filepath.Join(t.TempDir(), "out")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"prune", "--model", dir, "--scores", other, "--hidden-size", "32", "--out", out}, "another model"},
+		{[]string{"prune", "--model", dir, "--scores", scores, "--hidden-size", "128", "--out", out}, "[1, 64]"},
+		{[]string{"prune", "--model", dir, "--scores", scores, "--num-attention-heads", "3", "--out", out}, "KV groups"},
+		{[]string{"prune", "--model", dir, "--scores", scores, "--drop-layers", "x", "--out", out}, "not a layer number"},
+		{[]string{"importance", "--model", dir, "--calib", filepath.Join(t.TempDir(), "missing.safetensors"), "--out", out}, "missing.safetensors"},
+		{[]string{"importance", "--model", dir, "--calib", scores, "--out", out, "--seq-agg", "max"}, "aggregation"},
+	}
+	for _, c := range cases {
+		r := run(t, "", c.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a failed command left its output")
+	}
+}
