@@ -289,26 +289,37 @@ func TestPermutation(t *testing.T) {
 }
 
 func TestLoaderPackingSplitAndResume(t *testing.T) {
-	ds, all := syntheticDataset(t, 60, "alpha")
-	const T = 9
+	ds, all := syntheticDataset(t, 400, "alpha")
+	const T = 5
 	train, val, err := ds.Split(T, 0.1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := ds.Sequences(T)
-	if train.Count+val.Count != n || val.Count < 1 || val.First != train.Count {
+	if train.Count+val.Count != n || val.Count < splitBlock {
 		t.Fatalf("split %d + %d of %d", train.Count, val.Count, n)
 	}
-	// Packing: sequence i is stream[i*T : i*T+T+1], no padding.
-	for i := range train.Count {
-		s, err := train.Read(nil, i)
-		if err != nil || !slices.Equal(s, all[i*T:i*T+T+1]) {
-			t.Fatalf("sequence %d: %v %v", i, s, err)
+	// Every sequence is in exactly one split, and packing is the stream
+	// cut every T tokens: sequence g is stream[g*T : g*T+T+1], no padding.
+	seen := make([]int, n)
+	for _, sp := range []Split{train, val} {
+		for i := range sp.Count {
+			g := sp.Index(i)
+			seen[g]++
+			s, err := sp.Read(nil, i)
+			if err != nil || !slices.Equal(s, all[g*T:g*T+T+1]) {
+				t.Fatalf("sequence %d: %v %v", g, s, err)
+			}
 		}
 	}
-	// Validation tokens never appear in training sequences' inputs range.
-	if (train.First+train.Count-1)*T+T+1 > val.First*T+1 {
-		t.Fatal("training and validation overlap")
+	for g, c := range seen {
+		if c != 1 {
+			t.Fatalf("sequence %d is in %d splits", g, c)
+		}
+	}
+	// Validation blocks are spread over the corpus, not only at its end.
+	if first := val.Index(0); first >= n-val.Count {
+		t.Logf("validation starts at sequence %d of %d", first, n)
 	}
 	l, _ := NewLoader([]Source{{Name: "a", Split: train, Weight: 1}}, 5, true)
 	// Three epochs: every epoch is a permutation of the split, and epochs differ.
@@ -340,7 +351,14 @@ func TestLoaderPackingSplitAndResume(t *testing.T) {
 	}
 	// Resume from every cursor (these cross batch, shard and epoch
 	// boundaries): the rest of the stream is identical.
-	for k := 0; k < len(cursors); k += 7 {
+	var starts []int
+	for k := 0; k < len(cursors); k += len(cursors)/20 + 1 {
+		starts = append(starts, k)
+	}
+	for e := 1; e < 3; e++ { // around the epoch boundaries
+		starts = append(starts, e*int(train.Count)-1, e*int(train.Count), e*int(train.Count)+1)
+	}
+	for _, k := range starts {
 		r, _ := NewLoader([]Source{{Name: "a", Split: train, Weight: 1}}, 5, true)
 		// Round-trip the cursor through JSON, as a checkpoint stores it.
 		b, _ := json.Marshal(cursors[k])
@@ -359,8 +377,8 @@ func TestLoaderPackingSplitAndResume(t *testing.T) {
 }
 
 func TestBlend(t *testing.T) {
-	a, _ := syntheticDataset(t, 80, "code")
-	b, _ := syntheticDataset(t, 40, "text")
+	a, _ := syntheticDataset(t, 160, "code")
+	b, _ := syntheticDataset(t, 80, "text")
 	ta, _, _ := a.Split(8, 0)
 	tb, _, _ := b.Split(8, 0)
 	l, err := NewLoader([]Source{{"code", ta, 0.7}, {"text", tb, 0.3}}, 1, true)

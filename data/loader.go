@@ -6,15 +6,23 @@ import (
 	"math/bits"
 )
 
-// Split is a range of packed sequences of a dataset. Sequence i holds
-// SeqLen+1 tokens starting at stream offset i·SeqLen: the inputs and their
-// next-token targets. Documents are packed back to back (no padding).
+// Split is a set of packed sequences of a dataset. Sequence g of the
+// dataset holds SeqLen+1 tokens starting at stream offset g·SeqLen: the
+// inputs and their next-token targets. Documents are packed back to back
+// (no padding). A split is a list of blocks of consecutive sequences.
 type Split struct {
 	DS     *Dataset
 	SeqLen int
-	First  int64 // index of the first sequence
-	Count  int64 // number of sequences
+	Count  int64   // sequences in the split
+	blocks []int64 // dataset blocks of the split, ascending
+	tail   int64   // sequences of the final partial block (train split only)
+	full   int64   // full blocks in the dataset
 }
+
+// splitBlock is the number of consecutive sequences held out together:
+// whole blocks go to validation, so few validation tokens neighbour
+// training ones.
+const splitBlock = 64
 
 // Sequences returns the number of sequences of seqLen tokens the dataset holds.
 func (d *Dataset) Sequences(seqLen int) int64 {
@@ -24,9 +32,11 @@ func (d *Dataset) Sequences(seqLen int) int64 {
 	return (d.Manifest.Tokens - 1) / int64(seqLen)
 }
 
-// Split divides the dataset's sequences into training and validation: the
-// last valFraction of the stream (at least one sequence when valFraction >
-// 0) is held out, so no validation token is ever trained on.
+// Split divides the dataset's sequences into training and validation. A
+// seeded random choice of valFraction of the blocks of 64 consecutive
+// sequences is held out (at least one block when valFraction > 0), so the
+// validation set samples the whole corpus, whatever order its files were
+// in, and no validation sequence is trained on.
 func (d *Dataset) Split(seqLen int, valFraction float64) (train, val Split, err error) {
 	if seqLen <= 0 {
 		return Split{}, Split{}, fmt.Errorf("data: sequence length %d must be positive", seqLen)
@@ -35,12 +45,37 @@ func (d *Dataset) Split(seqLen int, valFraction float64) (train, val Split, err 
 		return Split{}, Split{}, fmt.Errorf("data: validation fraction %v must be in [0, 1)", valFraction)
 	}
 	n := d.Sequences(seqLen)
-	nv := int64(math.Ceil(float64(n) * valFraction))
-	if n-nv < 1 {
-		return Split{}, Split{}, fmt.Errorf("data: %s holds %d tokens: too few for one training sequence of %d tokens after holding out %.1f%% for validation",
-			d.Dir, d.Manifest.Tokens, seqLen+1, 100*valFraction)
+	full, tail := n/splitBlock, n%splitBlock
+	nv := int64(math.Ceil(float64(full) * valFraction))
+	if valFraction > 0 && full < 2 || n-nv*splitBlock < 1 {
+		return Split{}, Split{}, fmt.Errorf("data: %s holds %d tokens: too few for %.1f%% validation and training sequences of %d tokens (need at least %d)",
+			d.Dir, d.Manifest.Tokens, 100*valFraction, seqLen+1, 2*splitBlock*seqLen+1)
 	}
-	return Split{d, seqLen, 0, n - nv}, Split{d, seqLen, n - nv, nv}, nil
+	p := newPermutation(uint64(max(full, 1)), 0x5eed, 0xba1)
+	isVal := make(map[int64]bool, nv)
+	for i := range nv {
+		isVal[int64(p.at(uint64(i)))] = true
+	}
+	train = Split{DS: d, SeqLen: seqLen, tail: tail, full: full}
+	val = Split{DS: d, SeqLen: seqLen, full: full}
+	for b := range full {
+		if isVal[b] {
+			val.blocks = append(val.blocks, b)
+		} else {
+			train.blocks = append(train.blocks, b)
+		}
+	}
+	train.Count = int64(len(train.blocks))*splitBlock + tail
+	val.Count = int64(len(val.blocks)) * splitBlock
+	return train, val, nil
+}
+
+// Index maps a split's sequence number to the dataset's.
+func (s Split) Index(i int64) int64 {
+	if k := i / splitBlock; k < int64(len(s.blocks)) {
+		return s.blocks[k]*splitBlock + i%splitBlock
+	}
+	return s.full*splitBlock + (i - int64(len(s.blocks))*splitBlock)
 }
 
 // Read appends sequence i of the split (SeqLen+1 tokens) to dst.
@@ -48,7 +83,7 @@ func (s Split) Read(dst []int32, i int64) ([]int32, error) {
 	if i < 0 || i >= s.Count {
 		return dst, fmt.Errorf("data: sequence %d outside the split's %d", i, s.Count)
 	}
-	return s.DS.Read(dst, (s.First+i)*int64(s.SeqLen), int64(s.SeqLen)+1)
+	return s.DS.Read(dst, s.Index(i)*int64(s.SeqLen), int64(s.SeqLen)+1)
 }
 
 // permutation is a seeded bijection of [0, n) computed on demand (a Feistel
