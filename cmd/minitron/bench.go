@@ -11,6 +11,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/generate"
+	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/train"
 )
@@ -150,6 +151,7 @@ repeated for at least --min-time.`,
 	f.IntVar(&seq, "seq", 256, "forward, train: tokens per sequence")
 	f.IntVar(&prompt, "prompt-tokens", 16, "decode: prompt length")
 	f.IntVar(&newTokens, "new-tokens", 128, "decode: tokens to generate")
+	cmd.AddCommand(newBenchCheckpoint())
 	return cmd
 }
 
@@ -275,4 +277,63 @@ func benchTrain(m *model.Model, batch, seq int, minTime time.Duration, res *benc
 	res.TokensSec = float64(batch*seq*runs) / d.Seconds()
 	res.GFLOPS = 3 * forwardFLOPs(m.Config, batch, seq) * float64(runs) / d.Seconds() / 1e9
 	return err
+}
+
+func newBenchCheckpoint() *cobra.Command {
+	var cfgPath, out, dtype, scores string
+	var seed uint64
+	var shardGB float64
+	cmd := &cobra.Command{
+		Use:   "checkpoint --config CONFIG.json --out DIR [--scores SCORES.safetensors]",
+		Short: "Write a random-weight checkpoint of any shape (and random importance scores) for benchmarks",
+		Long: `checkpoint streams a checkpoint with random weights of the shape in
+CONFIG.json to DIR, a block at a time, so a 15B-parameter checkpoint can be
+made on a machine with little memory. --scores also writes random importance
+scores of that shape, for pruning benchmarks.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := model.LoadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			dt, err := backend.ParseDType(dtype)
+			if err != nil {
+				return err
+			}
+			if err := model.WriteRandom(cfg, out, dt, seed, int64(shardGB*(1<<30))); err != nil {
+				return err
+			}
+			if scores != "" {
+				r := rand.New(rand.NewPCG(seed, 99))
+				vec := func(n int) []float32 {
+					v := make([]float32, n)
+					for i := range v {
+						v[i] = r.Float32()
+					}
+					return v
+				}
+				s := &importance.Scores{Embedding: vec(cfg.HiddenSize), LayerBI: vec(cfg.NumLayers), Meta: map[string]string{"model": out, "random": "true"}}
+				for range cfg.NumLayers {
+					s.Head = append(s.Head, vec(cfg.NumHeads))
+					s.Neuron = append(s.Neuron, vec(cfg.IntermediateSize))
+				}
+				if err := s.Save(scores); err != nil {
+					return err
+				}
+			}
+			total, _ := cfg.NumParams()
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s random parameters (%s) to %s\n", count(total), human(model.DirSize(out)), out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "", "config.json giving the shape")
+	f.StringVar(&out, "out", "", "directory to write")
+	f.StringVar(&dtype, "dtype", "bf16", "dtype of the weights: bf16, f16 or f32")
+	f.StringVar(&scores, "scores", "", "also write random importance scores of this shape to this file")
+	f.Uint64Var(&seed, "seed", 1, "random seed")
+	f.Float64Var(&shardGB, "shard-gb", 5, "maximum shard size in GB")
+	cmd.MarkFlagRequired("config")
+	cmd.MarkFlagRequired("out")
+	return cmd
 }
