@@ -183,6 +183,17 @@ type Backend interface {
 	// AdamW does: w -= lr*wd*w; m, v updated; w -= lr/bc1 * m/(sqrt(v)/sqrt(bc2)+eps).
 	AdamW(w, g, m, v Tensor, p AdamW) error
 
+	// KLDiv computes, per row of student logits [N,V], T²·KL(p‖q) between
+	// the teacher's distribution p = softmax(teacher/T) and the student's
+	// q = softmax(student/T) (or T²·KL(q‖p) with Reverse), into losses [N].
+	// If dstudent is non-nil it receives p.Scale × d(loss)/d(student)
+	// (T·(q−p) for the forward direction); it may alias student.
+	KLDiv(losses, dstudent, student, teacher Tensor, p KL) error
+	// KLTopK is KLDiv against a teacher given by its top-k token ids [N,K]
+	// (I32) and log-probabilities at temperature T [N,K]; p.Missing says
+	// how the probability mass outside the k tokens is treated.
+	KLTopK(losses, dstudent, student, ids, logp Tensor, p KL) error
+
 	// CrossEntropy computes per-row losses [N] = logsumexp(logits) - logits[target]
 	// for logits [N,V] and I32 targets [N]; a negative target ignores the row
 	// (loss 0, zero gradient). If dlogits is non-nil it receives
@@ -198,6 +209,23 @@ type AdamW struct {
 	// GradScale multiplies the gradient before use (clipping, averaging).
 	GradScale float32
 }
+
+// KL parameterizes the distillation losses.
+type KL struct {
+	Temperature float32
+	Reverse     bool    // KL(student‖teacher) instead of KL(teacher‖student)
+	Scale       float32 // multiplies the gradient
+	// Missing is the top-k policy for the teacher's probability mass
+	// outside the k tokens: MissingRenormalize (drop it, rescale the k) or
+	// MissingUniform (spread it evenly over the other tokens).
+	Missing string
+}
+
+// Top-k missing-mass policies.
+const (
+	MissingRenormalize = "renormalize"
+	MissingUniform     = "uniform"
+)
 
 // ShapeError formats a shape mismatch for an op.
 func ShapeError(op string, what string, got []int, want ...int) error {

@@ -54,13 +54,13 @@ const lossChunk = 256
 // backState is the workspace of a backward pass: one layer's activation
 // gradients, reused across layers.
 type backState struct {
-	dh, dmid, dtmp, dn  backend.Tensor // [N,D]
-	dq, datt            backend.Tensor // [N, heads*head_dim]
-	dk, dv              backend.Tensor // [N, kv*head_dim]
-	dact, dup, dgate    backend.Tensor // [N,F]
-	dfinal              backend.Tensor // [N,D]
-	logits, losses, tgt backend.Tensor
-	tensors             []backend.Tensor
+	dh, dmid, dtmp, dn backend.Tensor // [N,D]
+	dq, datt           backend.Tensor // [N, heads*head_dim]
+	dk, dv             backend.Tensor // [N, kv*head_dim]
+	dact, dup, dgate   backend.Tensor // [N,F]
+	dfinal             backend.Tensor // [N,D]
+	logits, losses     backend.Tensor
+	tensors            []backend.Tensor
 }
 
 func (m *Model) newBackState(n int) (*backState, error) {
@@ -87,7 +87,6 @@ func (m *Model) newBackState(n int) (*backState, error) {
 	}
 	s.logits = alloc(backend.F32, min(n, lossChunk), c.VocabSize)
 	s.losses = alloc(backend.F32, n)
-	s.tgt = alloc(backend.I32, n)
 	if err != nil {
 		s.free(m.Backend)
 		return nil, err
@@ -118,17 +117,34 @@ func NextTokenTargets(ids []int32, b, t int) []int32 {
 	return tg
 }
 
+// ChunkLoss computes the loss of the logits of rows [r0, r1) of a batch:
+// it writes each row's loss into losses [r1-r0] and replaces logits
+// [r1-r0, V] with d(loss)/d(logits), already multiplied by the caller's
+// scale. It must not keep the tensors.
+type ChunkLoss func(r0, r1 int, logits, losses backend.Tensor, scale float32) error
+
+// CrossEntropyLoss is next-token cross-entropy against targets (a negative
+// target ignores its row).
+func CrossEntropyLoss(b backend.Backend, targets []int32) (ChunkLoss, func(), error) {
+	tg, err := b.FromInt32(append([]int32(nil), targets...), len(targets))
+	if err != nil {
+		return nil, nil, err
+	}
+	f := func(r0, r1 int, logits, losses backend.Tensor, scale float32) error {
+		tv, err := b.View(tg, r0, r1-r0)
+		if err != nil {
+			return err
+		}
+		return b.CrossEntropy(losses, logits, logits, tv, scale)
+	}
+	return f, func() { b.Free(tg) }, nil
+}
+
 // LossAndGrad runs a forward pass that keeps activations (a must be made
 // with keep), computes the mean cross-entropy of the rows whose target is
 // not negative, and accumulates scale × d(loss)/d(parameter) into g.
 // It returns the loss (before scale).
 func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale float32, g *Grads) (float64, error) {
-	if !a.Keep {
-		return 0, fmt.Errorf("model: LossAndGrad needs activations made with keep")
-	}
-	if in.LogitRows != nil || in.Past != nil {
-		return 0, fmt.Errorf("model: LossAndGrad takes full sequences without a cache")
-	}
 	n := in.B * in.T
 	if len(targets) != n {
 		return 0, fmt.Errorf("model: %d targets for %d rows", len(targets), n)
@@ -145,6 +161,26 @@ func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale flo
 	if count == 0 {
 		return 0, fmt.Errorf("model: no row has a target")
 	}
+	ce, free, err := CrossEntropyLoss(m.Backend, targets)
+	if err != nil {
+		return 0, err
+	}
+	defer free()
+	loss, err := m.LossAndGradWith(a, in, ce, scale/float32(count), g)
+	return loss / float64(count), err
+}
+
+// LossAndGradWith runs a forward pass keeping activations, applies loss to
+// the logits a chunk of rows at a time (so the full logits never exist),
+// back-propagates scale × its gradient into g, and returns the summed loss.
+func (m *Model) LossAndGradWith(a *Activations, in Input, loss ChunkLoss, scale float32, g *Grads) (float64, error) {
+	if !a.Keep {
+		return 0, fmt.Errorf("model: LossAndGrad needs activations made with keep")
+	}
+	if in.LogitRows != nil || in.Past != nil {
+		return 0, fmt.Errorf("model: LossAndGrad takes full sequences without a cache")
+	}
+	n := in.B * in.T
 	if err := m.trunk(a, in, Options{}); err != nil {
 		return 0, err
 	}
@@ -162,14 +198,14 @@ func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale flo
 		a.back = &backLink{s: s, rows: n}
 	}
 	s := a.back.s
-	loss, err := m.lossBackward(a, s, targets, scale/float32(count), g)
+	total, err := m.lossBackward(a, s, loss, scale, g)
 	if err != nil {
 		return 0, err
 	}
 	if err := m.trunkBackward(a, s, in, g); err != nil {
 		return 0, err
 	}
-	return loss / float64(count), nil
+	return total, nil
 }
 
 // backLink keeps a backward workspace with the activations it serves.
@@ -178,38 +214,38 @@ type backLink struct {
 	rows int
 }
 
+// Final returns the final-norm output [rows, D] of the last forward pass
+// made by LossAndGradWith, Loss or Hidden (valid until the next pass).
+func (a *Activations) Final() backend.Tensor { return a.final }
+
 // lossBackward computes the summed loss and, chunk by chunk over rows, the
 // gradients of the final-norm output (s.dfinal) and of lm_head.
-func (m *Model) lossBackward(a *Activations, s *backState, targets []int32, scale float32, g *Grads) (float64, error) {
+func (m *Model) lossBackward(a *Activations, s *backState, loss ChunkLoss, scale float32, g *Grads) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := a.N, c.HiddenSize, c.VocabSize
-	tg, err := b.FromInt32(append([]int32(nil), targets...), n)
-	if err != nil {
-		return 0, err
-	}
-	defer b.Free(tg)
-	var total float64
 	for r0 := 0; r0 < n; r0 += lossChunk {
 		r1 := min(n, r0+lossChunk)
 		rows := r1 - r0
-		views := make([]backend.Tensor, 5)
-		for i, x := range []struct {
-			t          backend.Tensor
-			off, width int
-		}{{a.final, r0 * d, d}, {s.dfinal, r0 * d, d}, {s.logits, 0, v}, {s.losses, r0, 1}, {tg, r0, 1}} {
-			shape := []int{rows, x.width}
-			if x.width == 1 {
-				shape = []int{rows}
-			}
-			if views[i], err = b.View(x.t, x.off, shape...); err != nil {
-				return 0, err
-			}
+		fin, err := b.View(a.final, r0*d, rows, d)
+		if err != nil {
+			return 0, err
 		}
-		fin, dfin, lg, ls, tv := views[0], views[1], views[2], views[3], views[4]
+		dfin, err := b.View(s.dfinal, r0*d, rows, d)
+		if err != nil {
+			return 0, err
+		}
+		lg, err := b.View(s.logits, 0, rows, v)
+		if err != nil {
+			return 0, err
+		}
+		ls, err := b.View(s.losses, r0, rows)
+		if err != nil {
+			return 0, err
+		}
 		if err := b.MatMul(lg, fin, m.LMHead, false, true, 1, 0); err != nil {
 			return 0, err
 		}
-		if err := b.CrossEntropy(ls, lg, lg, tv, scale); err != nil {
+		if err := loss(r0, r1, lg, ls, scale); err != nil {
 			return 0, err
 		}
 		if err := b.MatMul(dfin, lg, m.LMHead, false, false, 1, 0); err != nil {
@@ -223,10 +259,23 @@ func (m *Model) lossBackward(a *Activations, s *backState, targets []int32, scal
 	if err != nil {
 		return 0, err
 	}
+	var total float64
 	for _, x := range lv {
 		total += float64(x)
 	}
 	return total, nil
+}
+
+// Hidden runs the model up to the final norm (no logits, no backward) and
+// returns the final-norm output [B*T, D], which belongs to a.
+func (m *Model) Hidden(a *Activations, in Input, opt Options) (backend.Tensor, error) {
+	if err := m.trunk(a, in, opt); err != nil {
+		return nil, err
+	}
+	if err := m.finalNorm(a, a.H[m.Config.NumLayers], in.B*in.T, opt.Observer); err != nil {
+		return nil, err
+	}
+	return a.final, nil
 }
 
 // normBackward is the architecture's normalization backward.
@@ -404,4 +453,52 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 		total += float64(x)
 	}
 	return total / float64(count), nil
+}
+
+// LogitsChunked computes the logits of final [N, D] (a final-norm output)
+// a chunk of rows at a time and hands each chunk to loss with scale 0 (no
+// gradient is wanted). It returns the sum of the losses.
+func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, error) {
+	b, c := m.Backend, m.Config
+	n, d, v := backend.Rows(final), c.HiddenSize, c.VocabSize
+	lg, err := b.New(backend.F32, min(n, lossChunk), v)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Free(lg)
+	losses, err := b.New(backend.F32, n)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Free(losses)
+	for r0 := 0; r0 < n; r0 += lossChunk {
+		r1 := min(n, r0+lossChunk)
+		fin, err := b.View(final, r0*d, r1-r0, d)
+		if err != nil {
+			return 0, err
+		}
+		l, err := b.View(lg, 0, r1-r0, v)
+		if err != nil {
+			return 0, err
+		}
+		ls, err := b.View(losses, r0, r1-r0)
+		if err != nil {
+			return 0, err
+		}
+		if err := b.MatMul(l, fin, m.LMHead, false, true, 1, 0); err != nil {
+			return 0, err
+		}
+		if err := loss(r0, r1, l, ls, 0); err != nil {
+			return 0, err
+		}
+	}
+	lv, err := b.ToFloat32(losses)
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, x := range lv {
+		total += float64(x)
+	}
+	return total, nil
 }

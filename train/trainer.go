@@ -173,9 +173,16 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 	return StepStats{Step: step, Loss: loss, LR: lr, GradNorm: norm, Tokens: t.Tokens}, b.Sync()
 }
 
+// EvalStarter is implemented by objectives that accumulate their own
+// validation statistics: BeginEval is called before each validation.
+type EvalStarter interface{ BeginEval() }
+
 // Evaluate returns the mean validation loss over up to batches
 // micro-batches of val, read in order.
 func (t *Trainer) Evaluate(val Batcher, batches int) (float64, error) {
+	if s, ok := t.Obj.(EvalStarter); ok {
+		s.BeginEval()
+	}
 	n, T := t.Cfg.Train.MicroBatch, t.Cfg.Data.SeqLen
 	var sum float64
 	for range batches {

@@ -172,3 +172,56 @@ func numGrad(f func(x []float64) []float64, x, dout []float64) []float64 {
 	}
 	return g
 }
+
+func refLogSoftmax(x []float64, T float64) []float64 {
+	out := make([]float64, len(x))
+	mx := math.Inf(-1)
+	for _, v := range x {
+		mx = math.Max(mx, v/T)
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(v/T - mx)
+	}
+	for j, v := range x {
+		out[j] = v/T - mx - math.Log(s)
+	}
+	return out
+}
+
+// refKL returns T²·KL between per-row distributions given as log-probs.
+func refKL(lp, lq []float64, T float64, reverse bool) float64 {
+	var kl float64
+	for j := range lp {
+		if reverse {
+			kl += math.Exp(lq[j]) * (lq[j] - lp[j])
+		} else if !math.IsInf(lp[j], -1) {
+			kl += math.Exp(lp[j]) * (lp[j] - lq[j])
+		}
+	}
+	return T * T * kl
+}
+
+// refTopKTeacher expands a top-k teacher into a full log distribution.
+func refTopKTeacher(ids []int32, logp []float64, v int, missing string) []float64 {
+	out := make([]float64, v)
+	var mass float64
+	for _, l := range logp {
+		mass += math.Exp(l)
+	}
+	rest := math.Inf(-1)
+	if missing == backend.MissingUniform {
+		rest = math.Log((1 - mass) / float64(v-len(ids)))
+	}
+	for j := range out {
+		out[j] = rest
+	}
+	for j, id := range ids {
+		if missing == backend.MissingUniform {
+			out[id] = logp[j]
+		} else {
+			out[id] = logp[j] - math.Log(mass)
+		}
+	}
+	return out
+}

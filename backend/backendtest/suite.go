@@ -59,6 +59,8 @@ func Run(t *testing.T, mk func(t *testing.T) backend.Backend, tol Tolerances) {
 		{"Rows", (*suite).rows},
 		{"CrossEntropy", (*suite).crossEntropy},
 		{"Optimizer", (*suite).optimizer},
+		{"KLDiv", (*suite).klDiv},
+		{"KLTopK", (*suite).klTopK},
 		{"Errors", (*suite).errors},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -550,4 +552,101 @@ func (s *suite) optimizer() {
 		gv[i] *= -2
 	}
 	s.close("scale", s.down(g), gv, 0)
+}
+
+func (s *suite) klDiv() {
+	const n, v = 4, 11
+	for _, c := range []struct {
+		T       float32
+		reverse bool
+	}{{1, false}, {2, false}, {1, true}, {0.5, true}} {
+		s.run(fmt.Sprintf("T=%v/reverse=%v", c.T, c.reverse), func(s *suite) {
+			st, sv := s.up(s.randn(n*v), n, v)
+			te, tv := s.up(s.randn(n*v), n, v)
+			losses, ds := s.zeros(n), s.zeros(n, v)
+			p := backend.KL{Temperature: c.T, Reverse: c.reverse, Scale: 0.5}
+			s.do(s.b.KLDiv(losses, ds, st, te, p))
+			f := func(x []float64) []float64 {
+				out := make([]float64, n)
+				for i := range n {
+					lp := refLogSoftmax(tv[i*v:(i+1)*v], float64(c.T))
+					lq := refLogSoftmax(x[i*v:(i+1)*v], float64(c.T))
+					out[i] = refKL(lp, lq, float64(c.T), c.reverse)
+				}
+				return out
+			}
+			s.close("losses", s.down(losses), f(sv), s.tol.Loss)
+			half := make([]float64, n)
+			for i := range half {
+				half[i] = 0.5
+			}
+			s.close("dstudent", s.down(ds), numGrad(f, sv, half), s.tol.Backward)
+			// Same distributions: zero loss and gradient.
+			s.do(s.b.KLDiv(losses, ds, st, st, p))
+			for i, x := range s.down(losses) {
+				if math.Abs(x) > 1e-5 {
+					s.t.Fatalf("KL of a distribution with itself, row %d: %v", i, x)
+				}
+			}
+		})
+	}
+}
+
+func (s *suite) klTopK() {
+	const n, v, k = 3, 13, 4
+	for _, c := range []struct {
+		missing string
+		reverse bool
+	}{{backend.MissingRenormalize, false}, {backend.MissingUniform, false}, {backend.MissingUniform, true}} {
+		s.run(fmt.Sprintf("%s/reverse=%v", c.missing, c.reverse), func(s *suite) {
+			const T = 1.5
+			st, sv := s.up(s.randn(n*v), n, v)
+			// The teacher's top 4 of a real distribution.
+			var ids []int32
+			var logp []float64
+			for range n {
+				lp := refLogSoftmax(s.randn(v), T)
+				order := make([]int, v)
+				for j := range order {
+					order[j] = j
+				}
+				for a := range order {
+					for b := a + 1; b < v; b++ {
+						if lp[order[b]] > lp[order[a]] {
+							order[a], order[b] = order[b], order[a]
+						}
+					}
+				}
+				for _, j := range order[:k] {
+					ids = append(ids, int32(j))
+					logp = append(logp, lp[j])
+				}
+			}
+			idt := s.upInt(ids, n, k)
+			lpt, lpv := s.up(logp, n, k)
+			losses, ds := s.zeros(n), s.zeros(n, v)
+			p := backend.KL{Temperature: T, Reverse: c.reverse, Scale: 1, Missing: c.missing}
+			s.do(s.b.KLTopK(losses, ds, st, idt, lpt, p))
+			f := func(x []float64) []float64 {
+				out := make([]float64, n)
+				for i := range n {
+					lp := refTopKTeacher(ids[i*k:(i+1)*k], lpv[i*k:(i+1)*k], v, c.missing)
+					out[i] = refKL(lp, refLogSoftmax(x[i*v:(i+1)*v], T), T, c.reverse)
+				}
+				return out
+			}
+			s.close("losses", s.down(losses), f(sv), s.tol.Loss)
+			ones := []float64{1, 1, 1}
+			s.close("dstudent", s.down(ds), numGrad(f, sv, ones), s.tol.Backward)
+		})
+	}
+	s.run("errors", func(s *suite) {
+		st := s.zeros(1, 5)
+		if err := s.b.KLTopK(s.zeros(1), nil, st, s.upInt([]int32{7}, 1, 1), s.zeros(1, 1), backend.KL{Temperature: 1, Missing: backend.MissingRenormalize}); err == nil {
+			s.t.Fatal("teacher id outside the vocabulary accepted")
+		}
+		if err := s.b.KLTopK(s.zeros(1), nil, st, s.upInt([]int32{1}, 1, 1), s.zeros(1, 1), backend.KL{Temperature: 1, Reverse: true, Missing: backend.MissingRenormalize}); err == nil {
+			s.t.Fatal("reverse KL against a renormalized top-k accepted")
+		}
+	})
 }

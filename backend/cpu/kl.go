@@ -1,0 +1,239 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/cpu/vec"
+)
+
+// logSoftmax writes log(softmax(x/temp)) into out (float64 accumulation of
+// the normalizer) and returns nothing; out may alias x.
+func logSoftmax(out, x []float32, temp float32) {
+	inv := 1 / temp
+	mx := x[0] * inv
+	for _, v := range x {
+		mx = max(mx, v*inv)
+	}
+	for j, v := range x {
+		out[j] = v*inv - mx
+	}
+	var s float64
+	// Exponentiate a copy a block at a time: no second row of scratch.
+	var buf [1024]float32
+	for j := 0; j < len(out); j += len(buf) {
+		k := copy(buf[:], out[j:])
+		vec.Exp(buf[:k])
+		for _, v := range buf[:k] {
+			s += float64(v)
+		}
+	}
+	ls := float32(math.Log(s))
+	for j := range out {
+		out[j] -= ls
+	}
+}
+
+func klCheck(p backend.KL) error {
+	if !(p.Temperature > 0) {
+		return fmt.Errorf("cpu: KL: temperature %v must be positive", p.Temperature)
+	}
+	return nil
+}
+
+// KLDiv compares student and teacher logits row by row.
+func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p backend.KL) error {
+	const op = "KLDiv"
+	if err := klCheck(p); err != nil {
+		return err
+	}
+	n, v := backend.Rows(student), backend.Cols(student)
+	sf, err := mat(op, "student", student, n, v)
+	if err != nil {
+		return err
+	}
+	tf, err := mat(op, "teacher", teacher, n, v)
+	if err != nil {
+		return err
+	}
+	lf, err := mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	var df []float32
+	if dstudent != nil {
+		if df, err = mat(op, "dstudent", dstudent, n, v); err != nil {
+			return err
+		}
+	}
+	T := p.Temperature
+	b.parallelRows(n, 8*v, func(lo, hi int) {
+		lq := make([]float32, v)
+		lp := make([]float32, v)
+		q := make([]float32, v)
+		for i := lo; i < hi; i++ {
+			logSoftmax(lq, sf[i*v:(i+1)*v], T)
+			logSoftmax(lp, tf[i*v:(i+1)*v], T)
+			copy(q, lq)
+			vec.Exp(q)
+			var kl float64
+			if !p.Reverse {
+				pp := lp // reuse: p = exp(lp) computed into a second pass
+				for j := range pp {
+					e := float64(pp[j])
+					kl += math.Exp(e) * (e - float64(lq[j]))
+				}
+			} else {
+				for j := range q {
+					kl += float64(q[j]) * float64(lq[j]-lp[j])
+				}
+			}
+			lf[i] = float32(float64(T) * float64(T) * kl)
+			if df == nil {
+				continue
+			}
+			d := df[i*v : (i+1)*v]
+			g := p.Scale * T
+			if !p.Reverse {
+				vec.Exp(lp) // p
+				for j := range d {
+					d[j] = g * (q[j] - lp[j])
+				}
+			} else {
+				k := float32(kl)
+				for j := range d {
+					d[j] = g * q[j] * (lq[j] - lp[j] - k)
+				}
+			}
+		}
+	})
+	return nil
+}
+
+// KLTopK compares student logits with a top-k teacher.
+func (b *Backend) KLTopK(losses, dstudent, student, ids, logp backend.Tensor, p backend.KL) error {
+	const op = "KLTopK"
+	if err := klCheck(p); err != nil {
+		return err
+	}
+	if p.Missing != backend.MissingRenormalize && p.Missing != backend.MissingUniform {
+		return fmt.Errorf("cpu: KLTopK: missing-mass policy %q: use %s or %s", p.Missing, backend.MissingRenormalize, backend.MissingUniform)
+	}
+	if p.Reverse && p.Missing == backend.MissingRenormalize {
+		return fmt.Errorf("cpu: KLTopK: reverse KL against a renormalized top-k teacher is infinite; use the %s policy", backend.MissingUniform)
+	}
+	n, v := backend.Rows(student), backend.Cols(student)
+	k := backend.Cols(ids)
+	sf, err := mat(op, "student", student, n, v)
+	if err != nil {
+		return err
+	}
+	idf, err := ints(op, ids)
+	if err != nil {
+		return err
+	}
+	if len(idf) != n*k {
+		return backend.ShapeError(op, "ids", ids.Shape(), n, k)
+	}
+	pf, err := mat(op, "logp", logp, n, k)
+	if err != nil {
+		return err
+	}
+	lf, err := mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	var df []float32
+	if dstudent != nil {
+		if df, err = mat(op, "dstudent", dstudent, n, v); err != nil {
+			return err
+		}
+	}
+	for i, id := range idf {
+		if id < 0 || int(id) >= v {
+			return fmt.Errorf("cpu: KLTopK: teacher token %d at row %d is outside the vocabulary of %d", id, i/k, v)
+		}
+	}
+	if k >= v && p.Missing == backend.MissingUniform {
+		return fmt.Errorf("cpu: KLTopK: top-%d of a %d-token vocabulary leaves no token for the uniform policy", k, v)
+	}
+	T := p.Temperature
+	b.parallelRows(n, 6*v, func(lo, hi int) {
+		lq := make([]float32, v)
+		pt := make([]float32, v) // the teacher's distribution, filled in
+		for i := lo; i < hi; i++ {
+			logSoftmax(lq, sf[i*v:(i+1)*v], T)
+			row, lpr := idf[i*k:(i+1)*k], pf[i*k:(i+1)*k]
+			var mass float64
+			for _, x := range lpr {
+				mass += math.Exp(float64(x))
+			}
+			var rest float64 // probability of each token outside the top k
+			var shift float64
+			if p.Missing == backend.MissingUniform {
+				rest = math.Max(0, 1-mass) / float64(v-k)
+			} else {
+				shift = -math.Log(mass) // renormalize: log p̃ = log p - log mass
+			}
+			for j := range pt {
+				pt[j] = float32(rest)
+			}
+			var kl float64
+			if !p.Reverse {
+				for j, id := range row {
+					lp := float64(lpr[j]) + shift
+					pj := math.Exp(lp)
+					pt[id] = float32(pj)
+					kl += pj * (lp - float64(lq[id]))
+				}
+				if rest > 0 {
+					in := make(map[int32]bool, k)
+					for _, id := range row {
+						in[id] = true
+					}
+					lr := math.Log(rest)
+					for j := range v {
+						if !in[int32(j)] {
+							kl += rest * (lr - float64(lq[j]))
+						}
+					}
+				}
+			} else {
+				lpt := make([]float64, v)
+				lr := math.Log(rest)
+				for j := range lpt {
+					lpt[j] = lr
+				}
+				for j, id := range row {
+					lpt[id] = float64(lpr[j])
+					pt[id] = float32(math.Exp(float64(lpr[j])))
+				}
+				for j := range lq {
+					qj := math.Exp(float64(lq[j]))
+					kl += qj * (float64(lq[j]) - lpt[j])
+				}
+				if df != nil {
+					d := df[i*v : (i+1)*v]
+					g := float64(p.Scale * T)
+					for j := range d {
+						qj := math.Exp(float64(lq[j]))
+						d[j] = float32(g * qj * (float64(lq[j]) - lpt[j] - kl))
+					}
+				}
+				lf[i] = float32(float64(T) * float64(T) * kl)
+				continue
+			}
+			lf[i] = float32(float64(T) * float64(T) * kl)
+			if df != nil {
+				d := df[i*v : (i+1)*v]
+				vec.Exp(lq) // q
+				g := p.Scale * T
+				for j := range d {
+					d[j] = g * (lq[j] - pt[j])
+				}
+			}
+		}
+	})
+	return nil
+}

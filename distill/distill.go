@@ -1,0 +1,366 @@
+// Package distill trains a student on a teacher's distribution: forward KL
+// (teacher ‖ student) on the logits at a temperature, as Minitron does,
+// optionally mixed with next-token cross-entropy or replaced by reverse KL.
+// The teacher runs in the same step without gradients (online). The loss
+// is computed a chunk of rows at a time, so full logits of a large
+// vocabulary never exist at once, and plugs into the training loop of
+// package train: same checkpoints, resumption and metrics.
+package distill
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/config"
+	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/train"
+)
+
+// KD configures the distillation loss.
+type KD struct {
+	// Temperature softens both distributions; the loss is scaled by T² so
+	// gradient magnitudes do not depend on it (Hinton et al.). Minitron
+	// uses 1.
+	Temperature float64 `yaml:"temperature"`
+	// CEWeight adds this much next-token cross-entropy (Minitron: 0).
+	CEWeight float64 `yaml:"ce_weight"`
+	// Reverse uses KL(student ‖ teacher) instead.
+	Reverse bool `yaml:"reverse"`
+}
+
+// Config is a training configuration plus the teacher and the loss.
+type Config struct {
+	train.Config `yaml:",inline"`
+	Teacher      Teacher `yaml:"teacher"`
+	KD           KD      `yaml:"kd"`
+}
+
+// Teacher names the teacher model.
+type Teacher struct {
+	Model string `yaml:"model"`
+}
+
+// Default returns the defaults of a distillation run.
+func Default() Config {
+	return Config{Config: train.Default(), KD: KD{Temperature: 1}}
+}
+
+// Load reads a distillation config file with overrides.
+func Load(path string, overrides []string) (*Config, error) {
+	c := Default()
+	if err := config.Load(path, &c, overrides); err != nil {
+		return nil, err
+	}
+	return &c, c.Validate()
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	if c.Teacher.Model == "" {
+		return fmt.Errorf("distill: teacher.model: no teacher")
+	}
+	if !(c.KD.Temperature > 0) || c.KD.CEWeight < 0 {
+		return fmt.Errorf("distill: kd.temperature %v must be positive and kd.ce_weight %v non-negative", c.KD.Temperature, c.KD.CEWeight)
+	}
+	return nil
+}
+
+// Objective is the distillation loss with an online teacher.
+type Objective struct {
+	Teacher *model.Model
+	KD      KD
+
+	acts   map[int]*model.Activations
+	tlog   backend.Tensor // teacher logits of one chunk
+	ce     backend.Tensor // copy of student logits for the CE term
+	closs  backend.Tensor // CE per row of a chunk
+	kloss  backend.Tensor // KL per row of a chunk
+	sumKL  float64
+	sumCE  float64
+	sumTCE float64 // teacher cross-entropy (validation)
+	rowsKL int
+	rowsCE int
+	tcl    backend.Tensor
+
+	// validation sums since BeginEval: student CE, teacher CE, KL, rows
+	val struct {
+		student, teacher, kl float64
+		ceRows, klRows       int
+	}
+}
+
+// NewObjective checks that teacher and student share a vocabulary.
+func NewObjective(teacher, student *model.Model, kd KD) (*Objective, error) {
+	if teacher.Config.VocabSize != student.Config.VocabSize {
+		return nil, fmt.Errorf("distill: the teacher has a vocabulary of %d tokens and the student %d; they must share one tokenizer",
+			teacher.Config.VocabSize, student.Config.VocabSize)
+	}
+	return &Objective{Teacher: teacher, KD: kd, acts: map[int]*model.Activations{}}, nil
+}
+
+func (o *Objective) teacherHidden(in model.Input) (backend.Tensor, error) {
+	n := in.B * in.T
+	a, ok := o.acts[n]
+	if !ok {
+		var err error
+		if a, err = o.Teacher.NewActivations(n, false); err != nil {
+			return nil, err
+		}
+		o.acts[n] = a
+	}
+	return o.Teacher.Hidden(a, in, model.Options{})
+}
+
+func (o *Objective) buffers(rows, v int) error {
+	b := o.Teacher.Backend
+	if o.tlog != nil && backend.Rows(o.tlog) >= rows {
+		return nil
+	}
+	for _, t := range []backend.Tensor{o.tlog, o.ce, o.closs, o.kloss, o.tcl} {
+		if t != nil {
+			b.Free(t)
+		}
+	}
+	var err error
+	if o.tcl, err = b.New(backend.F32, rows); err != nil {
+		return err
+	}
+	if o.tlog, err = b.New(backend.F32, rows, v); err != nil {
+		return err
+	}
+	if o.ce, err = b.New(backend.F32, rows, v); err != nil {
+		return err
+	}
+	if o.closs, err = b.New(backend.F32, rows); err != nil {
+		return err
+	}
+	o.kloss, err = b.New(backend.F32, rows)
+	return err
+}
+
+// chunkLoss makes the per-chunk loss: KL against the teacher's logits of
+// the same rows, plus CEWeight × cross-entropy. Rows are weighted so the
+// summed loss is the mean KL plus CEWeight × the mean CE.
+func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad bool) (model.ChunkLoss, func(), error) {
+	b := o.Teacher.Backend
+	n := len(targets)
+	v := o.Teacher.Config.VocabSize
+	d := o.Teacher.Config.HiddenSize
+	ceRows := 0
+	for _, t := range targets {
+		if t >= 0 {
+			ceRows++
+		}
+	}
+	tg, err := b.FromInt32(append([]int32(nil), targets...), n)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := o.buffers(min(n, 256), v); err != nil {
+		return nil, nil, err
+	}
+	T := float32(o.KD.Temperature)
+	f := func(r0, r1 int, logits, losses backend.Tensor, scale float32) error {
+		rows := r1 - r0
+		tf, err := b.View(tfinal, r0*d, rows, d)
+		if err != nil {
+			return err
+		}
+		tl, err := b.View(o.tlog, 0, rows, v)
+		if err != nil {
+			return err
+		}
+		if err := b.MatMul(tl, tf, o.Teacher.LMHead, false, true, 1, 0); err != nil {
+			return err
+		}
+		kl, _ := b.View(o.kloss, 0, rows)
+		cl, _ := b.View(o.closs, 0, rows)
+		tv, _ := b.View(tg, r0, rows)
+		useCE := o.KD.CEWeight > 0 || !withGrad
+		if useCE {
+			ce, _ := b.View(o.ce, 0, rows, v)
+			if err := b.Copy(ce, logits); err != nil {
+				return err
+			}
+			var dce backend.Tensor
+			if withGrad {
+				dce = ce
+			}
+			if err := b.CrossEntropy(cl, dce, ce, tv, scale*float32(o.KD.CEWeight)/float32(max(ceRows, 1))); err != nil {
+				return err
+			}
+		}
+		var dst backend.Tensor
+		if withGrad {
+			dst = logits
+		}
+		if err := b.KLDiv(kl, dst, logits, tl, backend.KL{Temperature: T, Reverse: o.KD.Reverse, Scale: scale / float32(n)}); err != nil {
+			return err
+		}
+		if withGrad && o.KD.CEWeight > 0 {
+			ce, _ := b.View(o.ce, 0, rows, v)
+			if err := b.Add(logits, logits, ce); err != nil {
+				return err
+			}
+		}
+		klv, err := b.ToFloat32(kl)
+		if err != nil {
+			return err
+		}
+		if !withGrad {
+			tcl, _ := b.View(o.tcl, 0, rows)
+			if err := b.CrossEntropy(tcl, nil, tl, tv, 1); err != nil {
+				return err
+			}
+			tv, err := b.ToFloat32(tcl)
+			if err != nil {
+				return err
+			}
+			for i, x := range tv {
+				if targets[r0+i] >= 0 {
+					o.sumTCE += float64(x)
+				}
+			}
+		}
+		var clv []float32
+		if useCE {
+			if clv, err = b.ToFloat32(cl); err != nil {
+				return err
+			}
+		}
+		per := make([]float32, rows)
+		for i := range per {
+			per[i] = klv[i] / float32(n)
+			o.sumKL += float64(klv[i])
+			o.rowsKL++
+			if clv != nil && targets[r0+i] >= 0 {
+				per[i] += float32(o.KD.CEWeight) * clv[i] / float32(max(ceRows, 1))
+				o.sumCE += float64(clv[i])
+				o.rowsCE++
+			}
+		}
+		pt, err := b.FromFloat32(per, rows)
+		if err != nil {
+			return err
+		}
+		defer b.Free(pt)
+		return b.Copy(losses, pt)
+	}
+	return f, func() { b.Free(tg) }, nil
+}
+
+// LossAndGrad implements train.Objective.
+func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.Input, targets []int32, scale float32, g *model.Grads) (float64, error) {
+	tfinal, err := o.teacherHidden(in)
+	if err != nil {
+		return 0, err
+	}
+	o.sumKL, o.sumCE, o.rowsKL, o.rowsCE = 0, 0, 0, 0
+	f, free, err := o.chunkLoss(tfinal, targets, true)
+	if err != nil {
+		return 0, err
+	}
+	defer free()
+	return m.LossAndGradWith(a, in, f, scale, g)
+}
+
+// Loss implements train.Objective for validation: it returns the student's
+// cross-entropy (comparable with a run trained without a teacher) and keeps
+// the teacher's cross-entropy and the KL for Extra. Both models run once;
+// the three losses come from one pass over their logits.
+func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, targets []int32) (float64, error) {
+	sfinal, err := m.Hidden(a, in, model.Options{})
+	if err != nil {
+		return 0, err
+	}
+	tfinal, err := o.teacherHidden(in)
+	if err != nil {
+		return 0, err
+	}
+	o.sumKL, o.rowsKL, o.sumCE, o.rowsCE, o.sumTCE = 0, 0, 0, 0, 0
+	f, free, err := o.chunkLoss(tfinal, targets, false)
+	if err != nil {
+		return 0, err
+	}
+	defer free()
+	if _, err := m.LogitsChunked(sfinal, f); err != nil {
+		return 0, err
+	}
+	o.val.student += o.sumCE
+	o.val.teacher += o.sumTCE
+	o.val.kl += o.sumKL
+	o.val.ceRows += o.rowsCE
+	o.val.klRows += o.rowsKL
+	return o.sumCE / float64(max(o.rowsCE, 1)), nil
+}
+
+// BeginEval starts a new validation (train.EvalStarter).
+func (o *Objective) BeginEval() {
+	o.val.student, o.val.teacher, o.val.kl, o.val.ceRows, o.val.klRows = 0, 0, 0, 0, 0
+}
+
+// ValidationLosses returns the student's and teacher's cross-entropy and
+// the KL over the validation batches since BeginEval.
+func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
+	r, k := float64(max(o.val.ceRows, 1)), float64(max(o.val.klRows, 1))
+	return o.val.student / r, o.val.teacher / r, o.val.kl / k
+}
+
+// Extra reports the latest step's KL and student CE, and after a
+// validation the teacher's loss and the KL on validation data.
+func (o *Objective) Extra() map[string]float64 {
+	e := map[string]float64{"kl": o.sumKL / float64(max(o.rowsKL, 1))}
+	if o.rowsCE > 0 {
+		e["ce"] = o.sumCE / float64(o.rowsCE)
+	}
+	if o.val.ceRows > 0 {
+		_, teacher, kl := o.ValidationLosses()
+		e["val_teacher_loss"] = teacher
+		e["val_kl"] = kl
+	}
+	return e
+}
+
+// Free releases the objective's buffers and the teacher's workspaces.
+func (o *Objective) Free() {
+	b := o.Teacher.Backend
+	for _, a := range o.acts {
+		a.Free(b)
+	}
+	for _, t := range []backend.Tensor{o.tlog, o.ce, o.closs, o.kloss, o.tcl} {
+		if t != nil {
+			b.Free(t)
+		}
+	}
+}
+
+// Run distills according to cfg into out, resuming as train.Run does.
+func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result, *Objective, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	teacher, err := model.Load(cfg.Teacher.Model, opt.Backend, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("distill: teacher: %w", err)
+	}
+	student, _, err := train.StartModel(&cfg.Config, opt.Out, opt.Backend)
+	if err != nil {
+		return nil, nil, err
+	}
+	obj, err := NewObjective(teacher, student, cfg.KD)
+	student.Free()
+	if err != nil {
+		return nil, nil, err
+	}
+	opt.Objective = obj
+	if opt.Extra == nil {
+		opt.Extra = obj.Extra
+	}
+	res, err := train.Run(ctx, &cfg.Config, opt)
+	obj.Free()
+	return res, obj, err
+}
