@@ -63,6 +63,9 @@ func Checkpoints(out string) ([]string, error) {
 // sibling, which is fsynced and renamed to dir (replacing an old one).
 func writeDir(dir string, fill func(tmp string) error) error {
 	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
@@ -112,11 +115,13 @@ func ExportModel(dir string, m *model.Model, dt backend.DType, tokenizerPath str
 		if err := m.Save(tmp, dt, 2<<30); err != nil {
 			return err
 		}
-		return copyTokenizer(tokenizerPath, tmp)
+		return CopyTokenizer(tokenizerPath, tmp)
 	})
 }
 
-func copyTokenizer(src, dir string) error {
+// CopyTokenizer copies a tokenizer file, or the tokenizer files of a model
+// directory, into dir.
+func CopyTokenizer(src, dir string) error {
 	if src == "" {
 		return nil
 	}
@@ -171,7 +176,7 @@ func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
 		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
 			return err
 		}
-		if err := copyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
+		if err := CopyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
 			return err
 		}
 		return checkpoints.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/minitron/minitron/recipes"
+	"github.com/minitron/minitron/train"
+)
+
+func newRun() *cobra.Command {
+	var from, until string
+	var sets []string
+	cmd := &cobra.Command{
+		Use:   "run RECIPE.yaml [--from STAGE] [--until STAGE] [--set key=value]...",
+		Short: "Run a recipe: data, importance, prune, distill, eval, export",
+		Long: `run takes a teacher through the whole pipeline a recipe describes:
+
+  data        tokenize the datasets into Arrow shards (skipped when unchanged)
+  importance  score heads, neurons, embedding channels and layers on calibration data
+  prune       slice the teacher to the target shape
+  distill     retrain the student against the teacher's logits
+  eval        validation loss and perplexity of teacher, pruned and student; samples
+  export      write the student as a Hugging Face directory
+
+Every stage records a checksum of its inputs; rerunning the recipe skips the
+finished stages whose inputs did not change and resumes an interrupted
+distillation from its last checkpoint. --from STAGE redoes that stage and the
+ones after it; --until STAGE stops after it. Relative paths in the recipe are
+relative to the recipe file; $GOROOT is the Go installation. Outputs go to the
+recipe's out directory (default runs/NAME).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := recipes.Load(args[0], sets)
+			if err != nil {
+				return err
+			}
+			be, err := openBackend(r.Device)
+			if err != nil {
+				return err
+			}
+			interrupt := make(chan struct{})
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt)
+			defer signal.Stop(sig)
+			go func() {
+				if _, ok := <-sig; ok {
+					fmt.Fprintln(os.Stderr, "\ninterrupt: finishing the step and writing a checkpoint")
+					close(interrupt)
+					signal.Stop(sig)
+				}
+			}()
+			start := time.Now()
+			bars := map[string]*progressbar.ProgressBar{}
+			var stepBar *progressbar.ProgressBar
+			lastLog := time.Now()
+			opt := recipes.RunOptions{From: from, Until: until, Backend: be, Log: logWriter{}, Interrupt: interrupt,
+				Progress: func(stage string, done, total int64) {
+					if !interactive() {
+						return
+					}
+					b, ok := bars[stage]
+					if !ok {
+						b = progressbar.NewOptions64(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription(stage),
+							progressbar.OptionSetWidth(25), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(200*time.Millisecond))
+						bars[stage] = b
+					}
+					b.ChangeMax64(total)
+					b.Set64(done)
+					if done >= total {
+						b.Finish()
+					}
+				},
+				OnStep: func(m train.Metric, total int) {
+					desc := "distill"
+					if m.Loss != nil {
+						desc = fmt.Sprintf("distill: loss %.4f | %.0f tok/s", *m.Loss, m.TokPerS)
+					}
+					if interactive() {
+						if stepBar == nil {
+							stepBar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(25),
+								progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond))
+						}
+						stepBar.Describe(desc)
+						stepBar.Set(m.Step)
+						if m.Step >= total {
+							stepBar.Finish()
+							fmt.Fprintln(os.Stderr)
+						}
+						return
+					}
+					if m.Loss != nil && (time.Since(lastLog) > 15*time.Second || m.Step == total) {
+						fmt.Fprintf(os.Stderr, "step %d/%d  %s\n", m.Step, total, desc)
+						lastLog = time.Now()
+					}
+				}}
+			sum, err := recipes.Run(cmd.Context(), r, opt)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "\nrecipe %s finished in %v; outputs in %s\n\n", r.Name, time.Since(start).Round(time.Second), sum.Out)
+			if sum.Report != nil {
+				fmt.Fprint(w, sum.Report.Table())
+				for _, s := range sum.Report.Samples {
+					fmt.Fprintf(w, "\nsample from the student (prompt %q):\n%s\n", s.Prompt, indent(s.Text))
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "redo this stage and those after it ("+strings.Join(recipes.Stages, ", ")+")")
+	f.StringVar(&until, "until", "", "stop after this stage")
+	f.StringArrayVar(&sets, "set", nil, "override a recipe value, e.g. --set distill.train.steps=100 (repeatable)")
+	return cmd
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}

@@ -1,0 +1,74 @@
+// Package eval measures models: perplexity on held-out data.
+package eval
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/model"
+)
+
+// Result is a model's loss on a set of sequences.
+type Result struct {
+	Loss       float64 // mean next-token cross-entropy, nats per token
+	Perplexity float64
+	Tokens     int64
+}
+
+// Perplexity evaluates m on up to maxSeqs sequences of a split, read in
+// order, micro sequences per forward pass (0: all of the split).
+func Perplexity(ctx context.Context, m *model.Model, s data.Split, maxSeqs, micro int) (*Result, error) {
+	n := s.Count
+	if maxSeqs > 0 {
+		n = min(n, int64(maxSeqs))
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("eval: no sequences to evaluate")
+	}
+	micro = max(1, micro)
+	T := s.SeqLen
+	a, err := m.NewActivations(micro*T, false)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Free(m.Backend)
+	var sum float64
+	var tokens int64
+	for i := int64(0); i < n; i += int64(micro) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b := int(min(int64(micro), n-i))
+		if b != micro {
+			a.Free(m.Backend)
+			if a, err = m.NewActivations(b*T, false); err != nil {
+				return nil, err
+			}
+		}
+		ids := make([]int32, 0, b*T)
+		targets := make([]int32, 0, b*T)
+		for j := range b {
+			seq, err := s.Read(nil, i+int64(j))
+			if err != nil {
+				return nil, err
+			}
+			ids = append(ids, seq[:T]...)
+			targets = append(targets, seq[1:]...)
+		}
+		for _, id := range append(ids[:len(ids):len(ids)], targets...) {
+			if int(id) >= m.Config.VocabSize {
+				return nil, fmt.Errorf("eval: token %d is outside the model's vocabulary of %d; the data was tokenized for another model", id, m.Config.VocabSize)
+			}
+		}
+		l, err := m.Loss(a, model.Input{B: b, T: T, IDs: ids}, targets, model.Options{})
+		if err != nil {
+			return nil, err
+		}
+		sum += l * float64(b*T)
+		tokens += int64(b * T)
+	}
+	loss := sum / float64(tokens)
+	return &Result{Loss: loss, Perplexity: math.Exp(loss), Tokens: tokens}, nil
+}

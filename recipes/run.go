@@ -1,0 +1,477 @@
+package recipes
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/distill"
+	"github.com/minitron/minitron/eval"
+	"github.com/minitron/minitron/generate"
+	"github.com/minitron/minitron/importance"
+	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/prune"
+	"github.com/minitron/minitron/tokenizer"
+	"github.com/minitron/minitron/train"
+)
+
+// RunOptions are the parts of a run that are not in the recipe.
+type RunOptions struct {
+	From, Until string // stage names; empty: all
+	Backend     backend.Backend
+	Log         io.Writer // one-line progress messages
+	// Progress receives (stage, done, total) for long stages.
+	Progress func(stage string, done, total int64)
+	// OnStep receives distillation steps (for a progress display).
+	OnStep    func(m train.Metric, total int)
+	Interrupt <-chan struct{}
+}
+
+// ModelReport is one row of the final table.
+type ModelReport struct {
+	Name       string  `json:"name"`
+	Dir        string  `json:"dir"`
+	Params     int64   `json:"params"`
+	Loss       float64 `json:"val_loss"`
+	Perplexity float64 `json:"perplexity"`
+	Tokens     int64   `json:"tokens"`
+}
+
+// SampleReport is one generation.
+type SampleReport struct {
+	Prompt string `json:"prompt"`
+	Text   string `json:"text"`
+}
+
+// Report is what the eval stage measured.
+type Report struct {
+	Models  []ModelReport  `json:"models"`
+	Samples []SampleReport `json:"samples"`
+}
+
+// Summary is a finished run.
+type Summary struct {
+	Out     string
+	Report  *Report
+	Student string // final student directory
+	Skipped []string
+}
+
+// marker records a finished stage and the checksum of its inputs.
+type marker struct {
+	Stage    string    `json:"stage"`
+	Inputs   string    `json:"inputs"`
+	Finished time.Time `json:"finished"`
+}
+
+func (r *Recipe) markerPath(stage string) string { return filepath.Join(r.Out, "."+stage+".done.json") }
+
+func (r *Recipe) done(stage, inputs string) bool {
+	b, err := os.ReadFile(r.markerPath(stage))
+	if err != nil {
+		return false
+	}
+	var m marker
+	return json.Unmarshal(b, &m) == nil && m.Inputs == inputs
+}
+
+func (r *Recipe) finish(stage, inputs string) error {
+	b, _ := json.MarshalIndent(marker{Stage: stage, Inputs: inputs, Finished: time.Now().UTC()}, "", "  ")
+	return checkpoints.WriteFileAtomic(r.markerPath(stage), append(b, '\n'))
+}
+
+// checksum hashes values (configs, upstream checksums) into a stage key.
+func checksum(parts ...any) string {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	for _, p := range parts {
+		enc.Encode(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// modelIdentity identifies a model directory without reading its weights:
+// config.json and the names, sizes and times of its files.
+func modelIdentity(dir string) (string, error) {
+	cfg, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return "", fmt.Errorf("recipes: %w", err)
+	}
+	var files []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".safetensors") {
+			files = append(files, fmt.Sprintf("%s %d %d", e.Name(), info.Size(), info.ModTime().UnixNano()))
+		}
+	}
+	return checksum(string(cfg), files), nil
+}
+
+// Run executes the recipe's stages.
+func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	from, until := 0, len(Stages)-1
+	var err error
+	if opt.From != "" {
+		if from, err = StageIndex(opt.From); err != nil {
+			return nil, err
+		}
+	}
+	if opt.Until != "" {
+		if until, err = StageIndex(opt.Until); err != nil {
+			return nil, err
+		}
+	}
+	if from > until {
+		return nil, fmt.Errorf("recipes: --from %s comes after --until %s", opt.From, opt.Until)
+	}
+	logf := func(f string, a ...any) {
+		if opt.Log != nil {
+			fmt.Fprintf(opt.Log, f+"\n", a...)
+		}
+	}
+	if err := os.MkdirAll(r.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("recipes: %w", err)
+	}
+	// Forced stages lose their markers (and distillation its checkpoints).
+	for i := from; i < len(Stages); i++ {
+		if opt.From != "" {
+			os.Remove(r.markerPath(Stages[i]))
+			if Stages[i] == "distill" {
+				os.RemoveAll(filepath.Join(r.Out, "distill"))
+			}
+		}
+	}
+	tok, err := tokenizer.Open(r.path(r.Tokenizer))
+	if err != nil {
+		return nil, err
+	}
+	teacherID, err := modelIdentity(r.path(r.Teacher))
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{Out: r.Out}
+	st := &state{r: r, opt: opt, tok: tok, teacherID: teacherID, logf: logf, keys: map[string]string{}}
+	for i, stage := range Stages {
+		if i > until {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		skipped, err := st.run(ctx, stage)
+		if err != nil {
+			return nil, fmt.Errorf("recipes: stage %s: %w", stage, err)
+		}
+		if skipped {
+			sum.Skipped = append(sum.Skipped, stage)
+			logf("stage %-10s up to date, skipped", stage)
+		} else {
+			logf("stage %-10s done in %v", stage, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	sum.Report, sum.Student = st.report, filepath.Join(r.Out, "distill", train.FinalDir)
+	return sum, nil
+}
+
+// state carries what stages hand to one another.
+type state struct {
+	r         *Recipe
+	opt       RunOptions
+	tok       tokenizer.Tokenizer
+	teacherID string
+	logf      func(string, ...any)
+	keys      map[string]string // stage -> inputs checksum
+	datasets  []train.Dataset
+	report    *Report
+}
+
+func (s *state) key(stage string) string { return s.keys[stage] }
+
+// run runs one stage unless its marker matches its inputs.
+func (s *state) run(ctx context.Context, stage string) (bool, error) {
+	r := s.r
+	var key string
+	switch stage {
+	case "data":
+		// Preparing is itself skipped when inputs and tokenizer are
+		// unchanged (it checks their checksums).
+		var manifests []string
+		s.datasets = nil
+		for _, d := range r.Data.Datasets {
+			dir := r.path(d.Path)
+			if dir == "" {
+				dir = filepath.Join(r.Out, "data", d.Name)
+				var inputs []string
+				for _, in := range d.Inputs {
+					inputs = append(inputs, r.path(in))
+				}
+				s.logf("preparing dataset %s from %s", d.Name, strings.Join(inputs, ", "))
+				_, err := data.Prepare(ctx, data.PrepareOptions{Inputs: inputs, Include: d.Include, Out: dir, Tokenizer: s.tok,
+					TokenizerPath: r.path(r.Tokenizer), TextField: d.TextField, SplitLines: d.SplitLines, AddEOS: true,
+					Progress: func(done, total int64) {
+						if s.opt.Progress != nil {
+							s.opt.Progress("data "+d.Name, done, total)
+						}
+					}})
+				if err != nil {
+					return false, err
+				}
+			}
+			m, err := data.ReadManifest(dir)
+			if err != nil {
+				return false, err
+			}
+			if m.Tokenizer.Hash != s.tok.Hash() {
+				return false, fmt.Errorf("dataset %s was tokenized with another tokenizer than the recipe's (%s)", dir, r.path(r.Tokenizer))
+			}
+			var shards []string
+			for _, sh := range m.Shards {
+				shards = append(shards, sh.SHA256)
+			}
+			manifests = append(manifests, d.Name, checksum(shards))
+			s.datasets = append(s.datasets, train.Dataset{Path: dir, Weight: d.Weight})
+		}
+		key = checksum(manifests, r.Data.SeqLen, r.Data.ValFraction)
+		s.keys["data"] = key
+		return false, s.r.finish("data", key)
+
+	case "importance":
+		key = checksum(s.key("data"), s.teacherID, r.Calibration, r.Importance)
+		s.keys[stage] = key
+		if r.done(stage, key) {
+			return true, nil
+		}
+		return false, s.importance(ctx, key)
+
+	case "prune":
+		key = checksum(s.key("importance"), s.teacherID, r.Prune)
+		s.keys[stage] = key
+		if r.done(stage, key) {
+			return true, nil
+		}
+		out := filepath.Join(r.Out, "pruned")
+		os.RemoveAll(out)
+		scores, err := importance.Load(filepath.Join(r.Out, "importance", "scores.safetensors"))
+		if err != nil {
+			return false, err
+		}
+		tcfg, err := model.LoadConfig(filepath.Join(r.path(r.Teacher), "config.json"))
+		if err != nil {
+			return false, err
+		}
+		p := r.Prune
+		plan, err := prune.NewPlan(tcfg, scores, prune.Targets{Hidden: p.HiddenSize, Heads: p.NumAttentionHeads, FFN: p.IntermediateSize,
+			Layers: p.NumLayers, DropLayers: p.DropLayers, DepthMetric: p.DepthMetric, Divisor: p.Divisor})
+		if err != nil {
+			return false, err
+		}
+		rep, err := prune.Apply(ctx, plan, r.path(r.Teacher), prune.ApplyOptions{Out: out, ScoresPath: filepath.Join(r.Out, "importance", "scores.safetensors"), ScoresMeta: scores.Meta})
+		if err != nil {
+			return false, err
+		}
+		// The tokenizer goes along, wherever the recipe took it from.
+		if err := train.CopyTokenizer(r.path(r.Tokenizer), out); err != nil {
+			return false, err
+		}
+		s.logf("pruned to %d layers, hidden %d, %d heads, MLP %d: %d -> %d parameters",
+			rep.ShapeAfter.Layers, rep.ShapeAfter.Hidden, rep.ShapeAfter.Heads, rep.ShapeAfter.FFN, rep.ParamsBefore, rep.ParamsAfter)
+		return false, r.finish(stage, key)
+
+	case "distill":
+		cfg := r.distillConfig(filepath.Join(r.Out, "pruned"), s.datasets)
+		key = checksum(s.key("prune"), s.key("data"), s.teacherID, cfg.Data, cfg.Train, cfg.Optimizer, cfg.KD)
+		s.keys[stage] = key
+		if r.done(stage, key) {
+			return true, nil
+		}
+		out := filepath.Join(r.Out, "distill")
+		if b, err := os.ReadFile(filepath.Join(out, ".inputs")); err == nil && string(b) != key {
+			s.logf("the distillation inputs changed: starting it over")
+			os.RemoveAll(out)
+		}
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return false, err
+		}
+		if err := checkpoints.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key)); err != nil {
+			return false, err
+		}
+		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt})
+		if err != nil {
+			return false, err
+		}
+		s.logf("distilled %d steps (%d tokens): validation loss %.4f", res.Steps, res.Tokens, res.ValLoss)
+		return false, r.finish(stage, key)
+
+	case "eval":
+		key = checksum(s.key("distill"), r.Eval)
+		s.keys[stage] = key
+		if r.done(stage, key) {
+			b, err := os.ReadFile(filepath.Join(r.Out, "eval", "report.json"))
+			if err == nil {
+				var rep Report
+				if json.Unmarshal(b, &rep) == nil {
+					s.report = &rep
+					return true, nil
+				}
+			}
+		}
+		return false, s.evaluate(ctx, key)
+
+	case "export":
+		key = checksum(s.key("distill"), r.Export)
+		s.keys[stage] = key
+		if r.done(stage, key) {
+			return true, nil
+		}
+		m, err := model.Load(filepath.Join(r.Out, "distill", train.FinalDir), s.opt.Backend, nil)
+		if err != nil {
+			return false, err
+		}
+		dt, err := backend.ParseDType(r.Export.DType)
+		if err != nil {
+			return false, err
+		}
+		for _, f := range r.Export.Formats {
+			dir := filepath.Join(r.Out, "export", f)
+			if err := train.ExportModel(dir, m, dt, r.path(r.Tokenizer)); err != nil {
+				return false, err
+			}
+			s.logf("exported the student to %s", dir)
+		}
+		return false, r.finish(stage, key)
+	}
+	return false, fmt.Errorf("unknown stage %q", stage)
+}
+
+func (s *state) importance(ctx context.Context, key string) error {
+	r := s.r
+	name := r.Calibration.Dataset
+	dir := s.datasets[0].Path
+	for i, d := range r.Data.Datasets {
+		if d.Name == name {
+			dir = s.datasets[i].Path
+		}
+	}
+	ds, err := data.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	c, err := data.Calibration(ds, r.Calibration.Samples, r.Calibration.SeqLen, r.Calibration.Seed)
+	if err != nil {
+		return err
+	}
+	m, err := model.Load(r.path(r.Teacher), s.opt.Backend, nil)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	imp := r.Importance
+	sc, err := importance.Estimate(ctx, m, c.IDs, r.Calibration.Samples, r.Calibration.SeqLen, importance.Options{
+		Agg: importance.Aggregation{Seq: imp.SeqAgg, Batch: imp.BatchAgg}, NeuronSite: imp.NeuronSite, Depth: imp.Depth, BatchSize: imp.BatchSize,
+		Progress: func(done, total int) {
+			if s.opt.Progress != nil {
+				s.opt.Progress("importance", int64(done), int64(total))
+			}
+		}})
+	if err != nil {
+		return err
+	}
+	idx, _ := json.Marshal(c.Indices)
+	sc.Meta["model"] = r.path(r.Teacher)
+	sc.Meta["calibration_source"] = dir
+	sc.Meta["calibration_seed"] = fmt.Sprint(r.Calibration.Seed)
+	sc.Meta["calibration_indices"] = string(idx)
+	if err := os.MkdirAll(filepath.Join(r.Out, "importance"), 0o755); err != nil {
+		return err
+	}
+	if err := sc.Save(filepath.Join(r.Out, "importance", "scores.safetensors")); err != nil {
+		return err
+	}
+	s.logf("scored %d calibration sequences of %d tokens (teacher loss %.4f)", r.Calibration.Samples, r.Calibration.SeqLen, sc.CalibrationLoss)
+	return r.finish("importance", key)
+}
+
+// evaluate measures teacher, pruned and student on the first dataset's
+// validation split, and samples from the student.
+func (s *state) evaluate(ctx context.Context, key string) error {
+	r := s.r
+	ds, err := data.Open(s.datasets[0].Path)
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	_, val, err := ds.Split(r.Data.SeqLen, r.Data.ValFraction)
+	if err != nil {
+		return err
+	}
+	if val.Count == 0 {
+		return fmt.Errorf("the first dataset has no validation split; set data.val_fraction above 0")
+	}
+	rep := &Report{}
+	for _, mm := range []struct{ name, dir string }{
+		{"teacher", r.path(r.Teacher)},
+		{"pruned, before distillation", filepath.Join(r.Out, "pruned")},
+		{"student (distilled)", filepath.Join(r.Out, "distill", train.FinalDir)},
+	} {
+		m, err := model.Load(mm.dir, s.opt.Backend, nil)
+		if err != nil {
+			return err
+		}
+		res, err := eval.Perplexity(ctx, m, val, r.Eval.Sequences, max(1, 2048/r.Data.SeqLen))
+		if err != nil {
+			return err
+		}
+		total, _ := m.Config.NumParams()
+		rep.Models = append(rep.Models, ModelReport{Name: mm.name, Dir: mm.dir, Params: total, Loss: res.Loss, Perplexity: res.Perplexity, Tokens: res.Tokens})
+		if mm.name == "student (distilled)" {
+			for _, smp := range r.Eval.Samples {
+				ids := s.tok.Encode(smp.Prompt)
+				if b := s.tok.BOS(); b >= 0 {
+					ids = append([]int32{b}, ids...)
+				}
+				g, err := generate.Generate(ctx, m, [][]int32{ids}, generate.Options{MaxNewTokens: smp.MaxNewTokens,
+					Temperature: smp.Temperature, TopK: smp.TopK, Seed: smp.Seed, Stop: []int32{s.tok.EOS()}})
+				if err != nil {
+					return err
+				}
+				full := s.tok.Decode(append(ids, g.Tokens[0]...))
+				rep.Samples = append(rep.Samples, SampleReport{Prompt: smp.Prompt, Text: full})
+			}
+		}
+		m.Free()
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.MkdirAll(filepath.Join(r.Out, "eval"), 0o755); err != nil {
+		return err
+	}
+	if err := checkpoints.WriteFileAtomic(filepath.Join(r.Out, "eval", "report.json"), append(b, '\n')); err != nil {
+		return err
+	}
+	s.report = rep
+	return r.finish("eval", key)
+}
+
+// Table renders the report as a text table.
+func (rep *Report) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-30s %12s %10s %11s\n", "model", "parameters", "val loss", "perplexity")
+	for _, m := range rep.Models {
+		fmt.Fprintf(&b, "%-30s %12d %10.4f %11.2f\n", m.Name, m.Params, m.Loss, m.Perplexity)
+	}
+	return b.String()
+}
