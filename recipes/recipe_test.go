@@ -1,0 +1,152 @@
+package recipes
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/model"
+)
+
+const tokPath = "../testdata/tokenizer/spm-nemotron-style.model"
+
+// setup writes a small random teacher (with the Go-source tokenizer) and a
+// recipe using Go's strings package as data.
+func setup(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join(runtime.GOROOT(), "src", "strings")
+	if _, err := os.Stat(src); err != nil {
+		t.Skip("no Go source tree")
+	}
+	dir := t.TempDir()
+	cfg, err := model.ParseConfig([]byte(`{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":3,
+		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"bos_token_id":1,"eos_token_id":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Random(cfg, cpu.New(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	teacher := filepath.Join(dir, "teacher")
+	os.MkdirAll(teacher, 0o755)
+	if err := m.Save(teacher, backend.BF16, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(tokPath)
+	os.WriteFile(filepath.Join(teacher, "tokenizer.model"), tok, 0o644)
+	recipe := filepath.Join(dir, "r.yaml")
+	os.WriteFile(recipe, []byte(`name: test
+out: `+filepath.Join(dir, "run")+`
+teacher: teacher
+data:
+  datasets:
+    - name: strings
+      inputs: [$GOROOT/src/strings]
+      include: ["*.go"]
+      weight: 1
+  seq_len: 32
+  val_fraction: 0.05
+calibration:
+  samples: 8
+importance:
+  depth: true
+prune:
+  hidden_size: 16
+  num_attention_heads: 2
+  intermediate_size: 32
+  num_layers: 2
+distill:
+  train: {micro_batch: 4, steps: 6}
+  optimizer: {lr: 1.0e-3, warmup: 2}
+  eval: {every: 3, batches: 2}
+  checkpoint: {every: 3, keep: 1}
+eval:
+  sequences: 8
+  samples: [{prompt: "func ", max_new_tokens: 5, temperature: 0}]
+`), 0o644)
+	return recipe
+}
+
+func TestRecipeStages(t *testing.T) {
+	path := setup(t)
+	r, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Run(context.Background(), r, RunOptions{Backend: cpu.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Skipped) != 0 || len(sum.Report.Models) != 3 || len(sum.Report.Samples) != 1 {
+		t.Fatalf("summary %+v", sum)
+	}
+	st, err := model.LoadConfig(filepath.Join(r.Out, "export", "hf", "config.json"))
+	if err != nil || st.HiddenSize != 16 || st.NumLayers != 2 || st.NumHeads != 2 {
+		t.Fatalf("exported student %+v %v", st, err)
+	}
+	if !strings.HasPrefix(sum.Report.Samples[0].Text, "func ") {
+		t.Fatalf("sample %q", sum.Report.Samples[0].Text)
+	}
+	// A rerun skips every stage but data (which checks its inputs itself).
+	sum, err = Run(context.Background(), r, RunOptions{Backend: cpu.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(sum.Skipped, ",") != "importance,prune,distill,eval,export" {
+		t.Fatalf("rerun skipped %v", sum.Skipped)
+	}
+	// Changing the prune target redoes prune and what follows, not importance.
+	r2, _ := Load(path, []string{"prune.intermediate_size=48"})
+	sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(sum.Skipped, ",") != "importance" {
+		t.Fatalf("after changing the prune target, skipped %v", sum.Skipped)
+	}
+	// --from redoes a stage; --until stops.
+	sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New(), From: "eval", Until: "eval"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(sum.Skipped, ",") != "importance,prune,distill" {
+		t.Fatalf("--from eval --until eval skipped %v", sum.Skipped)
+	}
+}
+
+func TestRecipeErrors(t *testing.T) {
+	path := setup(t)
+	cases := []struct {
+		sets []string
+		want string
+	}{
+		{[]string{"teacher=missing"}, "not a model directory"},
+		{[]string{"data.datasets=[{name: x, path: nowhere, weight: 1}]"}, "not a prepared dataset"},
+		{[]string{"prune.num_attention_heads=3"}, "not a multiple of the teacher's 2 KV groups"},
+		{[]string{"prune.hidden_size=64"}, "prune.hidden_size 64 must be in [0, 32]"},
+		{[]string{"distill.optimizer.schedule=exp"}, "schedule"},
+		{[]string{"distill.bogus=1"}, "field bogus not found"},
+	}
+	for _, c := range cases {
+		r, err := Load(path, c.sets)
+		if err == nil {
+			err = r.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.sets, err, c.want)
+		}
+	}
+	r, _ := Load(path, nil)
+	if _, err := Run(context.Background(), r, RunOptions{Backend: cpu.New(), From: "quantize"}); err == nil || !strings.Contains(err.Error(), "unknown stage") {
+		t.Fatalf("unknown stage: %v", err)
+	}
+	if _, err := os.Stat(r.Out); err == nil {
+		t.Fatal("an invalid run created its output directory")
+	}
+}
