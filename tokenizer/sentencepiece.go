@@ -630,3 +630,27 @@ func (sp *SentencePiece) Decode(ids []int32) string {
 	flush()
 	return out.String()
 }
+
+// Piece is a vocabulary entry of a SentencePiece model.
+type Piece struct {
+	Text  string
+	Score float32
+	// Type is the ModelProto type: 1 normal, 2 unknown, 3 control,
+	// 4 user-defined, 5 unused, 6 byte (the numbering GGUF also uses).
+	Type int
+}
+
+// Pieces lists the vocabulary in id order.
+func (sp *SentencePiece) Pieces() []Piece {
+	out := make([]Piece, len(sp.pieces))
+	for i, p := range sp.pieces {
+		out[i] = Piece{Text: p.piece, Score: p.score, Type: p.typ}
+	}
+	return out
+}
+
+// Unknown returns the id of the unknown piece.
+func (sp *SentencePiece) Unknown() int32 { return sp.unkID }
+
+// Pad returns the padding id, or -1.
+func (sp *SentencePiece) Pad() int32 { return sp.pad }

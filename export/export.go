@@ -1,0 +1,156 @@
+// Package export writes students in the formats serving stacks load:
+// Hugging Face directories (transformers 4.44+ and 5, vLLM) and GGUF files
+// for llama.cpp and ollama.
+package export
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
+)
+
+// HF writes the model in src as a Hugging Face directory: config.json with
+// an explicit head_dim (and Nemotron's partial_rotary_factor) that both
+// transformers 4 and 5 read, safetensors in dtype dt sharded at maxShard
+// bytes with an index, the tokenizer files (tokenizer.json generated from a
+// SentencePiece BPE model when the source has none, so fast tokenizers
+// work) and generation_config.json. The directory appears when complete.
+func HF(src, out string, dt backend.DType, maxShard int64) error {
+	cfg, err := model.LoadConfig(filepath.Join(src, "config.json"))
+	if err != nil {
+		return err
+	}
+	ts, err := checkpoints.Open(src)
+	if err != nil {
+		return err
+	}
+	defer ts.Close()
+	var es []checkpoints.Entry
+	for _, p := range cfg.Params() {
+		if _, ok := ts.Info(p.Name); !ok {
+			return fmt.Errorf("export: %s: missing tensor %q", src, p.Name)
+		}
+		es = append(es, checkpoints.Entry{Name: p.Name, DType: dt, Shape: p.Shape, Data: func() ([]byte, error) {
+			v, err := ts.Float32(p.Name, p.Shape...)
+			if err != nil {
+				return nil, err
+			}
+			ts.Release(p.Name)
+			return checkpoints.EncodeFloat32(dt, v)
+		}})
+	}
+	return atomicDir(out, func(tmp string) error {
+		if _, err := checkpoints.WriteSharded(tmp, es, maxShard, map[string]string{"format": "pt"}); err != nil {
+			return err
+		}
+		c := *cfg
+		c.DType = map[backend.DType]string{backend.BF16: "bfloat16", backend.F16: "float16", backend.F32: "float32"}[dt]
+		b, err := c.JSON()
+		if err != nil {
+			return err
+		}
+		// torch_dtype (transformers 4) and dtype (5) both name the weights.
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		m["torch_dtype"], m["dtype"] = c.DType, c.DType
+		if b, err = json.MarshalIndent(m, "", "  "); err != nil {
+			return err
+		}
+		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "config.json"), append(b, '\n')); err != nil {
+			return err
+		}
+		gen := map[string]any{"_from_model_config": true}
+		if cfg.BOS >= 0 {
+			gen["bos_token_id"] = cfg.BOS
+		}
+		if len(cfg.EOS) == 1 {
+			gen["eos_token_id"] = cfg.EOS[0]
+		} else if len(cfg.EOS) > 1 {
+			gen["eos_token_id"] = cfg.EOS
+		}
+		gb, _ := json.MarshalIndent(gen, "", "  ")
+		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "generation_config.json"), append(gb, '\n')); err != nil {
+			return err
+		}
+		return tokenizerFiles(src, tmp, cfg)
+	})
+}
+
+// tokenizerFiles copies the tokenizer and writes what fast tokenizers need.
+func tokenizerFiles(src, dst string, cfg *model.Config) error {
+	copied := map[string]bool{}
+	for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} {
+		b, err := os.ReadFile(filepath.Join(src, n))
+		if err != nil {
+			continue
+		}
+		if err := checkpoints.WriteFileAtomic(filepath.Join(dst, n), b); err != nil {
+			return err
+		}
+		copied[n] = true
+	}
+	if !copied["tokenizer.model"] {
+		return nil
+	}
+	sp, err := tokenizer.LoadSentencePiece(filepath.Join(src, "tokenizer.model"))
+	if err != nil {
+		return err
+	}
+	if !copied["tokenizer.json"] {
+		if b, err := sp.TokenizerJSON(); err == nil {
+			if err := checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer.json"), b); err != nil {
+				return err
+			}
+			copied["tokenizer.json"] = true
+		}
+	}
+	if !copied["tokenizer_config.json"] {
+		tc := map[string]any{"model_max_length": cfg.MaxPositions, "add_bos_token": true, "add_eos_token": false, "clean_up_tokenization_spaces": false}
+		if copied["tokenizer.json"] {
+			tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+		} else {
+			tc["tokenizer_class"] = "LlamaTokenizer"
+		}
+		if b := sp.BOS(); b >= 0 {
+			tc["bos_token"] = sp.Piece(b)
+		}
+		if e := sp.EOS(); e >= 0 {
+			tc["eos_token"] = sp.Piece(e)
+		}
+		tc["unk_token"] = sp.Piece(sp.Unknown())
+		b, _ := json.MarshalIndent(tc, "", "  ")
+		return checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer_config.json"), append(b, '\n'))
+	}
+	return nil
+}
+
+// atomicDir builds a directory under a temporary name and renames it into
+// place; a failure leaves nothing at out.
+func atomicDir(out string, fill func(tmp string) error) error {
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("export: %s already exists; remove it or choose another --out", out)
+	}
+	parent := filepath.Dir(filepath.Clean(out))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := fill(tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("export: %w", err)
+	}
+	return checkpoints.SyncDir(parent)
+}
