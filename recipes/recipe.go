@@ -117,8 +117,9 @@ type EvalStage struct {
 
 // ExportStage writes the student for serving stacks.
 type ExportStage struct {
-	Formats []string `yaml:"formats"` // hf
-	DType   string   `yaml:"dtype"`
+	Formats   []string `yaml:"formats"`    // hf, gguf
+	DType     string   `yaml:"dtype"`      // hf: bf16, f16, f32
+	GGUFDType string   `yaml:"gguf_dtype"` // gguf: f32, f16, bf16, q8_0
 }
 
 // Default is a recipe's defaults.
@@ -132,7 +133,7 @@ func Default() Recipe {
 		Prune:       PruneStage{DepthMetric: "bi", Divisor: 1},
 		Distill:     DistillStage{Train: t.Train, Optimizer: t.Optimizer, Eval: t.Eval, Checkpoint: t.Checkpoint, KD: distill.KD{Temperature: 1}},
 		Eval:        EvalStage{Sequences: 256},
-		Export:      ExportStage{Formats: []string{"hf"}, DType: "bf16"},
+		Export:      ExportStage{Formats: []string{"hf"}, DType: "bf16", GGUFDType: "f16"},
 	}
 }
 
@@ -278,8 +279,8 @@ func (r *Recipe) Validate() error {
 		add("%v", err)
 	}
 	for _, f := range r.Export.Formats {
-		if f != "hf" {
-			add("export.formats: %q is not supported here (supported: hf)", f)
+		if f != "hf" && f != "gguf" {
+			add("export.formats: %q is not supported (supported: hf, gguf)", f)
 		}
 	}
 	if len(errs) > 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/eval"
+	"github.com/minitron/minitron/export"
 	"github.com/minitron/minitron/generate"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
@@ -337,18 +338,25 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if r.done(stage, key) {
 			return true, nil
 		}
-		m, err := model.Load(filepath.Join(r.Out, "distill", train.FinalDir), s.opt.Backend, nil)
-		if err != nil {
-			return false, err
-		}
-		dt, err := backend.ParseDType(r.Export.DType)
-		if err != nil {
-			return false, err
-		}
+		final := filepath.Join(r.Out, "distill", train.FinalDir)
+		os.RemoveAll(filepath.Join(r.Out, "export"))
 		for _, f := range r.Export.Formats {
-			dir := filepath.Join(r.Out, "export", f)
-			if err := train.ExportModel(dir, m, dt, r.path(r.Tokenizer)); err != nil {
-				return false, err
+			var dir string
+			switch f {
+			case "hf":
+				dir = filepath.Join(r.Out, "export", "hf")
+				dt, err := backend.ParseDType(r.Export.DType)
+				if err != nil {
+					return false, err
+				}
+				if err := export.HF(final, dir, dt, 5<<30); err != nil {
+					return false, err
+				}
+			case "gguf":
+				dir = filepath.Join(r.Out, "export", r.Name+"-"+r.Export.GGUFDType+".gguf")
+				if err := export.GGUF(final, dir, r.Export.GGUFDType); err != nil {
+					return false, err
+				}
 			}
 			s.logf("exported the student to %s", dir)
 		}

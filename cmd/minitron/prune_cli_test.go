@@ -112,3 +112,35 @@ func TestPruneBadInputs(t *testing.T) {
 		t.Fatal("a failed command left its output")
 	}
 }
+
+// TestConvertAndExportCommands: a PyTorch checkpoint converts and computes
+// transformers' logits; exports appear only when complete.
+func TestConvertAndExportCommands(t *testing.T) {
+	tmp := t.TempDir()
+	conv := filepath.Join(tmp, "conv")
+	mustRun(t, "convert", "--from", "../../testdata/torch/bf16", "--out", conv)
+	lg := filepath.Join(tmp, "lg.safetensors")
+	mustRun(t, "logits", "--model", conv, "--input", filepath.Join(fixtures, "nemotron-tiny-bf16", "golden.safetensors"), "--output", lg)
+	g, _ := checkpoints.Open(lg)
+	defer g.Close()
+	w, _ := checkpoints.Open(filepath.Join(fixtures, "nemotron-tiny-bf16", "golden.safetensors"))
+	defer w.Close()
+	gv, _ := g.Float32("logits")
+	wv, _ := w.Float32("logits")
+	if e := rel(gv, wv); e > 1e-4 {
+		t.Fatalf("converted bf16 checkpoint: logits relative error %.3g", e)
+	}
+	r := run(t, "", "convert", "--from", tmp, "--out", filepath.Join(tmp, "x"))
+	if r.code == 0 || !strings.Contains(r.stderr, "config.json") {
+		t.Fatalf("convert without a checkpoint: %q", r.stderr)
+	}
+	hf := filepath.Join(tmp, "hf")
+	mustRun(t, "export", "--model", conv, "--format", "hf", "--dtype", "f32", "--out", hf)
+	r = run(t, "", "export", "--model", conv, "--format", "gguf", "--dtype", "q4_0", "--out", filepath.Join(tmp, "m.gguf"))
+	if r.code == 0 || !strings.Contains(r.stderr, "q4_0") {
+		t.Fatalf("bad gguf dtype: %q", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "m.gguf")); err == nil {
+		t.Fatal("a failed export left a file")
+	}
+}
