@@ -39,16 +39,26 @@ type RoPE struct {
 
 // Attn describes causal grouped-query attention over a batch.
 //
-// q is [B*T, Heads*HeadDim]. k and v are [B*KVRows, KVHeads*HeadDim]: the keys
-// of sequence b are rows b*KVRows .. b*KVRows+KVRows-1. Query i of sequence b
-// sits at position Past[b]+i and attends keys 0..Past[b]+i. Query head h uses
-// KV head h/(Heads/KVHeads).
+// q is [B*T, Heads*HeadDim]. k and v are [S*KVRows, KVHeads*HeadDim]: the
+// keys of sequence b are rows Slot(b)*KVRows .. +KVRows-1, where Slot(b) is
+// Slots[b], or b when Slots is nil (then S = B). Query i of sequence b sits
+// at position Past[b]+i and attends keys 0..Past[b]+i. Query head h uses KV
+// head h/(Heads/KVHeads).
 type Attn struct {
 	B, T                    int
 	Heads, KVHeads, HeadDim int
 	KVRows                  int
 	Past                    []int // nil means no keys before the queries
+	Slots                   []int // cache slot of each sequence; nil: slot b
 	Scale                   float32
+}
+
+// Slot returns the key/value slot of sequence b.
+func (a Attn) Slot(b int) int {
+	if a.Slots == nil {
+		return b
+	}
+	return a.Slots[b]
 }
 
 // Check validates the description against tensor shapes.
@@ -63,8 +73,21 @@ func (a Attn) Check(q, k, v Tensor) error {
 		return fmt.Errorf("backend: attention: q is %v, want [%d, %d]", q.Shape(), a.B*a.T, a.Heads*a.HeadDim)
 	}
 	for _, t := range []Tensor{k, v} {
-		if Rows(t) != a.B*a.KVRows || Cols(t) != a.KVHeads*a.HeadDim {
+		if a.Slots == nil && Rows(t) != a.B*a.KVRows || Rows(t)%a.KVRows != 0 || Cols(t) != a.KVHeads*a.HeadDim {
 			return fmt.Errorf("backend: attention: k/v is %v, want [%d, %d]", t.Shape(), a.B*a.KVRows, a.KVHeads*a.HeadDim)
+		}
+	}
+	if a.Slots != nil {
+		if len(a.Slots) != a.B {
+			return fmt.Errorf("backend: attention: %d slots for batch %d", len(a.Slots), a.B)
+		}
+		n := Rows(k) / a.KVRows
+		seen := map[int]bool{}
+		for b, s := range a.Slots {
+			if s < 0 || s >= n || seen[s] {
+				return fmt.Errorf("backend: attention: sequence %d has slot %d of %d (slots must be distinct)", b, s, n)
+			}
+			seen[s] = true
 		}
 	}
 	if a.Past != nil {

@@ -36,6 +36,16 @@ type Input struct {
 	Past []int
 	// LogitRows selects the rows whose logits are computed; nil means all.
 	LogitRows []int32
+	// Slots, with a cache, is the cache slot of each sequence (distinct);
+	// nil means sequence b uses slot b.
+	Slots []int
+}
+
+func (in Input) slot(b int) int {
+	if in.Slots == nil {
+		return b
+	}
+	return in.Slots[b]
 }
 
 // Options modify a forward call.
@@ -47,7 +57,7 @@ type Options struct {
 }
 
 // Cache holds keys and values of up to Slots sequences of MaxT positions.
-// Sequence b of a cached forward call uses slot b.
+// Sequence b of a cached forward call uses slot Input.Slots[b] (or b).
 type Cache struct {
 	Slots, MaxT int
 	K, V        []backend.Tensor // per layer [Slots*MaxT, KVHeads*HeadDim]
@@ -249,6 +259,7 @@ func (m *Model) attn(in Input, cache *Cache) backend.Attn {
 	if cache != nil {
 		a.KVRows = cache.MaxT
 		a.Past = in.Past
+		a.Slots = in.Slots
 	}
 	return a
 }
@@ -267,13 +278,25 @@ func (m *Model) checkInput(a *Activations, in Input, opt Options) error {
 		if in.B > c.Slots || len(in.Past) != in.B {
 			return fmt.Errorf("model: cached forward of %d sequences with %d past lengths on a cache of %d slots", in.B, len(in.Past), c.Slots)
 		}
+		if in.Slots != nil {
+			if len(in.Slots) != in.B {
+				return fmt.Errorf("model: %d slots for %d sequences", len(in.Slots), in.B)
+			}
+			seen := map[int]bool{}
+			for _, sl := range in.Slots {
+				if sl < 0 || sl >= c.Slots || seen[sl] {
+					return fmt.Errorf("model: cache slot %d is out of range or used twice (cache of %d slots)", sl, c.Slots)
+				}
+				seen[sl] = true
+			}
+		}
 		for b, p := range in.Past {
 			if p < 0 || p+in.T > c.MaxT {
 				return fmt.Errorf("model: sequence %d: %d cached + %d new positions exceed the cache's %d", b, p, in.T, c.MaxT)
 			}
 		}
-	} else if in.Past != nil {
-		return fmt.Errorf("model: Past given without a cache")
+	} else if in.Past != nil || in.Slots != nil {
+		return fmt.Errorf("model: Past or Slots given without a cache")
 	}
 	if opt.Skip != nil && len(opt.Skip) != m.Config.NumLayers {
 		return fmt.Errorf("model: %d skip flags for %d layers", len(opt.Skip), m.Config.NumLayers)
@@ -396,7 +419,7 @@ func (m *Model) trunk(a *Activations, in Input, opt Options) error {
 		rows := make([]int32, n)
 		for s := range in.B {
 			for i := range in.T {
-				rows[s*in.T+i] = int32(s*opt.Cache.MaxT + in.Past[s] + i)
+				rows[s*in.T+i] = int32(in.slot(s)*opt.Cache.MaxT + in.Past[s] + i)
 			}
 		}
 		var err error
@@ -458,13 +481,17 @@ func (m *Model) layerForward(l int, a *Activations, at backend.Attn, x, mid, out
 		if err := b.ScatterRows(cache.V[l], la.v, cacheRows); err != nil {
 			return err
 		}
-		w := m.Config.NumKVHeads * m.Config.HeadDim
-		var err error
-		if k, err = b.View(cache.K[l], 0, at.B*cache.MaxT, w); err != nil {
-			return err
-		}
-		if v, err = b.View(cache.V[l], 0, at.B*cache.MaxT, w); err != nil {
-			return err
+		if at.Slots != nil {
+			k, v = cache.K[l], cache.V[l]
+		} else {
+			w := m.Config.NumKVHeads * m.Config.HeadDim
+			var err error
+			if k, err = b.View(cache.K[l], 0, at.B*cache.MaxT, w); err != nil {
+				return err
+			}
+			if v, err = b.View(cache.V[l], 0, at.B*cache.MaxT, w); err != nil {
+				return err
+			}
 		}
 	}
 	if err := b.Attention(la.att, la.lse, la.q, k, v, at); err != nil {

@@ -105,7 +105,7 @@ func refAttention(q, k, v []float64, a backend.Attn) (out, lse []float64) {
 				sc := make([]float64, n)
 				mx := math.Inf(-1)
 				for j := range n {
-					krow := k[(s*a.KVRows+j)*wk+kvh*hd:][:hd]
+					krow := k[(a.Slot(s)*a.KVRows+j)*wk+kvh*hd:][:hd]
 					var d float64
 					for c := range hd {
 						d += qrow[c] * krow[c]
@@ -122,7 +122,7 @@ func refAttention(q, k, v []float64, a backend.Attn) (out, lse []float64) {
 				orow := out[(s*a.T+i)*wq+h*hd:][:hd]
 				for j := range n {
 					p := math.Exp(sc[j] - l)
-					vrow := v[(s*a.KVRows+j)*wk+kvh*hd:][:hd]
+					vrow := v[(a.Slot(s)*a.KVRows+j)*wk+kvh*hd:][:hd]
 					for c := range hd {
 						orow[c] += p * vrow[c]
 					}

@@ -334,6 +334,7 @@ func attnCases() []backend.Attn {
 		{B: 1, T: 130, Heads: 2, KVHeads: 2, HeadDim: 16, KVRows: 130},
 		{B: 2, T: 3, Heads: 2, KVHeads: 1, HeadDim: 4, KVRows: 9, Past: []int{2, 6}},
 		{B: 3, T: 1, Heads: 4, KVHeads: 4, HeadDim: 6, KVRows: 7, Past: []int{0, 3, 6}},
+		{B: 2, T: 2, Heads: 4, KVHeads: 2, HeadDim: 8, KVRows: 6, Past: []int{1, 4}, Slots: []int{3, 0}},
 	}
 }
 
@@ -342,9 +343,13 @@ func (s *suite) attention() {
 		a.Scale = float32(1 / math.Sqrt(float64(a.HeadDim)))
 		s.run(fmt.Sprintf("B=%d/T=%d/H=%d/KV=%d/hd=%d/past=%v", a.B, a.T, a.Heads, a.KVHeads, a.HeadDim, a.Past), func(s *suite) {
 			wq, wk := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+			slots := a.B
+			for _, sl := range a.Slots {
+				slots = max(slots, sl+1)
+			}
 			q, qv := s.up(s.randn(a.B*a.T*wq), a.B*a.T, wq)
-			k, kv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
-			v, vv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
+			k, kv := s.up(s.randn(slots*a.KVRows*wk), slots*a.KVRows, wk)
+			v, vv := s.up(s.randn(slots*a.KVRows*wk), slots*a.KVRows, wk)
 			out, lse := s.zeros(a.B*a.T, wq), s.zeros(a.B*a.T, a.Heads)
 			s.do(s.b.Attention(out, lse, q, k, v, a))
 			wo, wl := refAttention(qv, kv, vv, a)
@@ -490,6 +495,10 @@ func (s *suite) errors() {
 		"attention bad grouping": func() error {
 			q := s.zeros(2, 6)
 			return s.b.Attention(q, nil, q, q, q, backend.Attn{B: 1, T: 2, Heads: 3, KVHeads: 2, HeadDim: 2, KVRows: 2, Scale: 1})
+		},
+		"attention duplicate slots": func() error {
+			q, kv := s.zeros(2, 4), s.zeros(6, 4)
+			return s.b.Attention(q, nil, q, kv, kv, backend.Attn{B: 2, T: 1, Heads: 1, KVHeads: 1, HeadDim: 4, KVRows: 3, Past: []int{0, 0}, Slots: []int{1, 1}, Scale: 1})
 		},
 		"attention past beyond cache": func() error {
 			q, kv := s.zeros(1, 4), s.zeros(3, 4)

@@ -48,11 +48,11 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 	if err != nil {
 		return err
 	}
-	kf, err := mat(op, "k", k, a.B*a.KVRows, a.KVHeads*a.HeadDim)
+	kf, err := mat(op, "k", k, backend.Rows(k), a.KVHeads*a.HeadDim)
 	if err != nil {
 		return err
 	}
-	vf, err := mat(op, "v", v, a.B*a.KVRows, a.KVHeads*a.HeadDim)
+	vf, err := mat(op, "v", v, backend.Rows(k), a.KVHeads*a.HeadDim)
 	if err != nil {
 		return err
 	}
@@ -78,8 +78,8 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 			kvh := h / group
 			past := a.PastOf(s)
 			qs := qf[s*a.T*ldq+h*hd:]
-			ks := kf[s*a.KVRows*ldk+kvh*hd:]
-			vs := vf[s*a.KVRows*ldk+kvh*hd:]
+			ks := kf[a.Slot(s)*a.KVRows*ldk+kvh*hd:]
+			vs := vf[a.Slot(s)*a.KVRows*ldk+kvh*hd:]
 			os := of[s*a.T*ldq+h*hd:]
 			for i0 := 0; i0 < a.T; i0 += qBlock {
 				qb := min(qBlock, a.T-i0)
@@ -125,7 +125,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 	if err := a.Check(q, k, v); err != nil {
 		return err
 	}
-	nq, nkv := a.B*a.T, a.B*a.KVRows
+	nq, nkv := a.B*a.T, backend.Rows(k)
 	wq, wkv := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	var fs [9][]float32
 	for i, c := range []struct {
@@ -154,10 +154,11 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 	}, func(task int, sc scratch) {
 		s, kvh := task/a.KVHeads, task%a.KVHeads
 		past := a.PastOf(s)
-		ks := kf[s*a.KVRows*ldk+kvh*hd:]
-		vs := vf[s*a.KVRows*ldk+kvh*hd:]
-		dks := dkf[s*a.KVRows*ldk+kvh*hd:]
-		dvs := dvf[s*a.KVRows*ldk+kvh*hd:]
+		slot := a.Slot(s)
+		ks := kf[slot*a.KVRows*ldk+kvh*hd:]
+		vs := vf[slot*a.KVRows*ldk+kvh*hd:]
+		dks := dkf[slot*a.KVRows*ldk+kvh*hd:]
+		dvs := dvf[slot*a.KVRows*ldk+kvh*hd:]
 		for r := range a.KVRows {
 			clear(dks[r*ldk : r*ldk+hd])
 			clear(dvs[r*ldk : r*ldk+hd])

@@ -151,7 +151,7 @@ repeated for at least --min-time.`,
 	f.IntVar(&seq, "seq", 256, "forward, train: tokens per sequence")
 	f.IntVar(&prompt, "prompt-tokens", 16, "decode: prompt length")
 	f.IntVar(&newTokens, "new-tokens", 128, "decode: tokens to generate")
-	cmd.AddCommand(newBenchCheckpoint())
+	cmd.AddCommand(newBenchCheckpoint(), newBenchServe())
 	return cmd
 }
 
