@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 model=${1:-models/tiny-teacher}
 requests=${2:-48}
 port=${PORT:-18080}
-mkdir -p .bin
+mkdir -p .bin bench/out
 CGO_ENABLED=0 go build -o .bin/minitron ./cmd/minitron
-.bin/minitron serve --model "$model" --addr "127.0.0.1:$port" --slots 16 --context 512 2> bench/out-serve.log &
+.bin/minitron serve --model "$model" --addr "127.0.0.1:$port" --slots 16 --context 512 2> bench/out/serve.log &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
 for _ in $(seq 100); do
