@@ -154,6 +154,7 @@ type Loader struct {
 	shuffle bool
 	cur     Cursor
 	perms   map[[2]uint64]permutation
+	last    []SeqRef
 }
 
 // NewLoader makes a loader over sources (weights need not sum to 1).
@@ -252,14 +253,30 @@ func (l *Loader) Next(dst []int32) ([]int32, Ref, error) {
 // Batch draws n sequences into one row-major [n, SeqLen+1] slice.
 func (l *Loader) Batch(n int) ([]int32, error) {
 	out := make([]int32, 0, n*(l.SeqLen()+1))
+	l.last = l.last[:0]
 	for range n {
 		var err error
-		if out, _, err = l.Next(out); err != nil {
+		var ref Ref
+		if out, ref, err = l.Next(out); err != nil {
 			return nil, err
 		}
+		l.last = append(l.last, SeqRef{Source: ref.Source, Sequence: l.sources[ref.Source].Split.Index(ref.Index)})
 	}
 	return out, nil
 }
+
+// SeqRef names a sequence by its source and its index in the source's
+// dataset (sequence g starts at stream token g·SeqLen).
+type SeqRef struct {
+	Source   int
+	Sequence int64
+}
+
+// Refs returns where the sequences of the last Batch came from.
+func (l *Loader) Refs() []SeqRef { return append([]SeqRef(nil), l.last...) }
+
+// Sources returns the loader's sources.
+func (l *Loader) Sources() []Source { return l.sources }
 
 // SeqLen is the length of the sequences' inputs.
 func (l *Loader) SeqLen() int { return l.sources[0].Split.SeqLen }

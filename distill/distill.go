@@ -13,6 +13,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
+	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/train"
 )
@@ -36,9 +37,11 @@ type Config struct {
 	KD           KD      `yaml:"kd"`
 }
 
-// Teacher names the teacher model.
+// Teacher names the teacher: a model run in each step (online), or a cache
+// of its top-k log-probabilities made by CacheTeacher (offline).
 type Teacher struct {
 	Model string `yaml:"model"`
+	Cache string `yaml:"cache"`
 }
 
 // Default returns the defaults of a distillation run.
@@ -60,8 +63,8 @@ func (c *Config) Validate() error {
 	if err := c.Config.Validate(); err != nil {
 		return err
 	}
-	if c.Teacher.Model == "" {
-		return fmt.Errorf("distill: teacher.model: no teacher")
+	if (c.Teacher.Model == "") == (c.Teacher.Cache == "") {
+		return fmt.Errorf("distill: give exactly one of teacher.model (online) or teacher.cache (offline top-k cache)")
 	}
 	if !(c.KD.Temperature > 0) || c.KD.CEWeight < 0 {
 		return fmt.Errorf("distill: kd.temperature %v must be positive and kd.ce_weight %v non-negative", c.KD.Temperature, c.KD.CEWeight)
@@ -69,10 +72,18 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Objective is the distillation loss with an online teacher.
+// Objective is the distillation loss, against an online teacher or an
+// offline cache of its top-k log-probabilities.
 type Objective struct {
 	Teacher *model.Model
+	Cache   *TeacherCache
 	KD      KD
+	// Missing is the cache's policy for the mass outside the top k.
+	Missing string
+
+	refs  []data.SeqRef
+	b     backend.Backend
+	vocab int
 
 	acts   map[int]*model.Activations
 	tlog   backend.Tensor // teacher logits of one chunk
@@ -99,8 +110,33 @@ func NewObjective(teacher, student *model.Model, kd KD) (*Objective, error) {
 		return nil, fmt.Errorf("distill: the teacher has a vocabulary of %d tokens and the student %d; they must share one tokenizer",
 			teacher.Config.VocabSize, student.Config.VocabSize)
 	}
-	return &Objective{Teacher: teacher, KD: kd, acts: map[int]*model.Activations{}}, nil
+	return &Objective{Teacher: teacher, KD: kd, acts: map[int]*model.Activations{}, b: teacher.Backend, vocab: teacher.Config.VocabSize}, nil
 }
+
+// NewCachedObjective distills from a teacher cache. The cache must cover
+// the dataset the student trains on, at its sequence length.
+func NewCachedObjective(cache *TeacherCache, student *model.Model, kd KD, seqLen int, datasets []*data.Manifest) (*Objective, error) {
+	m := cache.Manifest
+	if m.Vocab != student.Config.VocabSize {
+		return nil, fmt.Errorf("distill: the cached teacher has a vocabulary of %d tokens and the student %d; they must share one tokenizer", m.Vocab, student.Config.VocabSize)
+	}
+	if m.SeqLen != seqLen {
+		return nil, fmt.Errorf("distill: the teacher cache %s holds sequences of %d tokens; the run uses %d (set data.seq_len to %d)", cache.Dir, m.SeqLen, seqLen, m.SeqLen)
+	}
+	if len(datasets) != 1 || DatasetID(datasets[0]) != m.DatasetID {
+		return nil, fmt.Errorf("distill: the teacher cache %s was made for dataset %s; a cached teacher trains on exactly that dataset", cache.Dir, m.Dataset)
+	}
+	if float64(kd.Temperature) != m.Temperature {
+		return nil, fmt.Errorf("distill: the teacher cache holds probabilities at temperature %v; kd.temperature is %v", m.Temperature, kd.Temperature)
+	}
+	if kd.Reverse && m.Missing == backend.MissingRenormalize {
+		return nil, fmt.Errorf("distill: reverse KL needs a cache made with the uniform missing-mass policy")
+	}
+	return &Objective{Cache: cache, KD: kd, Missing: m.Missing, acts: map[int]*model.Activations{}, b: student.Backend, vocab: student.Config.VocabSize}, nil
+}
+
+// SetRefs receives the dataset sequences of the next batch (train.RefsConsumer).
+func (o *Objective) SetRefs(refs []data.SeqRef) { o.refs = refs }
 
 func (o *Objective) teacherHidden(in model.Input) (backend.Tensor, error) {
 	n := in.B * in.T
@@ -116,7 +152,7 @@ func (o *Objective) teacherHidden(in model.Input) (backend.Tensor, error) {
 }
 
 func (o *Objective) buffers(rows, v int) error {
-	b := o.Teacher.Backend
+	b := o.b
 	if o.tlog != nil && backend.Rows(o.tlog) >= rows {
 		return nil
 	}
@@ -145,11 +181,16 @@ func (o *Objective) buffers(rows, v int) error {
 // chunkLoss makes the per-chunk loss: KL against the teacher's logits of
 // the same rows, plus CEWeight × cross-entropy. Rows are weighted so the
 // summed loss is the mean KL plus CEWeight × the mean CE.
-func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad bool) (model.ChunkLoss, func(), error) {
-	b := o.Teacher.Backend
+func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad bool, seqLen int) (model.ChunkLoss, func(), error) {
+	b := o.b
 	n := len(targets)
-	v := o.Teacher.Config.VocabSize
-	d := o.Teacher.Config.HiddenSize
+	v := o.vocab
+	d := 0
+	if o.Teacher != nil {
+		d = o.Teacher.Config.HiddenSize
+	} else if len(o.refs)*seqLen != n {
+		return nil, nil, fmt.Errorf("distill: the batch does not say which dataset sequences it holds (%d refs for %d rows); a cached teacher needs a data loader", len(o.refs), n)
+	}
 	ceRows := 0
 	for _, t := range targets {
 		if t >= 0 {
@@ -166,16 +207,18 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 	T := float32(o.KD.Temperature)
 	f := func(r0, r1 int, logits, losses backend.Tensor, scale float32) error {
 		rows := r1 - r0
-		tf, err := b.View(tfinal, r0*d, rows, d)
-		if err != nil {
-			return err
-		}
-		tl, err := b.View(o.tlog, 0, rows, v)
-		if err != nil {
-			return err
-		}
-		if err := b.MatMul(tl, tf, o.Teacher.LMHead, false, true, 1, 0); err != nil {
-			return err
+		var tl backend.Tensor
+		if o.Teacher != nil {
+			tf, err := b.View(tfinal, r0*d, rows, d)
+			if err != nil {
+				return err
+			}
+			if tl, err = b.View(o.tlog, 0, rows, v); err != nil {
+				return err
+			}
+			if err := b.MatMul(tl, tf, o.Teacher.LMHead, false, true, 1, 0); err != nil {
+				return err
+			}
 		}
 		kl, _ := b.View(o.kloss, 0, rows)
 		cl, _ := b.View(o.closs, 0, rows)
@@ -198,7 +241,12 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 		if withGrad {
 			dst = logits
 		}
-		if err := b.KLDiv(kl, dst, logits, tl, backend.KL{Temperature: T, Reverse: o.KD.Reverse, Scale: scale / float32(n)}); err != nil {
+		p := backend.KL{Temperature: T, Reverse: o.KD.Reverse, Scale: scale / float32(n), Missing: o.Missing}
+		if o.Teacher != nil {
+			if err := b.KLDiv(kl, dst, logits, tl, p); err != nil {
+				return err
+			}
+		} else if err := o.cachedKL(kl, dst, logits, r0, r1, seqLen, p); err != nil {
 			return err
 		}
 		if withGrad && o.KD.CEWeight > 0 {
@@ -211,7 +259,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 		if err != nil {
 			return err
 		}
-		if !withGrad {
+		if !withGrad && o.Teacher != nil {
 			tcl, _ := b.View(o.tcl, 0, rows)
 			if err := b.CrossEntropy(tcl, nil, tl, tv, 1); err != nil {
 				return err
@@ -253,14 +301,44 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 	return f, func() { b.Free(tg) }, nil
 }
 
+// cachedKL is the KL of rows [r0, r1) against the cached top-k teacher.
+func (o *Objective) cachedKL(kl, dst, logits backend.Tensor, r0, r1, seqLen int, p backend.KL) error {
+	K := o.Cache.Manifest.K
+	ids := make([]int32, 0, (r1-r0)*K)
+	logp := make([]float32, 0, (r1-r0)*K)
+	for r := r0; r < r1; r++ {
+		ci, cl, err := o.Cache.Sequence(o.refs[r/seqLen].Sequence)
+		if err != nil {
+			return err
+		}
+		pos := r % seqLen
+		ids = append(ids, ci[pos*K:(pos+1)*K]...)
+		logp = append(logp, cl[pos*K:(pos+1)*K]...)
+	}
+	it, err := o.b.FromInt32(ids, r1-r0, K)
+	if err != nil {
+		return err
+	}
+	defer o.b.Free(it)
+	lt, err := o.b.FromFloat32(logp, r1-r0, K)
+	if err != nil {
+		return err
+	}
+	defer o.b.Free(lt)
+	return o.b.KLTopK(kl, dst, logits, it, lt, p)
+}
+
 // LossAndGrad implements train.Objective.
 func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.Input, targets []int32, scale float32, g *model.Grads) (float64, error) {
-	tfinal, err := o.teacherHidden(in)
-	if err != nil {
-		return 0, err
+	var tfinal backend.Tensor
+	if o.Teacher != nil {
+		var err error
+		if tfinal, err = o.teacherHidden(in); err != nil {
+			return 0, err
+		}
 	}
 	o.sumKL, o.sumCE, o.rowsKL, o.rowsCE = 0, 0, 0, 0
-	f, free, err := o.chunkLoss(tfinal, targets, true)
+	f, free, err := o.chunkLoss(tfinal, targets, true, in.T)
 	if err != nil {
 		return 0, err
 	}
@@ -277,12 +355,14 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 	if err != nil {
 		return 0, err
 	}
-	tfinal, err := o.teacherHidden(in)
-	if err != nil {
-		return 0, err
+	var tfinal backend.Tensor
+	if o.Teacher != nil {
+		if tfinal, err = o.teacherHidden(in); err != nil {
+			return 0, err
+		}
 	}
 	o.sumKL, o.rowsKL, o.sumCE, o.rowsCE, o.sumTCE = 0, 0, 0, 0, 0
-	f, free, err := o.chunkLoss(tfinal, targets, false)
+	f, free, err := o.chunkLoss(tfinal, targets, false, in.T)
 	if err != nil {
 		return 0, err
 	}
@@ -319,7 +399,9 @@ func (o *Objective) Extra() map[string]float64 {
 	}
 	if o.val.ceRows > 0 {
 		_, teacher, kl := o.ValidationLosses()
-		e["val_teacher_loss"] = teacher
+		if o.Teacher != nil {
+			e["val_teacher_loss"] = teacher
+		}
 		e["val_kl"] = kl
 	}
 	return e
@@ -327,7 +409,7 @@ func (o *Objective) Extra() map[string]float64 {
 
 // Free releases the objective's buffers and the teacher's workspaces.
 func (o *Objective) Free() {
-	b := o.Teacher.Backend
+	b := o.b
 	for _, a := range o.acts {
 		a.Free(b)
 	}
@@ -343,15 +425,11 @@ func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result,
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	teacher, err := model.Load(cfg.Teacher.Model, opt.Backend, nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("distill: teacher: %w", err)
-	}
 	student, _, err := train.StartModel(&cfg.Config, opt.Out, opt.Backend)
 	if err != nil {
 		return nil, nil, err
 	}
-	obj, err := NewObjective(teacher, student, cfg.KD)
+	obj, err := NewObjectiveFor(cfg, student, opt.Backend)
 	student.Free()
 	if err != nil {
 		return nil, nil, err
@@ -363,4 +441,29 @@ func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result,
 	res, err := train.Run(ctx, &cfg.Config, opt)
 	obj.Free()
 	return res, obj, err
+}
+
+// NewObjectiveFor builds the objective a config asks for: the teacher
+// model loaded on b, or its cache opened and checked against the data.
+func NewObjectiveFor(cfg *Config, student *model.Model, b backend.Backend) (*Objective, error) {
+	if cfg.Teacher.Cache != "" {
+		cache, err := OpenCache(cfg.Teacher.Cache)
+		if err != nil {
+			return nil, err
+		}
+		var ms []*data.Manifest
+		for _, d := range cfg.Data.Datasets {
+			m, err := data.ReadManifest(d.Path)
+			if err != nil {
+				return nil, err
+			}
+			ms = append(ms, m)
+		}
+		return NewCachedObjective(cache, student, cfg.KD, cfg.Data.SeqLen, ms)
+	}
+	teacher, err := model.Load(cfg.Teacher.Model, b, nil)
+	if err != nil {
+		return nil, fmt.Errorf("distill: teacher: %w", err)
+	}
+	return NewObjective(teacher, student, cfg.KD)
 }

@@ -33,6 +33,22 @@ func (CrossEntropy) Loss(m *model.Model, a *model.Activations, in model.Input, t
 	return m.Loss(a, in, targets, model.Options{})
 }
 
+// RefsConsumer is implemented by objectives that need to know which
+// dataset sequences a micro-batch holds (an offline teacher cache); it is
+// told before each LossAndGrad or Loss when the batcher can say.
+type RefsConsumer interface{ SetRefs(refs []data.SeqRef) }
+
+type refsBatcher interface{ Refs() []data.SeqRef }
+
+// passRefs tells the objective where a batch came from.
+func passRefs(obj Objective, b Batcher) {
+	rc, ok1 := obj.(RefsConsumer)
+	rb, ok2 := b.(refsBatcher)
+	if ok1 && ok2 {
+		rc.SetRefs(rb.Refs())
+	}
+}
+
 // Batcher supplies sequences of SeqLen()+1 tokens (inputs and targets).
 type Batcher interface {
 	Batch(n int) ([]int32, error)
@@ -133,6 +149,7 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 			return StepStats{}, err
 		}
 		ids, targets := split(seqs, n, T)
+		passRefs(t.Obj, t.Data)
 		l, err := t.Obj.LossAndGrad(m, t.acts, model.Input{B: n, T: T, IDs: ids}, targets, 1/float32(cfg.Train.Accumulation), t.grads)
 		if err != nil {
 			return StepStats{}, err
@@ -191,6 +208,7 @@ func (t *Trainer) Evaluate(val Batcher, batches int) (float64, error) {
 			return 0, err
 		}
 		ids, targets := split(seqs, n, T)
+		passRefs(t.Obj, val)
 		l, err := t.Obj.Loss(t.Model, t.acts, model.Input{B: n, T: T, IDs: ids}, targets)
 		if err != nil {
 			return 0, err

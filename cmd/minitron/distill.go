@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/minitron/minitron/distill"
-	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/train"
 )
 
@@ -26,7 +26,8 @@ kd.reverse uses KL(student ‖ teacher). The teacher runs in the same step
 without gradients. The file is a training configuration (see train) plus
 
   teacher:
-    model: DIR
+    model: DIR        # run the teacher in every step, or
+    cache: DIR        # read its top-k from ` + "`distill cache-teacher`" + `
   kd:
     temperature: 1
     ce_weight: 0
@@ -51,15 +52,11 @@ their KL, and exits.`,
 			}
 			y, _ := cfg.YAML()
 			fmt.Fprintf(os.Stderr, "effective configuration:\n%s\n", y)
-			teacher, err := model.Load(cfg.Teacher.Model, be, nil)
-			if err != nil {
-				return err
-			}
 			student, _, err := train.StartModel(&cfg.Config, out, be)
 			if err != nil {
 				return err
 			}
-			obj, err := distill.NewObjective(teacher, student, cfg.KD)
+			obj, err := distill.NewObjectiveFor(cfg, student, be)
 			student.Free()
 			if err != nil {
 				return err
@@ -80,6 +77,68 @@ their KL, and exits.`,
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set kd.temperature=2 (repeatable)")
 	cmd.Flags().BoolVar(&validateOnly, "validate-only", false, "only measure student and teacher on the validation data")
 	cmd.MarkFlagRequired("config")
+	cmd.AddCommand(newCacheTeacher())
+	return cmd
+}
+
+func newCacheTeacher() *cobra.Command {
+	var opt distill.CacheOptions
+	var dev string
+	cmd := &cobra.Command{
+		Use:   "cache-teacher --teacher DIR --data DATASET --seq-len T --out DIR2",
+		Short: "Run the teacher once over a dataset and store its top-k log-probabilities",
+		Long: `cache-teacher runs the teacher over every sequence of --seq-len tokens of a
+prepared dataset and stores, for each position, its --top-k most likely
+tokens and their log-probabilities at --temperature, in zstd Arrow shards
+aligned with the dataset's sequences. The manifest records k, the
+temperature, the teacher and dataset identities and --missing, the policy
+distillation applies to the probability mass outside the k tokens
+(renormalize the k, or spread it uniformly over the other tokens). A
+distillation config then names the cache (teacher.cache) instead of the
+teacher and needs no teacher in memory. Storage: seq_len × k × 8 bytes per
+sequence.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			be, err := openBackend(dev)
+			if err != nil {
+				return err
+			}
+			teacher, err := loadModel(opt.TeacherDir, be)
+			if err != nil {
+				return err
+			}
+			bar := newBar(0, "caching the teacher")
+			opt.Progress = func(done, total int64) {
+				if bar != nil {
+					bar.ChangeMax64(total)
+					bar.Set64(done)
+				}
+			}
+			start := time.Now()
+			m, err := distill.CacheTeacher(cmd.Context(), teacher, opt)
+			if bar != nil {
+				bar.Finish()
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cached top-%d of %d sequences of %d tokens in %s (%v)\n", m.K, m.Sequences, m.SeqLen, opt.Out, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opt.TeacherDir, "teacher", "", "teacher model directory")
+	f.StringVar(&opt.DatasetDir, "data", "", "prepared dataset")
+	f.IntVar(&opt.SeqLen, "seq-len", 4096, "sequence length (the distillation run's data.seq_len)")
+	f.IntVar(&opt.K, "top-k", 64, "tokens kept per position")
+	f.Float64Var(&opt.Temperature, "temperature", 1, "temperature of the stored log-probabilities (the run's kd.temperature)")
+	f.StringVar(&opt.Missing, "missing", "renormalize", "mass outside the top k: renormalize or uniform")
+	f.StringVar(&opt.Out, "out", "", "cache directory")
+	f.IntVar(&opt.MicroBatch, "batch-size", 8, "sequences per teacher forward pass")
+	addDevice(cmd, &dev)
+	for _, n := range []string{"teacher", "data", "out"} {
+		cmd.MarkFlagRequired(n)
+	}
 	return cmd
 }
 
@@ -88,15 +147,11 @@ func validateDistill(cmd *cobra.Command, cfg *distill.Config) error {
 	if err != nil {
 		return err
 	}
-	teacher, err := model.Load(cfg.Teacher.Model, be, nil)
-	if err != nil {
-		return err
-	}
 	student, _, err := train.StartModel(&cfg.Config, "", be)
 	if err != nil {
 		return err
 	}
-	obj, err := distill.NewObjective(teacher, student, cfg.KD)
+	obj, err := distill.NewObjectiveFor(cfg, student, be)
 	if err != nil {
 		return err
 	}
