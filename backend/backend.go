@@ -121,16 +121,26 @@ func (a Attn) PastOf(b int) int {
 // Outputs may alias inputs only where an op says so.
 type Backend interface {
 	Name() string
-	// FloatDType is the element type of float tensors made by this backend.
+	// FloatDType is the storage type of activations, weights and gradients
+	// on this backend (F32 on the CPU, BF16 on a GPU); callers pass it to New
+	// for such tensors.
 	FloatDType() DType
 
-	// New makes a zero-filled tensor of dtype F32 (stored as FloatDType) or I32.
+	// New makes a zero-filled tensor. dt is BF16 or F32 for a float tensor,
+	// or I32. F32 asks for full float32 storage, which callers use where
+	// bfloat16 would lose too much (normalization statistics, log-sum-exp,
+	// per-row losses, optimizer moments); BF16 allows bfloat16 storage and
+	// a backend without it stores float32. Every float op accepts float
+	// tensors of either storage for any argument and computes in float32.
 	New(dt DType, shape ...int) (Tensor, error)
-	// FromFloat32 makes a float tensor holding data. The backend may keep
+	// FromFloat32 makes a FloatDType tensor holding data. The backend may keep
 	// data as its storage: the caller must not use data afterwards.
 	FromFloat32(data []float32, shape ...int) (Tensor, error)
 	// FromInt32 makes an I32 tensor; like FromFloat32 it may keep data.
 	FromInt32(data []int32, shape ...int) (Tensor, error)
+	// Write copies len(data) == Numel values from the host into a float
+	// tensor, rounding them to its storage.
+	Write(t Tensor, data []float32) error
 	// ToFloat32 copies a float tensor to the host.
 	ToFloat32(t Tensor) ([]float32, error)
 	// ToInt32 copies an I32 tensor to the host.

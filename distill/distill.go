@@ -165,10 +165,10 @@ func (o *Objective) buffers(rows, v int) error {
 	if o.tcl, err = b.New(backend.F32, rows); err != nil {
 		return err
 	}
-	if o.tlog, err = b.New(backend.F32, rows, v); err != nil {
+	if o.tlog, err = b.New(b.FloatDType(), rows, v); err != nil {
 		return err
 	}
-	if o.ce, err = b.New(backend.F32, rows, v); err != nil {
+	if o.ce, err = b.New(b.FloatDType(), rows, v); err != nil {
 		return err
 	}
 	if o.closs, err = b.New(backend.F32, rows); err != nil {
@@ -291,12 +291,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 				o.rowsCE++
 			}
 		}
-		pt, err := b.FromFloat32(per, rows)
-		if err != nil {
-			return err
-		}
-		defer b.Free(pt)
-		return b.Copy(losses, pt)
+		return b.Write(losses, per)
 	}
 	return f, func() { b.Free(tg) }, nil
 }
@@ -320,8 +315,12 @@ func (o *Objective) cachedKL(kl, dst, logits backend.Tensor, r0, r1, seqLen int,
 		return err
 	}
 	defer o.b.Free(it)
-	lt, err := o.b.FromFloat32(logp, r1-r0, K)
+	lt, err := o.b.New(backend.F32, r1-r0, K) // log-probabilities keep float32
 	if err != nil {
+		return err
+	}
+	if err := o.b.Write(lt, logp); err != nil {
+		o.b.Free(lt)
 		return err
 	}
 	defer o.b.Free(lt)

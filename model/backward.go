@@ -18,7 +18,7 @@ type Grads struct {
 func (m *Model) NewGrads() (*Grads, error) {
 	g := &Grads{T: make([]backend.Tensor, len(m.Params))}
 	for i, p := range m.Params {
-		t, err := m.Backend.New(backend.F32, p.Shape...)
+		t, err := m.Backend.New(m.Backend.FloatDType(), p.Shape...)
 		if err != nil {
 			return nil, fmt.Errorf("model: gradient of %s: %w", p.Name, err)
 		}
@@ -78,14 +78,15 @@ func (m *Model) newBackState(n int) (*backState, error) {
 		}
 		return t
 	}
-	s.dh, s.dmid, s.dtmp, s.dn, s.dfinal = alloc(backend.F32, n, d), alloc(backend.F32, n, d), alloc(backend.F32, n, d), alloc(backend.F32, n, d), alloc(backend.F32, n, d)
-	s.dq, s.datt = alloc(backend.F32, n, q), alloc(backend.F32, n, q)
-	s.dk, s.dv = alloc(backend.F32, n, kv), alloc(backend.F32, n, kv)
-	s.dact, s.dup = alloc(backend.F32, n, f), alloc(backend.F32, n, f)
+	fd := m.Backend.FloatDType()
+	s.dh, s.dmid, s.dtmp, s.dn, s.dfinal = alloc(fd, n, d), alloc(fd, n, d), alloc(fd, n, d), alloc(fd, n, d), alloc(fd, n, d)
+	s.dq, s.datt = alloc(fd, n, q), alloc(fd, n, q)
+	s.dk, s.dv = alloc(fd, n, kv), alloc(fd, n, kv)
+	s.dact, s.dup = alloc(fd, n, f), alloc(fd, n, f)
 	if c.Arch == Llama {
-		s.dgate = alloc(backend.F32, n, f)
+		s.dgate = alloc(fd, n, f)
 	}
-	s.logits = alloc(backend.F32, min(n, lossChunk), c.VocabSize)
+	s.logits = alloc(fd, min(n, lossChunk), c.VocabSize)
 	s.losses = alloc(backend.F32, n)
 	if err != nil {
 		s.free(m.Backend)
@@ -406,7 +407,7 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 	}
 	b, c := m.Backend, m.Config
 	rows := min(n, lossChunk)
-	if err := m.ensure(&a.logits, a, backend.F32, rows, c.VocabSize); err != nil {
+	if err := m.ensure(&a.logits, a, b.FloatDType(), rows, c.VocabSize); err != nil {
 		return 0, err
 	}
 	losses, err := b.New(backend.F32, n)
@@ -461,7 +462,7 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := backend.Rows(final), c.HiddenSize, c.VocabSize
-	lg, err := b.New(backend.F32, min(n, lossChunk), v)
+	lg, err := b.New(b.FloatDType(), min(n, lossChunk), v)
 	if err != nil {
 		return 0, err
 	}

@@ -68,11 +68,11 @@ func (m *Model) NewCache(slots, maxT int) (*Cache, error) {
 	c := &Cache{Slots: slots, MaxT: maxT}
 	w := m.Config.NumKVHeads * m.Config.HeadDim
 	for range m.Config.NumLayers {
-		k, err := m.Backend.New(backend.F32, slots*maxT, w)
+		k, err := m.Backend.New(m.Backend.FloatDType(), slots*maxT, w)
 		if err != nil {
 			return nil, err
 		}
-		v, err := m.Backend.New(backend.F32, slots*maxT, w)
+		v, err := m.Backend.New(m.Backend.FloatDType(), slots*maxT, w)
 		if err != nil {
 			return nil, err
 		}
@@ -138,25 +138,26 @@ func (m *Model) NewActivations(n int, keep bool) (*Activations, error) {
 	}
 	d, q, kv, f := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize
 	nemo := c.Arch == Nemotron
+	fd := m.Backend.FloatDType() // statistics and log-sum-exp stay float32
 	sets := 1
 	if keep {
 		sets = c.NumLayers
 	}
 	for range sets {
 		la := layerActs{
-			n1: alloc(backend.F32, n, d), q: alloc(backend.F32, n, q), k: alloc(backend.F32, n, kv), v: alloc(backend.F32, n, kv),
-			att: alloc(backend.F32, n, q), lse: alloc(backend.F32, n, c.NumHeads), n2: alloc(backend.F32, n, d),
-			up: alloc(backend.F32, n, f),
+			n1: alloc(fd, n, d), q: alloc(fd, n, q), k: alloc(fd, n, kv), v: alloc(fd, n, kv),
+			att: alloc(fd, n, q), lse: alloc(backend.F32, n, c.NumHeads), n2: alloc(fd, n, d),
+			up: alloc(fd, n, f),
 		}
 		if nemo {
 			la.s1, la.s2 = alloc(backend.F32, n, 2), alloc(backend.F32, n, 2)
 		} else {
 			la.s1, la.s2 = alloc(backend.F32, n), alloc(backend.F32, n)
-			la.gate = alloc(backend.F32, n, f)
+			la.gate = alloc(fd, n, f)
 		}
 		switch {
 		case keep:
-			la.act = alloc(backend.F32, n, f)
+			la.act = alloc(fd, n, f)
 		case nemo:
 			la.act = la.up // relu² in place
 		default:
@@ -166,13 +167,13 @@ func (m *Model) NewActivations(n int, keep bool) (*Activations, error) {
 	}
 	if keep {
 		for range c.NumLayers + 1 {
-			a.H = append(a.H, alloc(backend.F32, n, d))
+			a.H = append(a.H, alloc(fd, n, d))
 		}
 		for range c.NumLayers {
-			a.Mid = append(a.Mid, alloc(backend.F32, n, d))
+			a.Mid = append(a.Mid, alloc(fd, n, d))
 		}
 	} else {
-		x := alloc(backend.F32, n, d)
+		x := alloc(fd, n, d)
 		for range c.NumLayers + 1 {
 			a.H = append(a.H, x)
 		}
@@ -324,7 +325,7 @@ func (m *Model) Forward(a *Activations, in Input, opt Options) (backend.Tensor, 
 	rows := in.B * in.T
 	if in.LogitRows != nil {
 		rows = len(in.LogitRows)
-		if err := m.ensure(&a.sel, a, backend.F32, rows, c.HiddenSize); err != nil {
+		if err := m.ensure(&a.sel, a, m.Backend.FloatDType(), rows, c.HiddenSize); err != nil {
 			return nil, err
 		}
 		sel, err := b.FromInt32(append([]int32(nil), in.LogitRows...), rows)
@@ -341,7 +342,7 @@ func (m *Model) Forward(a *Activations, in Input, opt Options) (backend.Tensor, 
 	if err := m.finalNorm(a, last, rows, opt.Observer); err != nil {
 		return nil, err
 	}
-	if err := m.ensure(&a.logits, a, backend.F32, rows, c.VocabSize); err != nil {
+	if err := m.ensure(&a.logits, a, m.Backend.FloatDType(), rows, c.VocabSize); err != nil {
 		return nil, err
 	}
 	if err := b.MatMul(a.logits, a.final, m.LMHead, false, true, 1, 0); err != nil {
@@ -354,7 +355,7 @@ func (m *Model) Forward(a *Activations, in Input, opt Options) (backend.Tensor, 
 // finalNorm normalizes x ([rows, D]) into a.final; stats are kept when the
 // rows are the whole batch (for a backward pass).
 func (m *Model) finalNorm(a *Activations, x backend.Tensor, rows int, obs Observer) error {
-	if err := m.ensure(&a.final, a, backend.F32, rows, m.Config.HiddenSize); err != nil {
+	if err := m.ensure(&a.final, a, m.Backend.FloatDType(), rows, m.Config.HiddenSize); err != nil {
 		return err
 	}
 	stat := a.fstat

@@ -39,7 +39,7 @@ type Model struct {
 func New(cfg *Config, b backend.Backend) (*Model, error) {
 	m := newModel(cfg, b)
 	for i, p := range m.Params {
-		t, err := b.New(backend.F32, p.Shape...)
+		t, err := b.New(b.FloatDType(), p.Shape...)
 		if err != nil {
 			return nil, fmt.Errorf("model: %s: %w", p.Name, err)
 		}

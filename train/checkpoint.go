@@ -215,14 +215,9 @@ func (t *Trainer) restore(dir string, st *State) error {
 			if err != nil {
 				return fmt.Errorf("train: %s: %w", dir, err)
 			}
-			src, err := b.FromFloat32(v, p.Shape...)
-			if err != nil {
+			if err := b.Write(x.t, v); err != nil {
 				return err
 			}
-			if err := b.Copy(x.t, src); err != nil {
-				return err
-			}
-			b.Free(src)
 		}
 	}
 	if err := t.Data.SetCursor(st.Cursor); err != nil {

@@ -26,6 +26,9 @@ type Tolerances struct {
 	Loss       float64
 	// Backward covers every gradient compared with finite differences.
 	Backward float64
+	// Update covers weights after optimizer steps (moments are float32
+	// everywhere and always held to 1e-5).
+	Update float64
 }
 
 // F32 are the tolerances of a float32 backend. Products and sums of a few
@@ -33,7 +36,19 @@ type Tolerances struct {
 // sqrt(n) growth at the sizes tested while catching any real mistake, whose
 // error is O(1). Backward passes compare with finite differences whose own
 // error is ~1e-8 relative, so 1e-4 is dominated by float32 rounding.
-var F32 = Tolerances{MatMul: 1e-5, Norm: 1e-5, RoPE: 1e-5, Attention: 1e-5, Activation: 1e-6, Loss: 1e-5, Backward: 1e-4}
+var F32 = Tolerances{MatMul: 1e-5, Norm: 1e-5, RoPE: 1e-5, Attention: 1e-5, Activation: 1e-6, Loss: 1e-5, Backward: 1e-4, Update: 1e-5}
+
+// BF16 are the tolerances of a backend storing tensors in bfloat16 and
+// computing in float32. Every bf16 output carries a rounding error of up
+// to 2⁻⁹ relative (8 significant bits), ~1.1e-3 in the ‖·‖ norm over many
+// elements; 4e-3 leaves room for inputs that are themselves rounded
+// intermediates (a norm's output feeds its own weight product). Attention
+// rounds the probabilities it multiplies with v to bf16 as flash kernels
+// do, hence 1e-2; gradients go through two or three bf16 roundings of
+// intermediates, hence 2e-2. Losses are float32 rows computed from bf16
+// inputs the reference also sees, so only accumulation order remains.
+// Weights after an optimizer step are rounded (stochastically) to bf16.
+var BF16 = Tolerances{MatMul: 4e-3, Norm: 4e-3, RoPE: 4e-3, Attention: 1e-2, Activation: 4e-3, Loss: 1e-4, Backward: 2e-2, Update: 4e-3}
 
 type suite struct {
 	t   *testing.T
@@ -110,9 +125,22 @@ func (s *suite) upInt(x []int32, shape ...int) backend.Tensor {
 	return t
 }
 
+// zeros makes a zero tensor in the backend's float dtype.
 func (s *suite) zeros(shape ...int) backend.Tensor {
 	s.t.Helper()
-	t, err := s.b.New(backend.F32, shape...)
+	return s.zerosOf(s.b.FloatDType(), shape...)
+}
+
+// zeros32 makes a zero tensor with float32 storage, as callers ask for
+// statistics, log-sum-exp, losses and optimizer moments.
+func (s *suite) zeros32(shape ...int) backend.Tensor {
+	s.t.Helper()
+	return s.zerosOf(backend.F32, shape...)
+}
+
+func (s *suite) zerosOf(dt backend.DType, shape ...int) backend.Tensor {
+	s.t.Helper()
+	t, err := s.b.New(dt, shape...)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -252,7 +280,7 @@ func (s *suite) layerNorm() {
 				bias, bv = s.up(s.randn(d), d)
 			}
 			const eps = 1e-5
-			out, stats := s.zeros(n, d), s.zeros(n, 2)
+			out, stats := s.zeros(n, d), s.zeros32(n, 2)
 			s.do(s.b.LayerNorm(out, stats, x, w, bias, eps, float32(c.off)))
 			s.close("out", s.down(out), refLayerNorm(xv, wv, bv, d, eps, c.off), s.tol.Norm)
 
@@ -284,7 +312,7 @@ func (s *suite) rmsNorm() {
 			x, xv := s.up(s.randn(n*d), n, d)
 			w, wv := s.up(s.randn(d), d)
 			const eps = 1e-6
-			out, stats := s.zeros(n, d), s.zeros(n)
+			out, stats := s.zeros(n, d), s.zeros32(n)
 			s.do(s.b.RMSNorm(out, stats, x, w, eps))
 			s.close("out", s.down(out), refRMSNorm(xv, wv, d, eps), s.tol.Norm)
 			dout, gv := s.up(s.randn(n*d), n, d)
@@ -350,7 +378,7 @@ func (s *suite) attention() {
 			q, qv := s.up(s.randn(a.B*a.T*wq), a.B*a.T, wq)
 			k, kv := s.up(s.randn(slots*a.KVRows*wk), slots*a.KVRows, wk)
 			v, vv := s.up(s.randn(slots*a.KVRows*wk), slots*a.KVRows, wk)
-			out, lse := s.zeros(a.B*a.T, wq), s.zeros(a.B*a.T, a.Heads)
+			out, lse := s.zeros(a.B*a.T, wq), s.zeros32(a.B*a.T, a.Heads)
 			s.do(s.b.Attention(out, lse, q, k, v, a))
 			wo, wl := refAttention(qv, kv, vv, a)
 			s.close("out", s.down(out), wo, s.tol.Attention)
@@ -372,7 +400,7 @@ func (s *suite) attentionBackward() {
 			q, qv := s.up(s.randn(a.B*a.T*wq), a.B*a.T, wq)
 			k, kv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
 			v, vv := s.up(s.randn(a.B*a.KVRows*wk), a.B*a.KVRows, wk)
-			out, lse := s.zeros(a.B*a.T, wq), s.zeros(a.B*a.T, a.Heads)
+			out, lse := s.zeros(a.B*a.T, wq), s.zeros32(a.B*a.T, a.Heads)
 			s.do(s.b.Attention(out, lse, q, k, v, a))
 			dout, gv := s.up(s.randn(a.B*a.T*wq), a.B*a.T, wq)
 			dq, dk, dv := s.zeros(a.B*a.T, wq), s.zeros(a.B*a.KVRows, wk), s.zeros(a.B*a.KVRows, wk)
@@ -451,6 +479,25 @@ func (s *suite) rows() {
 			s.t.Fatalf("fill: %v", v)
 		}
 	}
+	for _, z := range []backend.Tensor{s.zeros(2, d), s.zeros32(2, d)} {
+		vals := s.randn(2 * d)
+		f := make([]float32, len(vals))
+		for i, x := range vals {
+			f[i] = float32(x)
+			vals[i] = float64(f[i])
+		}
+		s.do(s.b.Write(z, f))
+		tol := 0.0
+		if z.DType() != backend.F32 {
+			tol = s.tol.Activation // rounded to the storage type
+		}
+		s.close("write "+z.DType().String(), s.down(z), vals, tol)
+		s.do(s.b.Copy(c, z)) // Copy converts between float storages
+		s.close("copy from "+z.DType().String(), s.down(c), s.down(z), 0)
+	}
+	if err := s.b.Write(c, make([]float32, 3)); err == nil {
+		s.t.Fatalf("Write of 3 values into a [2,%d] tensor: no error", d)
+	}
 	view, err := s.b.View(dst, d, 2, d)
 	s.do(err)
 	s.close("view", s.down(view), dv[d:3*d], 0)
@@ -465,7 +512,7 @@ func (s *suite) crossEntropy() {
 	lg, lv := s.up(s.randn(n*v), n, v)
 	targets := []int32{3, 0, -1, 12, 7}
 	tg := s.upInt(targets, n)
-	losses, dl := s.zeros(n), s.zeros(n, v)
+	losses, dl := s.zeros32(n), s.zeros(n, v)
 	const scale = 0.25
 	s.do(s.b.CrossEntropy(losses, dl, lg, tg, scale))
 	s.close("losses", s.down(losses), refCrossEntropy(lv, targets, v), s.tol.Loss)
@@ -538,8 +585,8 @@ func (s *suite) optimizer() {
 	}
 	// Two AdamW steps against the update written out in float64.
 	w, wv := s.up(s.randn(n), n)
-	m, mv := s.up(make([]float64, n), n)
-	v, vv := s.up(make([]float64, n), n)
+	m, v := s.zeros32(n), s.zeros32(n)
+	mv, vv := make([]float64, n), make([]float64, n)
 	p := backend.AdamW{LR: 0.01, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradScale: 0.5}
 	for step := 1; step <= 2; step++ {
 		p.Step = step
@@ -553,7 +600,7 @@ func (s *suite) optimizer() {
 			wv[i] = wv[i]*(1-float64(p.LR)*float64(p.WeightDecay)) - float64(p.LR)/bc1*mv[i]/(math.Sqrt(vv[i])/math.Sqrt(bc2)+float64(p.Eps))
 		}
 	}
-	s.close("adamw w", s.down(w), wv, 1e-5)
+	s.close("adamw w", s.down(w), wv, s.tol.Update)
 	s.close("adamw m", s.down(m), mv, 1e-5)
 	s.close("adamw v", s.down(v), vv, 1e-5)
 	s.do(s.b.Scale(g, -2))
@@ -572,7 +619,7 @@ func (s *suite) klDiv() {
 		s.run(fmt.Sprintf("T=%v/reverse=%v", c.T, c.reverse), func(s *suite) {
 			st, sv := s.up(s.randn(n*v), n, v)
 			te, tv := s.up(s.randn(n*v), n, v)
-			losses, ds := s.zeros(n), s.zeros(n, v)
+			losses, ds := s.zeros32(n), s.zeros(n, v)
 			p := backend.KL{Temperature: c.T, Reverse: c.reverse, Scale: 0.5}
 			s.do(s.b.KLDiv(losses, ds, st, te, p))
 			f := func(x []float64) []float64 {
@@ -633,7 +680,7 @@ func (s *suite) klTopK() {
 			}
 			idt := s.upInt(ids, n, k)
 			lpt, lpv := s.up(logp, n, k)
-			losses, ds := s.zeros(n), s.zeros(n, v)
+			losses, ds := s.zeros32(n), s.zeros(n, v)
 			p := backend.KL{Temperature: T, Reverse: c.reverse, Scale: 1, Missing: c.missing}
 			s.do(s.b.KLTopK(losses, ds, st, idt, lpt, p))
 			f := func(x []float64) []float64 {

@@ -64,12 +64,12 @@ func (b *Backend) New(dt backend.DType, shape ...int) (backend.Tensor, error) {
 	}
 	n := backend.Numel(shape)
 	switch {
-	case dt.IsFloat():
+	case dt == backend.F32 || dt == backend.BF16: // bf16 is stored as float32 here
 		return &Tensor{shape: clone(shape), dt: backend.F32, f: make([]float32, n)}, nil
 	case dt == backend.I32:
 		return &Tensor{shape: clone(shape), dt: backend.I32, i: make([]int32, n)}, nil
 	}
-	return nil, fmt.Errorf("cpu: cannot make a tensor of dtype %v (use F32 or I32)", dt)
+	return nil, fmt.Errorf("cpu: cannot make a tensor of dtype %v (use F32, BF16 or I32)", dt)
 }
 
 // FromFloat32 wraps data (no copy).
@@ -92,6 +92,19 @@ func (b *Backend) FromInt32(data []int32, shape ...int) (backend.Tensor, error) 
 		return nil, fmt.Errorf("cpu: %d values for shape %v (%d elements)", len(data), shape, n)
 	}
 	return &Tensor{shape: clone(shape), dt: backend.I32, i: data}, nil
+}
+
+// Write copies data into a float tensor.
+func (b *Backend) Write(t backend.Tensor, data []float32) error {
+	f, err := floats("Write", t)
+	if err != nil {
+		return err
+	}
+	if len(data) != len(f) {
+		return fmt.Errorf("cpu: Write of %d values into a tensor of shape %v", len(data), t.Shape())
+	}
+	copy(f, data)
+	return nil
 }
 
 // ToFloat32 copies a float tensor out.

@@ -189,7 +189,7 @@ func benchMatmul(be backend.Backend, m, n, k int, minTime time.Duration, res *be
 	if err != nil {
 		return err
 	}
-	c, err := be.New(backend.F32, m, n)
+	c, err := be.New(be.FloatDType(), m, n)
 	if err != nil {
 		return err
 	}
