@@ -267,7 +267,18 @@ func DecodeFloat32(dt backend.DType, raw []byte) ([]float32, error) {
 
 // EncodeFloat32 converts float32 values to little-endian data of dtype dt.
 func EncodeFloat32(dt backend.DType, v []float32) ([]byte, error) {
-	out := make([]byte, len(v)*dt.Size())
+	return encodeFloat32Into(nil, dt, v)
+}
+
+// encodeFloat32Into is EncodeFloat32 reusing buf's storage when it is
+// large enough.
+func encodeFloat32Into(buf []byte, dt backend.DType, v []float32) ([]byte, error) {
+	n := len(v) * dt.Size()
+	out := buf[:0]
+	if cap(out) < n {
+		out = make([]byte, n)
+	}
+	out = out[:n]
 	switch dt {
 	case backend.F32:
 		for i, x := range v {

@@ -91,8 +91,24 @@ type Entry struct {
 func (e Entry) Size() int64 { return int64(backend.Numel(e.Shape)) * int64(e.DType.Size()) }
 
 // FloatEntry encodes float32 values as dtype dt when written.
+//
+// The values are encoded a block at a time as they are written, so a large
+// tensor is never held twice.
 func FloatEntry(name string, dt backend.DType, shape []int, v []float32) Entry {
-	return Entry{Name: name, DType: dt, Shape: shape, Data: func() ([]byte, error) { return EncodeFloat32(dt, v) }}
+	return Entry{Name: name, DType: dt, Shape: shape, Stream: func(w io.Writer) error {
+		const block = 1 << 16
+		var b []byte
+		for i := 0; i < len(v); i += block {
+			var err error
+			if b, err = encodeFloat32Into(b, dt, v[i:min(len(v), i+block)]); err != nil {
+				return err
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
 }
 
 // Int64Entry writes int64 values.

@@ -2,6 +2,8 @@ package model
 
 import (
 	"math/rand/v2"
+	"runtime"
+	"sync"
 
 	"github.com/minitron/minitron/backend"
 )
@@ -11,33 +13,50 @@ import (
 // the identity: 1 for RMSNorm, 0 for Nemotron's LayerNorm1P (which scales
 // by weight+1). The draw depends only on seed and the parameter's position
 // in the table, so it is reproducible and independent of the backend.
+//
+// Parameters are drawn in parallel on all cores (each from its own
+// stream, so the values do not depend on the order) and handed to the
+// backend one at a time.
 func (m *Model) Init(seed uint64) error {
 	std := m.Config.InitializerRange
-	for i, p := range m.Params {
-		v := make([]float32, p.Numel())
-		switch {
-		case p.Role.IsNorm():
-			if m.Config.Arch == Llama && (p.Role == InputNormWeight || p.Role == PostNormWeight || p.Role == FinalNormWeight) {
-				for j := range v {
-					v[j] = 1
+	var mu sync.Mutex // serializes backend calls
+	var first error
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range max(1, min(runtime.GOMAXPROCS(0), len(m.Params))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				p := m.Params[i]
+				v := make([]float32, p.Numel())
+				switch {
+				case p.Role.IsNorm():
+					if m.Config.Arch == Llama && (p.Role == InputNormWeight || p.Role == PostNormWeight || p.Role == FinalNormWeight) {
+						for j := range v {
+							v[j] = 1
+						}
+					}
+				default:
+					r := rand.New(rand.NewPCG(seed, uint64(i)))
+					for j := range v {
+						v[j] = float32(r.NormFloat64() * std)
+					}
 				}
+				mu.Lock()
+				if first == nil {
+					first = m.Backend.Write(m.Weights[i], v)
+				}
+				mu.Unlock()
 			}
-		default:
-			r := rand.New(rand.NewPCG(seed, uint64(i)))
-			for j := range v {
-				v[j] = float32(r.NormFloat64() * std)
-			}
-		}
-		t, err := m.Backend.FromFloat32(v, p.Shape...)
-		if err != nil {
-			return err
-		}
-		if err := m.Backend.Copy(m.Weights[i], t); err != nil {
-			return err
-		}
-		m.Backend.Free(t)
+		}()
 	}
-	return nil
+	for i := range m.Params {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
 }
 
 // Random makes a model with fresh weights (see Init).

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
 )
 
@@ -73,6 +74,18 @@ type OptimizerConfig struct {
 	// DecayAll also decays norms and embeddings (off by default).
 	DecayAll bool    `yaml:"decay_norms_and_embeddings"`
 	Clip     float64 `yaml:"clip"` // global gradient norm; 0 disables
+	// StateDType stores the moments m and v: f32 (default) or bf16, which
+	// halves the optimizer's memory (on a GPU, bf16 moments are written
+	// with stochastic rounding). On the CPU both are float32.
+	StateDType string `yaml:"state_dtype"`
+}
+
+// MomentDType returns the dtype of the optimizer moments.
+func (o OptimizerConfig) MomentDType() backend.DType {
+	if o.StateDType == "bf16" {
+		return backend.BF16
+	}
+	return backend.F32
 }
 
 // EvalConfig is the periodic validation.
@@ -95,7 +108,7 @@ func Default() Config {
 	return Config{
 		Data:       DataConfig{SeqLen: 256, ValFraction: 0.01, Seed: 1234, Shuffle: true},
 		Train:      LoopConfig{MicroBatch: 8, Accumulation: 1, LogEvery: 10},
-		Optimizer:  OptimizerConfig{LR: 3e-4, MinLR: 3e-5, Warmup: 100, Schedule: "cosine", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Clip: 1},
+		Optimizer:  OptimizerConfig{LR: 3e-4, MinLR: 3e-5, Warmup: 100, Schedule: "cosine", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Clip: 1, StateDType: "f32"},
 		Eval:       EvalConfig{Every: 100, Batches: 8},
 		Checkpoint: CheckpointConfig{Every: 500, Keep: 2, ExportDType: "bf16"},
 		Device:     "cpu",
@@ -155,6 +168,11 @@ func (c *Config) Validate() error {
 	}
 	if o.Beta1 < 0 || o.Beta1 >= 1 || o.Beta2 < 0 || o.Beta2 >= 1 || o.Eps <= 0 || o.WeightDecay < 0 || o.Clip < 0 {
 		add("optimizer: need 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0, clip >= 0")
+	}
+	switch o.StateDType {
+	case "", "f32", "bf16":
+	default:
+		add("optimizer.state_dtype %q: use f32 or bf16", o.StateDType)
 	}
 	if c.Eval.Every < 0 || c.Eval.Batches < 0 || c.Checkpoint.Every < 0 || c.Checkpoint.Keep < 1 {
 		add("eval.every, eval.batches, checkpoint.every must be >= 0 and checkpoint.keep >= 1")

@@ -94,11 +94,11 @@ func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*T
 		return nil, err
 	}
 	for _, p := range m.Params {
-		a, err := m.Backend.New(backend.F32, p.Shape...)
+		a, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.Shape...)
 		if err != nil {
 			return nil, err
 		}
-		v, err := m.Backend.New(backend.F32, p.Shape...)
+		v, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.Shape...)
 		if err != nil {
 			return nil, err
 		}

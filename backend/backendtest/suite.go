@@ -59,6 +59,17 @@ type suite struct {
 
 // Run runs the whole suite against the backend made by mk.
 func Run(t *testing.T, mk func(t *testing.T) backend.Backend, tol Tolerances) {
+	RunOnly(t, mk, tol)
+}
+
+// RunOnly runs the named parts of the suite ("MatMul", "Rows", "Errors",
+// ...), or all of it when no names are given.
+func RunOnly(t *testing.T, mk func(t *testing.T) backend.Backend, tol Tolerances, names ...string) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	ran := 0
 	for _, c := range []struct {
 		name string
 		f    func(s *suite)
@@ -78,9 +89,16 @@ func Run(t *testing.T, mk func(t *testing.T) backend.Backend, tol Tolerances) {
 		{"KLTopK", (*suite).klTopK},
 		{"Errors", (*suite).errors},
 	} {
+		if len(want) > 0 && !want[c.name] {
+			continue
+		}
+		ran++
 		t.Run(c.name, func(t *testing.T) {
 			c.f(&suite{t: t, b: mk(t), tol: tol, r: rand.New(rand.NewPCG(7, uint64(len(c.name))))})
 		})
+	}
+	if len(want) > 0 && ran != len(want) {
+		t.Fatalf("backendtest: %d of the parts %v exist", ran, names)
 	}
 }
 

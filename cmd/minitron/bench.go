@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/generate"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
@@ -23,6 +26,29 @@ type benchShape struct {
 }
 
 var standardShape = benchShape{Vocab: 8192, Hidden: 512, Layers: 8, Heads: 8, KVHeads: 2, HeadDim: 64, FFN: 1536}
+
+// shapePresets are the shapes --shape and --teacher-shape name: the
+// standard CPU shape, a teacher twice its width for kd, and the real
+// Minitron-4B student and Nemotron-4 15B teacher.
+var shapePresets = map[string]benchShape{
+	"standard":         standardShape,
+	"standard-teacher": {Vocab: 8192, Hidden: 768, Layers: 12, Heads: 12, KVHeads: 4, HeadDim: 64, FFN: 2304},
+	"minitron-4b":      {Vocab: 256000, Hidden: 3072, Layers: 32, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 9216},
+	"nemotron-15b":     {Vocab: 256000, Hidden: 6144, Layers: 32, Heads: 48, KVHeads: 8, HeadDim: 128, FFN: 24576},
+}
+
+func presetShape(name string) (benchShape, error) {
+	s, ok := shapePresets[name]
+	if !ok {
+		var names []string
+		for k := range shapePresets {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		return s, fmt.Errorf("unknown shape %q; use one of %s", name, strings.Join(names, ", "))
+	}
+	return s, nil
+}
 
 func (s benchShape) config(arch string) (*model.Config, error) {
 	act := map[string]string{"nemotron": "relu2", "llama": "silu"}[arch]
@@ -45,31 +71,50 @@ type benchResult struct {
 	Runs      int            `json:"runs"`
 	GFLOPS    float64        `json:"gflops,omitempty"`
 	TokensSec float64        `json:"tokens_per_second,omitempty"`
+	// PeakMemory is the most device memory held by tensors (GPU only).
+	PeakMemory int64 `json:"peak_device_memory,omitempty"`
 }
 
 func newBench() *cobra.Command {
-	var dev, arch, modelDir string
+	var dev, arch, modelDir, shapeName, teacherShape, stateDType string
 	var asJSON bool
 	var minTime time.Duration
 	shape := standardShape
 	var m, n, k, batch, seq, prompt, newTokens int
 	cmd := &cobra.Command{
-		Use:   "bench matmul|forward|decode|train",
-		Short: "Measure matmul GFLOP/s and forward / decode / training tokens per second",
+		Use:   "bench matmul|forward|decode|train|kd",
+		Short: "Measure matmul GFLOP/s and forward / decode / training / distillation tokens per second",
 		Long: `bench times the hot paths on standard shapes, like llama-bench:
 
   matmul   C = A·Bᵀ of --m × --k by --n × --k float32 matrices (default 1024³), GFLOP/s
   forward  a forward pass of --batch × --seq tokens through the model, tokens/s and GFLOP/s
   decode   greedy decoding of --new-tokens after a --prompt-token prompt, batch 1, tokens/s
   train    AdamW training steps on --batch × --seq random tokens, tokens/s
+  kd       distillation steps: a --teacher-shape teacher's forward pass, the
+           student's forward and backward with the KL loss, and AdamW
 
-The model is --model DIR, or random weights at the standard 26M-parameter
-Nemotron shape (vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV heads,
-head_dim 64, MLP 1536), changeable with the shape flags. Each measurement is
-repeated for at least --min-time.`,
+The model is --model DIR, or random weights at a --shape preset: standard
+(the default, 26M parameters: vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV
+heads, head_dim 64, MLP 1536), standard-teacher, minitron-4b or nemotron-15b;
+the shape flags change single dimensions. Each measurement is repeated for at
+least --min-time.`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"matmul", "forward", "decode", "train"},
+		ValidArgs: []string{"matmul", "forward", "decode", "train", "kd"},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("shape") {
+				preset, err := presetShape(shapeName)
+				if err != nil {
+					return err
+				}
+				// Explicit dimension flags still win over the preset.
+				for name, dst := range map[string]*int{"vocab": &shape.Vocab, "hidden": &shape.Hidden, "layers": &shape.Layers,
+					"heads": &shape.Heads, "kv-heads": &shape.KVHeads, "head-dim": &shape.HeadDim, "ffn": &shape.FFN} {
+					if !cmd.Flags().Changed(name) {
+						*dst = map[string]int{"vocab": preset.Vocab, "hidden": preset.Hidden, "layers": preset.Layers, "heads": preset.Heads,
+							"kv-heads": preset.KVHeads, "head-dim": preset.HeadDim, "ffn": preset.FFN}[name]
+					}
+				}
+			}
 			be, err := openBackend(dev)
 			if err != nil {
 				return err
@@ -104,12 +149,30 @@ repeated for at least --min-time.`,
 				err = benchForward(mdl, batch, seq, minTime, &res)
 			case "train":
 				res.Shape["batch"], res.Shape["seq"] = batch, seq
-				err = benchTrain(mdl, batch, seq, minTime, &res)
+				err = benchTrain(mdl, batch, seq, stateDType, minTime, &res)
+			case "kd":
+				res.Shape["batch"], res.Shape["seq"] = batch, seq
+				ts, terr := presetShape(teacherShape)
+				if terr != nil {
+					return terr
+				}
+				ts.Vocab = mdl.Config.VocabSize
+				tcfg, terr := ts.config(arch)
+				if terr != nil {
+					return terr
+				}
+				teacher, terr := model.Random(tcfg, be, 2)
+				if terr != nil {
+					return fmt.Errorf("teacher: %w", terr)
+				}
+				tp, _ := tcfg.NumParams()
+				res.Shape["teacher_params"], res.Shape["teacher_hidden"], res.Shape["teacher_layers"] = int(tp), ts.Hidden, ts.Layers
+				err = benchKD(teacher, mdl, batch, seq, stateDType, minTime, &res)
 			case "decode":
 				res.Shape["prompt"], res.Shape["new_tokens"] = prompt, newTokens
 				err = benchDecode(cmd, mdl, prompt, newTokens, minTime, &res)
 			default:
-				return fmt.Errorf("unknown benchmark %q: use matmul, forward, decode or train", args[0])
+				return fmt.Errorf("unknown benchmark %q: use matmul, forward, decode, train or kd", args[0])
 			}
 			if err != nil {
 				return err
@@ -127,6 +190,9 @@ repeated for at least --min-time.`,
 			if res.TokensSec > 0 {
 				fmt.Fprintf(w, "  %.1f tokens/s", res.TokensSec)
 			}
+			if res.PeakMemory > 0 {
+				fmt.Fprintf(w, "  peak device memory %.2f GiB", float64(res.PeakMemory)/(1<<30))
+			}
 			fmt.Fprintf(w, "  (%d runs in %.2fs)\n", res.Runs, res.Seconds)
 			return nil
 		},
@@ -137,6 +203,9 @@ repeated for at least --min-time.`,
 	f.DurationVar(&minTime, "min-time", 2*time.Second, "repeat each measurement for at least this long")
 	f.StringVar(&modelDir, "model", "", "benchmark this checkpoint instead of random weights")
 	f.StringVar(&arch, "arch", "nemotron", "architecture of the random model: nemotron or llama")
+	f.StringVar(&shapeName, "shape", "standard", "shape preset of the random model: standard, standard-teacher, minitron-4b, nemotron-15b")
+	f.StringVar(&teacherShape, "teacher-shape", "standard-teacher", "kd: shape preset of the random teacher")
+	f.StringVar(&stateDType, "state-dtype", "f32", "train, kd: optimizer moment dtype, f32 or bf16")
 	f.IntVar(&shape.Vocab, "vocab", shape.Vocab, "vocabulary size of the random model")
 	f.IntVar(&shape.Hidden, "hidden", shape.Hidden, "hidden size of the random model")
 	f.IntVar(&shape.Layers, "layers", shape.Layers, "layers of the random model")
@@ -259,12 +328,35 @@ func benchDecode(cmd *cobra.Command, m *model.Model, prompt, newTokens int, minT
 	return err
 }
 
-func benchTrain(m *model.Model, batch, seq int, minTime time.Duration, res *benchResult) error {
+func benchTrain(m *model.Model, batch, seq int, stateDType string, minTime time.Duration, res *benchResult) error {
+	return benchSteps(m, train.CrossEntropy{}, batch, seq, stateDType, 3, minTime, res)
+}
+
+// benchKD times distillation steps: the teacher's forward pass and the
+// student's forward and backward passes with the KL loss, plus AdamW.
+func benchKD(teacher, student *model.Model, batch, seq int, stateDType string, minTime time.Duration, res *benchResult) error {
+	obj, err := distill.NewObjective(teacher, student, distill.KD{Temperature: 1})
+	if err != nil {
+		return err
+	}
+	defer obj.Free()
+	// FLOPs: the teacher's forward, relative to the student's.
+	ratio := forwardFLOPs(teacher.Config, batch, seq) / forwardFLOPs(student.Config, batch, seq)
+	return benchSteps(student, obj, batch, seq, stateDType, 3+ratio, minTime, res)
+}
+
+// benchSteps times training steps of m with objective obj; flopsPerFwd is
+// the step's FLOPs in units of m's forward pass.
+func benchSteps(m *model.Model, obj train.Objective, batch, seq int, stateDType string, flopsPerFwd float64, minTime time.Duration, res *benchResult) error {
 	cfg := train.Default()
 	cfg.Data.SeqLen = seq
 	cfg.Train.MicroBatch = batch
 	cfg.Train.Steps = 1 << 30
-	t, err := train.NewTrainer(&cfg, m, train.CrossEntropy{}, &train.RandomBatcher{Vocab: m.Config.VocabSize, Len: seq, Seed: 1})
+	if stateDType != "f32" && stateDType != "bf16" {
+		return fmt.Errorf("--state-dtype %q: use f32 or bf16", stateDType)
+	}
+	cfg.Optimizer.StateDType = stateDType
+	t, err := train.NewTrainer(&cfg, m, obj, &train.RandomBatcher{Vocab: m.Config.VocabSize, Len: seq, Seed: 1})
 	if err != nil {
 		return err
 	}
@@ -275,7 +367,10 @@ func benchTrain(m *model.Model, batch, seq int, minTime time.Duration, res *benc
 	})
 	res.Runs, res.Seconds = runs, d.Seconds()
 	res.TokensSec = float64(batch*seq*runs) / d.Seconds()
-	res.GFLOPS = 3 * forwardFLOPs(m.Config, batch, seq) * float64(runs) / d.Seconds() / 1e9
+	res.GFLOPS = flopsPerFwd * forwardFLOPs(m.Config, batch, seq) * float64(runs) / d.Seconds() / 1e9
+	if s, ok := m.Backend.(interface{ MemoryStats() (int64, int64, int64) }); ok {
+		_, res.PeakMemory, _ = s.MemoryStats()
+	}
 	return err
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 
 	"github.com/schollz/progressbar/v3"
@@ -11,23 +13,37 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/backend/cuda"
 	"github.com/minitron/minitron/model"
 )
 
 // addDevice registers --device on a command.
 func addDevice(cmd *cobra.Command, dev *string) {
-	cmd.Flags().StringVar(dev, "device", "cpu", "compute device: cpu (float32) or cuda (bfloat16 on an NVIDIA GPU)")
+	cmd.Flags().StringVar(dev, "device", "cpu", "compute device: cpu (float32), or cuda / cuda:N (bfloat16 on NVIDIA GPU N; needs the driver, NVRTC and cuBLAS, found on LD_LIBRARY_PATH, $CUDA_HOME or a Python nvidia/*/lib folder)")
 }
 
 // openBackend returns the backend for a --device value.
 func openBackend(dev string) (backend.Backend, error) {
-	switch strings.ToLower(dev) {
-	case "cpu":
+	d := strings.ToLower(dev)
+	switch {
+	case d == "cpu":
 		return cpu.New(), nil
-	case "cuda", "gpu":
-		return nil, fmt.Errorf("--device cuda: this build has no CUDA backend yet; use --device cpu")
+	case d == "cuda" || d == "gpu" || strings.HasPrefix(d, "cuda:"):
+		ordinal := 0
+		if i := strings.IndexByte(d, ':'); i >= 0 {
+			n, err := strconv.Atoi(d[i+1:])
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("--device %q: the GPU number after cuda: must be a non-negative integer", dev)
+			}
+			ordinal = n
+		}
+		b, err := cuda.Open(cuda.Options{Device: ordinal, Log: func(s string) { fmt.Fprintln(os.Stderr, s) }})
+		if err != nil {
+			return nil, fmt.Errorf("--device %s: %w (use --device cpu to run without a GPU)", dev, err)
+		}
+		return b, nil
 	}
-	return nil, fmt.Errorf("unknown --device %q (use cpu or cuda)", dev)
+	return nil, fmt.Errorf("unknown --device %q (use cpu, cuda or cuda:N)", dev)
 }
 
 // interactive reports whether stderr is a terminal (progress bars go there).
@@ -63,6 +79,10 @@ func loadModel(dir string, b backend.Backend) (*model.Model, error) {
 	if bar != nil {
 		bar.Finish()
 	}
+	// Give the conversion buffers of loading back to the OS now rather than
+	// whenever the scavenger gets to them: they are as large as the biggest
+	// tensors, and the run that follows needs the room.
+	debug.FreeOSMemory()
 	return m, err
 }
 

@@ -1,0 +1,66 @@
+package cuda
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestCachedCompile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kernels")
+	calls := 0
+	compile := func() ([]byte, error) { calls++; return []byte("cubin-bytes"), nil }
+	img, hit, err := cachedCompile(dir, "k1", ".cubin", compile)
+	if err != nil || hit || string(img) != "cubin-bytes" || calls != 1 {
+		t.Fatalf("first: %q %v %v calls=%d", img, hit, err, calls)
+	}
+	img, hit, err = cachedCompile(dir, "k1", ".cubin", compile)
+	if err != nil || !hit || string(img) != "cubin-bytes" || calls != 1 {
+		t.Fatalf("second: %q %v %v calls=%d", img, hit, err, calls)
+	}
+	// No temporary files are left behind.
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != "k1.cubin" {
+		t.Fatalf("cache holds %v", ents)
+	}
+	// A different key compiles again; a failing compile is an error and stores nothing.
+	boom := errors.New("boom")
+	if _, _, err := cachedCompile(dir, "k2", ".cubin", func() ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Fatalf("error %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "k2.cubin")); err == nil {
+		t.Fatal("a failed compile was cached")
+	}
+	// An unwritable cache still returns the image.
+	ro := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(ro, nil, 0o644)
+	if img, _, err := cachedCompile(filepath.Join(ro, "sub"), "k", ".cubin", compile); err != nil || string(img) != "cubin-bytes" {
+		t.Fatalf("unwritable cache: %q %v", img, err)
+	}
+}
+
+func TestCacheKey(t *testing.T) {
+	base := cacheKey("abc", "sm_90", 13000, 13000, []string{"-x"})
+	for name, k := range map[string]string{
+		"source":  cacheKey("abd", "sm_90", 13000, 13000, []string{"-x"}),
+		"arch":    cacheKey("abc", "sm_80", 13000, 13000, []string{"-x"}),
+		"driver":  cacheKey("abc", "sm_90", 12080, 13000, []string{"-x"}),
+		"nvrtc":   cacheKey("abc", "sm_90", 13000, 12080, []string{"-x"}),
+		"options": cacheKey("abc", "sm_90", 13000, 13000, []string{"-y"}),
+	} {
+		if k == base {
+			t.Errorf("changing the %s does not change the key", name)
+		}
+	}
+	if base != cacheKey("abc", "sm_90", 13000, 13000, []string{"-x"}) {
+		t.Error("key is not deterministic")
+	}
+}
+
+func TestCacheDir(t *testing.T) {
+	t.Setenv("MINITRON_CACHE", "/tmp/mc")
+	if d, err := CacheDir(); err != nil || d != "/tmp/mc/kernels" {
+		t.Fatalf("%q %v", d, err)
+	}
+}

@@ -1,0 +1,142 @@
+package cuda
+
+import (
+	"bytes"
+	"fmt"
+	"unsafe"
+)
+
+// driver binds the CUDA driver API (libcuda). Each method checks the
+// status and returns an *Error naming the call.
+type driver struct {
+	lib *library
+
+	cuInit, cuDriverGetVersion, cuGetErrorName                                proc
+	cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceGetAttribute      proc
+	cuDeviceTotalMem, cuDevicePrimaryCtxRetain, cuCtxSetCurrent               proc
+	cuMemGetInfo, cuMemAlloc, cuMemFree                                       proc
+	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD32Async proc
+	cuStreamCreate, cuStreamSynchronize                                       proc
+	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime      proc
+	cuEventDestroy                                                            proc
+	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel proc
+}
+
+func openDriver(e env) (*driver, error) {
+	path, err := e.find("the CUDA driver", driverNames)
+	if err != nil {
+		return nil, err
+	}
+	lib, err := openLibrary("the CUDA driver", path)
+	if err != nil {
+		return nil, err
+	}
+	d := &driver{lib: lib}
+	err = lib.bind(map[string]*proc{
+		"cuInit": &d.cuInit, "cuDriverGetVersion": &d.cuDriverGetVersion, "cuGetErrorName": &d.cuGetErrorName,
+		"cuDeviceGetCount": &d.cuDeviceGetCount, "cuDeviceGet": &d.cuDeviceGet, "cuDeviceGetName": &d.cuDeviceGetName,
+		"cuDeviceGetAttribute": &d.cuDeviceGetAttribute, "cuDeviceTotalMem_v2": &d.cuDeviceTotalMem,
+		"cuDevicePrimaryCtxRetain": &d.cuDevicePrimaryCtxRetain, "cuCtxSetCurrent": &d.cuCtxSetCurrent,
+		"cuMemGetInfo_v2": &d.cuMemGetInfo, "cuMemAlloc_v2": &d.cuMemAlloc, "cuMemFree_v2": &d.cuMemFree,
+		"cuMemcpyHtoDAsync_v2": &d.cuMemcpyHtoDAsync, "cuMemcpyDtoHAsync_v2": &d.cuMemcpyDtoHAsync,
+		"cuMemcpyDtoDAsync_v2": &d.cuMemcpyDtoDAsync, "cuMemsetD32Async": &d.cuMemsetD32Async,
+		"cuStreamCreate": &d.cuStreamCreate, "cuStreamSynchronize": &d.cuStreamSynchronize,
+		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventSynchronize": &d.cuEventSynchronize,
+		"cuEventElapsedTime": &d.cuEventElapsedTime, "cuEventDestroy_v2": &d.cuEventDestroy,
+		"cuModuleLoadData": &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction,
+		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuLaunchKernel": &d.cuLaunchKernel,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// check turns a driver status into an error naming call, using the
+// driver's own name for statuses the table lacks.
+func (d *driver) check(call string, status uintptr) error {
+	err := statusError(driverStatus, call, status)
+	if e, ok := err.(*Error); ok && e.Name == fmt.Sprintf("status %d", e.Status) && d.cuGetErrorName.addr != 0 {
+		var s *byte
+		if d.cuGetErrorName.call(status, uintptr(unsafe.Pointer(&s))) == 0 && s != nil {
+			e.Name = cString(s)
+		}
+	}
+	return err
+}
+
+// cString copies a NUL-terminated C string.
+func cString(p *byte) string {
+	var b []byte
+	for q := unsafe.Pointer(p); *(*byte)(q) != 0; q = unsafe.Add(q, 1) {
+		b = append(b, *(*byte)(q))
+	}
+	return string(b)
+}
+
+// Device attributes used (CUdevice_attribute).
+const (
+	attrMultiprocessors      = 16
+	attrCCMajor              = 75
+	attrCCMinor              = 76
+	attrMaxSharedOptin       = 97
+	funcAttrMaxDynamicShared = 8
+)
+
+// deviceInfo describes the GPU in use.
+type deviceInfo struct {
+	Ordinal      int
+	Name         string
+	Major, Minor int   // compute capability
+	SMs          int   // multiprocessors
+	Memory       int64 // bytes
+	MaxShared    int   // opt-in shared memory per block, bytes
+	Driver       int   // driver API version, e.g. 13000
+}
+
+// Arch returns the compute capability as NVRTC names it ("sm_90").
+func (i deviceInfo) Arch() string { return fmt.Sprintf("sm_%d%d", i.Major, i.Minor) }
+
+func (d *driver) init(ordinal int) (dev int32, info deviceInfo, err error) {
+	if err = d.check("cuInit", d.cuInit.call(0)); err != nil {
+		return
+	}
+	var ver, count int32
+	if err = d.check("cuDriverGetVersion", d.cuDriverGetVersion.call(uintptr(unsafe.Pointer(&ver)))); err != nil {
+		return
+	}
+	if err = d.check("cuDeviceGetCount", d.cuDeviceGetCount.call(uintptr(unsafe.Pointer(&count)))); err != nil {
+		return
+	}
+	if ordinal < 0 || ordinal >= int(count) {
+		err = fmt.Errorf("cuda: GPU %d requested but %d visible (check CUDA_VISIBLE_DEVICES)", ordinal, count)
+		return
+	}
+	if err = d.check("cuDeviceGet", d.cuDeviceGet.call(uintptr(unsafe.Pointer(&dev)), uintptr(ordinal))); err != nil {
+		return
+	}
+	name := make([]byte, 256)
+	if err = d.check("cuDeviceGetName", d.cuDeviceGetName.call(uintptr(unsafe.Pointer(&name[0])), uintptr(len(name)), uintptr(dev))); err != nil {
+		return
+	}
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	info = deviceInfo{Ordinal: ordinal, Name: string(name), Driver: int(ver)}
+	for _, a := range []struct {
+		attr int
+		dst  *int
+	}{{attrCCMajor, &info.Major}, {attrCCMinor, &info.Minor}, {attrMultiprocessors, &info.SMs}, {attrMaxSharedOptin, &info.MaxShared}} {
+		var v int32
+		if err = d.check("cuDeviceGetAttribute", d.cuDeviceGetAttribute.call(uintptr(unsafe.Pointer(&v)), uintptr(a.attr), uintptr(dev))); err != nil {
+			return
+		}
+		*a.dst = int(v)
+	}
+	var total uint64
+	if err = d.check("cuDeviceTotalMem_v2", d.cuDeviceTotalMem.call(uintptr(unsafe.Pointer(&total)), uintptr(dev))); err != nil {
+		return
+	}
+	info.Memory = int64(total)
+	return
+}

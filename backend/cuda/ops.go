@@ -1,0 +1,781 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"unsafe"
+
+	"github.com/minitron/minitron/backend"
+)
+
+// floatT checks that t is a float tensor of this backend.
+func (b *Backend) floatT(op, what string, t backend.Tensor) (*Tensor, error) {
+	if t == nil {
+		return nil, fmt.Errorf("cuda: %s: missing tensor (%s)", op, what)
+	}
+	ct, ok := t.(*Tensor)
+	if !ok || ct.b != b {
+		return nil, fmt.Errorf("cuda: %s: %T is not a tensor of this backend (%s)", op, t, what)
+	}
+	if ct.dt != backend.F32 && ct.dt != backend.BF16 {
+		return nil, fmt.Errorf("cuda: %s: tensor %v is %v, want a float tensor (%s)", op, ct.shape, ct.dt, what)
+	}
+	return ct, nil
+}
+
+func (b *Backend) intT(op string, t backend.Tensor) (*Tensor, error) {
+	if t == nil {
+		return nil, fmt.Errorf("cuda: %s: missing tensor", op)
+	}
+	ct, ok := t.(*Tensor)
+	if !ok || ct.b != b {
+		return nil, fmt.Errorf("cuda: %s: %T is not a tensor of this backend", op, t)
+	}
+	if ct.dt != backend.I32 {
+		return nil, fmt.Errorf("cuda: %s: tensor %v is %v, want I32", op, ct.shape, ct.dt)
+	}
+	return ct, nil
+}
+
+// mat checks a float tensor seen as a matrix [rows, cols] (a vector of
+// rows*cols elements passes where rows or cols is 1).
+func (b *Backend) mat(op, what string, t backend.Tensor, rows, cols int) (*Tensor, error) {
+	ct, err := b.floatT(op, what, t)
+	if err != nil {
+		return nil, err
+	}
+	vector := len(ct.shape) == 1 && (rows == 1 || cols == 1) && ct.numel() == rows*cols
+	if !vector && (backend.Rows(t) != rows || backend.Cols(t) != cols) {
+		return nil, backend.ShapeError(op, what, t.Shape(), rows, cols)
+	}
+	return ct, nil
+}
+
+func (b *Backend) optMat(op, what string, t backend.Tensor, rows, cols int) (*Tensor, error) {
+	if t == nil {
+		return nil, nil
+	}
+	return b.mat(op, what, t, rows, cols)
+}
+
+func (b *Backend) sameFloats(op string, ts ...backend.Tensor) ([]*Tensor, error) {
+	out := make([]*Tensor, len(ts))
+	for i, t := range ts {
+		ct, err := b.floatT(op, "operand", t)
+		if err != nil {
+			return nil, err
+		}
+		if ct.numel() != out0numel(out, ct) {
+			return nil, fmt.Errorf("cuda: %s: shapes %v and %v differ", op, ts[0].Shape(), t.Shape())
+		}
+		out[i] = ct
+	}
+	return out, nil
+}
+
+func out0numel(out []*Tensor, ct *Tensor) int {
+	if out[0] == nil {
+		return ct.numel()
+	}
+	return out[0].numel()
+}
+
+// temp allocates a scratch tensor. Freeing it right after queuing the
+// kernels that use it is safe: the allocator hands the block out again only
+// to work queued later on the same stream.
+func (b *Backend) temp(dt backend.DType, n int) (*Tensor, error) {
+	return b.alloc(dt, []int{n})
+}
+
+// MatMul computes c = alpha*op(x)*op(y) + beta*c on cuBLAS.
+func (b *Backend) MatMul(c, x, y backend.Tensor, transA, transB bool, alpha, beta float32) error {
+	const op = "MatMul"
+	ts, err := b.floats3(op, c, x, y)
+	if err != nil {
+		return err
+	}
+	ct, xt, yt := ts[0], ts[1], ts[2]
+	m, k := backend.Rows(x), backend.Cols(x)
+	if transA {
+		m, k = k, m
+	}
+	kb, n := backend.Rows(y), backend.Cols(y)
+	if transB {
+		kb, n = n, kb
+	}
+	if k != kb {
+		return fmt.Errorf("cuda: MatMul: inner dimensions differ: op(a) is [%d,%d], op(b) is [%d,%d]", m, k, kb, n)
+	}
+	if backend.Rows(c) != m || backend.Cols(c) != n {
+		return backend.ShapeError(op, "c", c.Shape(), m, n)
+	}
+	if m == 0 || n == 0 {
+		return nil
+	}
+	if k == 0 {
+		return b.Scale(c, beta)
+	}
+	// cuBLAS multiplies bf16×bf16 into bf16 or f32, and f32×f32 into f32;
+	// other mixes convert an f32 operand to bf16 first.
+	typeAB := dataBF16
+	if xt.dt == backend.F32 && yt.dt == backend.F32 && ct.dt == backend.F32 {
+		typeAB = dataF32
+	} else {
+		for _, p := range []**Tensor{&xt, &yt} {
+			if (*p).dt == backend.F32 {
+				tmp, err := b.temp(backend.BF16, (*p).numel())
+				if err != nil {
+					return err
+				}
+				defer b.Free(tmp)
+				if err := b.Copy(tmp, *p); err != nil {
+					return err
+				}
+				tmp.shape = (*p).shape
+				*p = tmp
+			}
+		}
+	}
+	typeC := dataBF16
+	if ct.dt == backend.F32 {
+		typeC = dataF32
+	}
+	return b.dev.gemm(rowMajorGemm(m, n, k, transA, transB, xt.ptr, yt.ptr, ct.ptr, alpha, beta, typeAB, typeC))
+}
+
+func (b *Backend) floats3(op string, ts ...backend.Tensor) ([]*Tensor, error) {
+	out := make([]*Tensor, len(ts))
+	for i, t := range ts {
+		ct, err := b.floatT(op, []string{"c", "a", "b"}[i], t)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = ct
+	}
+	return out, nil
+}
+
+// checkIDs checks host copies of indices against [0, limit).
+func checkIDs(op, what string, ids []int32, limit int) error {
+	for i, id := range ids {
+		if id < 0 || int(id) >= limit {
+			return fmt.Errorf("cuda: %s: %s %d at position %d is outside [0, %d)", op, what, id, i, limit)
+		}
+	}
+	return nil
+}
+
+// Embedding gathers table rows by id.
+func (b *Backend) Embedding(out, table, ids backend.Tensor) error {
+	const op = "Embedding"
+	it, err := b.intT(op, ids)
+	if err != nil {
+		return err
+	}
+	v, d := backend.Rows(table), backend.Cols(table)
+	tt, err := b.mat(op, "table", table, v, d)
+	if err != nil {
+		return err
+	}
+	ot, err := b.mat(op, "out", out, len(it.host), d)
+	if err != nil {
+		return err
+	}
+	if err := checkIDs(op, "token id", it.host, v); err != nil {
+		return err
+	}
+	n := len(it.host)
+	return b.launch("embedding", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
+		ot.arg(), tt.arg(), it.arg(), argInt(n), argInt(d), argInt(v), argPtr(b.errWord))
+}
+
+// EmbeddingBackward adds dout rows into dtable, one float32 sum per
+// distinct id (rows are grouped by id on the host from the ids' host copy).
+func (b *Backend) EmbeddingBackward(dtable, dout, ids backend.Tensor) error {
+	const op = "EmbeddingBackward"
+	it, err := b.intT(op, ids)
+	if err != nil {
+		return err
+	}
+	v, d := backend.Rows(dtable), backend.Cols(dtable)
+	tt, err := b.mat(op, "dtable", dtable, v, d)
+	if err != nil {
+		return err
+	}
+	ot, err := b.mat(op, "dout", dout, len(it.host), d)
+	if err != nil {
+		return err
+	}
+	if err := checkIDs(op, "token id", it.host, v); err != nil {
+		return err
+	}
+	order, starts := groupByID(it.host)
+	if len(order) == 0 {
+		return nil
+	}
+	idx, err := b.FromInt32(append(order, starts...), len(order)+len(starts))
+	if err != nil {
+		return err
+	}
+	defer b.Free(idx)
+	ip := idx.(*Tensor).ptr
+	return b.launch("embedding_backward", [3]uint32{uint32(len(starts) - 1), 1, 1}, rowBlock(d), 0,
+		tt.arg(), ot.arg(), it.arg(), argPtr(ip), argPtr(ip+uintptr(4*len(order))), argInt(d))
+}
+
+// groupByID returns the rows ordered by id (stable) and the start of each
+// run of equal ids, with a final entry len(ids).
+func groupByID(ids []int32) (order, starts []int32) {
+	order = make([]int32, len(ids))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	sort.SliceStable(order, func(a, c int) bool { return ids[order[a]] < ids[order[c]] })
+	for i := range order {
+		if i == 0 || ids[order[i]] != ids[order[i-1]] {
+			starts = append(starts, int32(i))
+		}
+	}
+	return order, append(starts, int32(len(ids)))
+}
+
+// LayerNorm normalizes rows: (x-mean)*rstd*(w+wOffset) + bias.
+func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset float32) error {
+	const op = "LayerNorm"
+	n, d := backend.Rows(x), backend.Cols(x)
+	xt, err := b.mat(op, "x", x, n, d)
+	if err != nil {
+		return err
+	}
+	ot, err := b.mat(op, "out", out, n, d)
+	if err != nil {
+		return err
+	}
+	wt, err := b.mat(op, "weight", w, 1, d)
+	if err != nil {
+		return err
+	}
+	bt, err := b.optMat(op, "bias", bias, 1, d)
+	if err != nil {
+		return err
+	}
+	st, err := b.optMat(op, "stats", stats, n, 2)
+	if err != nil {
+		return err
+	}
+	return b.launch("layernorm", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
+		ot.arg(), optArg(st), xt.arg(), wt.arg(), optArg(bt), argInt(n), argInt(d), argF32(eps), argF32(wOffset))
+}
+
+// RMSNorm normalizes rows: x*rstd*w.
+func (b *Backend) RMSNorm(out, stats, x, w backend.Tensor, eps float32) error {
+	const op = "RMSNorm"
+	n, d := backend.Rows(x), backend.Cols(x)
+	xt, err := b.mat(op, "x", x, n, d)
+	if err != nil {
+		return err
+	}
+	ot, err := b.mat(op, "out", out, n, d)
+	if err != nil {
+		return err
+	}
+	wt, err := b.mat(op, "weight", w, 1, d)
+	if err != nil {
+		return err
+	}
+	st, err := b.optMat(op, "stats", stats, n, 1)
+	if err != nil {
+		return err
+	}
+	return b.launch("rmsnorm", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
+		ot.arg(), optArg(st), xt.arg(), wt.arg(), argInt(n), argInt(d), argF32(eps))
+}
+
+// LayerNormBackward overwrites dx and accumulates dw and dbias.
+func (b *Backend) LayerNormBackward(dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
+	return b.normBackward("LayerNormBackward", 0, dx, dw, dbias, dout, x, w, stats, wOffset)
+}
+
+// RMSNormBackward overwrites dx and accumulates dw.
+func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, stats backend.Tensor) error {
+	return b.normBackward("RMSNormBackward", 1, dx, dw, nil, dout, x, w, stats, 0)
+}
+
+// normRowsPerChunk is the number of rows each partial weight-gradient sum
+// covers; the sums are added in chunk order, so results are deterministic.
+const normRowsPerChunk = 64
+
+func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
+	n, d := backend.Rows(x), backend.Cols(x)
+	xt, err := b.mat(op, "x", x, n, d)
+	if err != nil {
+		return err
+	}
+	gt, err := b.mat(op, "dout", dout, n, d)
+	if err != nil {
+		return err
+	}
+	dxt, err := b.mat(op, "dx", dx, n, d)
+	if err != nil {
+		return err
+	}
+	wt, err := b.mat(op, "weight", w, 1, d)
+	if err != nil {
+		return err
+	}
+	dwt, err := b.mat(op, "dweight", dw, 1, d)
+	if err != nil {
+		return err
+	}
+	statCols := 2 - kind
+	stt, err := b.mat(op, "stats", stats, n, statCols)
+	if err != nil {
+		return err
+	}
+	dbt, err := b.optMat(op, "dbias", dbias, 1, d)
+	if err != nil {
+		return err
+	}
+	if n == 0 || d == 0 {
+		return nil
+	}
+	chunks := (n + normRowsPerChunk - 1) / normRowsPerChunk
+	part, err := b.temp(backend.F32, chunks*2*d)
+	if err != nil {
+		return err
+	}
+	defer b.Free(part)
+	// Weight gradients first: dx may overwrite dout.
+	if err := b.launch("norm_backward_dw_partial", [3]uint32{uint32((d + 31) / 32), uint32(chunks), 1}, [3]uint32{32, 8, 1}, 0,
+		argPtr(part.ptr), gt.arg(), xt.arg(), stt.arg(), argInt(kind), argInt(n), argInt(d), argInt(normRowsPerChunk)); err != nil {
+		return err
+	}
+	if err := b.launch("norm_backward_dx", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
+		dxt.arg(), gt.arg(), xt.arg(), wt.arg(), stt.arg(), argInt(kind), argInt(n), argInt(d), argF32(wOffset)); err != nil {
+		return err
+	}
+	return b.launch("norm_backward_dw_finish", [3]uint32{uint32((d + 255) / 256), 1, 1}, block1, 0,
+		dwt.arg(), optArg(dbt), argPtr(part.ptr), argInt(chunks), argInt(d))
+}
+
+// RoPE rotates x in place.
+func (b *Backend) RoPE(x, pos backend.Tensor, r backend.RoPE, inverse bool) error {
+	const op = "RoPE"
+	pt, err := b.intT(op, pos)
+	if err != nil {
+		return err
+	}
+	n, width := len(pt.host), backend.Cols(x)
+	xt, err := b.mat(op, "x", x, n, width)
+	if err != nil {
+		return err
+	}
+	if r.HeadDim <= 0 || width%r.HeadDim != 0 || r.RotDim%2 != 0 || r.RotDim > r.HeadDim || len(r.InvFreq) != r.RotDim/2 {
+		return fmt.Errorf("cuda: RoPE: head dim %d, rotary dim %d, %d frequencies do not fit rows of %d", r.HeadDim, r.RotDim, len(r.InvFreq), width)
+	}
+	if r.RotDim == 0 || n == 0 {
+		return nil
+	}
+	freq, err := b.upload(float32Bytes(r.InvFreq))
+	if err != nil {
+		return err
+	}
+	heads := width / r.HeadDim
+	inv := 0
+	if inverse {
+		inv = 1
+	}
+	return b.launch("rope", b.grid1(n*heads*r.RotDim/2), block1, 0,
+		xt.arg(), pt.arg(), argPtr(freq), argInt(n), argInt(heads), argInt(r.HeadDim), argInt(r.RotDim), argInt(inv))
+}
+
+// Attention tiling, matching kernels/attention.cu.
+const (
+	attnWarps   = 8
+	attnTile    = 32
+	attnMaxHead = 256
+)
+
+// attentionShared gives each attention kernel's dynamic shared memory in
+// bytes for a head dimension.
+var attentionShared = map[string]func(hd int) int{
+	"attention":              func(hd int) int { return 4 * (attnTile*(2*hd+1) + attnWarps*hd) },
+	"attention_backward_dq":  func(hd int) int { return 4 * (2*attnTile*(hd+1) + 2*attnWarps*hd) },
+	"attention_backward_dkv": func(hd int) int { return 4 * (2*attnTile*(hd+1) + 2*attnWarps*hd + 2*attnTile) },
+}
+
+func (b *Backend) attnCheck(op string, a backend.Attn) error {
+	if a.HeadDim > attnMaxHead {
+		return fmt.Errorf("cuda: %s: head dimension %d is above the %d the attention kernels support", op, a.HeadDim, attnMaxHead)
+	}
+	for name, f := range attentionShared {
+		if need := f(a.HeadDim); need > max(48<<10, b.inf.MaxShared) {
+			return fmt.Errorf("cuda: %s: kernel %s needs %d bytes of shared memory for head dimension %d; this GPU has %d",
+				op, name, need, a.HeadDim, max(48<<10, b.inf.MaxShared))
+		}
+	}
+	return nil
+}
+
+// Attention computes causal grouped-query attention (flash style).
+func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) error {
+	const op = "Attention"
+	if err := a.Check(q, k, v); err != nil {
+		return err
+	}
+	if err := b.attnCheck(op, a); err != nil {
+		return err
+	}
+	wq, wk := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+	qt, err := b.mat(op, "q", q, a.B*a.T, wq)
+	if err != nil {
+		return err
+	}
+	kt, err := b.mat(op, "k", k, backend.Rows(k), wk)
+	if err != nil {
+		return err
+	}
+	vt, err := b.mat(op, "v", v, backend.Rows(k), wk)
+	if err != nil {
+		return err
+	}
+	ot, err := b.mat(op, "out", out, a.B*a.T, wq)
+	if err != nil {
+		return err
+	}
+	lt, err := b.optMat(op, "lse", lse, a.B*a.T, a.Heads)
+	if err != nil {
+		return err
+	}
+	if a.B == 0 || a.T == 0 {
+		return nil
+	}
+	var past, slots uintptr
+	if a.Past != nil {
+		if past, err = b.upload(int32Bytes(toInt32(a.Past))); err != nil {
+			return err
+		}
+	}
+	if a.Slots != nil {
+		if slots, err = b.upload(int32Bytes(toInt32(a.Slots))); err != nil {
+			return err
+		}
+	}
+	grid := [3]uint32{uint32((a.T + attnWarps - 1) / attnWarps), uint32(a.Heads), uint32(a.B)}
+	return b.launch("attention", grid, [3]uint32{32 * attnWarps, 1, 1}, attentionShared["attention"](a.HeadDim),
+		ot.arg(), optArg(lt), qt.arg(), kt.arg(), vt.arg(), argPtr(past), argPtr(slots),
+		argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argInt(a.KVRows), argF32(a.Scale))
+}
+
+func toInt32(v []int) []int32 {
+	out := make([]int32, len(v))
+	for i, x := range v {
+		out[i] = int32(x)
+	}
+	return out
+}
+
+// AttentionBackward overwrites dq, dk and dv, recomputing probabilities
+// from lse tile by tile.
+func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.Tensor, a backend.Attn) error {
+	const op = "AttentionBackward"
+	if err := a.Check(q, k, v); err != nil {
+		return err
+	}
+	if a.Past != nil || a.Slots != nil || a.KVRows != a.T {
+		return fmt.Errorf("cuda: AttentionBackward: needs keys exactly the queries' rows (no past, no slots, KVRows = T)")
+	}
+	if err := b.attnCheck(op, a); err != nil {
+		return err
+	}
+	n, wq, wk := a.B*a.T, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+	var ts [9]*Tensor
+	for i, c := range []struct {
+		what string
+		t    backend.Tensor
+		cols int
+	}{{"dq", dq, wq}, {"dk", dk, wk}, {"dv", dv, wk}, {"dout", dout, wq}, {"out", out, wq}, {"lse", lse, a.Heads}, {"q", q, wq}, {"k", k, wk}, {"v", v, wk}} {
+		t, err := b.mat(op, c.what, c.t, n, c.cols)
+		if err != nil {
+			return err
+		}
+		ts[i] = t
+	}
+	dqt, dkt, dvt, dot, outt, lt, qt, kt, vt := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8]
+	if n == 0 {
+		return nil
+	}
+	D, err := b.temp(backend.F32, n*a.Heads)
+	if err != nil {
+		return err
+	}
+	defer b.Free(D)
+	warps := n * a.Heads
+	if err := b.launch("attention_backward_pre", [3]uint32{uint32((warps*32 + 255) / 256), 1, 1}, block1, 0,
+		argPtr(D.ptr), dot.arg(), outt.arg(), argInt(n), argInt(a.Heads), argInt(a.HeadDim)); err != nil {
+		return err
+	}
+	tiles := uint32((a.T + attnWarps - 1) / attnWarps)
+	blk := [3]uint32{32 * attnWarps, 1, 1}
+	if err := b.launch("attention_backward_dq", [3]uint32{tiles, uint32(a.Heads), uint32(a.B)}, blk, attentionShared["attention_backward_dq"](a.HeadDim),
+		dqt.arg(), dot.arg(), qt.arg(), kt.arg(), vt.arg(), lt.arg(), argPtr(D.ptr),
+		argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argF32(a.Scale)); err != nil {
+		return err
+	}
+	return b.launch("attention_backward_dkv", [3]uint32{tiles, uint32(a.KVHeads), uint32(a.B)}, blk, attentionShared["attention_backward_dkv"](a.HeadDim),
+		dkt.arg(), dvt.arg(), dot.arg(), qt.arg(), kt.arg(), vt.arg(), lt.arg(), argPtr(D.ptr),
+		argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argF32(a.Scale))
+}
+
+// elementwise launches a grid-stride kernel over tensors of equal size.
+func (b *Backend) elementwise(op, kernel string, ts ...backend.Tensor) error {
+	cts, err := b.sameFloats(op, ts...)
+	if err != nil {
+		return err
+	}
+	n := cts[0].numel()
+	args := make([]arg, 0, len(cts)+1)
+	for _, t := range cts {
+		args = append(args, t.arg())
+	}
+	return b.launch(kernel, b.grid1(n), block1, 0, append(args, argI64(n))...)
+}
+
+// ReLU2 computes max(x,0)².
+func (b *Backend) ReLU2(out, x backend.Tensor) error { return b.elementwise("ReLU2", "relu2", out, x) }
+
+// ReLU2Backward computes dx = dout*2*max(x,0).
+func (b *Backend) ReLU2Backward(dx, dout, x backend.Tensor) error {
+	return b.elementwise("ReLU2Backward", "relu2_backward", dx, dout, x)
+}
+
+// SwiGLU computes silu(gate)*up.
+func (b *Backend) SwiGLU(out, gate, up backend.Tensor) error {
+	return b.elementwise("SwiGLU", "swiglu", out, gate, up)
+}
+
+// SwiGLUBackward overwrites dgate and dup.
+func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up backend.Tensor) error {
+	return b.elementwise("SwiGLUBackward", "swiglu_backward", dgate, dup, dout, gate, up)
+}
+
+// Add computes a+b.
+func (b *Backend) Add(out, x, y backend.Tensor) error { return b.elementwise("Add", "add", out, x, y) }
+
+// ScatterRows writes dst[rows[i]] = src[i].
+func (b *Backend) ScatterRows(dst, src, rows backend.Tensor) error {
+	return b.moveRows("ScatterRows", "scatter_rows", dst, src, rows, true)
+}
+
+// GatherRows reads dst[i] = src[rows[i]].
+func (b *Backend) GatherRows(dst, src, rows backend.Tensor) error {
+	return b.moveRows("GatherRows", "gather_rows", dst, src, rows, false)
+}
+
+func (b *Backend) moveRows(op, kernel string, dst, src, rows backend.Tensor, scatter bool) error {
+	rt, err := b.intT(op, rows)
+	if err != nil {
+		return err
+	}
+	dt, err := b.floatT(op, "dst", dst)
+	if err != nil {
+		return err
+	}
+	st, err := b.floatT(op, "src", src)
+	if err != nil {
+		return err
+	}
+	d := backend.Cols(src)
+	if backend.Cols(dst) != d {
+		return fmt.Errorf("cuda: %s: rows of %d and %d values", op, backend.Cols(dst), d)
+	}
+	many, few := backend.Rows(dst), backend.Rows(src)
+	if !scatter {
+		many, few = few, many
+	}
+	if few != len(rt.host) {
+		return fmt.Errorf("cuda: %s: %d row indices for %d rows", op, len(rt.host), few)
+	}
+	if err := checkIDs(op, "row index", rt.host, many); err != nil {
+		return err
+	}
+	return b.launch(kernel, [3]uint32{uint32(few), 1, 1}, rowBlock(d), 0,
+		dt.arg(), st.arg(), rt.arg(), argInt(few), argInt(d), argInt(many), argPtr(b.errWord))
+}
+
+// CrossEntropy computes per-row losses and optionally their gradient.
+func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, scale float32) error {
+	const op = "CrossEntropy"
+	tt, err := b.intT(op, targets)
+	if err != nil {
+		return err
+	}
+	n, v := len(tt.host), backend.Cols(logits)
+	lt, err := b.mat(op, "logits", logits, n, v)
+	if err != nil {
+		return err
+	}
+	ls, err := b.mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	dt, err := b.optMat(op, "dlogits", dlogits, n, v)
+	if err != nil {
+		return err
+	}
+	for i, t := range tt.host {
+		if int(t) >= v {
+			return fmt.Errorf("cuda: CrossEntropy: target %d at row %d is outside the vocabulary of %d", t, i, v)
+		}
+	}
+	return b.launch("cross_entropy", [3]uint32{uint32(n), 1, 1}, rowBlock(v), 0,
+		ls.arg(), optArg(dt), lt.arg(), tt.arg(), argInt(n), argInt(v), argF32(scale), argPtr(b.errWord))
+}
+
+// SquaredNorm sums squares in float64.
+func (b *Backend) SquaredNorm(t backend.Tensor) (float64, error) {
+	ct, err := b.floatT("SquaredNorm", "tensor", t)
+	if err != nil {
+		return 0, err
+	}
+	n := ct.numel()
+	if err := b.dev.memset32(b.dbl, 0, 2); err != nil {
+		return 0, err
+	}
+	if err := b.launch("sqnorm", b.grid1(n), block1, 0, ct.arg(), argI64(n), argPtr(b.dbl)); err != nil {
+		return 0, err
+	}
+	var s float64
+	if err := b.dev.dtoh(unsafe.Pointer(&s), b.dbl, 8); err != nil {
+		return 0, err
+	}
+	return s, nil
+}
+
+// Scale multiplies in place.
+func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
+	ct, err := b.floatT("Scale", "tensor", t)
+	if err != nil {
+		return err
+	}
+	n := ct.numel()
+	return b.launch("scale", b.grid1(n), block1, 0, ct.arg(), argI64(n), argF32(alpha))
+}
+
+// AdamW updates w, m and v in place; bf16 tensors are written with
+// stochastic rounding.
+func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
+	const op = "AdamW"
+	ts, err := b.sameFloats(op, w, g, m, v)
+	if err != nil {
+		return err
+	}
+	if p.Step < 1 {
+		return fmt.Errorf("cuda: AdamW: step %d, want >= 1", p.Step)
+	}
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	n := ts[0].numel()
+	seed := uint32(p.Step)*0x9e3779b1 ^ uint32(n)*0x85ebca6b
+	return b.launch("adamw", b.grid1(n), block1, 0, ts[0].arg(), ts[1].arg(), ts[2].arg(), ts[3].arg(), argI64(n),
+		argF32(p.LR), argF32(p.Beta1), argF32(p.Beta2), argF32(p.Eps), argF32(p.WeightDecay),
+		argF32(float32(bc1)), argF32(float32(math.Sqrt(bc2))), argF32(p.GradScale), argU32(seed))
+}
+
+func klCheck(p backend.KL) error {
+	if !(p.Temperature > 0) {
+		return fmt.Errorf("cuda: KL: temperature %v must be positive", p.Temperature)
+	}
+	return nil
+}
+
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// KLDiv compares student and teacher logits row by row.
+func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p backend.KL) error {
+	const op = "KLDiv"
+	if err := klCheck(p); err != nil {
+		return err
+	}
+	n, v := backend.Rows(student), backend.Cols(student)
+	st, err := b.mat(op, "student", student, n, v)
+	if err != nil {
+		return err
+	}
+	tt, err := b.mat(op, "teacher", teacher, n, v)
+	if err != nil {
+		return err
+	}
+	lt, err := b.mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	dt, err := b.optMat(op, "dstudent", dstudent, n, v)
+	if err != nil {
+		return err
+	}
+	return b.launch("kl_div", [3]uint32{uint32(n), 1, 1}, rowBlock(v), 0,
+		lt.arg(), optArg(dt), st.arg(), tt.arg(), argInt(n), argInt(v), argF32(p.Temperature), argInt(boolInt(p.Reverse)), argF32(p.Scale))
+}
+
+// topKMax matches TOPK_MAX in kernels/loss.cu.
+const topKMax = 1024
+
+// KLTopK compares student logits with a top-k teacher.
+func (b *Backend) KLTopK(losses, dstudent, student, ids, logp backend.Tensor, p backend.KL) error {
+	const op = "KLTopK"
+	if err := klCheck(p); err != nil {
+		return err
+	}
+	if p.Missing != backend.MissingRenormalize && p.Missing != backend.MissingUniform {
+		return fmt.Errorf("cuda: KLTopK: missing-mass policy %q: use %s or %s", p.Missing, backend.MissingRenormalize, backend.MissingUniform)
+	}
+	if p.Reverse && p.Missing == backend.MissingRenormalize {
+		return fmt.Errorf("cuda: KLTopK: reverse KL against a renormalized top-k teacher is infinite; use the %s policy", backend.MissingUniform)
+	}
+	n, v := backend.Rows(student), backend.Cols(student)
+	it, err := b.intT(op, ids)
+	if err != nil {
+		return err
+	}
+	k := backend.Cols(ids)
+	if len(it.host) != n*k {
+		return backend.ShapeError(op, "ids", ids.Shape(), n, k)
+	}
+	if k > topKMax {
+		return fmt.Errorf("cuda: KLTopK: top-%d teacher; the kernel supports at most %d", k, topKMax)
+	}
+	st, err := b.mat(op, "student", student, n, v)
+	if err != nil {
+		return err
+	}
+	pt, err := b.mat(op, "logp", logp, n, k)
+	if err != nil {
+		return err
+	}
+	lt, err := b.mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	dt, err := b.optMat(op, "dstudent", dstudent, n, v)
+	if err != nil {
+		return err
+	}
+	for i, id := range it.host {
+		if id < 0 || int(id) >= v {
+			return fmt.Errorf("cuda: KLTopK: teacher token %d at row %d is outside the vocabulary of %d", id, i/max(k, 1), v)
+		}
+	}
+	if k >= v && p.Missing == backend.MissingUniform {
+		return fmt.Errorf("cuda: KLTopK: top-%d of a %d-token vocabulary leaves no token for the uniform policy", k, v)
+	}
+	return b.launch("kl_topk", [3]uint32{uint32(n), 1, 1}, rowBlock(v), 0,
+		lt.arg(), optArg(dt), st.arg(), it.arg(), pt.arg(), argInt(n), argInt(v), argInt(k), argF32(p.Temperature),
+		argInt(boolInt(p.Reverse)), argInt(boolInt(p.Missing == backend.MissingUniform)), argF32(p.Scale), argPtr(b.errWord))
+}

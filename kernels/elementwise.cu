@@ -1,0 +1,137 @@
+// Elementwise and row-copy kernels. All use grid-stride loops over n
+// elements, so any grid size is correct.
+
+extern "C" __global__ void fill(void* x, i64 n, float v) {
+    GRID_STRIDE(i, n) st(x, i, v);
+}
+
+// convert copies between float storages (and within one).
+extern "C" __global__ void convert(void* dst, const void* src, i64 n) {
+    GRID_STRIDE(i, n) st(dst, i, ld(src, i));
+}
+
+extern "C" __global__ void add(void* out, const void* a, const void* b, i64 n) {
+    GRID_STRIDE(i, n) st(out, i, ld(a, i) + ld(b, i));
+}
+
+extern "C" __global__ void scale(void* x, i64 n, float alpha) {
+    GRID_STRIDE(i, n) st(x, i, ld(x, i) * alpha);
+}
+
+extern "C" __global__ void relu2(void* out, const void* x, i64 n) {
+    GRID_STRIDE(i, n) {
+        float v = fmaxf(ld(x, i), 0.f);
+        st(out, i, v * v);
+    }
+}
+
+extern "C" __global__ void relu2_backward(void* dx, const void* dout, const void* x, i64 n) {
+    GRID_STRIDE(i, n) st(dx, i, ld(dout, i) * 2.f * fmaxf(ld(x, i), 0.f));
+}
+
+// swiglu: out = silu(gate) * up.
+extern "C" __global__ void swiglu(void* out, const void* gate, const void* up, i64 n) {
+    GRID_STRIDE(i, n) {
+        float g = ld(gate, i);
+        st(out, i, g / (1.f + expf(-g)) * ld(up, i));
+    }
+}
+
+extern "C" __global__ void swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, i64 n) {
+    GRID_STRIDE(i, n) {
+        float g = ld(gate, i), u = ld(up, i), d = ld(dout, i);
+        float s = 1.f / (1.f + expf(-g));
+        st(dgate, i, d * u * s * (1.f + g * (1.f - s)));
+        st(dup, i, d * g * s);
+    }
+}
+
+// sqnorm adds the sum of squares of x to *out, in double precision.
+extern "C" __global__ void sqnorm(const void* x, i64 n, double* out) {
+    double s = 0;
+    GRID_STRIDE(i, n) {
+        double v = ld(x, i);
+        s += v * v;
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    __shared__ double sh[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) sh[w] = s;
+    __syncthreads();
+    if (w == 0) {
+        s = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0;
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) atomicAdd(out, s);
+    }
+}
+
+// adamw is PyTorch's AdamW: decoupled decay, then the moment update and
+// the bias-corrected step. bfloat16 weights and moments are stored with
+// stochastic rounding (seeded by seed), so steps far below one bf16 ulp
+// still move them on average.
+extern "C" __global__ void adamw(void* w, const void* g, void* m, void* v, i64 n,
+                                 float lr, float beta1, float beta2, float eps, float wd,
+                                 float bc1, float sqrt_bc2, float gscale, u32 seed) {
+    GRID_STRIDE(i, n) {
+        float gi = ld(g, i) * gscale;
+        float mi = beta1 * ld(m, i) + (1.f - beta1) * gi;
+        float vi = beta2 * ld(v, i) + (1.f - beta2) * gi * gi;
+        float wi = ld(w, i) * (1.f - lr * wd);
+        wi -= lr / bc1 * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+        u32 r = hash32(seed, (u64)i);
+        st_sr(w, i, wi, r);
+        st_sr(m, i, mi, r >> 16 | r << 16);
+        st_sr(v, i, vi, hash32(seed ^ 0x9e3779b9u, (u64)i));
+    }
+}
+
+// gather_rows: dst[i] = src[rows[i]] for n rows of d.
+extern "C" __global__ void gather_rows(void* dst, const void* src, const int* rows, int n, int d, int srcRows, int* err) {
+    int i = blockIdx.x;
+    int r = rows[i];
+    if (r < 0 || r >= srcRows) {
+        if (threadIdx.x == 0) report(err, 2);
+        return;
+    }
+    for (int j = threadIdx.x; j < d; j += blockDim.x) st(dst, (i64)i * d + j, ld(src, (i64)r * d + j));
+}
+
+// scatter_rows: dst[rows[i]] = src[i].
+extern "C" __global__ void scatter_rows(void* dst, const void* src, const int* rows, int n, int d, int dstRows, int* err) {
+    int i = blockIdx.x;
+    int r = rows[i];
+    if (r < 0 || r >= dstRows) {
+        if (threadIdx.x == 0) report(err, 2);
+        return;
+    }
+    for (int j = threadIdx.x; j < d; j += blockDim.x) st(dst, (i64)r * d + j, ld(src, (i64)i * d + j));
+}
+
+// embedding: out[i] = table[ids[i]].
+extern "C" __global__ void embedding(void* out, const void* table, const int* ids, int n, int d, int vocab, int* err) {
+    int i = blockIdx.x;
+    int id = ids[i];
+    if (id < 0 || id >= vocab) {
+        if (threadIdx.x == 0) report(err, 1);
+        for (int j = threadIdx.x; j < d; j += blockDim.x) st(out, (i64)i * d + j, 0.f);
+        return;
+    }
+    for (int j = threadIdx.x; j < d; j += blockDim.x) st(out, (i64)i * d + j, ld(table, (i64)id * d + j));
+}
+
+// embedding_backward adds, for each segment s of rows sharing one id,
+// the float32 sum of dout over those rows to dtable[id] once: order lists
+// the rows grouped by id, starts[s]..starts[s+1] delimits segment s. No
+// two blocks touch the same row of dtable, so no atomics are needed and
+// bfloat16 tables are rounded once per step, not once per occurrence.
+extern "C" __global__ void embedding_backward(void* dtable, const void* dout, const int* ids, const int* order, const int* starts, int d) {
+    int s = blockIdx.x;
+    int a = starts[s], b = starts[s + 1];
+    int id = ids[order[a]];
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float acc = 0.f;
+        for (int r = a; r < b; r++) acc += ld(dout, (i64)order[r] * d + j);
+        i64 o = (i64)id * d + j;
+        st(dtable, o, ld(dtable, o) + acc);
+    }
+}

@@ -1,0 +1,106 @@
+package kernels
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestKernelsParse(t *testing.T) {
+	ks, err := Kernels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spot-check declarations against the sources.
+	for name, want := range map[string]string{
+		"add":                      "pppl",
+		"adamw":                    "ppppl" + "ffffffff" + "u",
+		"attention":                "ppppppp" + "iiiii" + "f",
+		"cross_entropy":            "pppp" + "ii" + "f" + "p",
+		"kl_topk":                  "ppppp" + "iii" + "f" + "ii" + "f" + "p",
+		"rope":                     "ppp" + "iiiii",
+		"norm_backward_dw_partial": "pppp" + "iiii",
+	} {
+		k, ok := ks[name]
+		if !ok {
+			t.Fatalf("kernel %s not found", name)
+		}
+		var got strings.Builder
+		for _, p := range k.Params {
+			got.WriteByte(byte(p.Kind))
+		}
+		if got.String() != want {
+			t.Errorf("%s: parameter kinds %q, want %q", name, got.String(), want)
+		}
+	}
+	if len(ks) < 20 {
+		t.Errorf("only %d kernels parsed", len(ks))
+	}
+}
+
+func TestSourceAssembly(t *testing.T) {
+	src := Source()
+	if !strings.HasPrefix(src, "#line 1 \"common.cuh\"\n") {
+		t.Fatalf("source does not start with the common header: %q", src[:40])
+	}
+	// Every .cu file is present once, after the header.
+	hdr := strings.Index(src, "#line 1 \"common.cuh\"")
+	for _, f := range names()[1:] {
+		i := strings.Index(src, "#line 1 \""+f+"\"")
+		if i <= hdr {
+			t.Errorf("%s missing or before the header", f)
+		}
+		if strings.Count(src, "#line 1 \""+f+"\"") != 1 {
+			t.Errorf("%s included more than once", f)
+		}
+	}
+	if Hash() != Hash() || len(Hash()) != 64 {
+		t.Fatalf("hash %q", Hash())
+	}
+}
+
+func TestParseParamErrors(t *testing.T) {
+	for _, p := range []string{"double x", "bool flag", "x"} {
+		if _, _, err := parseParam(p); err == nil {
+			t.Errorf("parameter %q accepted", p)
+		}
+	}
+	for p, want := range map[string]Kind{"const void* x": Ptr, "float* part": Ptr, "i64 n": Int64, "u32 seed": Uint, "const int* ids": Ptr, "float eps": Float} {
+		k, _, err := parseParam(p)
+		if err != nil || k != want {
+			t.Errorf("%q: %c %v, want %c", p, k, err, want)
+		}
+	}
+}
+
+// TestClangSyntax runs clang's CUDA front end over the assembled source
+// (full parsing and type checking, no code generation), so kernel source
+// errors show up on machines without a GPU. .ci/run installs clang.
+func TestClangSyntax(t *testing.T) {
+	clang := ""
+	for _, c := range []string{"clang-14", "clang", "clang-15", "clang-16", "clang-17", "clang-18", "clang-19"} {
+		if p, err := exec.LookPath(c); err == nil {
+			clang = p
+			break
+		}
+	}
+	if clang == "" {
+		t.Skip("clang is not installed (apt-get install clang-14); the kernels are checked by NVRTC on a GPU machine instead")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "kernels.cu")
+	if err := os.WriteFile(src, []byte(Source()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	shim, err := filepath.Abs("testdata/clang_shim.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_80", "-nocudainc", "-nocudalib",
+		"-fsyntax-only", "-Wall", "-Werror", "-include", shim, src)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", clang, err, out)
+	}
+}
