@@ -210,6 +210,10 @@ func (b *Backend) Name() string {
 // FloatDType is BF16.
 func (b *Backend) FloatDType() backend.DType { return backend.BF16 }
 
+// DeviceTime runs f, which queues work on the backend, and returns the
+// time the GPU spent on it, measured with events on the stream.
+func (b *Backend) DeviceTime(f func() error) (time.Duration, error) { return b.dev.elapsed(f) }
+
 // MemoryStats reports device memory held by tensors now and at most since
 // Open, and what the allocator keeps cached for reuse.
 func (b *Backend) MemoryStats() (inUse, peak, cached int64) {

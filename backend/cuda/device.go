@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"runtime"
+	"time"
 	"unsafe"
 
 	"github.com/minitron/minitron/kernels"
@@ -24,6 +25,8 @@ type device interface {
 	gemm(g gemmCall) error
 	sync() error
 	memInfo() (free, total int64, err error)
+	// elapsed runs f (which queues work) and returns the device time it took.
+	elapsed(f func() error) (time.Duration, error)
 }
 
 // arg is one packed kernel argument.
@@ -225,4 +228,49 @@ func (g *gpu) memInfo() (free, total int64, err error) {
 	var f, t uint64
 	err = g.drv.check("cuMemGetInfo_v2", g.drv.cuMemGetInfo.call(uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t))))
 	return int64(f), int64(t), err
+}
+
+// elapsed runs f and returns the GPU time between two events recorded
+// around it on the stream (the time the device spent, not the host).
+func (g *gpu) elapsed(f func() error) (time.Duration, error) {
+	leave, err := g.enter()
+	if err != nil {
+		return 0, err
+	}
+	var start, stop uintptr
+	d := g.drv
+	if err := d.check("cuEventCreate", d.cuEventCreate.call(uintptr(unsafe.Pointer(&start)), 0)); err != nil {
+		leave()
+		return 0, err
+	}
+	defer d.cuEventDestroy.call(start)
+	if err := d.check("cuEventCreate", d.cuEventCreate.call(uintptr(unsafe.Pointer(&stop)), 0)); err != nil {
+		leave()
+		return 0, err
+	}
+	defer d.cuEventDestroy.call(stop)
+	err = d.check("cuEventRecord", d.cuEventRecord.call(start, g.stream))
+	leave()
+	if err != nil {
+		return 0, err
+	}
+	if err := f(); err != nil {
+		return 0, err
+	}
+	leave, err = g.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer leave()
+	if err := d.check("cuEventRecord", d.cuEventRecord.call(stop, g.stream)); err != nil {
+		return 0, err
+	}
+	if err := d.check("cuEventSynchronize", d.cuEventSynchronize.call(stop)); err != nil {
+		return 0, err
+	}
+	var ms float32
+	if err := d.check("cuEventElapsedTime", d.cuEventElapsedTime.call(uintptr(unsafe.Pointer(&ms)), start, stop)); err != nil {
+		return 0, err
+	}
+	return time.Duration(float64(ms) * float64(time.Millisecond)), nil
 }

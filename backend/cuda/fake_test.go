@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"time"
 	"unsafe"
 
 	"github.com/minitron/minitron/backend"
@@ -101,7 +102,13 @@ func (f *fakeDevice) memset32(dst uintptr, v uint32, n int64) error {
 	return nil
 }
 
-func (f *fakeDevice) sync() error                           { return nil }
+func (f *fakeDevice) sync() error { return nil }
+
+func (f *fakeDevice) elapsed(fn func() error) (time.Duration, error) {
+	start := time.Now()
+	err := fn()
+	return time.Since(start), err
+}
 func (f *fakeDevice) memInfo() (free, total int64, _ error) { return 1 << 30, 1 << 30, nil }
 
 // ld and st read and write element i of a tagged float address.
