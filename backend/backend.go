@@ -227,6 +227,11 @@ type Backend interface {
 	// how the probability mass outside the k tokens is treated.
 	KLTopK(losses, dstudent, student, ids, logp Tensor, p KL) error
 
+	// CosineLoss computes, per row of u and v [N,D], losses [N] = 1 − cos(u, v)
+	// with cos = u·v / (max(‖u‖, 1e-8)·max(‖v‖, 1e-8)). If du is non-nil it
+	// receives scale × d(loss)/d(u); it may alias u.
+	CosineLoss(losses, du, u, v Tensor, scale float32) error
+
 	// CrossEntropy computes per-row losses [N] = logsumexp(logits) - logits[target]
 	// for logits [N,V] and I32 targets [N]; a negative target ignores the row
 	// (loss 0, zero gradient). If dlogits is non-nil it receives

@@ -28,6 +28,26 @@ type KD struct {
 	CEWeight float64 `yaml:"ce_weight"`
 	// Reverse uses KL(student ‖ teacher) instead.
 	Reverse bool `yaml:"reverse"`
+	// Intermediate adds the intermediate-state loss (for depth-pruned
+	// students; needs the online teacher).
+	Intermediate Intermediate `yaml:"intermediate"`
+}
+
+// Intermediate is Minitron's intermediate-state loss: for each pair of a
+// student and a teacher hidden state, the mean over tokens of
+// 1 − cos(W·h_student, h_teacher), with one learned linear map W from the
+// student's hidden size to the teacher's (initialized to the identity on
+// the shared channels, trained with the student, kept in checkpoints, not
+// exported). The pairs' mean L_is is added to the logit loss as α·L_is.
+type Intermediate struct {
+	// Layers pairs hidden states [student layer, teacher layer], each the
+	// output of that layer counting from 1; the last layer's output is the
+	// state before the final norm. Empty: no intermediate loss.
+	Layers [][2]int `yaml:"layers"`
+	// Weight is α. 0 (the default) balances the two losses each step,
+	// α = L_logits / L_is with α held constant for the gradient, as the
+	// Minitron paper weighs them.
+	Weight float64 `yaml:"weight"`
 }
 
 // Config is a training configuration plus the teacher and the loss.
@@ -69,6 +89,14 @@ func (c *Config) Validate() error {
 	if !(c.KD.Temperature > 0) || c.KD.CEWeight < 0 {
 		return fmt.Errorf("distill: kd.temperature %v must be positive and kd.ce_weight %v non-negative", c.KD.Temperature, c.KD.CEWeight)
 	}
+	if in := c.KD.Intermediate; len(in.Layers) > 0 {
+		if c.Teacher.Cache != "" {
+			return fmt.Errorf("distill: kd.intermediate needs the teacher's hidden states; use teacher.model (online), not a cache")
+		}
+		if in.Weight < 0 {
+			return fmt.Errorf("distill: kd.intermediate.weight %v must be >= 0 (0 balances it with the logit loss)", in.Weight)
+		}
+	}
 	return nil
 }
 
@@ -102,6 +130,13 @@ type Objective struct {
 		student, teacher, kl float64
 		ceRows, klRows       int
 	}
+
+	// intermediate-state loss
+	proj, projG backend.Tensor   // W [Dt, Ds] and its gradient
+	tHid        []backend.Tensor // the teacher's states of the pairs, [N, Dt]
+	u, hl       backend.Tensor   // W·h [N, Dt] (then its gradient); per-row losses
+	alpha, lis  float64          // the latest step's α and L_is
+	pairsDone   bool
 }
 
 // NewObjective checks that teacher and student share a vocabulary.
@@ -110,7 +145,54 @@ func NewObjective(teacher, student *model.Model, kd KD) (*Objective, error) {
 		return nil, fmt.Errorf("distill: the teacher has a vocabulary of %d tokens and the student %d; they must share one tokenizer",
 			teacher.Config.VocabSize, student.Config.VocabSize)
 	}
-	return &Objective{Teacher: teacher, KD: kd, acts: map[int]*model.Activations{}, b: teacher.Backend, vocab: teacher.Config.VocabSize}, nil
+	o := &Objective{Teacher: teacher, KD: kd, acts: map[int]*model.Activations{}, b: teacher.Backend, vocab: teacher.Config.VocabSize}
+	if err := o.initIntermediate(teacher, student); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// initIntermediate checks the layer pairs and makes the projection.
+func (o *Objective) initIntermediate(teacher, student *model.Model) error {
+	in := o.KD.Intermediate
+	if len(in.Layers) == 0 {
+		return nil
+	}
+	seen := map[int]bool{}
+	for _, p := range in.Layers {
+		if p[0] < 1 || p[0] > student.Config.NumLayers || p[1] < 1 || p[1] > teacher.Config.NumLayers {
+			return fmt.Errorf("distill: kd.intermediate.layers pair %v: the student has layers 1..%d and the teacher 1..%d",
+				p, student.Config.NumLayers, teacher.Config.NumLayers)
+		}
+		if seen[p[0]] {
+			return fmt.Errorf("distill: kd.intermediate.layers pairs student layer %d twice", p[0])
+		}
+		seen[p[0]] = true
+	}
+	b := o.b
+	dt, ds := teacher.Config.HiddenSize, student.Config.HiddenSize
+	w := make([]float32, dt*ds)
+	for i := range min(dt, ds) {
+		w[i*ds+i] = 1
+	}
+	var err error
+	if o.proj, err = b.New(b.FloatDType(), dt, ds); err != nil {
+		return err
+	}
+	if err := b.Write(o.proj, w); err != nil {
+		return err
+	}
+	o.projG, err = b.New(b.FloatDType(), dt, ds)
+	return err
+}
+
+// Params returns the projection of the intermediate-state loss, when it is
+// used (train.ParamOwner).
+func (o *Objective) Params() []train.Param {
+	if o.proj == nil {
+		return nil
+	}
+	return []train.Param{{Name: "intermediate_projection", W: o.proj, G: o.projG}}
 }
 
 // NewCachedObjective distills from a teacher cache. The cache must cover
@@ -139,6 +221,11 @@ func NewCachedObjective(cache *TeacherCache, student *model.Model, kd KD, seqLen
 func (o *Objective) SetRefs(refs []data.SeqRef) { o.refs = refs }
 
 func (o *Objective) teacherHidden(in model.Input) (backend.Tensor, error) {
+	return o.teacherHiddenObs(in, nil)
+}
+
+// teacherHiddenObs runs the teacher, calling obs at each site.
+func (o *Objective) teacherHiddenObs(in model.Input, obs model.Observer) (backend.Tensor, error) {
 	n := in.B * in.T
 	a, ok := o.acts[n]
 	if !ok {
@@ -148,7 +235,106 @@ func (o *Objective) teacherHidden(in model.Input) (backend.Tensor, error) {
 		}
 		o.acts[n] = a
 	}
-	return o.Teacher.Hidden(a, in, model.Options{})
+	return o.Teacher.Hidden(a, in, model.Options{Observer: obs})
+}
+
+// intermediateBuffers sizes the buffers of the intermediate loss for n rows.
+func (o *Objective) intermediateBuffers(n int) error {
+	b := o.b
+	dt := o.proj.Shape()[0]
+	if o.u != nil && backend.Rows(o.u) == n {
+		return nil
+	}
+	for _, t := range append(o.tHid, o.u, o.hl) {
+		if t != nil {
+			b.Free(t)
+		}
+	}
+	o.tHid = o.tHid[:0]
+	var err error
+	for range o.KD.Intermediate.Layers {
+		t, err := b.New(b.FloatDType(), n, dt)
+		if err != nil {
+			return err
+		}
+		o.tHid = append(o.tHid, t)
+	}
+	if o.u, err = b.New(b.FloatDType(), n, dt); err != nil {
+		return err
+	}
+	o.hl, err = b.New(backend.F32, n)
+	return err
+}
+
+// intermediateLoss returns the mean over tokens of 1 − cos(W·h, t) for one
+// pair, leaving W·h in o.u.
+func (o *Objective) intermediateLoss(h, t backend.Tensor) (float64, error) {
+	b := o.b
+	if err := b.MatMul(o.u, h, o.proj, false, true, 1, 0); err != nil {
+		return 0, err
+	}
+	if err := b.CosineLoss(o.hl, nil, o.u, t, 0); err != nil {
+		return 0, err
+	}
+	v, err := b.ToFloat32(o.hl)
+	if err != nil {
+		return 0, err
+	}
+	var s float64
+	for _, x := range v {
+		s += float64(x)
+	}
+	return s / float64(len(v)), nil
+}
+
+// hiddenLoss is the student side of the intermediate loss for one
+// micro-batch whose student activations are a.
+func (o *Objective) hiddenLoss(a *model.Activations) *model.HiddenLoss {
+	pairs := o.KD.Intermediate.Layers
+	layers := make([]int, len(pairs))
+	for i, p := range pairs {
+		layers[i] = p[0]
+	}
+	o.pairsDone = false
+	return &model.HiddenLoss{Layers: layers, Grad: func(l int, h, dh backend.Tensor, scale float32, logitLoss float64) error {
+		b := o.b
+		if !o.pairsDone {
+			// All pairs' losses first, for α: the forward pass is complete.
+			var sum float64
+			for i, p := range pairs {
+				v, err := o.intermediateLoss(a.H[p[0]], o.tHid[i])
+				if err != nil {
+					return err
+				}
+				sum += v
+			}
+			o.lis = sum / float64(len(pairs))
+			o.alpha = o.KD.Intermediate.Weight
+			if o.alpha == 0 && o.lis > 1e-12 {
+				o.alpha = logitLoss / o.lis
+			}
+			o.pairsDone = true
+		}
+		k := 0
+		for i, p := range pairs {
+			if p[0] == l {
+				k = i
+			}
+		}
+		n := backend.Rows(h)
+		if err := b.MatMul(o.u, h, o.proj, false, true, 1, 0); err != nil {
+			return err
+		}
+		// d(α·L_is)/d(W·h), in place of W·h: L_is averages pairs and rows.
+		g := scale * float32(o.alpha/float64(len(pairs)*n))
+		if err := b.CosineLoss(o.hl, o.u, o.u, o.tHid[k], g); err != nil {
+			return err
+		}
+		if err := b.MatMul(dh, o.u, o.proj, false, false, 1, 1); err != nil {
+			return err
+		}
+		return b.MatMul(o.projG, o.u, h, true, false, 1, 1)
+	}}
 }
 
 func (o *Objective) buffers(rows, v int) error {
@@ -331,8 +517,27 @@ func (o *Objective) cachedKL(kl, dst, logits backend.Tensor, r0, r1, seqLen int,
 func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.Input, targets []int32, scale float32, g *model.Grads) (float64, error) {
 	var tfinal backend.Tensor
 	if o.Teacher != nil {
+		var obs model.Observer
+		if o.proj != nil {
+			if err := o.intermediateBuffers(in.B * in.T); err != nil {
+				return 0, err
+			}
+			obs = func(site model.Site, layer int, x backend.Tensor) error {
+				if site != model.SiteLayerOut {
+					return nil
+				}
+				for i, p := range o.KD.Intermediate.Layers {
+					if p[1] == layer+1 {
+						if err := o.b.Copy(o.tHid[i], x); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			}
+		}
 		var err error
-		if tfinal, err = o.teacherHidden(in); err != nil {
+		if tfinal, err = o.teacherHiddenObs(in, obs); err != nil {
 			return 0, err
 		}
 	}
@@ -342,7 +547,10 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 		return 0, err
 	}
 	defer free()
-	return m.LossAndGradWith(a, in, f, scale, g)
+	if o.proj == nil {
+		return m.LossAndGradWith(a, in, f, scale, g)
+	}
+	return m.LossAndGradHidden(a, in, f, o.hiddenLoss(a), scale, g)
 }
 
 // Loss implements train.Objective for validation: it returns the student's
@@ -393,6 +601,9 @@ func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
 // validation the teacher's loss and the KL on validation data.
 func (o *Objective) Extra() map[string]float64 {
 	e := map[string]float64{"kl": o.sumKL / float64(max(o.rowsKL, 1))}
+	if o.proj != nil {
+		e["intermediate"], e["intermediate_alpha"] = o.lis, o.alpha
+	}
 	if o.rowsCE > 0 {
 		e["ce"] = o.sumCE / float64(o.rowsCE)
 	}
@@ -412,7 +623,7 @@ func (o *Objective) Free() {
 	for _, a := range o.acts {
 		a.Free(b)
 	}
-	for _, t := range []backend.Tensor{o.tlog, o.ce, o.closs, o.kloss, o.tcl} {
+	for _, t := range append([]backend.Tensor{o.tlog, o.ce, o.closs, o.kloss, o.tcl, o.proj, o.projG, o.u, o.hl}, o.tHid...) {
 		if t != nil {
 			b.Free(t)
 		}

@@ -148,3 +148,26 @@ extern "C" __global__ void kl_topk(void* losses, void* dstudent, const void* stu
         st(dstudent, row + id, reverse ? g * q * (lq - lp - kl) : g * (q - expf(lp + shift)));
     }
 }
+
+// cosine_loss: losses[i] = 1 − cos(u_i, v_i), cos = u·v/(max(‖u‖,1e-8)
+// max(‖v‖,1e-8)); du (when given) = scale·d(loss)/du = scale·(cos·u/‖u‖² −
+// v/(‖u‖‖v‖)). du may alias u.
+extern "C" __global__ void cosine_loss(void* losses, void* du, const void* u, const void* v, int n, int d, float scale) {
+    i64 row = (i64)blockIdx.x * d;
+    float uv = 0.f, uu = 0.f, vv = 0.f;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float a = ld(u, row + j), b = ld(v, row + j);
+        uv += a * b;
+        uu += a * a;
+        vv += b * b;
+    }
+    uv = block_sum(uv);
+    uu = block_sum(uu);
+    vv = block_sum(vv);
+    float nu = fmaxf(sqrtf(uu), 1e-8f), nv = fmaxf(sqrtf(vv), 1e-8f);
+    float c = uv / (nu * nv);
+    if (threadIdx.x == 0) st(losses, blockIdx.x, 1.f - c);
+    if (!du) return;
+    float a = -scale / (nu * nv), b = scale * c / (nu * nu);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) st(du, row + j, a * ld(v, row + j) + b * ld(u, row + j));
+}

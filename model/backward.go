@@ -175,6 +175,42 @@ func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale flo
 // the logits a chunk of rows at a time (so the full logits never exist),
 // back-propagates scale × its gradient into g, and returns the summed loss.
 func (m *Model) LossAndGradWith(a *Activations, in Input, loss ChunkLoss, scale float32, g *Grads) (float64, error) {
+	return m.LossAndGradHidden(a, in, loss, nil, scale, g)
+}
+
+// HiddenLoss adds losses on hidden states to a backward pass (the
+// intermediate-state distillation loss). Layers lists hidden states by the
+// layer they come out of, 1..L (L is the last layer's output, before the
+// final norm). During the backward pass, when dh holds the gradient of
+// everything above hidden state l, Grad is called with that state's forward
+// value h = Activations.H[l] [N, D]; it adds scale × d(its loss)/dh into dh.
+// logitLoss is the summed loss of the logits (from the ChunkLoss).
+type HiddenLoss struct {
+	Layers []int
+	Grad   func(l int, h, dh backend.Tensor, scale float32, logitLoss float64) error
+}
+
+func (h *HiddenLoss) wants(l int) bool {
+	if h == nil {
+		return false
+	}
+	for _, x := range h.Layers {
+		if x == l {
+			return true
+		}
+	}
+	return false
+}
+
+// LossAndGradHidden is LossAndGradWith plus losses on hidden states.
+func (m *Model) LossAndGradHidden(a *Activations, in Input, loss ChunkLoss, hidden *HiddenLoss, scale float32, g *Grads) (float64, error) {
+	if hidden != nil {
+		for _, l := range hidden.Layers {
+			if l < 1 || l > m.Config.NumLayers {
+				return 0, fmt.Errorf("model: hidden-state loss on the output of layer %d; the model has layers 1..%d", l, m.Config.NumLayers)
+			}
+		}
+	}
 	if !a.Keep {
 		return 0, fmt.Errorf("model: LossAndGrad needs activations made with keep")
 	}
@@ -203,7 +239,7 @@ func (m *Model) LossAndGradWith(a *Activations, in Input, loss ChunkLoss, scale 
 	if err != nil {
 		return 0, err
 	}
-	if err := m.trunkBackward(a, s, in, g); err != nil {
+	if err := m.trunkBackward(a, s, in, g, hidden, scale, total); err != nil {
 		return 0, err
 	}
 	return total, nil
@@ -289,16 +325,33 @@ func (m *Model) normBackward(dx, dw, db, dout, x, w, stats backend.Tensor) error
 
 // trunkBackward propagates s.dfinal back through the final norm, the
 // layers and the embedding, accumulating parameter gradients.
-func (m *Model) trunkBackward(a *Activations, s *backState, in Input, g *Grads) error {
+func (m *Model) trunkBackward(a *Activations, s *backState, in Input, g *Grads, hidden *HiddenLoss, scale float32, logitLoss float64) error {
 	b, c := m.Backend, m.Config
 	L := c.NumLayers
 	if err := m.normBackward(s.dh, g.NormW, g.NormB, s.dfinal, a.H[L], m.NormW, a.fstat); err != nil {
 		return fmt.Errorf("model: final norm backward: %w", err)
 	}
+	addHidden := func(l int) error {
+		if !hidden.wants(l) {
+			return nil
+		}
+		if err := hidden.Grad(l, a.H[l], s.dh, scale, logitLoss); err != nil {
+			return fmt.Errorf("model: hidden-state loss after layer %d: %w", l, err)
+		}
+		return nil
+	}
+	if err := addHidden(L); err != nil {
+		return err
+	}
 	at := m.attn(in, nil)
 	for l := L - 1; l >= 0; l-- {
 		if err := m.layerBackward(l, a, s, g, at); err != nil {
 			return fmt.Errorf("model: layer %d backward: %w", l, err)
+		}
+		if l > 0 {
+			if err := addHidden(l); err != nil {
+				return err
+			}
 		}
 	}
 	return b.EmbeddingBackward(g.Embed, s.dh, a.ids)

@@ -149,21 +149,26 @@ func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
 		if err := t.Model.Save(tmp, backend.F32, 2<<30); err != nil {
 			return err
 		}
+		// Moments (and the objective's own parameters) are written as float32
+		// whatever their storage, so a run resumes on any device.
 		var es []checkpoints.Entry
+		add := func(name string, tt backend.Tensor) {
+			es = append(es, checkpoints.Entry{Name: name, DType: backend.F32, Shape: tt.Shape(), Data: func() ([]byte, error) {
+				v, err := t.Model.Backend.ToFloat32(tt)
+				if err != nil {
+					return nil, err
+				}
+				return checkpoints.EncodeFloat32(backend.F32, v)
+			}})
+		}
 		for i, p := range t.Model.Params {
-			for _, x := range []struct {
-				prefix string
-				t      backend.Tensor
-			}{{"m.", t.m1[i]}, {"v.", t.m2[i]}} {
-				tt := x.t
-				es = append(es, checkpoints.Entry{Name: x.prefix + p.Name, DType: backend.F32, Shape: p.Shape, Data: func() ([]byte, error) {
-					v, err := t.Model.Backend.ToFloat32(tt)
-					if err != nil {
-						return nil, err
-					}
-					return checkpoints.EncodeFloat32(backend.F32, v)
-				}})
-			}
+			add("m."+p.Name, t.m1[i])
+			add("v."+p.Name, t.m2[i])
+		}
+		for i, p := range t.extra {
+			add("extra."+p.Name, p.W)
+			add("m.extra."+p.Name, t.em[i])
+			add("v.extra."+p.Name, t.ev[i])
 		}
 		if err := checkpoints.WriteFile(filepath.Join(tmp, optimFile), es, map[string]string{"step": fmt.Sprint(t.Step)}); err != nil {
 			return err
@@ -206,16 +211,28 @@ func (t *Trainer) restore(dir string, st *State) error {
 	}
 	defer ts.Close()
 	b := t.Model.Backend
+	load := func(name string, x backend.Tensor, hint string) error {
+		v, err := ts.Float32(name, x.Shape()...)
+		if err != nil {
+			return fmt.Errorf("train: %s: %w%s", dir, err, hint)
+		}
+		return b.Write(x, v)
+	}
 	for i, p := range t.Model.Params {
+		if err := load("m."+p.Name, t.m1[i], ""); err != nil {
+			return err
+		}
+		if err := load("v."+p.Name, t.m2[i], ""); err != nil {
+			return err
+		}
+	}
+	for i, p := range t.extra {
+		hint := " (the checkpoint was made without the objective's parameter " + p.Name + ")"
 		for _, x := range []struct {
 			name string
 			t    backend.Tensor
-		}{{"m." + p.Name, t.m1[i]}, {"v." + p.Name, t.m2[i]}} {
-			v, err := ts.Float32(x.name, p.Shape...)
-			if err != nil {
-				return fmt.Errorf("train: %s: %w", dir, err)
-			}
-			if err := b.Write(x.t, v); err != nil {
+		}{{"extra." + p.Name, p.W}, {"m.extra." + p.Name, t.em[i]}, {"v.extra." + p.Name, t.ev[i]}} {
+			if err := load(x.name, x.t, hint); err != nil {
 				return err
 			}
 		}

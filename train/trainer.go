@@ -33,6 +33,20 @@ func (CrossEntropy) Loss(m *model.Model, a *model.Activations, in model.Input, t
 	return m.Loss(a, in, targets, model.Options{})
 }
 
+// Param is a trainable tensor an objective owns beside the model's (the
+// projection of distillation's hidden-state loss), with its gradient.
+type Param struct {
+	Name string
+	W, G backend.Tensor
+}
+
+// ParamOwner is implemented by objectives with parameters of their own.
+// The trainer zeroes their gradients before each step (the objective
+// accumulates into them), clips them with the model's in the global norm,
+// updates them with AdamW (no weight decay), and checkpoints them and
+// their moments; they are not part of the exported model.
+type ParamOwner interface{ Params() []Param }
+
 // RefsConsumer is implemented by objectives that need to know which
 // dataset sequences a micro-batch holds (an offline teacher cache); it is
 // told before each LossAndGrad or Loss when the batcher can say.
@@ -72,6 +86,8 @@ type Trainer struct {
 	m1, m2 []backend.Tensor
 	acts   *model.Activations
 	decay  []bool
+	extra  []Param // the objective's own parameters
+	em, ev []backend.Tensor
 }
 
 // StepStats describes one optimizer step.
@@ -105,6 +121,20 @@ func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*T
 		t.m1, t.m2 = append(t.m1, a), append(t.m2, v)
 		t.decay = append(t.decay, cfg.Optimizer.DecayAll || !(p.Role.IsNorm() || p.Role == model.Embed || p.Role == model.LMHead))
 	}
+	if po, ok := obj.(ParamOwner); ok {
+		t.extra = po.Params()
+		for _, p := range t.extra {
+			a, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.W.Shape()...)
+			if err != nil {
+				return nil, err
+			}
+			v, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.W.Shape()...)
+			if err != nil {
+				return nil, err
+			}
+			t.em, t.ev = append(t.em, a), append(t.ev, v)
+		}
+	}
 	if t.acts, err = m.NewActivations(cfg.Train.MicroBatch*cfg.Data.SeqLen, true); err != nil {
 		return nil, err
 	}
@@ -118,6 +148,10 @@ func (t *Trainer) Free() {
 	for i := range t.m1 {
 		b.Free(t.m1[i])
 		b.Free(t.m2[i])
+	}
+	for i := range t.em {
+		b.Free(t.em[i])
+		b.Free(t.ev[i])
 	}
 	t.acts.Free(b)
 }
@@ -142,6 +176,11 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 	if err := t.grads.Zero(b); err != nil {
 		return StepStats{}, err
 	}
+	for _, p := range t.extra {
+		if err := b.Fill(p.G, 0); err != nil {
+			return StepStats{}, err
+		}
+	}
 	var loss float64
 	for range cfg.Train.Accumulation {
 		seqs, err := t.Data.Batch(n)
@@ -160,7 +199,11 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 		return StepStats{}, fmt.Errorf("train: step %d: the loss is %v; lower the learning rate or check the data", t.Step+1, loss)
 	}
 	var sq float64
-	for _, g := range t.grads.T {
+	all := t.grads.T
+	for _, p := range t.extra {
+		all = append(all[:len(all):len(all)], p.G)
+	}
+	for _, g := range all {
 		s, err := b.SquaredNorm(g)
 		if err != nil {
 			return StepStats{}, err
@@ -182,6 +225,12 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 		}
 		p := backend.AdamW{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), WeightDecay: wd, Step: step, GradScale: scale}
 		if err := b.AdamW(w, t.grads.T[i], t.m1[i], t.m2[i], p); err != nil {
+			return StepStats{}, err
+		}
+	}
+	for i, p := range t.extra {
+		ap := backend.AdamW{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), Step: step, GradScale: scale}
+		if err := b.AdamW(p.W, p.G, t.em[i], t.ev[i], ap); err != nil {
 			return StepStats{}, err
 		}
 	}

@@ -133,6 +133,22 @@ func refAttention(q, k, v []float64, a backend.Attn) (out, lse []float64) {
 	return out, lse
 }
 
+// refCosine returns 1 − cos(u_r, v_r) for each row.
+func refCosine(u, v []float64, d int) []float64 {
+	out := make([]float64, len(u)/d)
+	for r := range out {
+		var uv, uu, vv float64
+		for j := range d {
+			a, b := u[r*d+j], v[r*d+j]
+			uv += a * b
+			uu += a * a
+			vv += b * b
+		}
+		out[r] = 1 - uv/(math.Max(math.Sqrt(uu), 1e-8)*math.Max(math.Sqrt(vv), 1e-8))
+	}
+	return out
+}
+
 func refCrossEntropy(logits []float64, targets []int32, v int) []float64 {
 	out := make([]float64, len(targets))
 	for i, t := range targets {

@@ -84,6 +84,7 @@ func RunOnly(t *testing.T, mk func(t *testing.T) backend.Backend, tol Tolerances
 		{"Activations", (*suite).activations},
 		{"Rows", (*suite).rows},
 		{"CrossEntropy", (*suite).crossEntropy},
+		{"CosineLoss", (*suite).cosineLoss},
 		{"Optimizer", (*suite).optimizer},
 		{"KLDiv", (*suite).klDiv},
 		{"KLTopK", (*suite).klTopK},
@@ -522,6 +523,35 @@ func (s *suite) rows() {
 	s.do(s.b.Fill(view, 0))
 	if got := s.down(dst); got[d] != 0 || got[3*d-1] != 0 || got[3*d] != dv[3*d] {
 		s.t.Fatalf("a view does not share storage with its tensor")
+	}
+}
+
+func (s *suite) cosineLoss() {
+	for _, sh := range [][2]int{{1, 1}, {3, 7}, {5, 33}, {2, 300}} {
+		n, d := sh[0], sh[1]
+		s.run(fmt.Sprintf("%dx%d", n, d), func(s *suite) {
+			u, uv := s.up(s.randn(n*d), n, d)
+			vvals := s.randn(n * d)
+			for i := range vvals[:d] { // one row nearly parallel to u: cos near 1
+				vvals[i] = 2*uv[i] + 0.01*vvals[i]
+			}
+			v, vv := s.up(vvals, n, d)
+			losses, du := s.zeros32(n), s.zeros(n, d)
+			const scale = 0.5
+			s.do(s.b.CosineLoss(losses, du, u, v, scale))
+			want := refCosine(uv, vv, d)
+			s.close("losses", s.down(losses), want, s.tol.Loss+1e-6)
+			w := make([]float64, n)
+			for i := range w {
+				w[i] = scale
+			}
+			s.close("du", s.down(du), numGrad(func(x []float64) []float64 { return refCosine(x, vv, d) }, uv, w), s.tol.Backward)
+			s.do(s.b.CosineLoss(losses, u, u, v, scale)) // du may overwrite u
+			s.close("du in place", s.down(u), s.down(du), s.tol.Activation)
+		})
+	}
+	if err := s.b.CosineLoss(s.zeros32(2), nil, s.zeros(2, 3), s.zeros(2, 4), 1); err == nil {
+		s.t.Fatal("CosineLoss with u [2,3] and v [2,4]: no error")
 	}
 }
 

@@ -511,6 +511,54 @@ func (b *Backend) moveRows(op string, dst, src, rows backend.Tensor, scatter boo
 	return nil
 }
 
+// CosineLoss computes 1 − cos(u, v) per row and optionally its gradient.
+func (b *Backend) CosineLoss(losses, du, u, v backend.Tensor, scale float32) error {
+	const op = "CosineLoss"
+	n, d := backend.Rows(u), backend.Cols(u)
+	uf, err := mat(op, "u", u, n, d)
+	if err != nil {
+		return err
+	}
+	vf, err := mat(op, "v", v, n, d)
+	if err != nil {
+		return err
+	}
+	lf, err := mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	var df []float32
+	if du != nil {
+		if df, err = mat(op, "du", du, n, d); err != nil {
+			return err
+		}
+	}
+	b.parallelRows(n, 4*d, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			ur, vr := uf[i*d:(i+1)*d], vf[i*d:(i+1)*d]
+			var uv, uu, vv float64
+			for j := range ur {
+				uv += float64(ur[j]) * float64(vr[j])
+				uu += float64(ur[j]) * float64(ur[j])
+				vv += float64(vr[j]) * float64(vr[j])
+			}
+			nu, nv := math.Max(math.Sqrt(uu), 1e-8), math.Max(math.Sqrt(vv), 1e-8)
+			c := uv / (nu * nv)
+			lf[i] = float32(1 - c)
+			if df == nil {
+				continue
+			}
+			// d(1−cos)/du = −(v/(‖u‖‖v‖) − cos·u/‖u‖²)
+			a, bb := -float64(scale)/(nu*nv), float64(scale)*c/(nu*nu)
+			dr := df[i*d : (i+1)*d]
+			for j := range dr {
+				dr[j] = float32(a*float64(vr[j]) + bb*float64(ur[j]))
+			}
+		}
+	})
+	return nil
+}
+
 // CrossEntropy computes per-row losses and optionally their gradient.
 func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, scale float32) error {
 	const op = "CrossEntropy"

@@ -158,6 +158,7 @@ func TestKernelLaunches(t *testing.T) {
 	must(b.ScatterRows(x, nf(bf, 2, d), ints(1, 4)))
 	logits, losses := nf(bf, n, V), nf(f32, n)
 	must(b.CrossEntropy(losses, logits, logits, ints(1, -1, 3, 49, 0, 2), 0.5))
+	must(b.CosineLoss(losses, out, x, x, 1))
 	_, err := b.SquaredNorm(x)
 	must(err)
 	must(b.Scale(x, 2))

@@ -604,6 +604,30 @@ func (b *Backend) moveRows(op, kernel string, dst, src, rows backend.Tensor, sca
 		dt.arg(), st.arg(), rt.arg(), argInt(few), argInt(d), argInt(many), argPtr(b.errWord))
 }
 
+// CosineLoss computes 1 − cos(u, v) per row and optionally its gradient.
+func (b *Backend) CosineLoss(losses, du, u, v backend.Tensor, scale float32) error {
+	const op = "CosineLoss"
+	n, d := backend.Rows(u), backend.Cols(u)
+	ut, err := b.mat(op, "u", u, n, d)
+	if err != nil {
+		return err
+	}
+	vt, err := b.mat(op, "v", v, n, d)
+	if err != nil {
+		return err
+	}
+	lt, err := b.mat(op, "losses", losses, n, 1)
+	if err != nil {
+		return err
+	}
+	dt, err := b.optMat(op, "du", du, n, d)
+	if err != nil {
+		return err
+	}
+	return b.launch("cosine_loss", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
+		lt.arg(), optArg(dt), ut.arg(), vt.arg(), argInt(n), argInt(d), argF32(scale))
+}
+
 // CrossEntropy computes per-row losses and optionally their gradient.
 func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, scale float32) error {
 	const op = "CrossEntropy"
