@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -44,6 +45,23 @@ func openBackend(dev string) (backend.Backend, error) {
 		return b, nil
 	}
 	return nil, fmt.Errorf("unknown --device %q (use cpu, cuda or cuda:N)", dev)
+}
+
+// onInterrupt returns a channel closed at the first SIGINT (the running
+// step finishes and a checkpoint is written; a second SIGINT aborts) and a
+// function that stops listening.
+func onInterrupt() (<-chan struct{}, func()) {
+	interrupt := make(chan struct{})
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	go func() {
+		if _, ok := <-sig; ok {
+			fmt.Fprintln(os.Stderr, "\ninterrupt: finishing the step and writing a checkpoint (Ctrl-C again to abort)")
+			close(interrupt)
+			signal.Stop(sig)
+		}
+	}()
+	return interrupt, func() { signal.Stop(sig) }
 }
 
 // interactive reports whether stderr is a terminal (progress bars go there).

@@ -9,9 +9,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/prune"
+	"github.com/minitron/minitron/train"
 )
 
 func newPrune() *cobra.Command {
@@ -100,8 +102,10 @@ prunes. A failed prune leaves no output directory.`,
 }
 
 func newPruneSearch() *cobra.Command {
-	var modelDir string
-	var target, tol float64
+	var modelDir, scores, out, dev string
+	var datasets []string
+	var target, tol, lr float64
+	var steps, evalBatches, seqLen, microBatch int
 	space := prune.PaperSpace
 	cmd := &cobra.Command{
 		Use:   "search --model DIR --target-params N",
@@ -110,7 +114,16 @@ func newPruneSearch() *cobra.Command {
 layers 29-32, heads 24/32/48, MLP factor 2.5-4, hidden 2560-4608) that the
 model can be pruned to and whose exact parameter count is within --tolerance
 of --target-params, closest first. Counts come from the parameter table; no
-model is built.`,
+model is built.
+
+With --score-steps N, each candidate is then pruned (with --scores), distilled
+from the source for N steps on --data, and validated on --eval-batches
+batches of its validation split; the candidates are listed again ranked by
+validation loss, lowest first (the paper's lightweight retraining, which
+picks the architecture that recovers best). Each candidate works in its own
+directory under --out, and search-results.json there records every finished
+one: rerunning the command after an interruption skips those and resumes the
+one in training from its checkpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := model.LoadConfig(filepath.Join(modelDir, "config.json"))
@@ -130,6 +143,38 @@ model is built.`,
 			if len(cs) == 0 {
 				return fmt.Errorf("no candidate within the budget; widen --tolerance or the search space (--layers, --heads, --hidden, --mlp-factors)")
 			}
+			if steps <= 0 {
+				return nil
+			}
+			if scores == "" || out == "" || len(datasets) == 0 {
+				return fmt.Errorf("--score-steps needs --scores, --data and --out")
+			}
+			s, err := importance.Load(scores)
+			if err != nil {
+				return err
+			}
+			dc := distill.Default()
+			for _, d := range datasets {
+				dc.Data.Datasets = append(dc.Data.Datasets, train.Dataset{Path: d, Weight: 1})
+			}
+			dc.Data.SeqLen, dc.Train.MicroBatch, dc.Train.Steps, dc.Eval.Batches = seqLen, microBatch, steps, evalBatches
+			dc.Optimizer.LR, dc.Optimizer.MinLR, dc.Optimizer.Warmup = lr, lr/10, max(1, steps/20)
+			dc.Checkpoint.Every, dc.Checkpoint.Keep = max(1, steps/4), 1
+			be, err := openBackend(dev)
+			if err != nil {
+				return err
+			}
+			interrupt, stop := onInterrupt()
+			defer stop()
+			ranked, err := prune.ScoreCandidates(cmd.Context(), cs, prune.ScoreOptions{Source: modelDir, Scores: s, ScoresPath: scores, Out: out,
+				Distill: dc, Backend: be, Log: cmd.ErrOrStderr(), Interrupt: interrupt})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "ranked by validation loss after %d distillation steps:\n", steps)
+			for i, r := range ranked {
+				fmt.Fprintf(w, "  %d. val loss %.4f  %v\n", i+1, r.ValLoss, r.Candidate)
+			}
 			return nil
 		},
 	}
@@ -141,6 +186,15 @@ model is built.`,
 	f.IntSliceVar(&space.Heads, "heads", space.Heads, "candidate query head counts")
 	f.IntSliceVar(&space.Hidden, "hidden", space.Hidden, "candidate hidden sizes")
 	f.Float64SliceVar(&space.MLPFactors, "mlp-factors", space.MLPFactors, "candidate MLP sizes as multiples of the hidden size")
+	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank by validation loss (0: only list)")
+	f.StringVar(&scores, "scores", "", "with --score-steps: importance scores to prune with")
+	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: prepared dataset directory (repeatable; equal weights)")
+	f.StringVar(&out, "out", "", "with --score-steps: working directory (one subdirectory per candidate)")
+	f.IntVar(&seqLen, "seq-len", 4096, "with --score-steps: tokens per sequence")
+	f.IntVar(&microBatch, "micro-batch", 8, "with --score-steps: sequences per step")
+	f.Float64Var(&lr, "lr", 1e-4, "with --score-steps: peak learning rate (cosine to a tenth, short warmup)")
+	f.IntVar(&evalBatches, "eval-batches", 16, "with --score-steps: validation batches after training")
+	addDevice(cmd, &dev)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("target-params")
 	return cmd

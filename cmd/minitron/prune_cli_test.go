@@ -101,6 +101,8 @@ func TestPruneBadInputs(t *testing.T) {
 		{[]string{"prune", "--model", dir, "--scores", scores, "--drop-layers", "x", "--out", out}, "not a layer number"},
 		{[]string{"importance", "--model", dir, "--calib", filepath.Join(t.TempDir(), "missing.safetensors"), "--out", out}, "missing.safetensors"},
 		{[]string{"importance", "--model", dir, "--calib", scores, "--out", out, "--seq-agg", "max"}, "aggregation"},
+		{[]string{"prune", "search", "--model", dir, "--target-params", "3e4", "--tolerance", "0.9", "--layers", "2", "--heads", "2,4",
+			"--hidden", "32,48", "--mlp-factors", "2", "--score-steps", "2", "--out", out}, "needs --scores, --data and --out"},
 	}
 	for _, c := range cases {
 		r := run(t, "", c.args...)

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
 	"time"
 
@@ -45,17 +44,8 @@ recipe's out directory (default runs/NAME).`,
 			if err != nil {
 				return err
 			}
-			interrupt := make(chan struct{})
-			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, os.Interrupt)
-			defer signal.Stop(sig)
-			go func() {
-				if _, ok := <-sig; ok {
-					fmt.Fprintln(os.Stderr, "\ninterrupt: finishing the step and writing a checkpoint")
-					close(interrupt)
-					signal.Stop(sig)
-				}
-			}()
+			interrupt, stop := onInterrupt()
+			defer stop()
 			start := time.Now()
 			bars := map[string]*progressbar.ProgressBar{}
 			var stepBar *progressbar.ProgressBar

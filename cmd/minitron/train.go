@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -64,17 +63,8 @@ current step, writes a checkpoint and exits.`,
 // runTraining runs train.Run with a progress bar, SIGINT handling and
 // optional objective (distillation).
 func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.Backend, obj train.Objective, extra func() map[string]float64) (*train.Result, error) {
-	interrupt := make(chan struct{})
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt)
-	defer signal.Stop(sig)
-	go func() {
-		if _, ok := <-sig; ok {
-			fmt.Fprintln(os.Stderr, "\ninterrupt: finishing the step and writing a checkpoint (Ctrl-C again to abort)")
-			close(interrupt)
-			signal.Stop(sig)
-		}
-	}()
+	interrupt, stop := onInterrupt()
+	defer stop()
 	var bar *progressbar.ProgressBar
 	lastLog := time.Now()
 	var loss, val float64

@@ -1,0 +1,101 @@
+package prune
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/distill"
+	"github.com/minitron/minitron/importance"
+	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
+	"github.com/minitron/minitron/train"
+)
+
+// TestScoreCandidates prunes three candidates of a small teacher, distills
+// each for a few steps and ranks them; a rerun scores nothing again.
+func TestScoreCandidates(t *testing.T) {
+	dir := t.TempDir()
+	var text strings.Builder
+	for i := range 300 {
+		text.WriteString("func f" + strings.Repeat("x", i%11) + "(a, b int) int { return a*b + 42 }\n")
+	}
+	os.WriteFile(filepath.Join(dir, "in.txt"), []byte(text.String()), 0o644)
+	tok, err := tokenizer.LoadSentencePiece("../testdata/tokenizer/spm-nemotron-style.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := filepath.Join(dir, "ds")
+	if _, err := data.Prepare(context.Background(), data.PrepareOptions{Inputs: []string{filepath.Join(dir, "in.txt")}, Out: ds, Tokenizer: tok, SplitLines: true, AddEOS: true}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := model.ParseConfig([]byte(`{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":2,
+		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":48,"initializer_range":0.2}`))
+	teacher, _ := model.Random(cfg, cpu.New(), 1)
+	tdir := filepath.Join(dir, "teacher")
+	os.MkdirAll(tdir, 0o755)
+	if err := teacher.Save(tdir, backend.F32, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]int32, 4*16)
+	for i := range ids {
+		ids[i] = int32(i * 37 % 4000)
+	}
+	scores, err := importance.Estimate(context.Background(), teacher, ids, 4, 16, importance.Options{Depth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := []Candidate{
+		{Layers: 2, Hidden: 16, Heads: 2, FFN: 16},
+		{Layers: 2, Hidden: 24, Heads: 4, FFN: 32},
+		{Layers: 1, Hidden: 16, Heads: 2, FFN: 16},
+	}
+	dc := distill.Default()
+	dc.Data = train.DataConfig{Datasets: []train.Dataset{{Path: ds, Weight: 1}}, SeqLen: 8, ValFraction: 0.2, Seed: 1, Shuffle: true}
+	dc.Train.MicroBatch, dc.Train.Steps = 4, 3
+	dc.Optimizer.Warmup = 1
+	dc.Eval.Batches = 2
+	var log bytes.Buffer
+	opt := ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "search"), Distill: dc, Backend: cpu.New(), Log: &log}
+	got, err := ScoreCandidates(context.Background(), cs, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d results", len(got))
+	}
+	for i := range got {
+		if !(got[i].ValLoss > 0) || (i > 0 && got[i].ValLoss < got[i-1].ValLoss) {
+			t.Fatalf("results not ranked by validation loss: %+v", got)
+		}
+		pm, err := model.LoadConfig(filepath.Join(got[i].Dir, "model", "config.json"))
+		if err != nil || pm.HiddenSize != got[i].Hidden || pm.NumLayers != got[i].Layers || pm.NumHeads != got[i].Heads || pm.IntermediateSize != got[i].FFN {
+			t.Fatalf("candidate %v pruned to %+v (%v)", got[i].Candidate, pm, err)
+		}
+	}
+	before, _ := os.ReadFile(filepath.Join(opt.Out, ResultsFile))
+	log.Reset()
+	again, err := ScoreCandidates(context.Background(), cs, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(filepath.Join(opt.Out, ResultsFile))
+	if strings.Count(log.String(), "scored before") != 3 || !bytes.Equal(before, after) || again[0] != got[0] {
+		t.Fatalf("rerun scored again:\n%s", log.String())
+	}
+	// A candidate the teacher cannot be pruned to fails before any training.
+	bad := append(cs, Candidate{Layers: 2, Hidden: 64, Heads: 4, FFN: 16})
+	opt.Out = filepath.Join(dir, "bad")
+	if _, err := ScoreCandidates(context.Background(), bad, opt); err == nil || !strings.Contains(err.Error(), "hidden") {
+		t.Fatalf("impossible candidate: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad", cs[0].Name())); err == nil {
+		t.Fatal("work was done before the impossible candidate was refused")
+	}
+}
