@@ -265,6 +265,26 @@ const (
 	MissingUniform     = "uniform"
 )
 
+// MatMulShape returns the dimensions of c = op(a)·op(b) (c [m,n], op(a)
+// [m,k], op(b) [k,n]) or an error when the shapes do not fit.
+func MatMulShape(c, a, b Tensor, transA, transB bool) (m, n, k int, err error) {
+	m, k = Rows(a), Cols(a)
+	if transA {
+		m, k = k, m
+	}
+	kb, n := Rows(b), Cols(b)
+	if transB {
+		kb, n = n, kb
+	}
+	if k != kb {
+		return 0, 0, 0, fmt.Errorf("backend: MatMul: inner dimensions differ: op(a) is [%d,%d], op(b) is [%d,%d]", m, k, kb, n)
+	}
+	if Rows(c) != m || Cols(c) != n {
+		return 0, 0, 0, ShapeError("MatMul", "c", c.Shape(), m, n)
+	}
+	return m, n, k, nil
+}
+
 // ShapeError formats a shape mismatch for an op.
 func ShapeError(op string, what string, got []int, want ...int) error {
 	return fmt.Errorf("backend: %s: %s has shape %v, want %v", op, what, got, want)

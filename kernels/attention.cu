@@ -9,6 +9,19 @@
 #define AT 32 // rows per shared-memory tile, one per lane
 #define AD 8  // head dimensions per lane: head_dim <= 256
 
+// load_pair copies cnt rows of hd elements, row r at base + r*stride of the
+// tensors a and b, into shared-memory rows of stride sa and sb, with all
+// the block's threads.
+__device__ __forceinline__ void load_pair(float* da, int sa, float* db, int sb, const void* a, const void* b, i64 base,
+                                          int stride, int cnt, int hd) {
+    for (int e = threadIdx.x; e < cnt * hd; e += blockDim.x) {
+        int r = e / hd, d = e - r * hd;
+        i64 off = base + (i64)r * stride + d;
+        da[r * sa + d] = ld(a, off);
+        db[r * sb + d] = ld(b, off);
+    }
+}
+
 // attention: out [B*T, heads*hd]; lse [B*T, heads]; q [B*T, heads*hd];
 // k, v [slots*kvRows, kvHeads*hd]. Query i of sequence b sits at position
 // past[b]+i and sees keys 0..past[b]+i of cache slot slots[b]. Grid
@@ -42,12 +55,7 @@ extern "C" __global__ void attention(void* out, void* lse, const void* q, const 
     for (int j0 = 0; j0 < nkeys; j0 += AT) {
         __syncthreads();
         int cnt = min(AT, nkeys - j0);
-        for (int e = threadIdx.x; e < cnt * hd; e += blockDim.x) {
-            int r = e / hd, d = e - r * hd;
-            i64 off = kbase + (i64)(j0 + r) * ldk + d;
-            Ks[r * ks + d] = ld(k, off);
-            Vs[r * hd + d] = ld(v, off);
-        }
+        load_pair(Ks, ks, Vs, hd, k, v, kbase + (i64)j0 * ldk, ldk, cnt, hd);
         __syncthreads();
         if (!active || j0 >= mine) continue;
         float s = NEG_INF;
@@ -136,12 +144,7 @@ extern "C" __global__ void attention_backward_dq(void* dq, const void* dout, con
     for (int j0 = 0; j0 < nkeys; j0 += AT) {
         __syncthreads();
         int cnt = min(AT, nkeys - j0);
-        for (int e = threadIdx.x; e < cnt * hd; e += blockDim.x) {
-            int rr = e / hd, d = e - rr * hd;
-            i64 off = kbase + (i64)(j0 + rr) * ldk + d;
-            Ks[rr * ks + d] = ld(k, off);
-            Vs[rr * ks + d] = ld(v, off);
-        }
+        load_pair(Ks, ks, Vs, ks, k, v, kbase + (i64)j0 * ldk, ldk, cnt, hd);
         __syncthreads();
         if (!active || j0 > i) continue;
         float ds = 0.f;
@@ -213,12 +216,7 @@ extern "C" __global__ void attention_backward_dkv(void* dk, void* dv, const void
         for (int i0 = first; i0 < T; i0 += AT) {
             __syncthreads();
             int cnt = min(AT, T - i0);
-            for (int e = threadIdx.x; e < cnt * hd; e += blockDim.x) {
-                int rr = e / hd, d = e - rr * hd;
-                i64 off = ((i64)b * T + i0 + rr) * ldq + (i64)h * hd + d;
-                Qs[rr * ks + d] = ld(q, off);
-                Os[rr * ks + d] = ld(dout, off);
-            }
+            load_pair(Qs, ks, Os, ks, q, dout, ((i64)b * T + i0) * ldq + (i64)h * hd, ldq, cnt, hd);
             for (int e = threadIdx.x; e < cnt; e += blockDim.x) {
                 i64 rh = ((i64)b * T + i0 + e) * heads + h;
                 Ls[e] = ld(lse, rh);

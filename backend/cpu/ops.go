@@ -24,19 +24,9 @@ func (b *Backend) MatMul(c, x, y backend.Tensor, transA, transB bool, alpha, bet
 	if err != nil {
 		return err
 	}
-	m, k := backend.Rows(x), backend.Cols(x)
-	if transA {
-		m, k = k, m
-	}
-	kb, n := backend.Rows(y), backend.Cols(y)
-	if transB {
-		kb, n = n, kb
-	}
-	if k != kb {
-		return fmt.Errorf("cpu: MatMul: inner dimensions differ: op(a) is [%d,%d], op(b) is [%d,%d]", m, k, kb, n)
-	}
-	if backend.Rows(c) != m || backend.Cols(c) != n {
-		return backend.ShapeError(op, "c", c.Shape(), m, n)
+	m, n, k, err := backend.MatMulShape(c, x, y, transA, transB)
+	if err != nil {
+		return err
 	}
 	gemm.Sgemm(transA, transB, m, n, k, alpha, af, backend.Cols(x), bf, backend.Cols(y), beta, cf, n)
 	return nil

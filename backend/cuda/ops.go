@@ -59,6 +59,40 @@ func (b *Backend) optMat(op, what string, t backend.Tensor, rows, cols int) (*Te
 	return b.mat(op, what, t, rows, cols)
 }
 
+// spec is one float argument of an op: its name in errors, the tensor, the
+// matrix shape it must have, and whether it may be nil.
+type spec struct {
+	what       string
+	t          backend.Tensor
+	rows, cols int
+	optional   bool
+}
+
+func need(what string, t backend.Tensor, rows, cols int) spec {
+	return spec{what, t, rows, cols, false}
+}
+func maybe(what string, t backend.Tensor, rows, cols int) spec {
+	return spec{what, t, rows, cols, true}
+}
+
+// mats checks every argument of an op and returns them in order (nil for
+// an absent optional one).
+func (b *Backend) mats(op string, specs ...spec) ([]*Tensor, error) {
+	out := make([]*Tensor, len(specs))
+	for i, s := range specs {
+		var err error
+		if s.optional {
+			out[i], err = b.optMat(op, s.what, s.t, s.rows, s.cols)
+		} else {
+			out[i], err = b.mat(op, s.what, s.t, s.rows, s.cols)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 func (b *Backend) sameFloats(op string, ts ...backend.Tensor) ([]*Tensor, error) {
 	out := make([]*Tensor, len(ts))
 	for i, t := range ts {
@@ -96,19 +130,9 @@ func (b *Backend) MatMul(c, x, y backend.Tensor, transA, transB bool, alpha, bet
 		return err
 	}
 	ct, xt, yt := ts[0], ts[1], ts[2]
-	m, k := backend.Rows(x), backend.Cols(x)
-	if transA {
-		m, k = k, m
-	}
-	kb, n := backend.Rows(y), backend.Cols(y)
-	if transB {
-		kb, n = n, kb
-	}
-	if k != kb {
-		return fmt.Errorf("cuda: MatMul: inner dimensions differ: op(a) is [%d,%d], op(b) is [%d,%d]", m, k, kb, n)
-	}
-	if backend.Rows(c) != m || backend.Cols(c) != n {
-		return backend.ShapeError(op, "c", c.Shape(), m, n)
+	m, n, k, err := backend.MatMulShape(c, x, y, transA, transB)
+	if err != nil {
+		return err
 	}
 	if m == 0 || n == 0 {
 		return nil
@@ -174,14 +198,11 @@ func (b *Backend) Embedding(out, table, ids backend.Tensor) error {
 		return err
 	}
 	v, d := backend.Rows(table), backend.Cols(table)
-	tt, err := b.mat(op, "table", table, v, d)
+	ts, err := b.mats(op, need("table", table, v, d), need("out", out, len(it.host), d))
 	if err != nil {
 		return err
 	}
-	ot, err := b.mat(op, "out", out, len(it.host), d)
-	if err != nil {
-		return err
-	}
+	tt, ot := ts[0], ts[1]
 	if err := checkIDs(op, "token id", it.host, v); err != nil {
 		return err
 	}
@@ -199,14 +220,11 @@ func (b *Backend) EmbeddingBackward(dtable, dout, ids backend.Tensor) error {
 		return err
 	}
 	v, d := backend.Rows(dtable), backend.Cols(dtable)
-	tt, err := b.mat(op, "dtable", dtable, v, d)
+	ts, err := b.mats(op, need("dtable", dtable, v, d), need("dout", dout, len(it.host), d))
 	if err != nil {
 		return err
 	}
-	ot, err := b.mat(op, "dout", dout, len(it.host), d)
-	if err != nil {
-		return err
-	}
+	tt, ot := ts[0], ts[1]
 	if err := checkIDs(op, "token id", it.host, v); err != nil {
 		return err
 	}
@@ -244,26 +262,11 @@ func groupByID(ids []int32) (order, starts []int32) {
 func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset float32) error {
 	const op = "LayerNorm"
 	n, d := backend.Rows(x), backend.Cols(x)
-	xt, err := b.mat(op, "x", x, n, d)
+	ts, err := b.mats(op, need("x", x, n, d), need("out", out, n, d), need("weight", w, 1, d), maybe("bias", bias, 1, d), maybe("stats", stats, n, 2))
 	if err != nil {
 		return err
 	}
-	ot, err := b.mat(op, "out", out, n, d)
-	if err != nil {
-		return err
-	}
-	wt, err := b.mat(op, "weight", w, 1, d)
-	if err != nil {
-		return err
-	}
-	bt, err := b.optMat(op, "bias", bias, 1, d)
-	if err != nil {
-		return err
-	}
-	st, err := b.optMat(op, "stats", stats, n, 2)
-	if err != nil {
-		return err
-	}
+	xt, ot, wt, bt, st := ts[0], ts[1], ts[2], ts[3], ts[4]
 	return b.launch("layernorm", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
 		ot.arg(), optArg(st), xt.arg(), wt.arg(), optArg(bt), argInt(n), argInt(d), argF32(eps), argF32(wOffset))
 }
@@ -272,22 +275,11 @@ func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset 
 func (b *Backend) RMSNorm(out, stats, x, w backend.Tensor, eps float32) error {
 	const op = "RMSNorm"
 	n, d := backend.Rows(x), backend.Cols(x)
-	xt, err := b.mat(op, "x", x, n, d)
+	ts, err := b.mats(op, need("x", x, n, d), need("out", out, n, d), need("weight", w, 1, d), maybe("stats", stats, n, 1))
 	if err != nil {
 		return err
 	}
-	ot, err := b.mat(op, "out", out, n, d)
-	if err != nil {
-		return err
-	}
-	wt, err := b.mat(op, "weight", w, 1, d)
-	if err != nil {
-		return err
-	}
-	st, err := b.optMat(op, "stats", stats, n, 1)
-	if err != nil {
-		return err
-	}
+	xt, ot, wt, st := ts[0], ts[1], ts[2], ts[3]
 	return b.launch("rmsnorm", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
 		ot.arg(), optArg(st), xt.arg(), wt.arg(), argInt(n), argInt(d), argF32(eps))
 }
@@ -308,35 +300,12 @@ const normRowsPerChunk = 64
 
 func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
 	n, d := backend.Rows(x), backend.Cols(x)
-	xt, err := b.mat(op, "x", x, n, d)
+	ts, err := b.mats(op, need("x", x, n, d), need("dout", dout, n, d), need("dx", dx, n, d), need("weight", w, 1, d),
+		need("dweight", dw, 1, d), need("stats", stats, n, 2-kind), maybe("dbias", dbias, 1, d))
 	if err != nil {
 		return err
 	}
-	gt, err := b.mat(op, "dout", dout, n, d)
-	if err != nil {
-		return err
-	}
-	dxt, err := b.mat(op, "dx", dx, n, d)
-	if err != nil {
-		return err
-	}
-	wt, err := b.mat(op, "weight", w, 1, d)
-	if err != nil {
-		return err
-	}
-	dwt, err := b.mat(op, "dweight", dw, 1, d)
-	if err != nil {
-		return err
-	}
-	statCols := 2 - kind
-	stt, err := b.mat(op, "stats", stats, n, statCols)
-	if err != nil {
-		return err
-	}
-	dbt, err := b.optMat(op, "dbias", dbias, 1, d)
-	if err != nil {
-		return err
-	}
+	xt, gt, dxt, wt, dwt, stt, dbt := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6]
 	if n == 0 || d == 0 {
 		return nil
 	}
@@ -428,26 +397,12 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 		return err
 	}
 	wq, wk := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	qt, err := b.mat(op, "q", q, a.B*a.T, wq)
+	ts, err := b.mats(op, need("q", q, a.B*a.T, wq), need("k", k, backend.Rows(k), wk), need("v", v, backend.Rows(k), wk),
+		need("out", out, a.B*a.T, wq), maybe("lse", lse, a.B*a.T, a.Heads))
 	if err != nil {
 		return err
 	}
-	kt, err := b.mat(op, "k", k, backend.Rows(k), wk)
-	if err != nil {
-		return err
-	}
-	vt, err := b.mat(op, "v", v, backend.Rows(k), wk)
-	if err != nil {
-		return err
-	}
-	ot, err := b.mat(op, "out", out, a.B*a.T, wq)
-	if err != nil {
-		return err
-	}
-	lt, err := b.optMat(op, "lse", lse, a.B*a.T, a.Heads)
-	if err != nil {
-		return err
-	}
+	qt, kt, vt, ot, lt := ts[0], ts[1], ts[2], ts[3], ts[4]
 	if a.B == 0 || a.T == 0 {
 		return nil
 	}
@@ -490,17 +445,10 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 		return err
 	}
 	n, wq, wk := a.B*a.T, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	var ts [9]*Tensor
-	for i, c := range []struct {
-		what string
-		t    backend.Tensor
-		cols int
-	}{{"dq", dq, wq}, {"dk", dk, wk}, {"dv", dv, wk}, {"dout", dout, wq}, {"out", out, wq}, {"lse", lse, a.Heads}, {"q", q, wq}, {"k", k, wk}, {"v", v, wk}} {
-		t, err := b.mat(op, c.what, c.t, n, c.cols)
-		if err != nil {
-			return err
-		}
-		ts[i] = t
+	ts, err := b.mats(op, need("dq", dq, n, wq), need("dk", dk, n, wk), need("dv", dv, n, wk), need("dout", dout, n, wq),
+		need("out", out, n, wq), need("lse", lse, n, a.Heads), need("q", q, n, wq), need("k", k, n, wk), need("v", v, n, wk))
+	if err != nil {
+		return err
 	}
 	dqt, dkt, dvt, dot, outt, lt, qt, kt, vt := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8]
 	if n == 0 {
@@ -608,22 +556,11 @@ func (b *Backend) moveRows(op, kernel string, dst, src, rows backend.Tensor, sca
 func (b *Backend) CosineLoss(losses, du, u, v backend.Tensor, scale float32) error {
 	const op = "CosineLoss"
 	n, d := backend.Rows(u), backend.Cols(u)
-	ut, err := b.mat(op, "u", u, n, d)
+	ts, err := b.mats(op, need("u", u, n, d), need("v", v, n, d), need("losses", losses, n, 1), maybe("du", du, n, d))
 	if err != nil {
 		return err
 	}
-	vt, err := b.mat(op, "v", v, n, d)
-	if err != nil {
-		return err
-	}
-	lt, err := b.mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	dt, err := b.optMat(op, "du", du, n, d)
-	if err != nil {
-		return err
-	}
+	ut, vt, lt, dt := ts[0], ts[1], ts[2], ts[3]
 	return b.launch("cosine_loss", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
 		lt.arg(), optArg(dt), ut.arg(), vt.arg(), argInt(n), argInt(d), argF32(scale))
 }
@@ -636,18 +573,11 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 		return err
 	}
 	n, v := len(tt.host), backend.Cols(logits)
-	lt, err := b.mat(op, "logits", logits, n, v)
+	ts, err := b.mats(op, need("logits", logits, n, v), need("losses", losses, n, 1), maybe("dlogits", dlogits, n, v))
 	if err != nil {
 		return err
 	}
-	ls, err := b.mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	dt, err := b.optMat(op, "dlogits", dlogits, n, v)
-	if err != nil {
-		return err
-	}
+	lt, ls, dt := ts[0], ts[1], ts[2]
 	for i, t := range tt.host {
 		if int(t) >= v {
 			return fmt.Errorf("cuda: CrossEntropy: target %d at row %d is outside the vocabulary of %d", t, i, v)
@@ -728,22 +658,11 @@ func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p bac
 		return err
 	}
 	n, v := backend.Rows(student), backend.Cols(student)
-	st, err := b.mat(op, "student", student, n, v)
+	ts, err := b.mats(op, need("student", student, n, v), need("teacher", teacher, n, v), need("losses", losses, n, 1), maybe("dstudent", dstudent, n, v))
 	if err != nil {
 		return err
 	}
-	tt, err := b.mat(op, "teacher", teacher, n, v)
-	if err != nil {
-		return err
-	}
-	lt, err := b.mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	dt, err := b.optMat(op, "dstudent", dstudent, n, v)
-	if err != nil {
-		return err
-	}
+	st, tt, lt, dt := ts[0], ts[1], ts[2], ts[3]
 	return b.launch("kl_div", [3]uint32{uint32(n), 1, 1}, rowBlock(v), 0,
 		lt.arg(), optArg(dt), st.arg(), tt.arg(), argInt(n), argInt(v), argF32(p.Temperature), argInt(boolInt(p.Reverse)), argF32(p.Scale))
 }
@@ -775,22 +694,11 @@ func (b *Backend) KLTopK(losses, dstudent, student, ids, logp backend.Tensor, p 
 	if k > topKMax {
 		return fmt.Errorf("cuda: KLTopK: top-%d teacher; the kernel supports at most %d", k, topKMax)
 	}
-	st, err := b.mat(op, "student", student, n, v)
+	ts, err := b.mats(op, need("student", student, n, v), need("logp", logp, n, k), need("losses", losses, n, 1), maybe("dstudent", dstudent, n, v))
 	if err != nil {
 		return err
 	}
-	pt, err := b.mat(op, "logp", logp, n, k)
-	if err != nil {
-		return err
-	}
-	lt, err := b.mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	dt, err := b.optMat(op, "dstudent", dstudent, n, v)
-	if err != nil {
-		return err
-	}
+	st, pt, lt, dt := ts[0], ts[1], ts[2], ts[3]
 	for i, id := range it.host {
 		if id < 0 || int(id) >= v {
 			return fmt.Errorf("cuda: KLTopK: teacher token %d at row %d is outside the vocabulary of %d", id, i/max(k, 1), v)
