@@ -51,6 +51,18 @@ func (l *library) bind(procs map[string]*proc) error {
 	return nil
 }
 
+// bindFirst resolves the first of names the library has into p (for calls
+// whose versioned name changed between CUDA releases).
+func (l *library) bindFirst(p *proc, names ...string) error {
+	for _, n := range names {
+		if addr, err := purego.Dlsym(l.handle, n); err == nil && addr != 0 {
+			*p = proc{name: n, addr: addr}
+			return nil
+		}
+	}
+	return fmt.Errorf("cuda: %s (%s) has none of %s; install a newer one or point LD_LIBRARY_PATH at one", l.what, l.path, strings.Join(names, ", "))
+}
+
 // call calls p with args and returns its integer result (a status code).
 // Pointers passed as uintptr(unsafe.Pointer(x)) in the call expression
 // are kept alive and unmoved for the call (go:uintptrescapes moves what

@@ -25,6 +25,13 @@ func TestBindAndCallLibc(t *testing.T) {
 	if r := labs.call(uintptr(neg)); int(r) != 42 {
 		t.Fatalf("labs(-42) = %d", int(r))
 	}
+	var first proc
+	if err := l.bindFirst(&first, "cuNoSuchCall_v2", "strlen"); err != nil || first.name != "strlen" {
+		t.Fatalf("bindFirst: %v %q", err, first.name)
+	}
+	if err := l.bindFirst(&first, "cuNoSuchCall_v2", "cuNoSuchCall"); err == nil || !strings.Contains(err.Error(), "cuNoSuchCall_v2, cuNoSuchCall") {
+		t.Fatalf("bindFirst of missing symbols: %v", err)
+	}
 	var a, b proc
 	err = l.bind(map[string]*proc{"strlen": &a, "cuNoSuchCall_v9": &b, "cuAlsoMissing": &b})
 	if err == nil || !strings.Contains(err.Error(), "cuAlsoMissing, cuNoSuchCall_v9") || !strings.Contains(err.Error(), "libc.so.6") {

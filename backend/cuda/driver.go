@@ -42,11 +42,15 @@ func openDriver(e env) (*driver, error) {
 		"cuMemcpyDtoDAsync_v2": &d.cuMemcpyDtoDAsync, "cuMemsetD32Async": &d.cuMemsetD32Async,
 		"cuStreamCreate": &d.cuStreamCreate, "cuStreamSynchronize": &d.cuStreamSynchronize,
 		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventSynchronize": &d.cuEventSynchronize,
-		"cuEventElapsedTime": &d.cuEventElapsedTime, "cuEventDestroy_v2": &d.cuEventDestroy,
+		"cuEventDestroy_v2": &d.cuEventDestroy,
 		"cuModuleLoadData": &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction,
 		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuLaunchKernel": &d.cuLaunchKernel,
 	})
 	if err != nil {
+		return nil, err
+	}
+	// CUDA 12.8 added cuEventElapsedTime_v2; later releases may drop the old name.
+	if err := lib.bindFirst(&d.cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime"); err != nil {
 		return nil, err
 	}
 	return d, nil

@@ -48,7 +48,7 @@ func (n *nvrtc) Version() (int, error) {
 // compileOptions are the NVRTC options for arch ("sm_90" for a cubin,
 // "compute_90" for PTX the driver finishes).
 func compileOptions(arch string) []string {
-	return []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "--device-as-default-execution-space"}
+	return []string{"--gpu-architecture=" + arch, "--std=c++17"}
 }
 
 // Compile compiles src for arch and returns a cubin, or PTX when arch is
