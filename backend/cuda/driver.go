@@ -43,7 +43,7 @@ func openDriver(e env) (*driver, error) {
 		"cuStreamCreate": &d.cuStreamCreate, "cuStreamSynchronize": &d.cuStreamSynchronize,
 		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventSynchronize": &d.cuEventSynchronize,
 		"cuEventDestroy_v2": &d.cuEventDestroy,
-		"cuModuleLoadData": &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction,
+		"cuModuleLoadData":  &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction,
 		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuLaunchKernel": &d.cuLaunchKernel,
 	})
 	if err != nil {
