@@ -492,6 +492,13 @@ func (b *Backend) checkErrWord() error {
 	if err := b.dev.dtoh(unsafe.Pointer(&w), b.errWord, 4); err != nil {
 		return err
 	}
+	// The stream is idle now: no queued kernel reads the uploads.
+	if len(b.uploads) > 256 {
+		for k, p := range b.uploads {
+			b.mem.free(p)
+			delete(b.uploads, k)
+		}
+	}
 	if w == 0 {
 		return nil
 	}
@@ -504,20 +511,13 @@ func (b *Backend) checkErrWord() error {
 }
 
 // upload returns a device copy of small constant data (RoPE frequencies,
-// per-sequence offsets), uploaded once per distinct content.
+// per-sequence offsets), uploaded once per distinct content. The copies
+// are dropped at a synchronization once there are many (see checkErrWord),
+// never inside an op, whose earlier uploads must stay valid.
 func (b *Backend) upload(data []byte) (uintptr, error) {
 	key := string(data)
 	if p, ok := b.uploads[key]; ok {
 		return p, nil
-	}
-	if len(b.uploads) > 256 {
-		if err := b.dev.sync(); err != nil { // queued kernels may still read them
-			return 0, err
-		}
-		for k, p := range b.uploads {
-			b.mem.free(p)
-			delete(b.uploads, k)
-		}
 	}
 	p, err := b.mem.alloc(int64(max(len(data), 4)))
 	if err != nil {

@@ -327,3 +327,30 @@ func TestStatusErrors(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// Small uploads are cached by content and dropped only at a
+// synchronization, never while an op may still hold their addresses.
+func TestUploadCache(t *testing.T) {
+	b, f := fakeBackend(t)
+	p1, err := b.upload([]byte{1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2, _ := b.upload([]byte{1, 2, 3, 4}); p2 != p1 {
+		t.Fatal("same content uploaded twice")
+	}
+	for i := range 300 {
+		if _, err := b.upload([]byte{byte(i), byte(i >> 8), 9, 9}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.mem(p1, 4); got[0] != 1 || got[3] != 4 || len(b.uploads) < 300 {
+		t.Fatal("an upload was dropped before a synchronization")
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.uploads) != 0 {
+		t.Fatalf("%d uploads kept after a synchronization", len(b.uploads))
+	}
+}
