@@ -178,6 +178,13 @@ func (t *Tensors) ReleaseRange(name string, off, n int64) {
 	}
 }
 
+// PrefetchRange reads part of a tensor ahead of use (see File.PrefetchRange).
+func (t *Tensors) PrefetchRange(name string, off, n int64) {
+	if f, ok := t.byName[name]; ok {
+		f.PrefetchRange(name, off, n)
+	}
+}
+
 // Float32 reads a float tensor of any float dtype as float32, checking its
 // shape when want is given.
 func (t *Tensors) Float32(name string, want ...int) ([]float32, error) {

@@ -7,7 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"unsafe"
 
 	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/model"
@@ -219,21 +222,48 @@ func sliceEntry(ts *checkpoints.Tensors, tp model.Param, info *checkpoints.Info,
 		rowBytes := int64(cols) * es
 		outRow := int64(outCols) * es
 		block := max(1, int((4<<20)/max(outRow, 1)))
-		buf := make([]byte, 0, int64(block)*outRow)
+		buf := make([]byte, int64(block)*outRow)
 		released := int64(0)
+		// Scattered columns (short runs) of 2-byte elements are gathered
+		// element by element, the block's rows split across cores; long
+		// runs are copied whole.
+		gather := es == 2 && colSel != nil && outCols/len(runs) < 8
+		// The next block's source pages are read in while this one is sliced.
+		prefetch := func(i int) chan struct{} {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if i < len(rowSel) {
+					hi := min(i+block, len(rowSel))
+					first, last := int64(rowSel[i])*rowBytes, int64(rowSel[hi-1]+1)*rowBytes
+					ts.PrefetchRange(info.Name, first, last-first)
+				}
+			}()
+			return done
+		}
+		next := prefetch(0)
 		for i := 0; i < len(rowSel); i += block {
 			if err := ctx.Err(); err != nil {
+				<-next
 				return err
 			}
-			buf = buf[:0]
+			<-next
+			next = prefetch(i + block)
 			hi := min(i+block, len(rowSel))
-			for _, r := range rowSel[i:hi] {
-				base := int64(r) * rowBytes
-				for _, c := range runs {
-					buf = append(buf, src[base+int64(c.from)*es:base+int64(c.from+c.n)*es]...)
+			buf := buf[:int64(hi-i)*outRow]
+			if gather {
+				gatherRows16(buf, src, rowSel[i:hi], colSel, cols)
+			} else {
+				off := 0
+				for _, r := range rowSel[i:hi] {
+					base := int64(r) * rowBytes
+					for _, c := range runs {
+						off += copy(buf[off:], src[base+int64(c.from)*es:base+int64(c.from+c.n)*es])
+					}
 				}
 			}
 			if _, err := w.Write(buf); err != nil {
+				<-next
 				return err
 			}
 			progress(int64(len(buf)))
@@ -244,7 +274,33 @@ func sliceEntry(ts *checkpoints.Tensors, tp model.Param, info *checkpoints.Info,
 				released = upto
 			}
 		}
+		<-next
 		ts.Release(info.Name)
 		return nil
 	}}
+}
+
+// gatherRows16 writes, for each row r of rows, the 2-byte elements of
+// src's row r (of cols elements) at columns sel into dst, in parallel over
+// rows.
+func gatherRows16(dst, src []byte, rows, sel []int, cols int) {
+	s16 := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/2)
+	d16 := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/2)
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(rows)))
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*len(rows)/workers, (w+1)*len(rows)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				row := s16[rows[i]*cols : (rows[i]+1)*cols]
+				out := d16[i*len(sel) : (i+1)*len(sel)]
+				for j, c := range sel {
+					out[j] = row[c]
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
