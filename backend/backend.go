@@ -265,6 +265,20 @@ const (
 	MissingUniform     = "uniform"
 )
 
+// Arg describes one float argument of an op for its shape check: the name
+// used in errors, the tensor, the matrix shape it must have (a vector of
+// Rows*Cols elements passes where either is 1), and whether it may be nil.
+type Arg struct {
+	What       string
+	T          Tensor
+	Rows, Cols int
+	Optional   bool
+}
+
+// Need is a required argument; Maybe one that may be nil.
+func Need(what string, t Tensor, rows, cols int) Arg  { return Arg{what, t, rows, cols, false} }
+func Maybe(what string, t Tensor, rows, cols int) Arg { return Arg{what, t, rows, cols, true} }
+
 // MatMulShape returns the dimensions of c = op(a)·op(b) (c [m,n], op(a)
 // [m,k], op(b) [k,n]) or an error when the shapes do not fit.
 func MatMulShape(c, a, b Tensor, transA, transB bool) (m, n, k int, err error) {

@@ -44,28 +44,13 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 	if err := a.Check(q, k, v); err != nil {
 		return err
 	}
-	qf, err := mat(op, "q", q, a.B*a.T, a.Heads*a.HeadDim)
+	wq, wk := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+	fs, err := mats(op, backend.Need("q", q, a.B*a.T, wq), backend.Need("k", k, backend.Rows(k), wk), backend.Need("v", v, backend.Rows(k), wk),
+		backend.Need("out", out, a.B*a.T, wq), backend.Maybe("lse", lse, a.B*a.T, a.Heads))
 	if err != nil {
 		return err
 	}
-	kf, err := mat(op, "k", k, backend.Rows(k), a.KVHeads*a.HeadDim)
-	if err != nil {
-		return err
-	}
-	vf, err := mat(op, "v", v, backend.Rows(k), a.KVHeads*a.HeadDim)
-	if err != nil {
-		return err
-	}
-	of, err := mat(op, "out", out, a.B*a.T, a.Heads*a.HeadDim)
-	if err != nil {
-		return err
-	}
-	var lf []float32
-	if lse != nil {
-		if lf, err = mat(op, "lse", lse, a.B*a.T, a.Heads); err != nil {
-			return err
-		}
-	}
+	qf, kf, vf, of, lf := fs[0], fs[1], fs[2], fs[3], fs[4]
 	hd, ldq, ldk := a.HeadDim, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	group := a.Heads / a.KVHeads
 	maxKeys := 0
@@ -127,18 +112,11 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 	}
 	nq, nkv := a.B*a.T, backend.Rows(k)
 	wq, wkv := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	var fs [9][]float32
-	for i, c := range []struct {
-		t          backend.Tensor
-		name       string
-		rows, cols int
-	}{{q, "q", nq, wq}, {k, "k", nkv, wkv}, {v, "v", nkv, wkv}, {out, "out", nq, wq}, {dout, "dout", nq, wq},
-		{lse, "lse", nq, a.Heads}, {dq, "dq", nq, wq}, {dk, "dk", nkv, wkv}, {dv, "dv", nkv, wkv}} {
-		f, err := mat(op, c.name, c.t, c.rows, c.cols)
-		if err != nil {
-			return err
-		}
-		fs[i] = f
+	fs, err := mats(op, backend.Need("q", q, nq, wq), backend.Need("k", k, nkv, wkv), backend.Need("v", v, nkv, wkv),
+		backend.Need("out", out, nq, wq), backend.Need("dout", dout, nq, wq), backend.Need("lse", lse, nq, a.Heads),
+		backend.Need("dq", dq, nq, wq), backend.Need("dk", dk, nkv, wkv), backend.Need("dv", dv, nkv, wkv))
+	if err != nil {
+		return err
 	}
 	qf, kf, vf, of, df, lf, dqf, dkf, dvf := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6], fs[7], fs[8]
 	hd, ldq, ldk := a.HeadDim, wq, wkv

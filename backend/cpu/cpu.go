@@ -225,6 +225,23 @@ func mat(op, what string, t backend.Tensor, rows, cols int) ([]float32, error) {
 	return f, nil
 }
 
+// mats checks every argument of an op and returns their storage in order
+// (nil for an absent optional one).
+func mats(op string, args ...backend.Arg) ([][]float32, error) {
+	out := make([][]float32, len(args))
+	for i, a := range args {
+		if a.Optional && a.T == nil {
+			continue
+		}
+		f, err := mat(op, a.What, a.T, a.Rows, a.Cols)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = f
+	}
+	return out, nil
+}
+
 // parallelRows runs f over [0,n) split into contiguous chunks across cores;
 // work is the approximate cost of one row, used to stay serial on small jobs.
 func (b *Backend) parallelRows(n, work int, f func(lo, hi int)) {

@@ -49,24 +49,12 @@ func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p bac
 		return err
 	}
 	n, v := backend.Rows(student), backend.Cols(student)
-	sf, err := mat(op, "student", student, n, v)
+	fs, err := mats(op, backend.Need("student", student, n, v), backend.Need("teacher", teacher, n, v),
+		backend.Need("losses", losses, n, 1), backend.Maybe("dstudent", dstudent, n, v))
 	if err != nil {
 		return err
 	}
-	tf, err := mat(op, "teacher", teacher, n, v)
-	if err != nil {
-		return err
-	}
-	lf, err := mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	var df []float32
-	if dstudent != nil {
-		if df, err = mat(op, "dstudent", dstudent, n, v); err != nil {
-			return err
-		}
-	}
+	sf, tf, lf, df := fs[0], fs[1], fs[2], fs[3]
 	T := p.Temperature
 	b.parallelRows(n, 8*v, func(lo, hi int) {
 		lq := make([]float32, v)
@@ -125,10 +113,6 @@ func (b *Backend) KLTopK(losses, dstudent, student, ids, logp backend.Tensor, p 
 	}
 	n, v := backend.Rows(student), backend.Cols(student)
 	k := backend.Cols(ids)
-	sf, err := mat(op, "student", student, n, v)
-	if err != nil {
-		return err
-	}
 	idf, err := ints(op, ids)
 	if err != nil {
 		return err
@@ -136,20 +120,12 @@ func (b *Backend) KLTopK(losses, dstudent, student, ids, logp backend.Tensor, p 
 	if len(idf) != n*k {
 		return backend.ShapeError(op, "ids", ids.Shape(), n, k)
 	}
-	pf, err := mat(op, "logp", logp, n, k)
+	fs, err := mats(op, backend.Need("student", student, n, v), backend.Need("logp", logp, n, k),
+		backend.Need("losses", losses, n, 1), backend.Maybe("dstudent", dstudent, n, v))
 	if err != nil {
 		return err
 	}
-	lf, err := mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	var df []float32
-	if dstudent != nil {
-		if df, err = mat(op, "dstudent", dstudent, n, v); err != nil {
-			return err
-		}
-	}
+	sf, pf, lf, df := fs[0], fs[1], fs[2], fs[3]
 	for i, id := range idf {
 		if id < 0 || int(id) >= v {
 			return fmt.Errorf("cpu: KLTopK: teacher token %d at row %d is outside the vocabulary of %d", id, i/k, v)

@@ -89,29 +89,12 @@ func (b *Backend) EmbeddingBackward(dtable, dout, ids backend.Tensor) error {
 func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset float32) error {
 	const op = "LayerNorm"
 	n, d := backend.Rows(x), backend.Cols(x)
-	xf, err := mat(op, "x", x, n, d)
+	fs, err := mats(op, backend.Need("x", x, n, d), backend.Need("out", out, n, d), backend.Need("weight", w, 1, d),
+		backend.Maybe("bias", bias, 1, d), backend.Maybe("stats", stats, n, 2))
 	if err != nil {
 		return err
 	}
-	of, err := mat(op, "out", out, n, d)
-	if err != nil {
-		return err
-	}
-	wf, err := mat(op, "weight", w, 1, d)
-	if err != nil {
-		return err
-	}
-	var bf, sf []float32
-	if bias != nil {
-		if bf, err = mat(op, "bias", bias, 1, d); err != nil {
-			return err
-		}
-	}
-	if stats != nil {
-		if sf, err = mat(op, "stats", stats, n, 2); err != nil {
-			return err
-		}
-	}
+	xf, of, wf, bf, sf := fs[0], fs[1], fs[2], fs[3], fs[4]
 	b.parallelRows(n, 4*d, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := xf[i*d : (i+1)*d]
@@ -147,36 +130,12 @@ func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset 
 func (b *Backend) LayerNormBackward(dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
 	const op = "LayerNormBackward"
 	n, d := backend.Rows(x), backend.Cols(x)
-	xf, err := mat(op, "x", x, n, d)
+	fs, err := mats(op, backend.Need("x", x, n, d), backend.Need("dout", dout, n, d), backend.Need("dx", dx, n, d),
+		backend.Need("weight", w, 1, d), backend.Need("dweight", dw, 1, d), backend.Need("stats", stats, n, 2), backend.Maybe("dbias", dbias, 1, d))
 	if err != nil {
 		return err
 	}
-	df, err := mat(op, "dout", dout, n, d)
-	if err != nil {
-		return err
-	}
-	dxf, err := mat(op, "dx", dx, n, d)
-	if err != nil {
-		return err
-	}
-	wf, err := mat(op, "weight", w, 1, d)
-	if err != nil {
-		return err
-	}
-	dwf, err := mat(op, "dweight", dw, 1, d)
-	if err != nil {
-		return err
-	}
-	sf, err := mat(op, "stats", stats, n, 2)
-	if err != nil {
-		return err
-	}
-	var dbf []float32
-	if dbias != nil {
-		if dbf, err = mat(op, "dbias", dbias, 1, d); err != nil {
-			return err
-		}
-	}
+	xf, df, dxf, wf, dwf, sf, dbf := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6]
 	b.parallelReduce(n, 8*d, d, func(lo, hi int, acc []float64) {
 		xhat := make([]float32, d)
 		for i := lo; i < hi; i++ {
@@ -207,24 +166,11 @@ func (b *Backend) LayerNormBackward(dx, dw, dbias, dout, x, w, stats backend.Ten
 func (b *Backend) RMSNorm(out, stats, x, w backend.Tensor, eps float32) error {
 	const op = "RMSNorm"
 	n, d := backend.Rows(x), backend.Cols(x)
-	xf, err := mat(op, "x", x, n, d)
+	fs, err := mats(op, backend.Need("x", x, n, d), backend.Need("out", out, n, d), backend.Need("weight", w, 1, d), backend.Maybe("stats", stats, n, 1))
 	if err != nil {
 		return err
 	}
-	of, err := mat(op, "out", out, n, d)
-	if err != nil {
-		return err
-	}
-	wf, err := mat(op, "weight", w, 1, d)
-	if err != nil {
-		return err
-	}
-	var sf []float32
-	if stats != nil {
-		if sf, err = mat(op, "stats", stats, n, 1); err != nil {
-			return err
-		}
-	}
+	xf, of, wf, sf := fs[0], fs[1], fs[2], fs[3]
 	b.parallelRows(n, 3*d, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := xf[i*d : (i+1)*d]
@@ -249,30 +195,12 @@ func (b *Backend) RMSNorm(out, stats, x, w backend.Tensor, eps float32) error {
 func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, stats backend.Tensor) error {
 	const op = "RMSNormBackward"
 	n, d := backend.Rows(x), backend.Cols(x)
-	xf, err := mat(op, "x", x, n, d)
+	fs, err := mats(op, backend.Need("x", x, n, d), backend.Need("dout", dout, n, d), backend.Need("dx", dx, n, d),
+		backend.Need("weight", w, 1, d), backend.Need("dweight", dw, 1, d), backend.Need("stats", stats, n, 1))
 	if err != nil {
 		return err
 	}
-	df, err := mat(op, "dout", dout, n, d)
-	if err != nil {
-		return err
-	}
-	dxf, err := mat(op, "dx", dx, n, d)
-	if err != nil {
-		return err
-	}
-	wf, err := mat(op, "weight", w, 1, d)
-	if err != nil {
-		return err
-	}
-	dwf, err := mat(op, "dweight", dw, 1, d)
-	if err != nil {
-		return err
-	}
-	sf, err := mat(op, "stats", stats, n, 1)
-	if err != nil {
-		return err
-	}
+	xf, df, dxf, wf, dwf, sf := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5]
 	b.parallelReduce(n, 6*d, d, func(lo, hi int, acc []float64) {
 		for i := lo; i < hi; i++ {
 			r := sf[i]
@@ -505,24 +433,11 @@ func (b *Backend) moveRows(op string, dst, src, rows backend.Tensor, scatter boo
 func (b *Backend) CosineLoss(losses, du, u, v backend.Tensor, scale float32) error {
 	const op = "CosineLoss"
 	n, d := backend.Rows(u), backend.Cols(u)
-	uf, err := mat(op, "u", u, n, d)
+	fs, err := mats(op, backend.Need("u", u, n, d), backend.Need("v", v, n, d), backend.Need("losses", losses, n, 1), backend.Maybe("du", du, n, d))
 	if err != nil {
 		return err
 	}
-	vf, err := mat(op, "v", v, n, d)
-	if err != nil {
-		return err
-	}
-	lf, err := mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	var df []float32
-	if du != nil {
-		if df, err = mat(op, "du", du, n, d); err != nil {
-			return err
-		}
-	}
+	uf, vf, lf, df := fs[0], fs[1], fs[2], fs[3]
 	b.parallelRows(n, 4*d, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			ur, vr := uf[i*d:(i+1)*d], vf[i*d:(i+1)*d]
@@ -557,20 +472,11 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 		return err
 	}
 	n, v := len(tg), backend.Cols(logits)
-	lf, err := mat(op, "logits", logits, n, v)
+	fs, err := mats(op, backend.Need("logits", logits, n, v), backend.Need("losses", losses, n, 1), backend.Maybe("dlogits", dlogits, n, v))
 	if err != nil {
 		return err
 	}
-	loss, err := mat(op, "losses", losses, n, 1)
-	if err != nil {
-		return err
-	}
-	var df []float32
-	if dlogits != nil {
-		if df, err = mat(op, "dlogits", dlogits, n, v); err != nil {
-			return err
-		}
-	}
+	lf, loss, df := fs[0], fs[1], fs[2]
 	for i, t := range tg {
 		if int(t) >= v {
 			return fmt.Errorf("cpu: CrossEntropy: target %d at row %d is outside the vocabulary of %d", t, i, v)

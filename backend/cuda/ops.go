@@ -59,32 +59,16 @@ func (b *Backend) optMat(op, what string, t backend.Tensor, rows, cols int) (*Te
 	return b.mat(op, what, t, rows, cols)
 }
 
-// spec is one float argument of an op: its name in errors, the tensor, the
-// matrix shape it must have, and whether it may be nil.
-type spec struct {
-	what       string
-	t          backend.Tensor
-	rows, cols int
-	optional   bool
-}
-
-func need(what string, t backend.Tensor, rows, cols int) spec {
-	return spec{what, t, rows, cols, false}
-}
-func maybe(what string, t backend.Tensor, rows, cols int) spec {
-	return spec{what, t, rows, cols, true}
-}
-
 // mats checks every argument of an op and returns them in order (nil for
 // an absent optional one).
-func (b *Backend) mats(op string, specs ...spec) ([]*Tensor, error) {
-	out := make([]*Tensor, len(specs))
-	for i, s := range specs {
+func (b *Backend) mats(op string, args ...backend.Arg) ([]*Tensor, error) {
+	out := make([]*Tensor, len(args))
+	for i, a := range args {
 		var err error
-		if s.optional {
-			out[i], err = b.optMat(op, s.what, s.t, s.rows, s.cols)
+		if a.Optional {
+			out[i], err = b.optMat(op, a.What, a.T, a.Rows, a.Cols)
 		} else {
-			out[i], err = b.mat(op, s.what, s.t, s.rows, s.cols)
+			out[i], err = b.mat(op, a.What, a.T, a.Rows, a.Cols)
 		}
 		if err != nil {
 			return nil, err
@@ -198,7 +182,7 @@ func (b *Backend) Embedding(out, table, ids backend.Tensor) error {
 		return err
 	}
 	v, d := backend.Rows(table), backend.Cols(table)
-	ts, err := b.mats(op, need("table", table, v, d), need("out", out, len(it.host), d))
+	ts, err := b.mats(op, backend.Need("table", table, v, d), backend.Need("out", out, len(it.host), d))
 	if err != nil {
 		return err
 	}
@@ -220,7 +204,7 @@ func (b *Backend) EmbeddingBackward(dtable, dout, ids backend.Tensor) error {
 		return err
 	}
 	v, d := backend.Rows(dtable), backend.Cols(dtable)
-	ts, err := b.mats(op, need("dtable", dtable, v, d), need("dout", dout, len(it.host), d))
+	ts, err := b.mats(op, backend.Need("dtable", dtable, v, d), backend.Need("dout", dout, len(it.host), d))
 	if err != nil {
 		return err
 	}
@@ -262,7 +246,7 @@ func groupByID(ids []int32) (order, starts []int32) {
 func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset float32) error {
 	const op = "LayerNorm"
 	n, d := backend.Rows(x), backend.Cols(x)
-	ts, err := b.mats(op, need("x", x, n, d), need("out", out, n, d), need("weight", w, 1, d), maybe("bias", bias, 1, d), maybe("stats", stats, n, 2))
+	ts, err := b.mats(op, backend.Need("x", x, n, d), backend.Need("out", out, n, d), backend.Need("weight", w, 1, d), backend.Maybe("bias", bias, 1, d), backend.Maybe("stats", stats, n, 2))
 	if err != nil {
 		return err
 	}
@@ -275,7 +259,7 @@ func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset 
 func (b *Backend) RMSNorm(out, stats, x, w backend.Tensor, eps float32) error {
 	const op = "RMSNorm"
 	n, d := backend.Rows(x), backend.Cols(x)
-	ts, err := b.mats(op, need("x", x, n, d), need("out", out, n, d), need("weight", w, 1, d), maybe("stats", stats, n, 1))
+	ts, err := b.mats(op, backend.Need("x", x, n, d), backend.Need("out", out, n, d), backend.Need("weight", w, 1, d), backend.Maybe("stats", stats, n, 1))
 	if err != nil {
 		return err
 	}
@@ -300,8 +284,8 @@ const normRowsPerChunk = 64
 
 func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
 	n, d := backend.Rows(x), backend.Cols(x)
-	ts, err := b.mats(op, need("x", x, n, d), need("dout", dout, n, d), need("dx", dx, n, d), need("weight", w, 1, d),
-		need("dweight", dw, 1, d), need("stats", stats, n, 2-kind), maybe("dbias", dbias, 1, d))
+	ts, err := b.mats(op, backend.Need("x", x, n, d), backend.Need("dout", dout, n, d), backend.Need("dx", dx, n, d), backend.Need("weight", w, 1, d),
+		backend.Need("dweight", dw, 1, d), backend.Need("stats", stats, n, 2-kind), backend.Maybe("dbias", dbias, 1, d))
 	if err != nil {
 		return err
 	}
@@ -397,8 +381,8 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 		return err
 	}
 	wq, wk := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	ts, err := b.mats(op, need("q", q, a.B*a.T, wq), need("k", k, backend.Rows(k), wk), need("v", v, backend.Rows(k), wk),
-		need("out", out, a.B*a.T, wq), maybe("lse", lse, a.B*a.T, a.Heads))
+	ts, err := b.mats(op, backend.Need("q", q, a.B*a.T, wq), backend.Need("k", k, backend.Rows(k), wk), backend.Need("v", v, backend.Rows(k), wk),
+		backend.Need("out", out, a.B*a.T, wq), backend.Maybe("lse", lse, a.B*a.T, a.Heads))
 	if err != nil {
 		return err
 	}
@@ -445,8 +429,8 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 		return err
 	}
 	n, wq, wk := a.B*a.T, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	ts, err := b.mats(op, need("dq", dq, n, wq), need("dk", dk, n, wk), need("dv", dv, n, wk), need("dout", dout, n, wq),
-		need("out", out, n, wq), need("lse", lse, n, a.Heads), need("q", q, n, wq), need("k", k, n, wk), need("v", v, n, wk))
+	ts, err := b.mats(op, backend.Need("dq", dq, n, wq), backend.Need("dk", dk, n, wk), backend.Need("dv", dv, n, wk), backend.Need("dout", dout, n, wq),
+		backend.Need("out", out, n, wq), backend.Need("lse", lse, n, a.Heads), backend.Need("q", q, n, wq), backend.Need("k", k, n, wk), backend.Need("v", v, n, wk))
 	if err != nil {
 		return err
 	}
@@ -556,7 +540,7 @@ func (b *Backend) moveRows(op, kernel string, dst, src, rows backend.Tensor, sca
 func (b *Backend) CosineLoss(losses, du, u, v backend.Tensor, scale float32) error {
 	const op = "CosineLoss"
 	n, d := backend.Rows(u), backend.Cols(u)
-	ts, err := b.mats(op, need("u", u, n, d), need("v", v, n, d), need("losses", losses, n, 1), maybe("du", du, n, d))
+	ts, err := b.mats(op, backend.Need("u", u, n, d), backend.Need("v", v, n, d), backend.Need("losses", losses, n, 1), backend.Maybe("du", du, n, d))
 	if err != nil {
 		return err
 	}
@@ -573,7 +557,7 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 		return err
 	}
 	n, v := len(tt.host), backend.Cols(logits)
-	ts, err := b.mats(op, need("logits", logits, n, v), need("losses", losses, n, 1), maybe("dlogits", dlogits, n, v))
+	ts, err := b.mats(op, backend.Need("logits", logits, n, v), backend.Need("losses", losses, n, 1), backend.Maybe("dlogits", dlogits, n, v))
 	if err != nil {
 		return err
 	}
@@ -658,7 +642,7 @@ func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p bac
 		return err
 	}
 	n, v := backend.Rows(student), backend.Cols(student)
-	ts, err := b.mats(op, need("student", student, n, v), need("teacher", teacher, n, v), need("losses", losses, n, 1), maybe("dstudent", dstudent, n, v))
+	ts, err := b.mats(op, backend.Need("student", student, n, v), backend.Need("teacher", teacher, n, v), backend.Need("losses", losses, n, 1), backend.Maybe("dstudent", dstudent, n, v))
 	if err != nil {
 		return err
 	}
@@ -694,7 +678,7 @@ func (b *Backend) KLTopK(losses, dstudent, student, ids, logp backend.Tensor, p 
 	if k > topKMax {
 		return fmt.Errorf("cuda: KLTopK: top-%d teacher; the kernel supports at most %d", k, topKMax)
 	}
-	ts, err := b.mats(op, need("student", student, n, v), need("logp", logp, n, k), need("losses", losses, n, 1), maybe("dstudent", dstudent, n, v))
+	ts, err := b.mats(op, backend.Need("student", student, n, v), backend.Need("logp", logp, n, k), backend.Need("losses", losses, n, 1), backend.Maybe("dstudent", dstudent, n, v))
 	if err != nil {
 		return err
 	}
