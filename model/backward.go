@@ -141,12 +141,9 @@ func CrossEntropyLoss(b backend.Backend, targets []int32) (ChunkLoss, func(), er
 	return f, func() { b.Free(tg) }, nil
 }
 
-// LossAndGrad runs a forward pass that keeps activations (a must be made
-// with keep), computes the mean cross-entropy of the rows whose target is
-// not negative, and accumulates scale × d(loss)/d(parameter) into g.
-// It returns the loss (before scale).
-func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale float32, g *Grads) (float64, error) {
-	n := in.B * in.T
+// countTargets checks n next-token targets against the vocabulary and
+// returns how many rows have one (a negative target means none).
+func (m *Model) countTargets(targets []int32, n int) (int, error) {
 	if len(targets) != n {
 		return 0, fmt.Errorf("model: %d targets for %d rows", len(targets), n)
 	}
@@ -161,6 +158,19 @@ func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale flo
 	}
 	if count == 0 {
 		return 0, fmt.Errorf("model: no row has a target")
+	}
+	return count, nil
+}
+
+// LossAndGrad runs a forward pass that keeps activations (a must be made
+// with keep), computes the mean cross-entropy of the rows whose target is
+// not negative, and accumulates scale × d(loss)/d(parameter) into g.
+// It returns the loss (before scale).
+func (m *Model) LossAndGrad(a *Activations, in Input, targets []int32, scale float32, g *Grads) (float64, error) {
+	n := in.B * in.T
+	count, err := m.countTargets(targets, n)
+	if err != nil {
+		return 0, err
 	}
 	ce, free, err := CrossEntropyLoss(m.Backend, targets)
 	if err != nil {
@@ -437,20 +447,9 @@ func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at 
 // a may be made with or without keep. opt may skip layers or observe.
 func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (float64, error) {
 	n := in.B * in.T
-	if len(targets) != n {
-		return 0, fmt.Errorf("model: %d targets for %d rows", len(targets), n)
-	}
-	count := 0
-	for i, t := range targets {
-		if int(t) >= m.Config.VocabSize {
-			return 0, fmt.Errorf("model: target %d at row %d is outside the vocabulary (size %d)", t, i, m.Config.VocabSize)
-		}
-		if t >= 0 {
-			count++
-		}
-	}
-	if count == 0 {
-		return 0, fmt.Errorf("model: no row has a target")
+	count, err := m.countTargets(targets, n)
+	if err != nil {
+		return 0, err
 	}
 	if err := m.trunk(a, in, opt); err != nil {
 		return 0, err
