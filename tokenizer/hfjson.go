@@ -11,8 +11,9 @@ import (
 
 // JSON is a tokenizer loaded from a Hugging Face tokenizer.json with a BPE
 // model, of the kinds Llama- and Nemotron-family checkpoints ship: byte
-// fallback, Prepend/Replace normalizers or a Metaspace pre-tokenizer, and
-// added tokens. It follows the tokenizers library: added tokens are split
+// fallback, Prepend/Replace normalizers or a Metaspace pre-tokenizer, byte-
+// level BPE (Llama 3, GPT-2, Qwen2: a Split pre-tokenizer with one of their
+// regular expressions and ByteLevel), and added tokens. It follows the tokenizers library: added tokens are split
 // out first, each remaining span is normalized and pre-tokenized on its own,
 // and merges apply by rank (leftmost first on ties).
 type JSON struct {
@@ -28,15 +29,20 @@ type JSON struct {
 	fuseUnk      bool
 	ignoreMerges bool
 
-	norm   []textOp
-	meta   *metaspace
-	added  *trie
-	addOpt map[int32]addedToken
-	dec    []decodeOp
-	bos    int32
-	eos    int32
-	hash   string
-	pool   sync.Pool
+	norm []textOp
+	meta *metaspace
+	// byte-level BPE: words are cut by split and written in the byte-level
+	// alphabet; prefixSpace adds a space before a span that lacks one.
+	byteLevel   bool
+	split       splitter
+	prefixSpace bool
+	added       *trie
+	addOpt      map[int32]addedToken
+	dec         []decodeOp
+	bos         int32
+	eos         int32
+	hash        string
+	pool        sync.Pool
 }
 
 type textOp struct {
@@ -115,6 +121,9 @@ type component struct {
 	PrependScheme string `json:"prepend_scheme"`
 	AddPrefix     *bool  `json:"add_prefix_space"`
 	Split         *bool  `json:"split"`
+	UseRegex      *bool  `json:"use_regex"`
+	Behavior      string `json:"behavior"`
+	Invert        bool   `json:"invert"`
 	Start         int    `json:"start"`
 	Stop          int    `json:"stop"`
 }
@@ -234,6 +243,12 @@ func ParseJSON(b []byte) (*JSON, error) {
 	if err := t.parseDecoder(r.Decoder); err != nil {
 		return nil, err
 	}
+	if t.split != nil && !t.byteLevel {
+		return nil, fmt.Errorf("pre-tokenizer Split without ByteLevel is not supported")
+	}
+	if t.byteLevel && t.meta != nil {
+		return nil, fmt.Errorf("pre-tokenizers ByteLevel and Metaspace together are not supported")
+	}
 	return t, nil
 }
 
@@ -309,8 +324,40 @@ func (t *JSON) parsePreTokenizer(raw json.RawMessage) error {
 		return fmt.Errorf("pre_tokenizer: %v", err)
 	}
 	for _, c := range cs {
-		if c.Type != "Metaspace" {
-			return fmt.Errorf("pre-tokenizer %q is not supported (supported: Metaspace); byte-level BPE tokenizers are not supported yet", c.Type)
+		switch c.Type {
+		case "Split":
+			pat := ""
+			switch {
+			case c.Pattern.Regex != nil:
+				pat = *c.Pattern.Regex
+			case c.Pattern.String != nil:
+				return fmt.Errorf("pre-tokenizer Split on the string %q is not supported (supported: the regular expressions of Llama 3, GPT-2 and Qwen2)", *c.Pattern.String)
+			}
+			sp, ok := knownSplitters[pat]
+			if !ok {
+				return fmt.Errorf("pre-tokenizer Split with the pattern %q is not supported (supported: the regular expressions of Llama 3 / cl100k, GPT-2 and Qwen2)", pat)
+			}
+			if c.Behavior != "Isolated" || c.Invert {
+				return fmt.Errorf("pre-tokenizer Split with behavior %q (invert %v) is not supported (supported: Isolated)", c.Behavior, c.Invert)
+			}
+			if t.split != nil {
+				return fmt.Errorf("more than one splitting pre-tokenizer is not supported")
+			}
+			t.split = sp
+			continue
+		case "ByteLevel":
+			t.byteLevel = true
+			t.prefixSpace = c.AddPrefix != nil && *c.AddPrefix
+			if c.UseRegex == nil || *c.UseRegex {
+				if t.split != nil {
+					return fmt.Errorf("pre-tokenizer ByteLevel with use_regex after a Split is not supported")
+				}
+				t.split = splitGPT2
+			}
+			continue
+		case "Metaspace":
+		default:
+			return fmt.Errorf("pre-tokenizer %q is not supported (supported: Metaspace, ByteLevel, Split with the Llama 3 / GPT-2 / Qwen2 patterns)", c.Type)
 		}
 		m := &metaspace{replacement: c.Replacement, scheme: c.PrependScheme, split: true}
 		if m.replacement == "" {
@@ -348,6 +395,8 @@ func (t *JSON) parseDecoder(raw json.RawMessage) error {
 			t.dec = append(t.dec, decodeOp{kind: "fuse"})
 		case "Strip":
 			t.dec = append(t.dec, decodeOp{kind: "strip", from: c.Content, start: c.Start, stop: c.Stop})
+		case "ByteLevel":
+			t.dec = append(t.dec, decodeOp{kind: "byte_level"})
 		case "Metaspace":
 			scheme := c.PrependScheme
 			if scheme == "" {
@@ -362,7 +411,7 @@ func (t *JSON) parseDecoder(raw json.RawMessage) error {
 			}
 			t.dec = append(t.dec, decodeOp{kind: "metaspace", from: rep, scheme: scheme})
 		default:
-			return fmt.Errorf("decoder %q is not supported (supported: Replace, ByteFallback, Fuse, Strip, Metaspace)", c.Type)
+			return fmt.Errorf("decoder %q is not supported (supported: Replace, ByteFallback, Fuse, Strip, Metaspace, ByteLevel)", c.Type)
 		}
 	}
 	return nil
@@ -438,6 +487,20 @@ func (t *JSON) encodeSpan(dst []int32, s string, first bool) []int32 {
 		case "replace":
 			s = strings.ReplaceAll(s, op.from, op.to)
 		}
+	}
+	if t.byteLevel {
+		if t.prefixSpace && !strings.HasPrefix(s, " ") {
+			s = " " + s
+		}
+		if t.split == nil {
+			return t.bpe(dst, byteLevelString(s))
+		}
+		for len(s) > 0 {
+			n := t.split(s)
+			dst = t.bpe(dst, byteLevelString(s[:n]))
+			s = s[n:]
+		}
+		return dst
 	}
 	if m := t.meta; m != nil {
 		s = strings.ReplaceAll(s, " ", m.replacement)
@@ -651,6 +714,11 @@ func (t *JSON) Decode(ids []int32) string {
 				}
 				toks[i] = s
 			}
+		case "byte_level":
+			// Added tokens are written as they are; everything else is the
+			// byte-level alphabet, joined and read back as UTF-8 (invalid
+			// sequences become U+FFFD).
+			toks = []string{strings.ToValidUTF8(string(byteLevelBytes(strings.Join(toks, ""))), "\uFFFD")}
 		case "metaspace":
 			for i, s := range toks {
 				if i == 0 && op.scheme != "never" {
