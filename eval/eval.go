@@ -17,8 +17,11 @@ type Result struct {
 	Tokens     int64
 }
 
-// Perplexity evaluates m on up to maxSeqs sequences of a split, read in
-// order, micro sequences per forward pass (0: all of the split).
+// Perplexity evaluates m on up to maxSeqs sequences of a split (0: all of
+// it), micro sequences per forward pass. Fewer than all are taken evenly
+// spaced through the split, not from its start: a split is made of blocks
+// of consecutive sequences, and the first few blocks may all come from one
+// unrepresentative file.
 func Perplexity(ctx context.Context, m *model.Model, s data.Split, maxSeqs, micro int) (*Result, error) {
 	n := s.Count
 	if maxSeqs > 0 {
@@ -50,7 +53,7 @@ func Perplexity(ctx context.Context, m *model.Model, s data.Split, maxSeqs, micr
 		ids := make([]int32, 0, b*T)
 		targets := make([]int32, 0, b*T)
 		for j := range b {
-			seq, err := s.Read(nil, i+int64(j))
+			seq, err := s.Read(nil, (i+int64(j))*s.Count/n)
 			if err != nil {
 				return nil, err
 			}
