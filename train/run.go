@@ -264,6 +264,17 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	}
 	if res.ResumedFrom == t.Total {
 		logf("the run in %s is already complete (%d steps)", opt.Out, t.Total)
+		// Its last losses are in the metrics it logged.
+		if ms, err := ReadMetrics(opt.Out); err == nil {
+			for _, mt := range ms {
+				if mt.Loss != nil {
+					res.TrainLoss = *mt.Loss
+				}
+				if mt.ValLoss != nil {
+					res.ValLoss = *mt.ValLoss
+				}
+			}
+		}
 	}
 	dt, _ := backend.ParseDType(cfg.Checkpoint.ExportDType)
 	res.FinalDir = filepath.Join(opt.Out, FinalDir)

@@ -240,6 +240,11 @@ func TestResumeBitIdentical(t *testing.T) {
 	if res.ResumedFrom < 7 {
 		t.Fatalf("resumed from %d", res.ResumedFrom)
 	}
+	// Rerunning a finished run reports its last losses.
+	again, err := runTo(t, c, out, nil)
+	if err != nil || again.ResumedFrom != 12 || again.TrainLoss != res.TrainLoss || again.ValLoss != res.ValLoss {
+		t.Fatalf("rerun of a finished run: %+v (%v), want losses %v %v", again, err, res.TrainLoss, res.ValLoss)
+	}
 	sameFile(t, filepath.Join(ref, "checkpoint-0000012", "model.safetensors"), filepath.Join(out, "checkpoint-0000012", "model.safetensors"))
 	sameFile(t, filepath.Join(ref, "checkpoint-0000012", "optimizer.safetensors"), filepath.Join(out, "checkpoint-0000012", "optimizer.safetensors"))
 	sameMetrics(t, deterministic(t, ref), deterministic(t, out))
