@@ -54,7 +54,7 @@ func (m mapping) prefetch(begin, end int64) {
 	if e <= b {
 		return
 	}
-	if unix.Madvise(m.data[b:e], unix.MADV_POPULATE_READ) != nil {
+	if madvPopulateRead < 0 || unix.Madvise(m.data[b:e], madvPopulateRead) != nil {
 		_ = unix.Madvise(m.data[b:e], unix.MADV_WILLNEED)
 	}
 }

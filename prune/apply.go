@@ -26,6 +26,9 @@ type Report struct {
 	ParamsBefore int64             `json:"params_before"`
 	ParamsAfter  int64             `json:"params_after"`
 	Kept         Kept              `json:"kept"`
+	// How the source was read (not part of the report file).
+	SourceBytes, BytesRead int64 `json:"-"`
+	DirectIO               bool  `json:"-"`
 }
 
 // Shape is the part of a config pruning changes.
@@ -54,8 +57,38 @@ type ApplyOptions struct {
 	MaxShard   int64 // bytes per safetensors shard, default 5 GB
 	ScoresPath string
 	ScoresMeta map[string]string
+	// Read is how the source is read: ReadAuto (the default), ReadDirect or
+	// ReadBuffered.
+	Read string
 	// Progress receives output bytes written out of the total.
 	Progress func(done, total int64)
+}
+
+// How Apply reads the source.
+const (
+	// ReadAuto reads directly when the source is larger than the memory
+	// available, through the page cache otherwise.
+	ReadAuto = "auto"
+	// ReadDirect bypasses the page cache (Linux; elsewhere it reads
+	// buffered): a source larger than memory is read once, from disk.
+	ReadDirect = "direct"
+	// ReadBuffered reads through the page cache: fastest when the source
+	// is already cached.
+	ReadBuffered = "buffered"
+)
+
+// directIO resolves a Read mode for a source of size bytes.
+func directIO(mode string, size int64) (bool, error) {
+	switch mode {
+	case ReadDirect:
+		return true, nil
+	case ReadBuffered:
+		return false, nil
+	case "", ReadAuto:
+		avail := checkpoints.AvailableMemory()
+		return avail > 0 && size > avail, nil
+	}
+	return false, fmt.Errorf("prune: read mode %q: use %s, %s or %s", mode, ReadAuto, ReadDirect, ReadBuffered)
 }
 
 // tokenizerFiles are copied from the source directory when present.
@@ -77,11 +110,24 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 		return nil, err
 	}
 	defer ts.Close()
+	var size int64
+	for _, f := range ts.Files() {
+		if st, err := os.Stat(f.Path); err == nil {
+			size += st.Size()
+		}
+	}
+	direct, err := directIO(opt.Read, size)
+	if err != nil {
+		return nil, err
+	}
+	rd := checkpoints.NewSpanReader(ts, direct)
+	defer rd.Close()
 	srcParams := map[string]model.Param{}
 	for _, q := range p.Source.Params() {
 		srcParams[q.Name] = q
 	}
 	var entries []checkpoints.Entry
+	var slices []*slice
 	var total, done int64
 	for _, tp := range p.Target.Params() {
 		name := tp.Name
@@ -103,12 +149,17 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 		for i, ax := range sp.Axes {
 			sel[i] = p.selection(ax, tp.Layer)
 		}
-		e := sliceEntry(ts, tp, info, sel, func(n int64) {
+		slices = append(slices, newSlice(tp, info, sel))
+	}
+	ra := startReadAhead(ctx, rd, slices)
+	defer ra.stop()
+	for _, sl := range slices {
+		e := sl.entry(ra, func(n int64) {
 			done += n
 			if opt.Progress != nil {
 				opt.Progress(done, total)
 			}
-		}, ctx)
+		})
 		total += e.Size()
 		entries = append(entries, e)
 	}
@@ -154,6 +205,8 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 	if err := checkpoints.SyncDir(parent); err != nil {
 		return nil, err
 	}
+	rep.SourceBytes, rep.BytesRead = size, rd.BytesRead()
+	rep.DirectIO = direct && len(slices) > 0 && rd.Direct(slices[0].info.Name) // false after a fallback
 	return rep, nil
 }
 
@@ -178,10 +231,23 @@ func (p *Plan) selection(ax model.Axis, l int) []int {
 	return nil
 }
 
-// sliceEntry streams parameter tp: the rows and columns sel of the source
-// tensor, in its dtype, a block of rows at a time, releasing the source
-// pages behind it.
-func sliceEntry(ts *checkpoints.Tensors, tp model.Param, info *checkpoints.Info, sel [][]int, progress func(int64), ctx context.Context) checkpoints.Entry {
+// slice is one output tensor: the rows rowSel and column runs of a source
+// tensor, produced a block of rows at a time.
+type slice struct {
+	tp            model.Param
+	info          *checkpoints.Info
+	rowSel        []int
+	colSel        []int
+	runs          []colRun
+	es, rowBytes  int64
+	outRow        int64
+	block, blocks int
+}
+
+// colRun is a run of consecutive kept columns.
+type colRun struct{ from, n int }
+
+func newSlice(tp model.Param, info *checkpoints.Info, sel [][]int) *slice {
 	es := int64(info.DType.Size())
 	rows, cols := 1, info.Shape[0]
 	rowSel, colSel := []int(nil), sel[0]
@@ -195,18 +261,16 @@ func sliceEntry(ts *checkpoints.Tensors, tp model.Param, info *checkpoints.Info,
 			rowSel[i] = i
 		}
 	}
-	// Contiguous runs of kept columns, copied with one copy each.
-	type run struct{ from, n int }
-	var runs []run
+	var runs []colRun
 	if colSel == nil {
-		runs = []run{{0, cols}}
+		runs = []colRun{{0, cols}}
 	} else {
 		for i := 0; i < len(colSel); {
 			j := i + 1
 			for j < len(colSel) && colSel[j] == colSel[j-1]+1 {
 				j++
 			}
-			runs = append(runs, run{colSel[i], j - i})
+			runs = append(runs, colRun{colSel[i], j - i})
 			i = j
 		}
 	}
@@ -214,88 +278,156 @@ func sliceEntry(ts *checkpoints.Tensors, tp model.Param, info *checkpoints.Info,
 	for _, r := range runs {
 		outCols += r.n
 	}
-	return checkpoints.Entry{Name: tp.Name, DType: info.DType, Shape: tp.Shape, Stream: func(w io.Writer) error {
-		src, err := ts.Bytes(info.Name)
-		if err != nil {
-			return err
+	s := &slice{tp: tp, info: info, rowSel: rowSel, colSel: colSel, runs: runs, es: es, rowBytes: int64(cols) * es, outRow: int64(outCols) * es}
+	// Blocks of up to 8 MB out and 32 MB in.
+	s.block = max(1, int(min((8<<20)/max(s.outRow, 1), (32<<20)/max(s.rowBytes, 1))))
+	s.blocks = (len(rowSel) + s.block - 1) / s.block
+	return s
+}
+
+// spans are the source rows of block b.
+func (s *slice) spans(b int) []checkpoints.Span {
+	rows := s.rowSel[b*s.block : min((b+1)*s.block, len(s.rowSel))]
+	spans := make([]checkpoints.Span, len(rows))
+	for k, r := range rows {
+		spans[k] = checkpoints.Span{Off: int64(r) * s.rowBytes, Len: s.rowBytes}
+	}
+	return spans
+}
+
+// cut writes the kept columns of the rows of a block, read into src with
+// row k at byte pos[k], to out.
+func (s *slice) cut(out, src []byte, pos []int64) {
+	// Scattered columns (short runs) of 2-byte elements are gathered
+	// element by element, the rows split across cores; long runs are
+	// copied whole.
+	if s.es == 2 && s.colSel != nil && len(s.colSel)/len(s.runs) < 8 {
+		gatherRows16(out, src, pos, s.colSel)
+		return
+	}
+	off := 0
+	for _, at := range pos {
+		for _, c := range s.runs {
+			off += copy(out[off:], src[at+int64(c.from)*s.es:at+int64(c.from+c.n)*s.es])
 		}
-		rowBytes := int64(cols) * es
-		outRow := int64(outCols) * es
-		block := max(1, int((4<<20)/max(outRow, 1)))
-		buf := make([]byte, int64(block)*outRow)
-		released := int64(0)
-		// Scattered columns (short runs) of 2-byte elements are gathered
-		// element by element, the block's rows split across cores; long
-		// runs are copied whole.
-		gather := es == 2 && colSel != nil && outCols/len(runs) < 8
-		// The next block's source pages are read in while this one is sliced.
-		prefetch := func(i int) chan struct{} {
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				if i < len(rowSel) {
-					hi := min(i+block, len(rowSel))
-					first, last := int64(rowSel[i])*rowBytes, int64(rowSel[hi-1]+1)*rowBytes
-					ts.PrefetchRange(info.Name, first, last-first)
+	}
+}
+
+// readAhead reads the blocks of every slice, in the order they are
+// written, a few blocks ahead of the writer: reading (the disk) overlaps
+// cutting and writing, also across tensors.
+type readAhead struct {
+	ctx     context.Context
+	results chan block
+	free    chan []byte
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// block is one block read: the b-th of slice s.
+type block struct {
+	s   *slice
+	b   int
+	buf []byte
+	pos []int64
+	err error
+}
+
+// aheadBlocks is how many blocks are read ahead (each up to 32 MB).
+const aheadBlocks = 3
+
+func startReadAhead(ctx context.Context, rd *checkpoints.SpanReader, slices []*slice) *readAhead {
+	ctx, cancel := context.WithCancel(ctx)
+	ra := &readAhead{ctx: ctx, results: make(chan block, aheadBlocks), free: make(chan []byte, aheadBlocks+1), cancel: cancel, done: make(chan struct{})}
+	for range aheadBlocks + 1 {
+		ra.free <- nil
+	}
+	go func() {
+		defer close(ra.done)
+		defer close(ra.results)
+		for _, s := range slices {
+			for b := range s.blocks {
+				var buf []byte
+				select {
+				case buf = <-ra.free:
+				case <-ctx.Done():
+					return
 				}
-			}()
-			return done
+				buf, pos, err := rd.Read(s.info.Name, s.spans(b), buf)
+				select {
+				case ra.results <- block{s, b, buf, pos, err}:
+				case <-ctx.Done():
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
 		}
-		next := prefetch(0)
-		for i := 0; i < len(rowSel); i += block {
-			if err := ctx.Err(); err != nil {
-				<-next
+	}()
+	return ra
+}
+
+// next returns block b of s, which must be the next one read.
+func (ra *readAhead) next(s *slice, b int) (block, error) {
+	blk, ok := <-ra.results
+	if !ok {
+		if err := ra.ctx.Err(); err != nil {
+			return blk, err
+		}
+		return blk, fmt.Errorf("prune: reading %s stopped", s.info.Name)
+	}
+	if blk.err != nil {
+		return blk, blk.err
+	}
+	if blk.s != s || blk.b != b {
+		return blk, fmt.Errorf("prune: internal error: read block %d of %s, but the writer wants block %d of %s", blk.b, blk.s.info.Name, b, s.info.Name)
+	}
+	return blk, nil
+}
+
+// stop ends the reading and waits for it.
+func (ra *readAhead) stop() {
+	ra.cancel()
+	<-ra.done
+}
+
+// entry streams slice s from ra.
+func (s *slice) entry(ra *readAhead, progress func(int64)) checkpoints.Entry {
+	return checkpoints.Entry{Name: s.tp.Name, DType: s.info.DType, Shape: s.tp.Shape, Stream: func(w io.Writer) error {
+		out := make([]byte, int64(min(s.block, len(s.rowSel)))*s.outRow)
+		for b := range s.blocks {
+			blk, err := ra.next(s, b)
+			if err != nil {
 				return err
 			}
-			<-next
-			next = prefetch(i + block)
-			hi := min(i+block, len(rowSel))
-			buf := buf[:int64(hi-i)*outRow]
-			if gather {
-				gatherRows16(buf, src, rowSel[i:hi], colSel, cols)
-			} else {
-				off := 0
-				for _, r := range rowSel[i:hi] {
-					base := int64(r) * rowBytes
-					for _, c := range runs {
-						off += copy(buf[off:], src[base+int64(c.from)*es:base+int64(c.from+c.n)*es])
-					}
-				}
-			}
-			if _, err := w.Write(buf); err != nil {
-				<-next
+			out := out[:int64(len(blk.pos))*s.outRow]
+			s.cut(out, blk.buf, blk.pos)
+			ra.free <- blk.buf
+			if _, err := w.Write(out); err != nil {
 				return err
 			}
-			progress(int64(len(buf)))
-			// Rows are read in ascending order: everything before the
-			// last row read is done with.
-			if upto := int64(rowSel[hi-1]) * rowBytes; upto > released {
-				ts.ReleaseRange(info.Name, released, upto-released)
-				released = upto
-			}
+			progress(int64(len(out)))
 		}
-		<-next
-		ts.Release(info.Name)
 		return nil
 	}}
 }
 
-// gatherRows16 writes, for each row r of rows, the 2-byte elements of
-// src's row r (of cols elements) at columns sel into dst, in parallel over
+// gatherRows16 writes, for each source row starting at byte at[i] of src,
+// its 2-byte elements at columns sel into row i of dst, in parallel over
 // rows.
-func gatherRows16(dst, src []byte, rows, sel []int, cols int) {
-	s16 := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(src))), len(src)/2)
-	d16 := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/2)
-	workers := max(1, min(runtime.GOMAXPROCS(0), len(rows)))
+func gatherRows16(dst, src []byte, at []int64, sel []int) {
+	rows := len(at)
+	workers := max(1, min(runtime.GOMAXPROCS(0), rows))
 	var wg sync.WaitGroup
 	for w := range workers {
-		lo, hi := w*len(rows)/workers, (w+1)*len(rows)/workers
+		lo, hi := w*rows/workers, (w+1)*rows/workers
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := lo; i < hi; i++ {
-				row := s16[rows[i]*cols : (rows[i]+1)*cols]
-				out := d16[i*len(sel) : (i+1)*len(sel)]
+				row := unsafe.Slice((*uint16)(unsafe.Pointer(&src[at[i]])), (len(src)-int(at[i]))/2)
+				out := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[i*2*len(sel)])), len(sel))
 				for j, c := range sel {
 					out[j] = row[c]
 				}

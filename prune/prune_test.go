@@ -1,8 +1,10 @@
 package prune
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -85,8 +87,24 @@ func TestParity(t *testing.T) {
 			if e := math.Sqrt(num / den); e > 1e-4 {
 				t.Fatalf("pruned logits: relative error %.3g", e)
 			}
-			if files, _ := filepath.Glob(filepath.Join(out, "model-*.safetensors")); len(files) < 2 {
+			files, _ := filepath.Glob(filepath.Join(out, "model-*.safetensors"))
+			if len(files) < 2 {
 				t.Fatalf("expected a sharded output, got %v", files)
+			}
+			// Reading the source with direct I/O, or through the page
+			// cache, writes the same bytes.
+			for _, mode := range []string{ReadDirect, ReadBuffered} {
+				out2 := filepath.Join(t.TempDir(), mode)
+				if _, err := Apply(context.Background(), p, dir, ApplyOptions{Out: out2, MaxShard: 40000, Read: mode}); err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range files {
+					a, _ := os.ReadFile(f)
+					b, err := os.ReadFile(filepath.Join(out2, filepath.Base(f)))
+					if err != nil || !bytes.Equal(a, b) {
+						t.Fatalf("--read %s: %s differs (%v)", mode, filepath.Base(f), err)
+					}
+				}
 			}
 		})
 	}
@@ -147,6 +165,19 @@ func TestTargetsValidated(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".out.tmp-*"))
 	if len(left) > 0 {
 		t.Fatalf("temporary directories left: %v", left)
+	}
+	*p.Source = *cfg
+	if _, err := Apply(context.Background(), p, dir, ApplyOptions{Out: out, Read: "mmap"}); err == nil || !strings.Contains(err.Error(), `read mode "mmap"`) {
+		t.Fatalf("unknown read mode: %v", err)
+	}
+	// An interrupted prune stops with the context's error and leaves nothing.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Apply(ctx, p, dir, ApplyOptions{Out: out}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled prune: %v", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a canceled prune left its output directory")
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 )
 
 func newPrune() *cobra.Command {
-	var modelDir, scores, out string
+	var modelDir, scores, out, read string
 	var t prune.Targets
 	var drop string
 	cmd := &cobra.Command{
@@ -32,8 +32,10 @@ ascending order. Every target is checked before any work.
 The output is a standard Hugging Face directory: config.json with an explicit
 head_dim, safetensors in the source dtype (sharded), the tokenizer files, and
 prune-report.json with what was kept and the parameter counts. Tensors stream
-one at a time from the memory-mapped source, so a model larger than RAM
-prunes. A failed prune leaves no output directory.`,
+one at a time, a block of rows at a time, and only the kept rows are read
+(many reads in flight), so a model larger than RAM prunes in little memory.
+A source larger than the available memory is read with direct I/O (see
+--read). A failed prune leaves no output directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, f := range strings.Split(drop, ",") {
@@ -60,7 +62,7 @@ prunes. A failed prune leaves no output directory.`,
 			}
 			bar := newBar(0, "pruning")
 			start := time.Now()
-			rep, err := prune.Apply(cmd.Context(), p, modelDir, prune.ApplyOptions{Out: out, ScoresPath: scores, ScoresMeta: s.Meta,
+			rep, err := prune.Apply(cmd.Context(), p, modelDir, prune.ApplyOptions{Out: out, ScoresPath: scores, ScoresMeta: s.Meta, Read: read,
 				Progress: func(done, total int64) {
 					if bar != nil {
 						bar.ChangeMax64(total)
@@ -79,6 +81,11 @@ prunes. A failed prune leaves no output directory.`,
 			fmt.Fprintf(w, "  layers %d -> %d, hidden %d -> %d, heads %d -> %d (KV %d, head_dim %d), MLP %d -> %d\n",
 				b.Layers, a.Layers, b.Hidden, a.Hidden, b.Heads, a.Heads, a.KVHeads, a.HeadDim, b.FFN, a.FFN)
 			fmt.Fprintf(w, "  parameters %s -> %s (%.1f%%)\n", count(rep.ParamsBefore), count(rep.ParamsAfter), 100*float64(rep.ParamsAfter)/float64(rep.ParamsBefore))
+			how := "through the page cache"
+			if rep.DirectIO {
+				how = "with direct I/O"
+			}
+			fmt.Fprintf(w, "  read %s of the %s source %s\n", human(rep.BytesRead), human(rep.SourceBytes), how)
 			fmt.Fprintf(w, "  disk %s; kept indices in %s\n", human(model.DirSize(out)), filepath.Join(out, prune.ReportFile))
 			return nil
 		},
@@ -94,6 +101,7 @@ prunes. A failed prune leaves no output directory.`,
 	f.StringVar(&drop, "drop-layers", "", "comma-separated layers to drop, e.g. 3,4")
 	f.StringVar(&t.DepthMetric, "depth-metric", "bi", "layer ranking for --num-layers: bi (Block Importance) or loss (LM loss without the layer)")
 	f.IntVar(&t.Divisor, "divisor", 1, "the hidden size must be a multiple of this")
+	f.StringVar(&read, "read", prune.ReadAuto, "how the source is read: auto (direct when it is larger than the available memory), direct (bypass the page cache; Linux), buffered (through the page cache, fastest when it is already cached)")
 	for _, n := range []string{"model", "scores", "out"} {
 		cmd.MarkFlagRequired(n)
 	}

@@ -1,0 +1,22 @@
+//go:build !linux
+
+package checkpoints
+
+import (
+	"errors"
+	"os"
+)
+
+var errNoDirect = errors.New("direct I/O is not available on this system")
+
+// openDirect reports that reads bypassing the page cache are not available.
+func openDirect(path string) (*os.File, error) { return nil, errNoDirect }
+
+// errInvalid is what a refused direct read returns.
+var errInvalid = errNoDirect
+
+// madvPopulateRead is Linux's; elsewhere prefetch falls back to a hint.
+const madvPopulateRead = -1
+
+// AvailableMemory is unknown here (0).
+func AvailableMemory() int64 { return 0 }
