@@ -2,14 +2,16 @@
 # Pruning at scale: generate a random checkpoint of the Nemotron-4 15B shape
 # (31 GB in bf16) and random importance scores, prune it to the Minitron-4B
 # shape (hidden 3072, 24 heads in 8 KV groups, MLP 9216), and report the peak
-# memory (RSS) and the time, next to the time of copying the output's bytes
-# on the same disk two ways: disk to disk with direct I/O (dd, no page
-# cache: the pruner's source also comes from disk), and cp right after the
-# prune (the output still in the page cache, so only the write is paid).
+# memory (RSS) and the time against the time of copying the output's bytes
+# on the same disk (dd with direct I/O, the fastest copy), paired run by run
+# because a disk's speed drifts. Before each prune the source's pages are
+# dropped from the page cache (dd iflag=nocache), so every run reads from
+# disk as it would for a model larger than memory.
 #
-# Needs: Go, GNU time (/usr/bin/time), ~45 GB of free disk under $WORK.
+# Needs: Go, GNU time (/usr/bin/time), GNU dd, bc, ~45 GB of free disk under
+# $WORK.
 # Usage: bench/prune.sh [CONFIG.json]   (default bench/configs/nemotron-4-15b.json)
-#        WORK=/big/disk bench/prune.sh
+#        WORK=/big/disk RUNS=5 bench/prune.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-bench/configs/nemotron-4-15b.json}
@@ -22,31 +24,36 @@ if [ ! -f "$work/teacher/config.json" ]; then
   echo "writing a random checkpoint of $config to $work/teacher ..."
   .bin/minitron bench checkpoint --config "$config" --out "$work/teacher" --scores "$work/scores.safetensors" --dtype bf16
 fi
-rm -rf "$work/student" "$work/student.copy" "$work/student.dd"
-sync
-/usr/bin/time -f '%e %M' -o "$work/prune.time" .bin/minitron prune --model "$work/teacher" --scores "$work/scores.safetensors" \
-  --hidden-size "$hidden" --num-attention-heads "$heads" --intermediate-size "$ffn" --out "$work/student"
-sync
-/usr/bin/time -f '%e %M' -o "$work/copy.time" cp -r "$work/student" "$work/student.copy"
-mkdir -p "$work/student.dd"
-dd_start=$(date +%s.%N)
-for f in "$work"/student/*.safetensors; do
-  dd if="$f" of="$work/student.dd/$(basename "$f")" bs=64M iflag=direct oflag=direct status=none
+runs=${RUNS:-3}
+drop_cache() { for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none; done; }
+ratios=()
+for i in $(seq "$runs"); do
+  rm -rf "$work/student" "$work/student.dd"
+  sync
+  drop_cache "$work"/teacher/*.safetensors
+  /usr/bin/time -f '%e %M' -o "$work/prune.time" .bin/minitron prune --model "$work/teacher" --scores "$work/scores.safetensors" \
+    --hidden-size "$hidden" --num-attention-heads "$heads" --intermediate-size "$ffn" --out "$work/student" >"$work/prune.log"
+  mkdir -p "$work/student.dd"
+  start=$(date +%s.%N)
+  for f in "$work"/student/*.safetensors; do
+    dd if="$f" of="$work/student.dd/$(basename "$f")" bs=64M iflag=direct oflag=direct status=none
+  done
+  csec=$(echo "$(date +%s.%N) - $start" | bc -l)
+  read -r psec pkb < "$work/prune.time"
+  ratio=$(echo "$psec/$csec" | bc -l)
+  ratios+=("$ratio")
+  printf 'run %d: prune %.1f s (peak RSS %.2f GB), copying the output %.1f s: prune / copy %.2f\n' \
+    "$i" "$psec" "$(echo "$pkb/1048576" | bc -l)" "$csec" "$ratio"
 done
-dsec=$(echo "$(date +%s.%N) - $dd_start" | bc -l)
-# The prune reads most of the source (a hidden-channel slice touches every
-# page of each kept row): reading it alone bounds the prune from below.
-rd_start=$(date +%s.%N)
+grep -E '^  (read|disk)' "$work/prune.log"
+# For scale: reading the whole source sequentially (direct I/O).
+drop_cache "$work"/teacher/*.safetensors
+start=$(date +%s.%N)
 for f in "$work"/teacher/*.safetensors; do
   dd if="$f" of=/dev/null bs=64M iflag=direct status=none
 done
-rsec=$(echo "$(date +%s.%N) - $rd_start" | bc -l)
-read -r psec pkb < "$work/prune.time"
-read -r csec _ < "$work/copy.time"
-out=$(du -sb "$work/student" | cut -f1)
-printf 'source %s, output %s\n' "$(du -sh "$work/teacher" | cut -f1)" "$(du -sh "$work/student" | cut -f1)"
-printf 'prune: %.1f s, peak RSS %.2f GB, output %.2f GB/s\n' "$psec" "$(echo "$pkb/1048576" | bc -l)" "$(echo "$out/$psec/1000000000" | bc -l)"
-printf 'copying the output disk to disk (direct I/O): %.1f s; prune / copy %.2f (target <= 2)\n' "$dsec" "$(echo "$psec/$dsec" | bc -l)"
-printf 'copying the output from the page cache (cp): %.1f s; prune / copy %.2f\n' "$csec" "$(echo "$psec/$csec" | bc -l)"
-printf 'reading the source alone (direct I/O): %.1f s; prune / read %.2f\n' "$rsec" "$(echo "$psec/$rsec" | bc -l)"
-rm -rf "$work/student.copy" "$work/student.dd"
+rsec=$(echo "$(date +%s.%N) - $start" | bc -l)
+printf 'source %s, output %s; reading the whole source alone: %.1f s\n' "$(du -sh "$work/teacher" | cut -f1)" "$(du -sh "$work/student" | cut -f1)" "$rsec"
+median=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+printf 'prune / copy: median %.2f over %d paired runs (target <= 2)\n' "$median" "$runs"
+rm -rf "$work/student.dd"

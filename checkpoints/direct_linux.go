@@ -2,6 +2,7 @@ package checkpoints
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -14,8 +15,15 @@ func openDirect(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0)
 }
 
-// errInvalid is what a refused direct read returns.
-var errInvalid error = unix.EINVAL
+// openDirectWrite opens an existing file for writes that bypass the page
+// cache.
+func openDirectWrite(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+}
+
+// isInvalid reports whether err is what a refused direct read or write
+// returns.
+func isInvalid(err error) bool { return errors.Is(err, unix.EINVAL) }
 
 // madvPopulateRead maps pages in one call (Linux 5.14+).
 const madvPopulateRead = unix.MADV_POPULATE_READ

@@ -12,8 +12,13 @@ var errNoDirect = errors.New("direct I/O is not available on this system")
 // openDirect reports that reads bypassing the page cache are not available.
 func openDirect(path string) (*os.File, error) { return nil, errNoDirect }
 
-// errInvalid is what a refused direct read returns.
-var errInvalid = errNoDirect
+// openDirectWrite reports that writes bypassing the page cache are not
+// available.
+func openDirectWrite(path string) (*os.File, error) { return nil, errNoDirect }
+
+// isInvalid reports whether err is what a refused direct read or write
+// returns.
+func isInvalid(err error) bool { return errors.Is(err, errNoDirect) }
 
 // madvPopulateRead is Linux's; elsewhere prefetch falls back to a hint.
 const madvPopulateRead = -1

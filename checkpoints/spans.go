@@ -143,7 +143,7 @@ func (r *SpanReader) Read(name string, spans []Span, buf []byte) ([]byte, []int6
 		if err == nil {
 			return buf, pos, nil
 		}
-		if direct && errors.Is(err, errInvalid) {
+		if direct && isInvalid(err) {
 			// The file system does not do direct I/O after all (or not with
 			// this alignment): read through the page cache from now on.
 			if f, oerr := os.Open(info.File); oerr == nil {

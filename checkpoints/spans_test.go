@@ -2,6 +2,7 @@ package checkpoints
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand"
 	"os"
@@ -114,30 +115,66 @@ func TestSpanReaderErrors(t *testing.T) {
 	}
 }
 
-// A file written in many pieces through the write-back path has exactly
-// the bytes written.
+// Files written in pieces of every size through the write-back path, then
+// on with direct writes (switching at an unaligned offset, ending with an
+// unaligned tail), have exactly the bytes written.
 func TestStreamWriter(t *testing.T) {
-	defer func(c int64) { writebackChunk = c }(writebackChunk)
-	writebackChunk = 4096
+	defer func(c, a int64, b int) { writebackChunk, directAfter, directBuffer = c, a, b }(writebackChunk, directAfter, directBuffer)
+	writebackChunk, directAfter, directBuffer = 4096, 10000, 16384
 	rng := rand.New(rand.NewSource(9))
-	want := make([]byte, 1<<20+123)
-	rng.Read(want)
-	path := filepath.Join(t.TempDir(), "f")
-	err := WriteAtomic(path, func(w io.Writer) error {
-		for rest := want; len(rest) > 0; {
-			n := min(len(rest), 1+rng.Intn(20000))
-			if _, err := w.Write(rest[:n]); err != nil {
-				return err
+	before := directWrites.Load()
+	for _, size := range []int{0, 5000, 10001, 1<<20 + 123, 3 * 16384} {
+		want := make([]byte, size)
+		rng.Read(want)
+		path := filepath.Join(t.TempDir(), "f")
+		err := WriteAtomic(path, func(w io.Writer) error {
+			for rest := want; len(rest) > 0; {
+				n := min(len(rest), 1+rng.Intn(40000))
+				if _, err := w.Write(rest[:n]); err != nil {
+					return err
+				}
+				rest = rest[n:]
 			}
-			rest = rest[n:]
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+		got, err := os.ReadFile(path)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes written: read back %d (%v), not the same", size, len(got), err)
+		}
 	}
-	got, err := os.ReadFile(path)
-	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("read back %d bytes (%v), want the %d written", len(got), err, len(want))
+	// Where this file system takes direct writes, they were used.
+	probe := filepath.Join(t.TempDir(), "probe")
+	os.WriteFile(probe, nil, 0o644)
+	if f, err := openDirectWrite(probe); err == nil {
+		_, err := f.WriteAt(alignedBuffer(directAlign)[:directAlign], 0)
+		f.Close()
+		if err == nil && directWrites.Load() == before {
+			t.Fatal("the file system takes direct writes, but none were made")
+		}
+	}
+	t.Logf("%d direct writes", directWrites.Load()-before)
+}
+
+// A write error from the direct writer reaches the producer and leaves no
+// file behind.
+func TestStreamWriterError(t *testing.T) {
+	defer func(a int64, b int) { directAfter, directBuffer = a, b }(directAfter, directBuffer)
+	directAfter, directBuffer = 4096, 16384
+	path := filepath.Join(t.TempDir(), "f")
+	boom := errors.New("boom")
+	err := WriteAtomic(path, func(w io.Writer) error {
+		if _, err := w.Write(make([]byte, 100000)); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("error %v, want the producer's", err)
+	}
+	if left, _ := os.ReadDir(filepath.Dir(path)); len(left) > 0 {
+		t.Fatalf("left %v behind", left)
 	}
 }

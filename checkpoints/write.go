@@ -28,11 +28,17 @@ func WriteAtomic(path string, write func(w io.Writer) error) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(&streamWriter{f: tmp}, 1<<20)
+	sw := &streamWriter{f: tmp}
+	bw := bufio.NewWriterSize(sw, 1<<20)
 	if err = write(bw); err != nil {
+		sw.finish()
 		return err
 	}
-	if err = bw.Flush(); err != nil {
+	if err = bw.Flush(); err == nil {
+		err = sw.finish()
+	}
+	if err != nil {
+		sw.finish()
 		return fmt.Errorf("checkpoints: writing %s: %w", path, err)
 	}
 	if err = tmp.Chmod(0o644); err != nil {
@@ -48,36 +54,6 @@ func WriteAtomic(path string, write func(w io.Writer) error) (err error) {
 		return fmt.Errorf("checkpoints: %w", err)
 	}
 	return SyncDir(dir)
-}
-
-// streamWriter writes a file front to back and keeps it moving to disk as
-// it goes: each chunk written starts its write-back, and the writer waits
-// for the chunk before it. A large file then never fills memory with
-// dirty pages (which would stall every other reader of the disk and then
-// the final fsync), and writing overlaps with the producer's reads.
-type streamWriter struct {
-	f        *os.File
-	off      int64 // bytes written
-	started  int64 // write-back started for [0, started)
-	finished int64 // on disk: [0, finished)
-}
-
-// writebackChunk is the unit of write-back.
-var writebackChunk int64 = 32 << 20
-
-func (s *streamWriter) Write(p []byte) (int, error) {
-	n, err := s.f.Write(p)
-	s.off += int64(n)
-	if s.off-s.started >= writebackChunk {
-		startWriteback(s.f, s.started, s.off-s.started)
-		// Wait for the previous chunk, which has had a chunk's time.
-		if s.started > s.finished {
-			waitWriteback(s.f, s.finished, s.started-s.finished)
-			s.finished = s.started
-		}
-		s.started = s.off
-	}
-	return n, err
 }
 
 // SyncDir fsyncs a directory so that renames inside it are durable.
