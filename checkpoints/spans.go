@@ -22,6 +22,9 @@ type Span struct{ Off, Len int64 }
 // larger than memory is read once, straight into the caller's buffer, and
 // does not evict everything else. Where the system refuses direct I/O for
 // a file, that file is read through the page cache instead.
+//
+// One goroutine at a time may call Read (each call has many reads in
+// flight of its own).
 type SpanReader struct {
 	t       *Tensors
 	direct  bool

@@ -16,7 +16,7 @@ type library struct {
 
 // openLibrary dlopens path; what names the library in errors ("cuBLAS").
 func openLibrary(what, path string) (*library, error) {
-	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	h, err := dlopen(path)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: loading %s from %s: %v", what, path, err)
 	}
@@ -36,7 +36,7 @@ type proc struct {
 func (l *library) bind(procs map[string]*proc) error {
 	var missing []string
 	for name, p := range procs {
-		addr, err := purego.Dlsym(l.handle, name)
+		addr, err := dlsym(l.handle, name)
 		if err != nil || addr == 0 {
 			missing = append(missing, name)
 			continue
@@ -55,7 +55,7 @@ func (l *library) bind(procs map[string]*proc) error {
 // whose versioned name changed between CUDA releases).
 func (l *library) bindFirst(p *proc, names ...string) error {
 	for _, n := range names {
-		if addr, err := purego.Dlsym(l.handle, n); err == nil && addr != 0 {
+		if addr, err := dlsym(l.handle, n); err == nil && addr != 0 {
 			*p = proc{name: n, addr: addr}
 			return nil
 		}
