@@ -92,7 +92,7 @@ A source larger than the available memory is read with direct I/O (see
 	}
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "source model directory")
-	f.StringVar(&scores, "scores", "", "scores from `minitron importance`")
+	f.StringVar(&scores, "scores", "", "importance scores (`SCORES.safetensors` from minitron importance)")
 	f.StringVar(&out, "out", "", "output directory (must not exist)")
 	f.IntVar(&t.Hidden, "hidden-size", 0, "embedding channels to keep (0: all)")
 	f.IntVar(&t.Heads, "num-attention-heads", 0, "query heads to keep, a multiple of the KV heads (0: all)")
