@@ -1,11 +1,9 @@
 package checkpoints
 
 import (
-	"bufio"
 	"errors"
 	"os"
-	"strconv"
-	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,23 +26,23 @@ func isInvalid(err error) bool { return errors.Is(err, unix.EINVAL) }
 // madvPopulateRead maps pages in one call (Linux 5.14+).
 const madvPopulateRead = unix.MADV_POPULATE_READ
 
-// AvailableMemory is the memory the system can give without swapping
-// (MemAvailable, in bytes), or 0 when unknown.
-func AvailableMemory() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
+// residentFraction samples up to n pages spread over the mapping and
+// returns the fraction the page cache holds (mincore; nothing is read).
+func (m mapping) residentFraction(n int) float64 {
+	page := os.Getpagesize()
+	pages := len(m.data) / page
+	if pages == 0 {
+		return 1
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb << 10
+	n = min(n, pages)
+	var vec [1]byte
+	in := 0
+	for i := range n {
+		p := unsafe.Pointer(&m.data[(i*pages/n)*page])
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(p), uintptr(page), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			return -1
 		}
+		in += int(vec[0] & 1)
 	}
-	return 0
+	return float64(in) / float64(n)
 }

@@ -23,5 +23,5 @@ func isInvalid(err error) bool { return errors.Is(err, errNoDirect) }
 // madvPopulateRead is Linux's; elsewhere prefetch falls back to a hint.
 const madvPopulateRead = -1
 
-// AvailableMemory is unknown here (0).
-func AvailableMemory() int64 { return 0 }
+// residentFraction is unknown here (-1).
+func (m mapping) residentFraction(n int) float64 { return -1 }

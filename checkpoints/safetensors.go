@@ -146,6 +146,7 @@ func ParseHeader(name string, buf []byte, fileSize int64) (*Header, error) {
 type File struct {
 	Path string
 	*Header
+	size   int64
 	byName map[string]*Info
 	m      mapping
 }
@@ -188,12 +189,15 @@ func OpenFile(path string) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("checkpoints: %s: %w", path, err)
 	}
-	sf := &File{Path: path, Header: h, byName: make(map[string]*Info, len(h.Tensors)), m: m}
+	sf := &File{Path: path, Header: h, size: size, byName: make(map[string]*Info, len(h.Tensors)), m: m}
 	for _, t := range h.Tensors {
 		sf.byName[t.Name] = t
 	}
 	return sf, nil
 }
+
+// Size is the file's size in bytes.
+func (f *File) Size() int64 { return f.size }
 
 // Close unmaps the file. Slices returned by Bytes become invalid.
 func (f *File) Close() error { return f.m.close() }

@@ -185,6 +185,25 @@ func (t *Tensors) PrefetchRange(name string, off, n int64) {
 	}
 }
 
+// ResidentFraction estimates the part of the files' bytes the page cache
+// holds now, from a sample of pages (nothing is read), or -1 where the
+// system cannot tell.
+func (t *Tensors) ResidentFraction() float64 {
+	var in, total float64
+	for _, f := range t.files {
+		r := f.m.residentFraction(512)
+		if r < 0 {
+			return -1
+		}
+		size := float64(f.Size())
+		in, total = in+r*size, total+size
+	}
+	if total == 0 {
+		return 1
+	}
+	return in / total
+}
+
 // Float32 reads a float tensor of any float dtype as float32, checking its
 // shape when want is given.
 func (t *Tensors) Float32(name string, want ...int) ([]float32, error) {

@@ -66,27 +66,35 @@ type ApplyOptions struct {
 
 // How Apply reads the source.
 const (
-	// ReadAuto reads directly when the source is larger than the memory
-	// available, through the page cache otherwise.
+	// ReadAuto reads a source of 256 MB or more directly unless most of it
+	// is in the page cache already, and smaller ones through the cache.
 	ReadAuto = "auto"
 	// ReadDirect bypasses the page cache (Linux; elsewhere it reads
-	// buffered): a source larger than memory is read once, from disk.
+	// buffered): a source larger than memory is read once, from disk, and
+	// evicts nothing.
 	ReadDirect = "direct"
 	// ReadBuffered reads through the page cache: fastest when the source
 	// is already cached.
 	ReadBuffered = "buffered"
 )
 
-// directIO resolves a Read mode for a source of size bytes.
-func directIO(mode string, size int64) (bool, error) {
+// directAuto is the source size from which ReadAuto considers direct I/O.
+const directAuto = 256 << 20
+
+// directIO resolves a Read mode for a source of size bytes of which the
+// fraction resident (-1: unknown) is in the page cache.
+func directIO(mode string, size int64, resident func() float64) (bool, error) {
 	switch mode {
 	case ReadDirect:
 		return true, nil
 	case ReadBuffered:
 		return false, nil
 	case "", ReadAuto:
-		avail := checkpoints.AvailableMemory()
-		return avail > 0 && size > avail, nil
+		if size < directAuto {
+			return false, nil
+		}
+		r := resident()
+		return r >= 0 && r < 0.5, nil
 	}
 	return false, fmt.Errorf("prune: read mode %q: use %s, %s or %s", mode, ReadAuto, ReadDirect, ReadBuffered)
 }
@@ -116,7 +124,7 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 			size += st.Size()
 		}
 	}
-	direct, err := directIO(opt.Read, size)
+	direct, err := directIO(opt.Read, size, ts.ResidentFraction)
 	if err != nil {
 		return nil, err
 	}

@@ -246,3 +246,28 @@ func TestSearchMinitron4B(t *testing.T) {
 		t.Fatalf("%d candidates, Minitron-4B found: %v", len(cs), found)
 	}
 }
+
+// TestReadMode: auto reads a large source directly unless it is mostly
+// cached, a small one through the cache; direct and buffered are obeyed.
+func TestReadMode(t *testing.T) {
+	for _, c := range []struct {
+		mode     string
+		size     int64
+		resident float64
+		want     bool
+	}{
+		{ReadAuto, 30 << 30, 0, true},
+		{ReadAuto, 30 << 30, 0.3, true},
+		{ReadAuto, 30 << 30, 0.9, false},
+		{ReadAuto, 30 << 30, -1, false}, // the system cannot tell
+		{"", 1 << 30, 0, true},
+		{ReadAuto, 100 << 20, 0, false},
+		{ReadDirect, 1, 1, true},
+		{ReadBuffered, 30 << 30, 0, false},
+	} {
+		got, err := directIO(c.mode, c.size, func() float64 { return c.resident })
+		if err != nil || got != c.want {
+			t.Errorf("%q, %d bytes, %.1f cached: direct %v (%v), want %v", c.mode, c.size, c.resident, got, err, c.want)
+		}
+	}
+}

@@ -34,8 +34,8 @@ head_dim, safetensors in the source dtype (sharded), the tokenizer files, and
 prune-report.json with what was kept and the parameter counts. Tensors stream
 one at a time, a block of rows at a time, and only the kept rows are read
 (many reads in flight), so a model larger than RAM prunes in little memory.
-A source larger than the available memory is read with direct I/O (see
---read). A failed prune leaves no output directory.`,
+A large source that is not already in the page cache is read with direct
+I/O (see --read). A failed prune leaves no output directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, f := range strings.Split(drop, ",") {
@@ -101,7 +101,7 @@ A source larger than the available memory is read with direct I/O (see
 	f.StringVar(&drop, "drop-layers", "", "comma-separated layers to drop, e.g. 3,4")
 	f.StringVar(&t.DepthMetric, "depth-metric", "bi", "layer ranking for --num-layers: bi (Block Importance) or loss (LM loss without the layer)")
 	f.IntVar(&t.Divisor, "divisor", 1, "the hidden size must be a multiple of this")
-	f.StringVar(&read, "read", prune.ReadAuto, "how the source is read: auto (direct when it is larger than the available memory), direct (bypass the page cache; Linux), buffered (through the page cache, fastest when it is already cached)")
+	f.StringVar(&read, "read", prune.ReadAuto, "how the source is read: auto (direct for a source of 256 MB or more unless most of it is in the page cache already), direct (bypass the page cache; Linux), buffered (through the page cache)")
 	for _, n := range []string{"model", "scores", "out"} {
 		cmd.MarkFlagRequired(n)
 	}
