@@ -25,6 +25,13 @@ if [ ! -f "$work/teacher/config.json" ]; then
   .bin/minitron bench checkpoint --config "$config" --out "$work/teacher" --scores "$work/scores.safetensors" --dtype bf16
 fi
 runs=${RUNS:-3}
+# The copy uses direct I/O where the file system allows it.
+copy_flags="iflag=direct oflag=direct" read_flags="iflag=direct"
+if ! dd if=/dev/zero of="$work/.direct-probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+  copy_flags="conv=fsync" read_flags=""
+  echo "note: this file system refuses direct I/O; the copy goes through the page cache"
+fi
+rm -f "$work/.direct-probe"
 drop_cache() { for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none; done; }
 ratios=()
 for i in $(seq "$runs"); do
@@ -36,7 +43,7 @@ for i in $(seq "$runs"); do
   mkdir -p "$work/student.dd"
   start=$(date +%s.%N)
   for f in "$work"/student/*.safetensors; do
-    dd if="$f" of="$work/student.dd/$(basename "$f")" bs=64M iflag=direct oflag=direct status=none
+    dd if="$f" of="$work/student.dd/$(basename "$f")" bs=64M $copy_flags status=none
   done
   csec=$(echo "$(date +%s.%N) - $start" | bc -l)
   read -r psec pkb < "$work/prune.time"
@@ -50,7 +57,7 @@ grep -E '^  (read|disk)' "$work/prune.log"
 drop_cache "$work"/teacher/*.safetensors
 start=$(date +%s.%N)
 for f in "$work"/teacher/*.safetensors; do
-  dd if="$f" of=/dev/null bs=64M iflag=direct status=none
+  dd if="$f" of=/dev/null bs=64M $read_flags status=none
 done
 rsec=$(echo "$(date +%s.%N) - $start" | bc -l)
 printf 'source %s, output %s; reading the whole source alone: %.1f s\n' "$(du -sh "$work/teacher" | cut -f1)" "$(du -sh "$work/student" | cut -f1)" "$rsec"
