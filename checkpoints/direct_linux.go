@@ -23,9 +23,6 @@ func openDirectWrite(path string) (*os.File, error) {
 // returns.
 func isInvalid(err error) bool { return errors.Is(err, unix.EINVAL) }
 
-// madvPopulateRead maps pages in one call (Linux 5.14+).
-const madvPopulateRead = unix.MADV_POPULATE_READ
-
 // residentFraction samples up to n pages spread over the mapping and
 // returns the fraction the page cache holds (mincore; nothing is read).
 func (m mapping) residentFraction(n int) float64 {

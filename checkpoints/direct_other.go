@@ -20,8 +20,5 @@ func openDirectWrite(path string) (*os.File, error) { return nil, errNoDirect }
 // returns.
 func isInvalid(err error) bool { return errors.Is(err, errNoDirect) }
 
-// madvPopulateRead is Linux's; elsewhere prefetch falls back to a hint.
-const madvPopulateRead = -1
-
 // residentFraction is unknown here (-1).
 func (m mapping) residentFraction(n int) float64 { return -1 }

@@ -26,6 +26,4 @@ func (m mapping) slice(begin, end int64) ([]byte, error) {
 
 func (m mapping) release(begin, end int64) {}
 
-func (m mapping) prefetch(begin, end int64) {}
-
 func (m mapping) close() error { return m.f.Close() }

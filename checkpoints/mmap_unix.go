@@ -44,21 +44,6 @@ func (m mapping) release(begin, end int64) {
 	}
 }
 
-// prefetch maps the pages of [begin, end) in one call (MADV_POPULATE_READ,
-// Linux 5.14+; elsewhere a read-ahead hint) instead of a page fault per
-// page as they are touched.
-func (m mapping) prefetch(begin, end int64) {
-	page := int64(os.Getpagesize())
-	b := begin / page * page
-	e := min((end+page-1)/page*page, int64(len(m.data)))
-	if e <= b {
-		return
-	}
-	if madvPopulateRead < 0 || unix.Madvise(m.data[b:e], madvPopulateRead) != nil {
-		_ = unix.Madvise(m.data[b:e], unix.MADV_WILLNEED)
-	}
-}
-
 func (m mapping) close() error {
 	var err error
 	if m.data != nil {

@@ -218,23 +218,6 @@ func (f *File) Bytes(name string) ([]byte, error) {
 	return f.m.slice(i.Begin, i.End)
 }
 
-// ReleaseRange drops the pages of bytes [off, off+n) of a tensor's data.
-func (f *File) ReleaseRange(name string, off, n int64) {
-	if i, ok := f.byName[name]; ok {
-		b := i.Begin + max(off, 0)
-		f.m.release(b, min(b+n, i.End))
-	}
-}
-
-// PrefetchRange reads part of a tensor's bytes into memory ahead of use
-// (one system call rather than a page fault per page).
-func (f *File) PrefetchRange(name string, off, n int64) {
-	if i, ok := f.byName[name]; ok {
-		b := i.Begin + max(off, 0)
-		f.m.prefetch(b, min(b+n, i.End))
-	}
-}
-
 // Release tells the system the tensor's pages are no longer needed, so a
 // model converted tensor by tensor does not keep the file resident.
 func (f *File) Release(name string) {

@@ -171,20 +171,6 @@ func (t *Tensors) Release(name string) {
 	}
 }
 
-// ReleaseRange drops the pages of part of a tensor (see File.ReleaseRange).
-func (t *Tensors) ReleaseRange(name string, off, n int64) {
-	if f, ok := t.byName[name]; ok {
-		f.ReleaseRange(name, off, n)
-	}
-}
-
-// PrefetchRange reads part of a tensor ahead of use (see File.PrefetchRange).
-func (t *Tensors) PrefetchRange(name string, off, n int64) {
-	if f, ok := t.byName[name]; ok {
-		f.PrefetchRange(name, off, n)
-	}
-}
-
 // ResidentFraction estimates the part of the files' bytes the page cache
 // holds now, from a sample of pages (nothing is read), or -1 where the
 // system cannot tell.

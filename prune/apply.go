@@ -120,9 +120,7 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 	defer ts.Close()
 	var size int64
 	for _, f := range ts.Files() {
-		if st, err := os.Stat(f.Path); err == nil {
-			size += st.Size()
-		}
+		size += f.Size()
 	}
 	direct, err := directIO(opt.Read, size, ts.ResidentFraction)
 	if err != nil {
