@@ -1,3 +1,5 @@
+// System-specific I/O: direct reads and writes, write-back, page-cache residency.
+
 package checkpoints
 
 import (
@@ -42,4 +44,15 @@ func (m mapping) residentFraction(n int) float64 {
 		in += int(vec[0] & 1)
 	}
 	return float64(in) / float64(n)
+}
+
+// startWriteback asks the system to begin writing bytes [off, off+n) of f
+// to disk now, without waiting.
+func startWriteback(f *os.File, off, n int64) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// waitWriteback returns once bytes [off, off+n) of f are on disk.
+func waitWriteback(f *os.File, off, n int64) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 }

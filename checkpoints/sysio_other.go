@@ -22,3 +22,10 @@ func isInvalid(err error) bool { return errors.Is(err, errNoDirect) }
 
 // residentFraction is unknown here (-1).
 func (m mapping) residentFraction(n int) float64 { return -1 }
+
+// startWriteback is a no-op where the system has no sync_file_range: the
+// final fsync writes everything.
+func startWriteback(f *os.File, off, n int64) {}
+
+// waitWriteback is a no-op here (see startWriteback).
+func waitWriteback(f *os.File, off, n int64) {}
