@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/importance"
@@ -268,6 +269,59 @@ func TestReadMode(t *testing.T) {
 		got, err := directIO(c.mode, c.size, func() float64 { return c.resident })
 		if err != nil || got != c.want {
 			t.Errorf("%q, %d bytes, %.1f cached: direct %v (%v), want %v", c.mode, c.size, c.resident, got, err, c.want)
+		}
+	}
+}
+
+// TestBF16Gather: pruning a bf16 checkpoint (scattered 2-byte columns
+// gathered on all cores) gives exactly the bf16 rounding of pruning its
+// float32 original (whole runs copied).
+func TestBF16Gather(t *testing.T) {
+	dir := filepath.Join(fixtures, "nemotron-odd")
+	cfg, _ := model.LoadConfig(filepath.Join(dir, "config.json"))
+	scores, err := importance.Load(filepath.Join(dir, "importance.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(dir, cpu.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf := t.TempDir()
+	if err := m.Save(bf, backend.BF16, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPlan(cfg, scores, Targets{Hidden: cfg.HiddenSize/2 + 1, Heads: cfg.NumKVHeads, FFN: cfg.IntermediateSize/3 + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out32, out16 := filepath.Join(t.TempDir(), "f32"), filepath.Join(t.TempDir(), "bf16")
+	if _, err := Apply(context.Background(), p, dir, ApplyOptions{Out: out32}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(context.Background(), p, bf, ApplyOptions{Out: out16}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := checkpoints.Open(out32)
+	defer a.Close()
+	b, _ := checkpoints.Open(out16)
+	defer b.Close()
+	if len(a.Names()) != len(b.Names()) {
+		t.Fatalf("%d tensors from f32, %d from bf16", len(a.Names()), len(b.Names()))
+	}
+	for _, name := range a.Names() {
+		if info, _ := b.Info(name); info.DType != backend.BF16 {
+			t.Fatalf("%s: %v, want the source's bf16", name, info.DType)
+		}
+		x, _ := a.Float32(name)
+		y, err := b.Float32(name)
+		if err != nil || len(x) != len(y) {
+			t.Fatalf("%s: %d values from f32, %d from bf16 (%v)", name, len(x), len(y), err)
+		}
+		for i := range x {
+			if want := backend.BF16ToF32(backend.F32ToBF16(x[i])); y[i] != want {
+				t.Fatalf("%s[%d] = %v, want %v", name, i, y[i], want)
+			}
 		}
 	}
 }
