@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/minitron/minitron/backend"
 )
@@ -189,35 +190,47 @@ func (m *Model) LossAndGradWith(a *Activations, in Input, loss ChunkLoss, scale 
 }
 
 // HiddenLoss adds losses on hidden states to a backward pass (the
-// intermediate-state distillation loss). Layers lists hidden states by the
-// layer they come out of, 1..L (L is the last layer's output, before the
-// final norm). During the backward pass, when dh holds the gradient of
-// everything above hidden state l, Grad is called with that state's forward
-// value h = Activations.H[l] [N, D]; it adds scale × d(its loss)/dh into dh.
+// intermediate-state distillation loss). Hidden state l is the residual
+// stream after l layers: 0 is the embedding output, L the last layer's
+// output (before the final norm). Layers lists states taken as they are;
+// during the backward pass, when dh holds the gradient of everything above
+// state l, Grad is called with its forward value h = Activations.H[l]
+// [N, D] and adds scale × d(its loss)/dh into dh. Norms lists states taken
+// after LayerNorm (the norm at the input of layer l, the final norm for
+// L; Activations.NormOut): NormGrad adds scale × d(its loss)/dn into dn,
+// the gradient of that norm's output, before the norm's backward pass.
 // logitLoss is the summed loss of the logits (from the ChunkLoss).
 type HiddenLoss struct {
-	Layers []int
-	Grad   func(l int, h, dh backend.Tensor, scale float32, logitLoss float64) error
+	Layers   []int
+	Grad     func(l int, h, dh backend.Tensor, scale float32, logitLoss float64) error
+	Norms    []int
+	NormGrad func(l int, n, dn backend.Tensor, scale float32, logitLoss float64) error
 }
 
 func (h *HiddenLoss) wants(l int) bool {
-	if h == nil {
-		return false
+	return h != nil && slices.Contains(h.Layers, l)
+}
+
+func (h *HiddenLoss) wantsNorm(l int) bool {
+	return h != nil && slices.Contains(h.Norms, l)
+}
+
+// NormOut is the LayerNorm output of hidden state l of the last forward
+// pass made with keep: layer l's input norm for l < L, the final norm for
+// l == L.
+func (a *Activations) NormOut(l int) backend.Tensor {
+	if l == len(a.H)-1 {
+		return a.final
 	}
-	for _, x := range h.Layers {
-		if x == l {
-			return true
-		}
-	}
-	return false
+	return a.layer(l).n1
 }
 
 // LossAndGradHidden is LossAndGradWith plus losses on hidden states.
 func (m *Model) LossAndGradHidden(a *Activations, in Input, loss ChunkLoss, hidden *HiddenLoss, scale float32, g *Grads) (float64, error) {
 	if hidden != nil {
-		for _, l := range hidden.Layers {
-			if l < 1 || l > m.Config.NumLayers {
-				return 0, fmt.Errorf("model: hidden-state loss on the output of layer %d; the model has layers 1..%d", l, m.Config.NumLayers)
+		for _, l := range append(append([]int(nil), hidden.Layers...), hidden.Norms...) {
+			if l < 0 || l > m.Config.NumLayers {
+				return 0, fmt.Errorf("model: hidden-state loss on hidden state %d; the model has states 0 (the embedding output) to %d", l, m.Config.NumLayers)
 			}
 		}
 	}
@@ -338,6 +351,18 @@ func (m *Model) normBackward(dx, dw, db, dout, x, w, stats backend.Tensor) error
 func (m *Model) trunkBackward(a *Activations, s *backState, in Input, g *Grads, hidden *HiddenLoss, scale float32, logitLoss float64) error {
 	b, c := m.Backend, m.Config
 	L := c.NumLayers
+	addNorm := func(l int, n, dn backend.Tensor) error {
+		if !hidden.wantsNorm(l) {
+			return nil
+		}
+		if err := hidden.NormGrad(l, n, dn, scale, logitLoss); err != nil {
+			return fmt.Errorf("model: hidden-state loss after the norm of state %d: %w", l, err)
+		}
+		return nil
+	}
+	if err := addNorm(L, a.final, s.dfinal); err != nil {
+		return err
+	}
 	if err := m.normBackward(s.dh, g.NormW, g.NormB, s.dfinal, a.H[L], m.NormW, a.fstat); err != nil {
 		return fmt.Errorf("model: final norm backward: %w", err)
 	}
@@ -355,20 +380,19 @@ func (m *Model) trunkBackward(a *Activations, s *backState, in Input, g *Grads, 
 	}
 	at := m.attn(in, nil)
 	for l := L - 1; l >= 0; l-- {
-		if err := m.layerBackward(l, a, s, g, at); err != nil {
+		if err := m.layerBackward(l, a, s, g, at, addNorm); err != nil {
 			return fmt.Errorf("model: layer %d backward: %w", l, err)
 		}
-		if l > 0 {
-			if err := addHidden(l); err != nil {
-				return err
-			}
+		if err := addHidden(l); err != nil {
+			return err
 		}
 	}
 	return b.EmbeddingBackward(g.Embed, s.dh, a.ids)
 }
 
-// layerBackward takes s.dh = dL/d(layer output) and leaves dL/d(layer input) in s.dh.
-func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at backend.Attn) error {
+// layerBackward takes s.dh = dL/d(layer output) and leaves dL/d(layer input) in s.dh;
+// addNorm adds hidden-state losses on the output of the layer's input norm.
+func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at backend.Attn, addNorm func(l int, n, dn backend.Tensor) error) error {
 	b, W, G, la := m.Backend, &m.Layers[l], &g.Layers[l], a.layer(l)
 	x, mid := a.H[l], a.Mid[l]
 	mm := func(c, x, y backend.Tensor, ta, tb bool, beta float32) error {
@@ -435,6 +459,9 @@ func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at 
 		if err := mm(s.dn, p.d, p.w, false, false, beta); err != nil {
 			return err
 		}
+	}
+	if err := addNorm(l, la.n1, s.dn); err != nil {
+		return err
 	}
 	if err := m.normBackward(s.dtmp, G.InNormW, G.InNormB, s.dn, x, W.InNormW, la.s1); err != nil {
 		return err
