@@ -9,7 +9,10 @@ package distill
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
@@ -36,18 +39,54 @@ type KD struct {
 // Intermediate is Minitron's intermediate-state loss: for each pair of a
 // student and a teacher hidden state, the mean over tokens of
 // 1 − cos(W·h_student, h_teacher), with one learned linear map W from the
-// student's hidden size to the teacher's (initialized to the identity on
-// the shared channels, trained with the student, kept in checkpoints, not
-// exported). The pairs' mean L_is is added to the logit loss as α·L_is.
+// student's hidden size to the teacher's (trained with the student, kept
+// in checkpoints, not exported). The pairs' mean L_is is added to the
+// logit loss as α·L_is. W starts as the channel selection pruning made:
+// student channel i is teacher channel Channels[i].
 type Intermediate struct {
 	// Layers pairs hidden states [student layer, teacher layer], each the
 	// output of that layer counting from 1; the last layer's output is the
-	// state before the final norm. Empty: no intermediate loss.
+	// state before the final norm. Empty: no intermediate loss unless
+	// Embedding.
 	Layers [][2]int `yaml:"layers"`
+	// Site is where the states of Layers are taken: "output" (the
+	// residual stream; the default) or "norm" (after LayerNorm: the norm
+	// at the input of the next layer, the final norm after the last
+	// layer), the paper's choice (arXiv:2407.14679 §3).
+	Site string `yaml:"site"`
+	// Embedding adds the pair of embedding outputs (the paper's L_emb).
+	Embedding bool `yaml:"embedding"`
 	// Weight is α. 0 (the default) balances the two losses each step,
 	// α = L_logits / L_is with α held constant for the gradient, as the
 	// Minitron paper weighs them.
 	Weight float64 `yaml:"weight"`
+	// Channels gives, for each student hidden channel, the teacher channel
+	// it was pruned from (W starts with W[Channels[i]][i] = 1). Default:
+	// the student's prune report when it was pruned from the teacher
+	// itself; otherwise the identity on the first channels.
+	Channels []int `yaml:"channels,flow,omitempty"`
+}
+
+// Used reports whether the intermediate-state loss is on.
+func (in Intermediate) Used() bool { return len(in.Layers) > 0 || in.Embedding }
+
+// statePair is one term of the intermediate loss: hidden states s of the
+// student and t of the teacher (0 the embedding output, l the output of
+// layer l), after LayerNorm when norm.
+type statePair struct {
+	s, t int
+	norm bool
+}
+
+func (in Intermediate) pairs() []statePair {
+	var ps []statePair
+	if in.Embedding {
+		ps = append(ps, statePair{0, 0, false})
+	}
+	for _, p := range in.Layers {
+		ps = append(ps, statePair{p[0], p[1], in.Site == "norm"})
+	}
+	return ps
 }
 
 // Config is a training configuration plus the teacher and the loss.
@@ -89,7 +128,10 @@ func (c *Config) Validate() error {
 	if !(c.KD.Temperature > 0) || c.KD.CEWeight < 0 {
 		return fmt.Errorf("distill: kd.temperature %v must be positive and kd.ce_weight %v non-negative", c.KD.Temperature, c.KD.CEWeight)
 	}
-	if in := c.KD.Intermediate; len(in.Layers) > 0 {
+	if in := c.KD.Intermediate; in.Used() {
+		if in.Site != "" && in.Site != "output" && in.Site != "norm" {
+			return fmt.Errorf("distill: kd.intermediate.site %q: use output (the residual stream) or norm (after LayerNorm)", in.Site)
+		}
 		if c.Teacher.Cache != "" {
 			return fmt.Errorf("distill: kd.intermediate needs the teacher's hidden states; use teacher.model (online), not a cache")
 		}
@@ -132,6 +174,7 @@ type Objective struct {
 	}
 
 	// intermediate-state loss
+	pairs       []statePair
 	proj, projG backend.Tensor   // W [Dt, Ds] and its gradient
 	tHid        []backend.Tensor // the teacher's states of the pairs, [N, Dt]
 	u, hl       backend.Tensor   // W·h [N, Dt] (then its gradient); per-row losses
@@ -152,10 +195,10 @@ func NewObjective(teacher, student *model.Model, kd KD) (*Objective, error) {
 	return o, nil
 }
 
-// initIntermediate checks the layer pairs and makes the projection.
+// initIntermediate checks the pairs and makes the projection.
 func (o *Objective) initIntermediate(teacher, student *model.Model) error {
 	in := o.KD.Intermediate
-	if len(in.Layers) == 0 {
+	if !in.Used() {
 		return nil
 	}
 	seen := map[int]bool{}
@@ -169,11 +212,24 @@ func (o *Objective) initIntermediate(teacher, student *model.Model) error {
 		}
 		seen[p[0]] = true
 	}
+	o.pairs = in.pairs()
 	b := o.b
 	dt, ds := teacher.Config.HiddenSize, student.Config.HiddenSize
 	w := make([]float32, dt*ds)
-	for i := range min(dt, ds) {
-		w[i*ds+i] = 1
+	switch {
+	case len(in.Channels) == 0:
+		for i := range min(dt, ds) {
+			w[i*ds+i] = 1
+		}
+	case len(in.Channels) != ds:
+		return fmt.Errorf("distill: kd.intermediate.channels has %d entries; the student has %d hidden channels", len(in.Channels), ds)
+	default:
+		for i, c := range in.Channels {
+			if c < 0 || c >= dt {
+				return fmt.Errorf("distill: kd.intermediate.channels[%d] = %d: the teacher has channels 0..%d", i, c, dt-1)
+			}
+			w[c*ds+i] = 1
+		}
 	}
 	var err error
 	if o.proj, err = b.New(b.FloatDType(), dt, ds); err != nil {
@@ -252,7 +308,7 @@ func (o *Objective) intermediateBuffers(n int) error {
 	}
 	o.tHid = o.tHid[:0]
 	var err error
-	for range o.KD.Intermediate.Layers {
+	for range o.pairs {
 		t, err := b.New(b.FloatDType(), n, dt)
 		if err != nil {
 			return err
@@ -290,51 +346,64 @@ func (o *Objective) intermediateLoss(h, t backend.Tensor) (float64, error) {
 // hiddenLoss is the student side of the intermediate loss for one
 // micro-batch whose student activations are a.
 func (o *Objective) hiddenLoss(a *model.Activations) *model.HiddenLoss {
-	pairs := o.KD.Intermediate.Layers
-	layers := make([]int, len(pairs))
-	for i, p := range pairs {
-		layers[i] = p[0]
+	hl := &model.HiddenLoss{}
+	for _, p := range o.pairs {
+		if p.norm {
+			hl.Norms = append(hl.Norms, p.s)
+		} else {
+			hl.Layers = append(hl.Layers, p.s)
+		}
+	}
+	state := func(p statePair) backend.Tensor {
+		if p.norm {
+			return a.NormOut(p.s)
+		}
+		return a.H[p.s]
 	}
 	o.pairsDone = false
-	return &model.HiddenLoss{Layers: layers, Grad: func(l int, h, dh backend.Tensor, scale float32, logitLoss float64) error {
-		b := o.b
-		if !o.pairsDone {
-			// All pairs' losses first, for α: the forward pass is complete.
-			var sum float64
-			for i, p := range pairs {
-				v, err := o.intermediateLoss(a.H[p[0]], o.tHid[i])
-				if err != nil {
-					return err
+	grad := func(norm bool) func(l int, h, dh backend.Tensor, scale float32, logitLoss float64) error {
+		return func(l int, h, dh backend.Tensor, scale float32, logitLoss float64) error {
+			b := o.b
+			if !o.pairsDone {
+				// All pairs' losses first, for α: the forward pass is complete.
+				var sum float64
+				for i, p := range o.pairs {
+					v, err := o.intermediateLoss(state(p), o.tHid[i])
+					if err != nil {
+						return err
+					}
+					sum += v
 				}
-				sum += v
+				o.lis = sum / float64(len(o.pairs))
+				o.alpha = o.KD.Intermediate.Weight
+				if o.alpha == 0 && o.lis > 1e-12 {
+					o.alpha = logitLoss / o.lis
+				}
+				o.pairsDone = true
 			}
-			o.lis = sum / float64(len(pairs))
-			o.alpha = o.KD.Intermediate.Weight
-			if o.alpha == 0 && o.lis > 1e-12 {
-				o.alpha = logitLoss / o.lis
+			k := 0
+			for i, p := range o.pairs {
+				if p.s == l && p.norm == norm {
+					k = i
+				}
 			}
-			o.pairsDone = true
-		}
-		k := 0
-		for i, p := range pairs {
-			if p[0] == l {
-				k = i
+			n := backend.Rows(h)
+			if err := b.MatMul(o.u, h, o.proj, false, true, 1, 0); err != nil {
+				return err
 			}
+			// d(α·L_is)/d(W·h), in place of W·h: L_is averages pairs and rows.
+			g := scale * float32(o.alpha/float64(len(o.pairs)*n))
+			if err := b.CosineLoss(o.hl, o.u, o.u, o.tHid[k], g); err != nil {
+				return err
+			}
+			if err := b.MatMul(dh, o.u, o.proj, false, false, 1, 1); err != nil {
+				return err
+			}
+			return b.MatMul(o.projG, o.u, h, true, false, 1, 1)
 		}
-		n := backend.Rows(h)
-		if err := b.MatMul(o.u, h, o.proj, false, true, 1, 0); err != nil {
-			return err
-		}
-		// d(α·L_is)/d(W·h), in place of W·h: L_is averages pairs and rows.
-		g := scale * float32(o.alpha/float64(len(pairs)*n))
-		if err := b.CosineLoss(o.hl, o.u, o.u, o.tHid[k], g); err != nil {
-			return err
-		}
-		if err := b.MatMul(dh, o.u, o.proj, false, false, 1, 1); err != nil {
-			return err
-		}
-		return b.MatMul(o.projG, o.u, h, true, false, 1, 1)
-	}}
+	}
+	hl.Grad, hl.NormGrad = grad(false), grad(true)
+	return hl
 }
 
 func (o *Objective) buffers(rows, v int) error {
@@ -522,12 +591,21 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 			if err := o.intermediateBuffers(in.B * in.T); err != nil {
 				return 0, err
 			}
+			L := o.Teacher.Config.NumLayers
 			obs = func(site model.Site, layer int, x backend.Tensor) error {
-				if site != model.SiteLayerOut {
-					return nil
-				}
-				for i, p := range o.KD.Intermediate.Layers {
-					if p[1] == layer+1 {
+				for i, p := range o.pairs {
+					var want bool
+					switch site {
+					case model.SiteEmbed:
+						want = !p.norm && p.t == 0
+					case model.SiteLayerOut:
+						want = !p.norm && p.t == layer+1
+					case model.SiteNorm1:
+						want = p.norm && p.t == layer
+					case model.SiteFinalNorm:
+						want = p.norm && p.t == L
+					}
+					if want {
 						if err := o.b.Copy(o.tHid[i], x); err != nil {
 							return err
 						}
@@ -675,5 +753,35 @@ func NewObjectiveFor(cfg *Config, student *model.Model, b backend.Backend) (*Obj
 	if err != nil {
 		return nil, fmt.Errorf("distill: teacher: %w", err)
 	}
-	return NewObjective(teacher, student, cfg.KD)
+	kd := cfg.KD
+	if in := &kd.Intermediate; in.Used() && len(in.Channels) == 0 {
+		in.Channels = keptChannels(cfg.Model.Checkpoint, cfg.Teacher.Model)
+	}
+	return NewObjective(teacher, student, kd)
+}
+
+// keptChannels returns the teacher channel of each hidden channel of the
+// student in dir, from the report pruning leaves there
+// (prune-report.json), when the student was pruned from teacherDir itself;
+// nil otherwise.
+func keptChannels(dir, teacherDir string) []int {
+	b, err := os.ReadFile(filepath.Join(dir, "prune-report.json"))
+	if err != nil {
+		return nil
+	}
+	var rep struct {
+		Source string `json:"source"`
+		Kept   struct {
+			Hidden []int `json:"hidden"`
+		} `json:"kept"`
+	}
+	if json.Unmarshal(b, &rep) != nil {
+		return nil
+	}
+	a, errA := os.Stat(rep.Source)
+	t, errT := os.Stat(teacherDir)
+	if errA != nil || errT != nil || !os.SameFile(a, t) {
+		return nil
+	}
+	return rep.Kept.Hidden
 }

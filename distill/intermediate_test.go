@@ -3,11 +3,13 @@ package distill
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,70 +38,182 @@ func intermediateStep(t *testing.T, o *Objective, m *model.Model, in model.Input
 	return l, o.Extra()["intermediate"], g, pg
 }
 
-// TestIntermediateGradient checks the projection's gradient and a student
-// weight's gradient against finite differences of KD + w·L_is.
+// TestIntermediateGradient checks the projection's gradient and student
+// weights' gradients against finite differences of KD + w·L_is, for states
+// taken as they are, and after LayerNorm with the embedding pair.
 func TestIntermediateGradient(t *testing.T) {
-	teacher, student := load(t, "nemotron-tiny"), perturbed(t, "nemotron-tiny", 0.05)
-	L := student.Config.NumLayers
-	const w = 0.8
-	o, err := NewObjective(teacher, student, KD{Temperature: 1, Intermediate: Intermediate{Layers: [][2]int{{1, 2}, {L, L}}, Weight: w}})
+	teacher := load(t, "nemotron-tiny")
+	L := teacher.Config.NumLayers
+	for _, c := range []struct {
+		name string
+		in   Intermediate
+		// weights checked: the embedding and a first-layer weight, reached
+		// by the logits and the states; a norm the post-norm states pass.
+		params []string
+	}{
+		{"output", Intermediate{Layers: [][2]int{{1, 2}, {L, L}}}, []string{"model.layers.0.self_attn.q_proj.weight"}},
+		{"norm and embedding", Intermediate{Layers: [][2]int{{1, 2}, {L, L}}, Site: "norm", Embedding: true},
+			[]string{"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.input_layernorm.weight", "model.norm.weight"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			student := perturbed(t, "nemotron-tiny", 0.05)
+			const w = 0.8
+			c.in.Weight = w
+			o, err := NewObjective(teacher, student, KD{Temperature: 1, Intermediate: c.in})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, targets := batch()
+			b := student.Backend
+			// Move W off the identity so its gradient is not special.
+			pv, _ := b.ToFloat32(o.proj)
+			for i := range pv {
+				pv[i] += 0.05 * float32(math.Sin(float64(i)))
+			}
+			b.Write(o.proj, pv)
+			_, lis, g, pg := intermediateStep(t, o, student, in, targets)
+			if lis <= 0 || lis > 2 {
+				t.Fatalf("intermediate loss %v", lis)
+			}
+			total := func() float64 {
+				l, lis, _, _ := intermediateStep(t, o, student, in, targets)
+				return l + w*lis
+			}
+			const h = 1e-2
+			for _, j := range []int{0, 5, len(pv) / 2, len(pv) - 3} {
+				old := pv[j]
+				pv[j] = old + h
+				b.Write(o.proj, pv)
+				up := total()
+				pv[j] = old - h
+				b.Write(o.proj, pv)
+				down := total()
+				pv[j] = old
+				b.Write(o.proj, pv)
+				fd := (up - down) / (2 * h)
+				if math.Abs(fd-float64(pg[j])) > 3e-2*math.Abs(fd)+1e-5 {
+					t.Errorf("projection[%d]: gradient %v, finite difference %v", j, pg[j], fd)
+				}
+			}
+			for pi, p := range student.Params {
+				if !slices.Contains(c.params, p.Name) {
+					continue
+				}
+				wv, _ := b.ToFloat32(student.Weights[pi])
+				gv, _ := b.ToFloat32(g.T[pi])
+				best := 0
+				for i := range gv {
+					if math.Abs(float64(gv[i])) > math.Abs(float64(gv[best])) {
+						best = i
+					}
+				}
+				set := func(d float32) {
+					v := append([]float32(nil), wv...)
+					v[best] += d
+					b.Write(student.Weights[pi], v)
+				}
+				set(h)
+				up := total()
+				set(-h)
+				down := total()
+				set(0)
+				if fd := (up - down) / (2 * h); math.Abs(fd-float64(gv[best])) > 3e-2*math.Abs(fd)+1e-5 {
+					t.Errorf("%s[%d]: gradient %v, finite difference %v", p.Name, best, gv[best], fd)
+				}
+			}
+		})
+	}
+}
+
+// TestIntermediateChannels: the projection starts as the pruning's channel
+// selection, given or read from the student's prune report, and a wrong
+// map is refused.
+func TestIntermediateChannels(t *testing.T) {
+	_, teacherDir, teacher, student := cacheSetup(t)
+	dt, ds := teacher.Config.HiddenSize, student.Config.HiddenSize
+	if ds > dt {
+		t.Fatalf("the student is wider (%d) than the teacher (%d)", ds, dt)
+	}
+	// A selection that is neither the identity nor ordered.
+	want := make([]int, ds)
+	for i := range want {
+		want[i] = (dt - 1 - 2*i + dt) % dt
+	}
+	check := func(o *Objective) {
+		t.Helper()
+		w, _ := o.b.ToFloat32(o.proj)
+		for r := range dt {
+			for c := range ds {
+				e := float32(0)
+				if want[c] == r {
+					e = 1
+				}
+				if w[r*ds+c] != e {
+					t.Fatalf("W[%d][%d] = %v, want %v", r, c, w[r*ds+c], e)
+				}
+			}
+		}
+	}
+	in := Intermediate{Layers: [][2]int{{1, 1}}, Channels: want}
+	o, err := NewObjective(teacher, student, KD{Temperature: 1, Intermediate: in})
 	if err != nil {
 		t.Fatal(err)
 	}
+	check(o)
+	o.Free()
+	// From the prune report of a student pruned from this teacher.
+	sdir := filepath.Join(t.TempDir(), "student")
+	os.MkdirAll(sdir, 0o755)
+	rep, _ := json.Marshal(map[string]any{"source": teacherDir, "kept": map[string]any{"hidden": want}})
+	os.WriteFile(filepath.Join(sdir, "prune-report.json"), rep, 0o644)
+	cfg := Default()
+	cfg.Model.Checkpoint, cfg.Teacher.Model = sdir, teacherDir
+	cfg.KD.Intermediate.Embedding = true
+	o, err = NewObjectiveFor(&cfg, student, student.Backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(o)
+	o.Free()
+	// A report of a prune from another model does not apply.
+	rep, _ = json.Marshal(map[string]any{"source": sdir, "kept": map[string]any{"hidden": want}})
+	os.WriteFile(filepath.Join(sdir, "prune-report.json"), rep, 0o644)
+	if got := keptChannels(sdir, teacherDir); got != nil {
+		t.Fatalf("channels %v from a prune of another model", got)
+	}
+	for name, ch := range map[string][]int{"too few": want[:ds-1], "beyond the teacher": append(append([]int(nil), want[:ds-1]...), dt)} {
+		if _, err := NewObjective(teacher, student, KD{Temperature: 1, Intermediate: Intermediate{Embedding: true, Channels: ch}}); err == nil || !strings.Contains(err.Error(), "kd.intermediate.channels") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestIntermediateSites: a student identical to its teacher has no
+// intermediate loss at matching states, whichever the site, and some at
+// mismatched ones (so each side reads the state it should).
+func TestIntermediateSites(t *testing.T) {
+	teacher, student := load(t, "llama-tiny"), load(t, "llama-tiny")
+	L := teacher.Config.NumLayers
 	in, targets := batch()
-	b := student.Backend
-	// Move W off the identity so its gradient is not special.
-	pv, _ := b.ToFloat32(o.proj)
-	for i := range pv {
-		pv[i] += 0.05 * float32(math.Sin(float64(i)))
-	}
-	b.Write(o.proj, pv)
-	_, lis, g, pg := intermediateStep(t, o, student, in, targets)
-	if lis <= 0 || lis > 2 {
-		t.Fatalf("intermediate loss %v", lis)
-	}
-	total := func() float64 {
-		l, lis, _, _ := intermediateStep(t, o, student, in, targets)
-		return l + w*lis
-	}
-	const h = 1e-2
-	for _, j := range []int{0, 5, len(pv) / 2, len(pv) - 3} {
-		old := pv[j]
-		pv[j] = old + h
-		b.Write(o.proj, pv)
-		up := total()
-		pv[j] = old - h
-		b.Write(o.proj, pv)
-		down := total()
-		pv[j] = old
-		b.Write(o.proj, pv)
-		fd := (up - down) / (2 * h)
-		if math.Abs(fd-float64(pg[j])) > 3e-2*math.Abs(fd)+1e-5 {
-			t.Errorf("projection[%d]: gradient %v, finite difference %v", j, pg[j], fd)
+	for _, c := range []struct {
+		in   Intermediate
+		zero bool
+	}{
+		{Intermediate{Layers: [][2]int{{1, 1}, {L, L}}}, true},
+		{Intermediate{Layers: [][2]int{{1, 1}, {L, L}}, Site: "norm", Embedding: true}, true},
+		{Intermediate{Layers: [][2]int{{1, 2}}, Site: "norm"}, false},
+		{Intermediate{Layers: [][2]int{{L, L - 1}}}, false},
+	} {
+		c.in.Weight = 1
+		o, err := NewObjective(teacher, student, KD{Temperature: 1, Intermediate: c.in})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	// A first-layer weight: reached by both the logits and the states.
-	pi := 2
-	wv, _ := b.ToFloat32(student.Weights[pi])
-	gv, _ := b.ToFloat32(g.T[pi])
-	best := 0
-	for i := range gv {
-		if math.Abs(float64(gv[i])) > math.Abs(float64(gv[best])) {
-			best = i
+		_, lis, _, _ := intermediateStep(t, o, student, in, targets)
+		if zero := lis < 1e-5; zero != c.zero {
+			t.Errorf("%+v: L_is %v", c.in, lis)
 		}
-	}
-	set := func(d float32) {
-		v := append([]float32(nil), wv...)
-		v[best] += d
-		b.Write(student.Weights[pi], v)
-	}
-	set(h)
-	up := total()
-	set(-h)
-	down := total()
-	set(0)
-	if fd := (up - down) / (2 * h); math.Abs(fd-float64(gv[best])) > 3e-2*math.Abs(fd)+1e-5 {
-		t.Errorf("%s[%d]: gradient %v, finite difference %v", student.Params[pi].Name, best, gv[best], fd)
+		o.Free()
 	}
 }
 
@@ -138,6 +252,11 @@ func TestIntermediateErrors(t *testing.T) {
 	c.KD.Intermediate.Layers = [][2]int{{1, 1}}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "online") {
 		t.Fatalf("intermediate with a cache: %v", err)
+	}
+	c.Teacher = Teacher{Model: "teacher"}
+	c.KD.Intermediate.Site = "post"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "kd.intermediate.site") {
+		t.Fatalf("site post: %v", err)
 	}
 }
 
