@@ -423,6 +423,47 @@ func TestCalibration(t *testing.T) {
 	}
 }
 
+// TestCalibrationFrom: a draw from the training split never holds a
+// validation sequence, and sequences are cut from the split's own.
+func TestCalibrationFrom(t *testing.T) {
+	ds, all := syntheticDataset(t, 60, "calib")
+	const T = 2
+	train, val, err := ds.Split(T, 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isVal := map[int64]bool{}
+	for i := range val.Count {
+		isVal[val.Index(i)] = true
+	}
+	if len(isVal) == 0 {
+		t.Fatal("no validation sequences: the test wants some")
+	}
+	c, err := CalibrationFrom(train, int(train.Count), 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for i, idx := range c.Indices {
+		if isVal[idx] || seen[idx] {
+			t.Fatalf("sample %d is sequence %d: validation %v, drawn twice %v", i, idx, isVal[idx], seen[idx])
+		}
+		seen[idx] = true
+		if c.IDs[i] != all[idx*T] {
+			t.Fatalf("sample %d is not the start of sequence %d", i, idx)
+		}
+	}
+	if c2, _ := CalibrationFrom(train, 5, 1, 3); !slices.Equal(c2.Indices, c.Indices[:5]) {
+		t.Fatal("the draw is not reproducible from its seed")
+	}
+	if _, err := CalibrationFrom(train, 2, T+1, 3); err == nil {
+		t.Fatal("calibration sequences longer than the split's accepted")
+	}
+	if _, err := CalibrationFrom(train, int(train.Count)+1, T, 3); err == nil {
+		t.Fatal("over-sized draw accepted")
+	}
+}
+
 // TestGoSourceCorpus prepares a slice of the real Go source tree.
 func TestGoSourceCorpus(t *testing.T) {
 	src := filepath.Join(runtime.GOROOT(), "src", "strings")

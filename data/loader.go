@@ -291,6 +291,30 @@ type CalibrationSample struct {
 	IDs     []int32 `json:"-"`       // [len(Indices), SeqLen] token ids
 }
 
+// CalibrationFrom draws n distinct sequences of a split (the training
+// split, so importance never sees validation text) with a seed, in the
+// order of a seeded permutation, each cut to its first seqLen tokens (at
+// most the split's length). Indices count sequences of the split's length.
+func CalibrationFrom(s Split, n, seqLen int, seed uint64) (*CalibrationSample, error) {
+	if seqLen < 1 || seqLen > s.SeqLen {
+		return nil, fmt.Errorf("data: calibration sequences of %d tokens cannot be cut from sequences of %d", seqLen, s.SeqLen)
+	}
+	if int64(n) > s.Count || n <= 0 {
+		return nil, fmt.Errorf("data: the split of %s holds %d sequences of %d tokens; cannot draw %d", s.DS.Dir, s.Count, s.SeqLen, n)
+	}
+	p := newPermutation(uint64(s.Count), seed, 0xca11b)
+	c := &CalibrationSample{Dataset: s.DS.Dir, Seed: seed, SeqLen: seqLen}
+	for i := range n {
+		idx := s.Index(int64(p.at(uint64(i))))
+		var err error
+		if c.IDs, err = s.DS.Read(c.IDs, idx*int64(s.SeqLen), int64(seqLen)); err != nil {
+			return nil, err
+		}
+		c.Indices = append(c.Indices, idx)
+	}
+	return c, nil
+}
+
 // Calibration draws n distinct sequences of seqLen tokens from a dataset
 // with a seed, in the order of a seeded permutation.
 func Calibration(d *Dataset, n, seqLen int, seed uint64) (*CalibrationSample, error) {
