@@ -51,6 +51,19 @@ func shapeOf(c *model.Config) Shape {
 // ReportFile is the name of the report in a pruned directory.
 const ReportFile = "prune-report.json"
 
+// ReadReport reads the report of a pruned directory.
+func ReadReport(dir string) (*Report, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ReportFile))
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("prune: %s: %v", filepath.Join(dir, ReportFile), err)
+	}
+	return &r, nil
+}
+
 // ApplyOptions control Apply.
 type ApplyOptions struct {
 	Out        string

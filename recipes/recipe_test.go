@@ -2,8 +2,10 @@ package recipes
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/prune"
 )
 
 const tokPath = "../testdata/tokenizer/spm-nemotron-style.model"
@@ -93,13 +96,21 @@ func TestRecipeStages(t *testing.T) {
 	if !strings.HasPrefix(sum.Report.Samples[0].Text, "func ") {
 		t.Fatalf("sample %q", sum.Report.Samples[0].Text)
 	}
-	// A rerun skips every stage but data (which checks its inputs itself).
-	sum, err = Run(context.Background(), r, RunOptions{Backend: cpu.New()})
+	// A rerun skips every stage, data included, and leaves its marker.
+	before, _ := os.ReadFile(r.markerPath("data"))
+	var log strings.Builder
+	sum, err = Run(context.Background(), r, RunOptions{Backend: cpu.New(), Log: &log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(sum.Skipped, ",") != "importance,prune,distill,eval,export" {
+	if strings.Join(sum.Skipped, ",") != "data,importance,prune,distill,eval,export" {
 		t.Fatalf("rerun skipped %v", sum.Skipped)
+	}
+	if after, _ := os.ReadFile(r.markerPath("data")); string(after) != string(before) {
+		t.Fatalf("the rerun rewrote the data marker:\n%s\n%s", before, after)
+	}
+	if strings.Contains(log.String(), "preparing") || !strings.Contains(log.String(), "stage data       up to date") {
+		t.Fatalf("rerun log:\n%s", log.String())
 	}
 	// Changing the prune target redoes prune and what follows, not importance.
 	r2, _ := Load(path, []string{"prune.intermediate_size=48"})
@@ -107,7 +118,7 @@ func TestRecipeStages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(sum.Skipped, ",") != "importance" {
+	if strings.Join(sum.Skipped, ",") != "data,importance" {
 		t.Fatalf("after changing the prune target, skipped %v", sum.Skipped)
 	}
 	// --from redoes a stage; --until stops.
@@ -115,7 +126,7 @@ func TestRecipeStages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(sum.Skipped, ",") != "importance,prune,distill" {
+	if strings.Join(sum.Skipped, ",") != "data,importance,prune,distill" {
 		t.Fatalf("--from eval --until eval skipped %v", sum.Skipped)
 	}
 }
@@ -128,7 +139,7 @@ func TestRecipeErrors(t *testing.T) {
 	}{
 		{[]string{"teacher=missing"}, "not a model directory"},
 		{[]string{"data.datasets=[{name: x, path: nowhere, weight: 1}]"}, "not a prepared dataset"},
-		{[]string{"prune.num_attention_heads=3"}, "not a multiple of the teacher's 2 KV groups"},
+		{[]string{"prune.num_attention_heads=3"}, "not a multiple of the source's 2 KV groups"},
 		{[]string{"prune.hidden_size=64"}, "prune.hidden_size 64 must be in [0, 32]"},
 		{[]string{"distill.optimizer.schedule=exp"}, "schedule"},
 		{[]string{"distill.bogus=1"}, "field bogus not found"},
@@ -148,5 +159,147 @@ func TestRecipeErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(r.Out); err == nil {
 		t.Fatal("an invalid run created its output directory")
+	}
+}
+
+// chainRecipe is a recipe of two chained steps after a teacher correction:
+// the teacher (hidden 32, 4 heads, MLP 64, 3 layers) is corrected, pruned
+// to hidden 24 and distilled (step a), and a's student is pruned to
+// hidden 16, 2 heads, MLP 32, 2 layers and distilled from the teacher with
+// the intermediate-state loss (step b).
+func chainRecipe(t *testing.T) string {
+	path := setup(t)
+	b, _ := os.ReadFile(path)
+	text := strings.Replace(string(b), "prune:\n  hidden_size: 16\n  num_attention_heads: 2\n  intermediate_size: 32\n  num_layers: 2\n", `teacher_correction:
+  enabled: true
+  pretrain_lr: 5.0e-3
+  train: {micro_batch: 4, steps: 4}
+  optimizer: {warmup: 1}
+  eval: {every: 0, batches: 1}
+  checkpoint: {every: 2, keep: 1}
+steps:
+  a:
+    prune: {hidden_size: 24, intermediate_size: 48}
+  b:
+    source: a
+    prune: {hidden_size: 16, num_attention_heads: 2, intermediate_size: 32, num_layers: 2}
+    distill:
+      train: {steps: 4}
+      kd:
+        intermediate: {layers: [[2, 3]], site: norm, embedding: true}
+`, 1)
+	if text == string(b) {
+		t.Fatal("the test recipe changed; update chainRecipe")
+	}
+	os.WriteFile(path, []byte(text), 0o644)
+	return path
+}
+
+func TestRecipeChain(t *testing.T) {
+	path := chainRecipe(t)
+	r, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "data,teacher-correction,a/importance,a/prune,a/distill,b/importance,b/prune,b/distill,eval,export"
+	if got := strings.Join(r.StageNames(), ","); got != want {
+		t.Fatalf("stages %s, want %s", got, want)
+	}
+	// Step b inherits the recipe's settings it does not override.
+	if a, b := r.Steps[0], r.Steps[1]; a.Source != RefTeacher || b.Source != "a" || b.Teacher != RefTeacher ||
+		b.Distill.Train.Steps != 4 || a.Distill.Train.Steps != 6 || b.Distill.Train.MicroBatch != 4 || b.Distill.Optimizer.LR != 1e-3 ||
+		b.Prune.NumLayers != 2 || a.Prune.NumLayers != 0 || b.Calibration.Samples != 8 {
+		t.Fatalf("steps %+v\n%+v", a, b)
+	}
+	var log strings.Builder
+	sum, err := Run(context.Background(), r, RunOptions{Backend: cpu.New(), Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrected := filepath.Join(r.Out, "teacher-correction", "final")
+	// Step a pruned the corrected teacher; step b pruned a's student and
+	// distilled from the corrected teacher.
+	for dir, src := range map[string]string{"a": corrected, "b": filepath.Join(r.Out, "a", "distill", "final")} {
+		rep, err := prune.ReadReport(filepath.Join(r.Out, dir, "pruned"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Source != src {
+			t.Errorf("step %s pruned %s, want %s", dir, rep.Source, src)
+		}
+	}
+	if !strings.Contains(log.String(), "distilled 4 steps (512 tokens) from "+corrected) {
+		t.Errorf("step b's distillation: log\n%s", log.String())
+	}
+	// The projection of b's intermediate loss starts at the teacher's
+	// channels: a's selection of b's selection.
+	ra, _ := prune.ReadReport(filepath.Join(r.Out, "a", "pruned"))
+	rb, _ := prune.ReadReport(filepath.Join(r.Out, "b", "pruned"))
+	var composed []int
+	for _, c := range rb.Kept.Hidden {
+		composed = append(composed, ra.Kept.Hidden[c])
+	}
+	if ch, err := r.channelMap(1); err != nil || fmt.Sprint(ch) != fmt.Sprint(composed) {
+		t.Errorf("channels %v (%v), want %v", ch, err, composed)
+	}
+	if ch, err := r.channelMap(0); err != nil || fmt.Sprint(ch) != fmt.Sprint(ra.Kept.Hidden) {
+		t.Errorf("step a's channels %v (%v), want %v", ch, err, ra.Kept.Hidden)
+	}
+	st, err := model.LoadConfig(filepath.Join(sum.Student, "config.json"))
+	if err != nil || st.HiddenSize != 16 || st.NumLayers != 2 || st.NumHeads != 2 || st.IntermediateSize != 32 {
+		t.Fatalf("final student %+v %v", st, err)
+	}
+	var names []string
+	for _, m := range sum.Report.Models {
+		names = append(names, m.Name)
+	}
+	if got := strings.Join(names, "; "); got != "teacher; teacher (corrected); a: pruned, before distillation; a: student (distilled); b: pruned, before distillation; b: student (distilled)" {
+		t.Fatalf("eval rows: %s", got)
+	}
+	// A rerun skips everything; a change in step a redoes a and all after it.
+	if sum, err = Run(context.Background(), r, RunOptions{Backend: cpu.New()}); err != nil || len(sum.Skipped) != len(r.StageNames()) {
+		t.Fatalf("rerun: skipped %v, %v", sum.Skipped, err)
+	}
+	r2, _ := Load(path, []string{"steps.a.prune.intermediate_size=40"})
+	if sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(sum.Skipped, ","); got != "data,teacher-correction,a/importance" {
+		t.Fatalf("after changing step a's shape, skipped %s", got)
+	}
+	if _, err := Run(context.Background(), r2, RunOptions{Backend: cpu.New(), Until: "distill"}); err == nil || !strings.Contains(err.Error(), "a/distill, b/distill") {
+		t.Fatalf("--until distill with two distill stages: %v", err)
+	}
+}
+
+func TestRecipeStepErrors(t *testing.T) {
+	path := chainRecipe(t)
+	cases := []struct {
+		sets []string
+		want string
+	}{
+		{[]string{"steps.b.prune.bogus=1"}, "field bogus not found in steps.b.prune"},
+		{[]string{"steps.a.source=b"}, `"b" is step 2, not an earlier one`},
+		{[]string{"steps.b.prune.hidden_size=28"}, "steps.b: prune.hidden_size 28 must be in [0, 24]"},
+		{[]string{"steps.b.teacher=nowhere"}, "not a model directory"},
+		{[]string{"teacher_correction.pretrain_lr=0"}, "teacher_correction: set pretrain_lr"},
+		{[]string{"steps.b.calibration.seq_len=64"}, "longer than data.seq_len 32"},
+		{[]string{"teacher_arch=gpt-5"}, "not a known architecture"},
+		{[]string{"teacher_arch=minitron-4b"}, "teacher_arch (NemotronForCausalLM, hidden 3072, 24 heads, MLP 9216, 32 layers, vocab 256000) is not the teacher's shape"},
+	}
+	for _, c := range cases {
+		r, err := Load(path, c.sets)
+		if err == nil {
+			err = r.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.sets, err, c.want)
+		}
+	}
+	// An unknown key in a step names its line in the recipe file.
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, []byte(strings.Replace(string(b), "    source: a\n", "    source: a\n    sorce: a\n", 1)), 0o644)
+	if _, err := Load(path, nil); err == nil || !strings.Contains(err.Error(), "field sorce not found in steps.b") || !regexp.MustCompile(`line \d+`).MatchString(err.Error()) {
+		t.Fatalf("misspelt key: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minitron/minitron/backend"
@@ -33,8 +34,9 @@ type RunOptions struct {
 	Log         io.Writer // one-line progress messages
 	// Progress receives (stage, done, total) for long stages.
 	Progress func(stage string, done, total int64)
-	// OnStep receives distillation steps (for a progress display).
-	OnStep    func(m train.Metric, total int)
+	// OnStep receives the training steps of the teacher correction and
+	// the distillations (for a progress display), with the stage's name.
+	OnStep    func(stage string, m train.Metric, total int)
 	Interrupt <-chan struct{}
 }
 
@@ -75,7 +77,9 @@ type marker struct {
 	Finished time.Time `json:"finished"`
 }
 
-func (r *Recipe) markerPath(stage string) string { return filepath.Join(r.Out, "."+stage+".done.json") }
+func (r *Recipe) markerPath(stage string) string {
+	return filepath.Join(r.Out, "."+strings.ReplaceAll(stage, "/", ".")+".done.json")
+}
 
 func (r *Recipe) done(stage, inputs string) bool {
 	b, err := os.ReadFile(r.markerPath(stage))
@@ -123,15 +127,16 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	from, until := 0, len(Stages)-1
+	ss := r.stages()
+	from, until := 0, len(ss)-1
 	var err error
 	if opt.From != "" {
-		if from, err = StageIndex(opt.From); err != nil {
+		if from, err = r.StageIndex(opt.From); err != nil {
 			return nil, err
 		}
 	}
 	if opt.Until != "" {
-		if until, err = StageIndex(opt.Until); err != nil {
+		if until, err = r.StageIndex(opt.Until); err != nil {
 			return nil, err
 		}
 	}
@@ -146,12 +151,15 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err := os.MkdirAll(r.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("recipes: %w", err)
 	}
-	// Forced stages lose their markers (and distillation its checkpoints).
-	for i := from; i < len(Stages); i++ {
-		if opt.From != "" {
-			os.Remove(r.markerPath(Stages[i]))
-			if Stages[i] == "distill" {
-				os.RemoveAll(filepath.Join(r.Out, "distill"))
+	// Forced stages lose their markers (and training runs their checkpoints).
+	if opt.From != "" {
+		for _, sg := range ss[from:] {
+			os.Remove(r.markerPath(sg.name))
+			switch sg.kind {
+			case KindDistill:
+				os.RemoveAll(r.distillDir(sg.step))
+			case KindTeacherCorrection:
+				os.RemoveAll(r.correctionDir())
 			}
 		}
 	}
@@ -164,8 +172,8 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 		return nil, err
 	}
 	sum := &Summary{Out: r.Out}
-	st := &state{r: r, opt: opt, tok: tok, teacherID: teacherID, logf: logf, keys: map[string]string{}}
-	for i, stage := range Stages {
+	st := &state{r: r, opt: opt, tok: tok, teacherID: teacherID, logf: logf, keys: map[string]string{}, dirIDs: map[string]string{}}
+	for i, sg := range ss {
 		if i > until {
 			break
 		}
@@ -173,18 +181,18 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 			return nil, err
 		}
 		start := time.Now()
-		skipped, err := st.run(ctx, stage)
+		skipped, err := st.run(ctx, sg)
 		if err != nil {
-			return nil, fmt.Errorf("recipes: stage %s: %w", stage, err)
+			return nil, fmt.Errorf("recipes: stage %s: %w", sg.name, err)
 		}
 		if skipped {
-			sum.Skipped = append(sum.Skipped, stage)
-			logf("stage %-10s up to date, skipped", stage)
+			sum.Skipped = append(sum.Skipped, sg.name)
+			logf("stage %-10s up to date, skipped", sg.name)
 		} else {
-			logf("stage %-10s done in %v", stage, time.Since(start).Round(time.Millisecond))
+			logf("stage %-10s done in %v", sg.name, time.Since(start).Round(time.Millisecond))
 		}
 	}
-	sum.Report, sum.Student = st.report, filepath.Join(r.Out, "distill", train.FinalDir)
+	sum.Report, sum.Student = st.report, r.FinalStudent()
 	return sum, nil
 }
 
@@ -195,132 +203,166 @@ type state struct {
 	tok       tokenizer.Tokenizer
 	teacherID string
 	logf      func(string, ...any)
-	keys      map[string]string // stage -> inputs checksum
+	keys      map[string]string // stage name -> inputs checksum
+	dirIDs    map[string]string // model directory -> identity
 	datasets  []train.Dataset
 	report    *Report
 }
 
 func (s *state) key(stage string) string { return s.keys[stage] }
 
+// stepStage names step i's stage of a kind.
+func (r *Recipe) stepStage(i int, kind string) string {
+	if r.Steps[i].Name == "" {
+		return kind
+	}
+	return r.Steps[i].Name + "/" + kind
+}
+
+// modelKey identifies the model a reference of step i names: what made
+// it (a stage's key) or, for a directory, its files.
+func (s *state) modelKey(name string, i int) (string, error) {
+	r := s.r
+	x, err := r.resolve(name, i)
+	if err != nil {
+		return "", err
+	}
+	switch x.kind {
+	case RefTeacher:
+		if r.TeacherCorrection.Enabled {
+			return s.key(KindTeacherCorrection), nil
+		}
+		return s.teacherID, nil
+	case RefOriginalTeacher:
+		return s.teacherID, nil
+	case "step":
+		return s.key(r.stepStage(x.step, KindDistill)), nil
+	}
+	if id, ok := s.dirIDs[x.dir]; ok {
+		return id, nil
+	}
+	id, err := modelIdentity(x.dir)
+	s.dirIDs[x.dir] = id
+	return id, err
+}
+
+// modelDir is the directory a reference of step i names.
+func (s *state) modelDir(name string, i int) string {
+	x, _ := s.r.resolve(name, i)
+	return s.r.dirOf(x)
+}
+
+// trainDir readies a training run's directory: a run made with other
+// inputs is removed, and the inputs are recorded for the next time.
+func (s *state) trainDir(out, key string) error {
+	if b, err := os.ReadFile(filepath.Join(out, ".inputs")); err == nil && string(b) != key {
+		s.logf("the inputs of %s changed: starting it over", out)
+		os.RemoveAll(out)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	return checkpoints.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key))
+}
+
+// onStep forwards a training stage's steps.
+func (s *state) onStep(stage string) func(train.Metric, int) {
+	if s.opt.OnStep == nil {
+		return nil
+	}
+	return func(m train.Metric, total int) { s.opt.OnStep(stage, m, total) }
+}
+
 // run runs one stage unless its marker matches its inputs.
-func (s *state) run(ctx context.Context, stage string) (bool, error) {
+func (s *state) run(ctx context.Context, sg stage) (bool, error) {
 	r := s.r
 	var key string
-	switch stage {
-	case "data":
-		// Preparing is itself skipped when inputs and tokenizer are
-		// unchanged (it checks their checksums).
-		var manifests []string
-		s.datasets = nil
-		for _, d := range r.Data.Datasets {
-			dir := r.path(d.Path)
-			if dir == "" {
-				dir = filepath.Join(r.Out, "data", d.Name)
-				var inputs []string
-				for _, in := range d.Inputs {
-					inputs = append(inputs, r.path(in))
-				}
-				s.logf("preparing dataset %s from %s", d.Name, strings.Join(inputs, ", "))
-				_, err := data.Prepare(ctx, data.PrepareOptions{Inputs: inputs, Include: d.Include, Out: dir, Tokenizer: s.tok,
-					TokenizerPath: r.path(r.Tokenizer), TextField: d.TextField, SplitLines: d.SplitLines, AddEOS: true,
-					Progress: func(done, total int64) {
-						if s.opt.Progress != nil {
-							s.opt.Progress("data "+d.Name, done, total)
-						}
-					}})
-				if err != nil {
-					return false, err
-				}
-			}
-			m, err := data.ReadManifest(dir)
+	switch sg.kind {
+	case KindData:
+		return s.prepare(ctx)
+
+	case KindTeacherCorrection:
+		cfg := r.correctionConfig(s.datasets)
+		key = checksum(s.key(KindData), s.teacherID, cfg.Data, cfg.Train, cfg.Optimizer)
+		s.keys[sg.name] = key
+		if r.done(sg.name, key) {
+			return true, nil
+		}
+		out := r.correctionDir()
+		if err := s.trainDir(out, key); err != nil {
+			return false, err
+		}
+		res, err := train.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.onStep(sg.name), Interrupt: s.opt.Interrupt})
+		if err != nil {
+			return false, err
+		}
+		s.logf("corrected the teacher in %d steps (%d tokens): validation loss %.4f", res.Steps, res.Tokens, res.ValLoss)
+		return false, r.finish(sg.name, key)
+
+	case KindImportance:
+		st := r.Steps[sg.step]
+		src, err := s.modelKey(st.Source, sg.step)
+		if err != nil {
+			return false, err
+		}
+		key = checksum(s.key(KindData), src, st.Calibration, st.Importance)
+		s.keys[sg.name] = key
+		if r.done(sg.name, key) {
+			return true, nil
+		}
+		return false, s.importance(ctx, sg, key)
+
+	case KindPrune:
+		st := r.Steps[sg.step]
+		src, err := s.modelKey(st.Source, sg.step)
+		if err != nil {
+			return false, err
+		}
+		key = checksum(s.key(r.stepStage(sg.step, KindImportance)), src, st.Prune)
+		s.keys[sg.name] = key
+		if r.done(sg.name, key) {
+			return true, nil
+		}
+		return false, s.prune(ctx, sg, key)
+
+	case KindDistill:
+		i := sg.step
+		cfg := r.distillConfig(i, r.prunedDir(i), s.datasets)
+		if in := &cfg.KD.Intermediate; (len(in.Layers) > 0 || in.Embedding) && len(in.Channels) == 0 {
+			ch, err := r.channelMap(i)
 			if err != nil {
 				return false, err
 			}
-			if m.Tokenizer.Hash != s.tok.Hash() {
-				return false, fmt.Errorf("dataset %s was tokenized with another tokenizer than the recipe's (%s)", dir, r.path(r.Tokenizer))
-			}
-			var shards []string
-			for _, sh := range m.Shards {
-				shards = append(shards, sh.SHA256)
-			}
-			manifests = append(manifests, d.Name, checksum(shards))
-			s.datasets = append(s.datasets, train.Dataset{Path: dir, Weight: d.Weight})
+			in.Channels = ch
 		}
-		key = checksum(manifests, r.Data.SeqLen, r.Data.ValFraction)
-		s.keys["data"] = key
-		return false, s.r.finish("data", key)
-
-	case "importance":
-		key = checksum(s.key("data"), s.teacherID, r.Calibration, r.Importance)
-		s.keys[stage] = key
-		if r.done(stage, key) {
+		tk, err := s.modelKey(r.Steps[i].Teacher, i)
+		if err != nil {
+			return false, err
+		}
+		key = checksum(s.key(r.stepStage(i, KindPrune)), s.key(KindData), tk, cfg.Data, cfg.Train, cfg.Optimizer, cfg.KD)
+		s.keys[sg.name] = key
+		if r.done(sg.name, key) {
 			return true, nil
 		}
-		return false, s.importance(ctx, key)
+		out := r.distillDir(i)
+		if err := s.trainDir(out, key); err != nil {
+			return false, err
+		}
+		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.onStep(sg.name), Interrupt: s.opt.Interrupt})
+		if err != nil {
+			return false, err
+		}
+		s.logf("distilled %d steps (%d tokens) from %s: validation loss %.4f", res.Steps, res.Tokens, cfg.Teacher.Model, res.ValLoss)
+		return false, r.finish(sg.name, key)
 
-	case "prune":
-		key = checksum(s.key("importance"), s.teacherID, r.Prune)
-		s.keys[stage] = key
-		if r.done(stage, key) {
-			return true, nil
+	case KindEval:
+		var parts []any
+		for _, m := range s.evalModels() {
+			parts = append(parts, m.key)
 		}
-		out := filepath.Join(r.Out, "pruned")
-		os.RemoveAll(out)
-		scores, err := importance.Load(filepath.Join(r.Out, "importance", "scores.safetensors"))
-		if err != nil {
-			return false, err
-		}
-		tcfg, err := model.LoadConfig(filepath.Join(r.path(r.Teacher), "config.json"))
-		if err != nil {
-			return false, err
-		}
-		p := r.Prune
-		plan, err := prune.NewPlan(tcfg, scores, prune.Targets{Hidden: p.HiddenSize, Heads: p.NumAttentionHeads, FFN: p.IntermediateSize,
-			Layers: p.NumLayers, DropLayers: p.DropLayers, DepthMetric: p.DepthMetric, Divisor: p.Divisor})
-		if err != nil {
-			return false, err
-		}
-		rep, err := prune.Apply(ctx, plan, r.path(r.Teacher), prune.ApplyOptions{Out: out, ScoresPath: filepath.Join(r.Out, "importance", "scores.safetensors"), ScoresMeta: scores.Meta})
-		if err != nil {
-			return false, err
-		}
-		// The tokenizer goes along, wherever the recipe took it from.
-		if err := train.CopyTokenizer(r.path(r.Tokenizer), out); err != nil {
-			return false, err
-		}
-		s.logf("pruned to %d layers, hidden %d, %d heads, MLP %d: %d -> %d parameters",
-			rep.ShapeAfter.Layers, rep.ShapeAfter.Hidden, rep.ShapeAfter.Heads, rep.ShapeAfter.FFN, rep.ParamsBefore, rep.ParamsAfter)
-		return false, r.finish(stage, key)
-
-	case "distill":
-		cfg := r.distillConfig(filepath.Join(r.Out, "pruned"), s.datasets)
-		key = checksum(s.key("prune"), s.key("data"), s.teacherID, cfg.Data, cfg.Train, cfg.Optimizer, cfg.KD)
-		s.keys[stage] = key
-		if r.done(stage, key) {
-			return true, nil
-		}
-		out := filepath.Join(r.Out, "distill")
-		if b, err := os.ReadFile(filepath.Join(out, ".inputs")); err == nil && string(b) != key {
-			s.logf("the distillation inputs changed: starting it over")
-			os.RemoveAll(out)
-		}
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return false, err
-		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key)); err != nil {
-			return false, err
-		}
-		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt})
-		if err != nil {
-			return false, err
-		}
-		s.logf("distilled %d steps (%d tokens): validation loss %.4f", res.Steps, res.Tokens, res.ValLoss)
-		return false, r.finish(stage, key)
-
-	case "eval":
-		key = checksum(s.key("distill"), r.Eval)
-		s.keys[stage] = key
-		if r.done(stage, key) {
+		key = checksum(parts, r.Eval)
+		s.keys[sg.name] = key
+		if r.done(sg.name, key) {
 			b, err := os.ReadFile(filepath.Join(r.Out, "eval", "report.json"))
 			if err == nil {
 				var rep Report
@@ -332,13 +374,13 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		}
 		return false, s.evaluate(ctx, key)
 
-	case "export":
-		key = checksum(s.key("distill"), r.Export)
-		s.keys[stage] = key
-		if r.done(stage, key) {
+	case KindExport:
+		key = checksum(s.key(r.stepStage(len(r.Steps)-1, KindDistill)), r.Export)
+		s.keys[sg.name] = key
+		if r.done(sg.name, key) {
 			return true, nil
 		}
-		final := filepath.Join(r.Out, "distill", train.FinalDir)
+		final := r.FinalStudent()
 		os.RemoveAll(filepath.Join(r.Out, "export"))
 		for _, f := range r.Export.Formats {
 			var dir string
@@ -360,14 +402,112 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 			}
 			s.logf("exported the student to %s", dir)
 		}
-		return false, r.finish(stage, key)
+		return false, r.finish(sg.name, key)
 	}
-	return false, fmt.Errorf("unknown stage %q", stage)
+	return false, fmt.Errorf("unknown stage %q", sg.name)
 }
 
-func (s *state) importance(ctx context.Context, key string) error {
+// prepare is the data stage: datasets given as inputs are tokenized unless
+// their manifest already matches the inputs and the tokenizer. The stage is
+// up to date (and its marker left alone) when nothing was prepared and the
+// datasets and split settings are those of its marker.
+func (s *state) prepare(ctx context.Context) (bool, error) {
 	r := s.r
-	name := r.Calibration.Dataset
+	var manifests []string
+	s.datasets = nil
+	prepared := false
+	for _, d := range r.Data.Datasets {
+		dir := r.path(d.Path)
+		if dir == "" {
+			dir = filepath.Join(r.Out, "data", d.Name)
+			var inputs []string
+			for _, in := range d.Inputs {
+				inputs = append(inputs, r.path(in))
+			}
+			before, _ := data.ReadManifest(dir)
+			var once sync.Once
+			m, err := data.Prepare(ctx, data.PrepareOptions{Inputs: inputs, Include: d.Include, Out: dir, Tokenizer: s.tok,
+				TokenizerPath: r.path(r.Tokenizer), TextField: d.TextField, SplitLines: d.SplitLines, AddEOS: true,
+				Progress: func(done, total int64) {
+					once.Do(func() { s.logf("preparing dataset %s from %s", d.Name, strings.Join(inputs, ", ")) })
+					if s.opt.Progress != nil {
+						s.opt.Progress("data "+d.Name, done, total)
+					}
+				}})
+			if err != nil {
+				return false, err
+			}
+			if before == nil || !before.Created.Equal(m.Created) {
+				prepared = true
+				s.logf("prepared dataset %s: %d tokens in %s", d.Name, m.Tokens, dir)
+			}
+		}
+		m, err := data.ReadManifest(dir)
+		if err != nil {
+			return false, err
+		}
+		if m.Tokenizer.Hash != s.tok.Hash() {
+			return false, fmt.Errorf("dataset %s was tokenized with another tokenizer than the recipe's (%s)", dir, r.path(r.Tokenizer))
+		}
+		var shards []string
+		for _, sh := range m.Shards {
+			shards = append(shards, sh.SHA256)
+		}
+		manifests = append(manifests, d.Name, checksum(shards))
+		s.datasets = append(s.datasets, train.Dataset{Path: dir, Weight: d.Weight})
+	}
+	key := checksum(manifests, r.Data.SeqLen, r.Data.ValFraction)
+	s.keys[KindData] = key
+	if !prepared && r.done(KindData, key) {
+		return true, nil
+	}
+	return false, r.finish(KindData, key)
+}
+
+// channelMap maps step i's student's hidden channels to its teacher's
+// (student channel c is teacher channel map[c]) through the prune reports
+// of the steps from the teacher down to the student; nil when the teacher
+// is not the model the chain started from.
+func (r *Recipe) channelMap(i int) ([]int, error) {
+	t, err := r.resolve(r.Steps[i].Teacher, i)
+	if err != nil {
+		return nil, err
+	}
+	same := func(a, b ref) bool {
+		teacher := func(x ref) bool { return x.kind == RefTeacher || x.kind == RefOriginalTeacher } // the same channels
+		return teacher(a) && teacher(b) || a.kind == b.kind && a.step == b.step && a.dir == b.dir
+	}
+	var m []int
+	for cur := i; ; {
+		rep, err := prune.ReadReport(r.prunedDir(cur))
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			m = append([]int(nil), rep.Kept.Hidden...)
+		} else {
+			for c := range m {
+				m[c] = rep.Kept.Hidden[m[c]]
+			}
+		}
+		src, err := r.resolve(r.Steps[cur].Source, cur)
+		if err != nil {
+			return nil, err
+		}
+		if same(src, t) {
+			return m, nil
+		}
+		if src.kind != "step" {
+			return nil, nil
+		}
+		cur = src.step
+	}
+}
+
+func (s *state) importance(ctx context.Context, sg stage, key string) error {
+	r := s.r
+	st := r.Steps[sg.step]
+	name := st.Calibration.Dataset
 	dir := s.datasets[0].Path
 	for i, d := range r.Data.Datasets {
 		if d.Name == name {
@@ -379,39 +519,103 @@ func (s *state) importance(ctx context.Context, key string) error {
 		return err
 	}
 	defer ds.Close()
-	c, err := data.Calibration(ds, r.Calibration.Samples, r.Calibration.SeqLen, r.Calibration.Seed)
+	trainSplit, _, err := ds.Split(r.Data.SeqLen, r.Data.ValFraction)
 	if err != nil {
 		return err
 	}
-	m, err := model.Load(r.path(r.Teacher), s.opt.Backend, nil)
+	c, err := data.CalibrationFrom(trainSplit, st.Calibration.Samples, st.Calibration.SeqLen, st.Calibration.Seed)
+	if err != nil {
+		return err
+	}
+	src := s.modelDir(st.Source, sg.step)
+	m, err := model.Load(src, s.opt.Backend, nil)
 	if err != nil {
 		return err
 	}
 	defer m.Free()
-	imp := r.Importance
-	sc, err := importance.Estimate(ctx, m, c.IDs, r.Calibration.Samples, r.Calibration.SeqLen, importance.Options{
+	imp := st.Importance
+	sc, err := importance.Estimate(ctx, m, c.IDs, st.Calibration.Samples, st.Calibration.SeqLen, importance.Options{
 		Agg: importance.Aggregation{Seq: imp.SeqAgg, Batch: imp.BatchAgg}, NeuronSite: imp.NeuronSite, Depth: imp.Depth, BatchSize: imp.BatchSize,
 		Progress: func(done, total int) {
 			if s.opt.Progress != nil {
-				s.opt.Progress("importance", int64(done), int64(total))
+				s.opt.Progress(sg.name, int64(done), int64(total))
 			}
 		}})
 	if err != nil {
 		return err
 	}
 	idx, _ := json.Marshal(c.Indices)
-	sc.Meta["model"] = r.path(r.Teacher)
+	sc.Meta["model"] = src
 	sc.Meta["calibration_source"] = dir
-	sc.Meta["calibration_seed"] = fmt.Sprint(r.Calibration.Seed)
+	sc.Meta["calibration_split"] = fmt.Sprintf("train (val_fraction %v, sequences of %d tokens)", r.Data.ValFraction, r.Data.SeqLen)
+	sc.Meta["calibration_seed"] = fmt.Sprint(st.Calibration.Seed)
 	sc.Meta["calibration_indices"] = string(idx)
-	if err := os.MkdirAll(filepath.Join(r.Out, "importance"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.scoresPath(sg.step)), 0o755); err != nil {
 		return err
 	}
-	if err := sc.Save(filepath.Join(r.Out, "importance", "scores.safetensors")); err != nil {
+	if err := sc.Save(r.scoresPath(sg.step)); err != nil {
 		return err
 	}
-	s.logf("scored %d calibration sequences of %d tokens (teacher loss %.4f)", r.Calibration.Samples, r.Calibration.SeqLen, sc.CalibrationLoss)
-	return r.finish("importance", key)
+	s.logf("scored %s on %d calibration sequences of %d tokens (loss %.4f)", src, st.Calibration.Samples, st.Calibration.SeqLen, sc.CalibrationLoss)
+	return r.finish(sg.name, key)
+}
+
+func (s *state) prune(ctx context.Context, sg stage, key string) error {
+	r := s.r
+	st := r.Steps[sg.step]
+	out := r.prunedDir(sg.step)
+	os.RemoveAll(out)
+	scores, err := importance.Load(r.scoresPath(sg.step))
+	if err != nil {
+		return err
+	}
+	src := s.modelDir(st.Source, sg.step)
+	scfg, err := model.LoadConfig(filepath.Join(src, "config.json"))
+	if err != nil {
+		return err
+	}
+	p := st.Prune
+	plan, err := prune.NewPlan(scfg, scores, prune.Targets{Hidden: p.HiddenSize, Heads: p.NumAttentionHeads, FFN: p.IntermediateSize,
+		Layers: p.NumLayers, DropLayers: p.DropLayers, DepthMetric: p.DepthMetric, Divisor: p.Divisor})
+	if err != nil {
+		return err
+	}
+	rep, err := prune.Apply(ctx, plan, src, prune.ApplyOptions{Out: out, ScoresPath: r.scoresPath(sg.step), ScoresMeta: scores.Meta})
+	if err != nil {
+		return err
+	}
+	// The tokenizer goes along, wherever the recipe took it from.
+	if err := train.CopyTokenizer(r.path(r.Tokenizer), out); err != nil {
+		return err
+	}
+	s.logf("pruned %s to %d layers, hidden %d, %d heads, MLP %d: %d -> %d parameters", src,
+		rep.ShapeAfter.Layers, rep.ShapeAfter.Hidden, rep.ShapeAfter.Heads, rep.ShapeAfter.FFN, rep.ParamsBefore, rep.ParamsAfter)
+	return r.finish(sg.name, key)
+}
+
+// evalModel is a model the eval stage measures.
+type evalModel struct {
+	name, dir, key string
+}
+
+// evalModels lists the models the eval stage measures: the teacher (and
+// the corrected teacher), then each step's pruned model and student; the
+// last is the final student.
+func (s *state) evalModels() []evalModel {
+	r := s.r
+	ms := []evalModel{{"teacher", r.path(r.Teacher), s.teacherID}}
+	if r.TeacherCorrection.Enabled {
+		ms = append(ms, evalModel{"teacher (corrected)", r.dirOf(ref{kind: RefTeacher}), s.key(KindTeacherCorrection)})
+	}
+	for i, st := range r.Steps {
+		prefix := ""
+		if st.Name != "" {
+			prefix = st.Name + ": "
+		}
+		ms = append(ms, evalModel{prefix + "pruned, before distillation", r.prunedDir(i), s.key(r.stepStage(i, KindPrune))},
+			evalModel{prefix + "student (distilled)", r.studentDir(i), s.key(r.stepStage(i, KindDistill))})
+	}
+	return ms
 }
 
 // evaluate measures teacher, pruned and student on the first dataset's
@@ -431,11 +635,7 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		return fmt.Errorf("the first dataset has no validation split; set data.val_fraction above 0")
 	}
 	rep := &Report{}
-	for _, mm := range []struct{ name, dir string }{
-		{"teacher", r.path(r.Teacher)},
-		{"pruned, before distillation", filepath.Join(r.Out, "pruned")},
-		{"student (distilled)", filepath.Join(r.Out, "distill", train.FinalDir)},
-	} {
+	for _, mm := range s.evalModels() {
 		m, err := model.Load(mm.dir, s.opt.Backend, nil)
 		if err != nil {
 			return err
@@ -446,7 +646,7 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		}
 		total, _ := m.Config.NumParams()
 		rep.Models = append(rep.Models, ModelReport{Name: mm.name, Dir: mm.dir, Params: total, Loss: res.Loss, Perplexity: res.Perplexity, Tokens: res.Tokens})
-		if mm.name == "student (distilled)" {
+		if mm.dir == r.FinalStudent() {
 			for _, smp := range r.Eval.Samples {
 				ids := s.tok.Encode(smp.Prompt)
 				if b := s.tok.BOS(); b >= 0 {

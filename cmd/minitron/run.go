@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -16,29 +17,62 @@ import (
 func newRun() *cobra.Command {
 	var from, until string
 	var sets []string
+	var plan, asJSON bool
+	popt := recipes.DefaultPlanOptions
 	cmd := &cobra.Command{
-		Use:   "run RECIPE.yaml [--from STAGE] [--until STAGE] [--set key=value]...",
-		Short: "Run a recipe: data, importance, prune, distill, eval, export",
+		Use:   "run RECIPE.yaml [--from STAGE] [--until STAGE] [--set key=value]... [--plan [--json]]",
+		Short: "Run a recipe: data, teacher correction, importance, prune, distill (per step), eval, export",
 		Long: `run takes a teacher through the whole pipeline a recipe describes:
 
-  data        tokenize the datasets into Arrow shards (skipped when unchanged)
-  importance  score heads, neurons, embedding channels and layers on calibration data
-  prune       slice the teacher to the target shape
-  distill     retrain the student against the teacher's logits
-  eval        validation loss and perplexity of teacher, pruned and student; samples
-  export      write the student as a Hugging Face directory
+  data                tokenize the datasets into Arrow shards (skipped when unchanged)
+  teacher-correction  fine-tune the teacher on the distillation data (when enabled)
+  importance          score heads, neurons, embedding channels and layers of the
+                      step's source model on calibration data (training split)
+  prune               slice the source to the step's shape
+  distill             retrain the student against the step's teacher's logits
+  eval                validation loss and perplexity of teacher, pruned models and
+                      students; samples from the final student
+  export              write the final student as a Hugging Face directory (or GGUF)
+
+A recipe with steps repeats importance, prune and distill per step, named
+STEP/importance and so on; a step's source can be an earlier step's student
+(Minitron-4B: 15B -> 8B shape, distill; that student -> 4B shape, distill from
+the 15B).
 
 Every stage records a checksum of its inputs; rerunning the recipe skips the
 finished stages whose inputs did not change and resumes an interrupted
-distillation from its last checkpoint. --from STAGE redoes that stage and the
-ones after it; --until STAGE stops after it. Relative paths in the recipe are
-relative to the recipe file; $GOROOT is the Go installation. Outputs go to the
-recipe's out directory (default runs/NAME).`,
+training stage from its last checkpoint. --from STAGE redoes that stage and
+the ones after it; --until STAGE stops after it (a kind such as distill
+names the stage when the recipe has only one of that kind). Relative paths
+in the recipe are relative to the recipe file; $GOROOT is the Go
+installation. Outputs go to the recipe's out directory (default runs/NAME).
+
+--plan prints every stage in order (what it reads and writes, teacher,
+target shape, parameter count, token budget, estimated FLOPs and GPU-hours
+at --mfu of --peak-tflops) without reading any file the recipe names; the
+teacher's shape comes from the recipe's teacher_arch. --json prints it as
+{"stages": [{"name", "kind", "source", "teacher", "shape", "out", "tokens", ...}]}.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := recipes.Load(args[0], sets)
 			if err != nil {
 				return err
+			}
+			if asJSON && !plan {
+				return fmt.Errorf("--json goes with --plan")
+			}
+			if plan {
+				p, err := r.Plan(popt)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(p)
+				}
+				fmt.Fprint(cmd.OutOrStdout(), p.Text())
+				return nil
 			}
 			be, err := openBackend(r.Device)
 			if err != nil {
@@ -49,6 +83,7 @@ recipe's out directory (default runs/NAME).`,
 			start := time.Now()
 			bars := map[string]*progressbar.ProgressBar{}
 			var stepBar *progressbar.ProgressBar
+			var barStage string
 			lastLog := time.Now()
 			opt := recipes.RunOptions{From: from, Until: until, Backend: be, Log: logWriter{}, Interrupt: interrupt,
 				Progress: func(stage string, done, total int64) {
@@ -67,13 +102,14 @@ recipe's out directory (default runs/NAME).`,
 						b.Finish()
 					}
 				},
-				OnStep: func(m train.Metric, total int) {
-					desc := "distill"
+				OnStep: func(stage string, m train.Metric, total int) {
+					desc := stage
 					if m.Loss != nil {
-						desc = fmt.Sprintf("distill: loss %.4f | %.0f tok/s", *m.Loss, m.TokPerS)
+						desc = fmt.Sprintf("%s: loss %.4f | %.0f tok/s", stage, *m.Loss, m.TokPerS)
 					}
 					if interactive() {
-						if stepBar == nil {
+						if stepBar == nil || barStage != stage {
+							barStage = stage
 							stepBar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(25),
 								progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond))
 						}
@@ -106,8 +142,12 @@ recipe's out directory (default runs/NAME).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "redo this stage and those after it ("+strings.Join(recipes.Stages, ", ")+")")
+	f.StringVar(&from, "from", "", "redo this stage and those after it (a stage name, or a kind: "+strings.Join(recipes.Stages, ", ")+")")
 	f.StringVar(&until, "until", "", "stop after this stage")
+	f.BoolVar(&plan, "plan", false, "print the stages, shapes, token budgets and compute estimates without reading any file the recipe names")
+	f.BoolVar(&asJSON, "json", false, "with --plan: print the plan as JSON")
+	f.Float64Var(&popt.MFU, "mfu", popt.MFU, "with --plan: model FLOPs utilization assumed for the GPU-hour estimates")
+	f.Float64Var(&popt.PeakTFLOPs, "peak-tflops", popt.PeakTFLOPs, "with --plan: one GPU's dense bf16 peak in TFLOP/s (989: H100 SXM)")
 	f.StringArrayVar(&sets, "set", nil, "override a recipe value, e.g. --set distill.train.steps=100 (repeatable)")
 	return cmd
 }
