@@ -69,8 +69,21 @@ type CacheOptions struct {
 	BatchSeqs   int // sequences per record batch (default 16)
 	ShardSeqs   int // sequences per shard (default 4096)
 	MicroBatch  int // sequences per teacher forward (default 8)
-	Progress    func(done, total int64)
+	// Start, when set, is told the sequences and tokens the cache will
+	// cover and its uncompressed size before the teacher runs (not
+	// called when a finished cache is kept).
+	Start    func(sequences, tokens, bytes int64)
+	Progress func(done, total int64)
 }
+
+// BytesPerToken is a cache's uncompressed size per token: K token ids
+// (int32) and K log-probabilities (float32).
+func BytesPerToken(k int) int64 { return 8 * int64(k) }
+
+// LossyTopK is the top-k below which the Minitron paper found the
+// distilled student significantly less accurate (arXiv:2407.14679, A.5:
+// top-K ≤ 100 logits).
+const LossyTopK = 100
 
 // DatasetID identifies a prepared dataset by its shards' checksums.
 func DatasetID(m *data.Manifest) string {
@@ -146,6 +159,10 @@ func CacheTeacher(ctx context.Context, teacher *model.Model, opt CacheOptions) (
 		Sequences: n, BatchSeqs: opt.BatchSeqs, ShardSeqs: int64(opt.ShardSeqs)}
 	if old, err := ReadCacheManifest(opt.Out); err == nil && old.sameAs(man) {
 		return old, nil
+	}
+	if opt.Start != nil {
+		tokens := n * int64(opt.SeqLen)
+		opt.Start(n, tokens, tokens*BytesPerToken(opt.K))
 	}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("distill: %w", err)

@@ -51,10 +51,17 @@ func TestCacheMatchesTeacher(t *testing.T) {
 	ds, teacherDir, teacher, _ := cacheSetup(t)
 	out := filepath.Join(t.TempDir(), "cache")
 	const T, K = 8, 16
-	man, err := CacheTeacher(context.Background(), teacher, CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12, MicroBatch: 3})
+	var started [3]int64
+	start := func(seqs, tokens, bytes int64) { started = [3]int64{seqs, tokens, bytes} }
+	man, err := CacheTeacher(context.Background(), teacher, CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12, MicroBatch: 3, Start: start})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The size announced: K int32 ids and K float32 log-probabilities per token.
+	if want := [3]int64{man.Sequences, man.Sequences * T, man.Sequences * T * K * (4 + 4)}; started != want {
+		t.Fatalf("announced %v, want %v", started, want)
+	}
+	started = [3]int64{}
 	if len(man.Shards) < 2 {
 		t.Fatalf("%d shards: the test wants several", len(man.Shards))
 	}
@@ -95,9 +102,12 @@ func TestCacheMatchesTeacher(t *testing.T) {
 		}
 	}
 	// A second run with the same inputs keeps the cache.
-	again, err := CacheTeacher(context.Background(), teacher, CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12})
+	again, err := CacheTeacher(context.Background(), teacher, CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12, Start: start})
 	if err != nil || again.Sequences != man.Sequences {
 		t.Fatal(err)
+	}
+	if started != ([3]int64{}) {
+		t.Fatal("a kept cache announced a new one")
 	}
 }
 

@@ -95,8 +95,13 @@ temperature, the teacher and dataset identities and --missing, the policy
 distillation applies to the probability mass outside the k tokens
 (renormalize the k, or spread it uniformly over the other tokens). A
 distillation config then names the cache (teacher.cache) instead of the
-teacher and needs no teacher in memory. Storage: seq_len × k × 8 bytes per
-sequence.`,
+teacher and needs no teacher in memory.
+
+Storage: k × 8 bytes per token before compression (k int32 ids and k
+float32 log-probabilities), printed with the total before the teacher runs.
+The Minitron paper found that distilling from the top-K ≤ 100 logits loses
+significant accuracy (arXiv:2407.14679, A.5); the default k is 128 (this
+tool's choice above that range) and a smaller --top-k is warned about.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			be, err := openBackend(dev)
@@ -106,6 +111,13 @@ sequence.`,
 			teacher, err := loadModel(opt.TeacherDir, be)
 			if err != nil {
 				return err
+			}
+			if opt.K < distill.LossyTopK {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: --top-k %d: the Minitron paper found that distilling from the top-K <= %d logits loses significant accuracy (arXiv:2407.14679, A.5)\n", opt.K, distill.LossyTopK)
+			}
+			opt.Start = func(seqs, tokens, bytes int64) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "caching top-%d of %d sequences of %d tokens: %d bytes per token, %s for %s tokens before compression\n",
+					opt.K, seqs, opt.SeqLen, distill.BytesPerToken(opt.K), human(bytes), count(tokens))
 			}
 			bar := newBar(0, "caching the teacher")
 			opt.Progress = func(done, total int64) {
@@ -130,7 +142,7 @@ sequence.`,
 	f.StringVar(&opt.TeacherDir, "teacher", "", "teacher model directory")
 	f.StringVar(&opt.DatasetDir, "data", "", "prepared dataset")
 	f.IntVar(&opt.SeqLen, "seq-len", 4096, "sequence length (the distillation run's data.seq_len)")
-	f.IntVar(&opt.K, "top-k", 64, "tokens kept per position")
+	f.IntVar(&opt.K, "top-k", 128, "tokens kept per position (below 100 the Minitron paper lost accuracy)")
 	f.Float64Var(&opt.Temperature, "temperature", 1, "temperature of the stored log-probabilities (the run's kd.temperature)")
 	f.StringVar(&opt.Missing, "missing", "renormalize", "mass outside the top k: renormalize or uniform")
 	f.StringVar(&opt.Out, "out", "", "cache directory")

@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -45,5 +48,33 @@ func TestRunPlan(t *testing.T) {
 	}
 	if r := run(t, "", "run", recipe, "--json"); r.code == 0 || !strings.Contains(r.stderr, "--json goes with --plan") {
 		t.Errorf("--json alone: exit %d, %s", r.code, r.stderr)
+	}
+}
+
+// TestCacheTeacherCost: cache-teacher prints the disk cost before it
+// starts, and warns below the top-k the Minitron paper found lossy.
+func TestCacheTeacherCost(t *testing.T) {
+	dir := t.TempDir()
+	var text strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&text, "func f%d() int { return %d }\n", i, i*i)
+	}
+	os.WriteFile(filepath.Join(dir, "in.go"), []byte(text.String()), 0o644)
+	teacher := "../../models/tiny-teacher"
+	ds := filepath.Join(dir, "ds")
+	mustRun(t, "data", "prepare", "--tokenizer", teacher, "--input", filepath.Join(dir, "in.go"), "--out", ds)
+	for _, c := range []struct {
+		k    string
+		warn bool
+	}{{"16", true}, {"128", false}} {
+		r := mustRun(t, "distill", "cache-teacher", "--teacher", teacher, "--data", ds, "--seq-len", "8", "--top-k", c.k, "--out", filepath.Join(dir, "cache"+c.k))
+		k, _ := strconv.Atoi(c.k)
+		m := regexp.MustCompile(`caching top-(\d+) of (\d+) sequences of 8 tokens: (\d+) bytes per token`).FindStringSubmatch(r.stderr)
+		if m == nil || m[1] != c.k || m[3] != strconv.Itoa(8*k) {
+			t.Errorf("top-k %s: no cost line:\n%s", c.k, r.stderr)
+		}
+		if warned := strings.Contains(r.stderr, "warning: --top-k"); warned != c.warn {
+			t.Errorf("top-k %s: warned %v:\n%s", c.k, warned, r.stderr)
+		}
 	}
 }
