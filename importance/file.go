@@ -14,6 +14,9 @@ const (
 	NameEmbedding = "importance.embedding"
 	NameLayerBI   = "importance.layer_bi"
 	NameLayerLoss = "importance.layer_loss_without"
+	// NameBlockBI is [L, L]: row i, column j ≥ i the Block Importance of
+	// layers i..j (entries below the diagonal are 0).
+	NameBlockBI   = "importance.block_bi"
 	NameCalibLoss = "calibration_loss"
 )
 
@@ -37,6 +40,13 @@ func (s *Scores) Save(path string) error {
 	}
 	if s.LayerLossWithout != nil {
 		es = append(es, checkpoints.FloatEntry(NameLayerLoss, backend.F32, []int{L}, s.LayerLossWithout))
+	}
+	if s.BlockBI != nil {
+		sq := make([]float32, L*L)
+		for i, row := range s.BlockBI {
+			copy(sq[i*L+i:], row)
+		}
+		es = append(es, checkpoints.FloatEntry(NameBlockBI, backend.F32, []int{L, L}, sq))
 	}
 	return checkpoints.WriteFile(path, es, s.Meta)
 }
@@ -81,6 +91,15 @@ func Load(path string) (*Scores, error) {
 	if _, ok := ts.Info(NameLayerLoss); ok {
 		if s.LayerLossWithout, err = ts.Float32(NameLayerLoss); err != nil {
 			return nil, err
+		}
+	}
+	if _, ok := ts.Info(NameBlockBI); ok {
+		sq, err := matrix(NameBlockBI)
+		if err != nil {
+			return nil, err
+		}
+		for i, row := range sq {
+			s.BlockBI = append(s.BlockBI, row[i:])
 		}
 	}
 	if v, err := ts.Float32(NameCalibLoss); err == nil && len(v) == 1 {

@@ -57,12 +57,16 @@ type Options struct {
 
 // Scores are the importance estimates of a model.
 type Scores struct {
-	Head             [][]float32 // [layer][query head]
-	Neuron           [][]float32 // [layer][MLP neuron]
-	Embedding        []float32   // [hidden channel]
-	LayerBI          []float32   // [layer] 1 - mean cos(input, output)
-	LayerLossWithout []float32   // [layer] LM loss with the layer removed (nil without Depth)
-	CalibrationLoss  float32     // LM loss with every layer
+	Head      [][]float32 // [layer][query head]
+	Neuron    [][]float32 // [layer][MLP neuron]
+	Embedding []float32   // [hidden channel]
+	LayerBI   []float32   // [layer] 1 - mean cos(input, output)
+	// BlockBI[i][j-i] is the Block Importance of the contiguous block of
+	// layers i..j: 1 - mean cos(input of layer i, output of layer j).
+	// BlockBI[i][0] is LayerBI[i] (up to the token sample; see blockBudget).
+	BlockBI          [][]float32
+	LayerLossWithout []float32 // [layer] LM loss with the layer removed (nil without Depth)
+	CalibrationLoss  float32   // LM loss with every layer
 	Meta             map[string]string
 }
 
@@ -137,6 +141,72 @@ func (c *channelStat) result() []float32 {
 	return out
 }
 
+// blockBudget bounds the bytes of hidden states kept per forward pass for
+// block importance: every token's states when they fit, otherwise an
+// evenly spaced sample of the pass's tokens (the mean cosine over a
+// sample estimates the mean over all).
+var blockBudget = 256 << 20
+
+// blockStats accumulates the cosines between every pair of hidden states
+// 0..L of sampled tokens.
+type blockStats struct {
+	L, D   int
+	states [][]float32 // [state][row·D]
+	rows   []int       // sampled rows of the current pass
+	cos    [][]float64 // [i][j] summed cos(state i, state j), i < j
+	n      int
+}
+
+func newBlockStats(L, D int) *blockStats {
+	b := &blockStats{L: L, D: D, states: make([][]float32, L+1), cos: make([][]float64, L+1)}
+	for i := range b.cos {
+		b.cos[i] = make([]float64, L+1)
+	}
+	return b
+}
+
+// begin picks the rows of a pass of n tokens.
+func (b *blockStats) begin(n int) {
+	k := min(n, max(1, blockBudget/((b.L+1)*b.D*4)))
+	b.rows = b.rows[:0]
+	for r := range k {
+		b.rows = append(b.rows, r*n/k)
+	}
+}
+
+// keep stores state l (all rows, row-major [n, D]) for the sampled rows.
+func (b *blockStats) keep(l int, v []float32) {
+	s := b.states[l][:0]
+	for _, r := range b.rows {
+		s = append(s, v[r*b.D:(r+1)*b.D]...)
+	}
+	b.states[l] = s
+}
+
+// end folds the pass's states into the sums.
+func (b *blockStats) end() {
+	D := b.D
+	for k := range b.rows {
+		for i := 0; i <= b.L; i++ {
+			for j := i + 1; j <= b.L; j++ {
+				b.cos[i][j] += cosine(b.states[i][k*D:(k+1)*D], b.states[j][k*D:(k+1)*D])
+			}
+		}
+	}
+	b.n += len(b.rows)
+}
+
+// result is BlockBI.
+func (b *blockStats) result() [][]float32 {
+	out := make([][]float32, b.L)
+	for i := range b.L {
+		for j := i; j < b.L; j++ {
+			out[i] = append(out[i], float32(1-b.cos[i][j+1]/float64(b.n)))
+		}
+	}
+	return out
+}
+
 // HashIDs identifies calibration data.
 func HashIDs(ids []int32) string {
 	h := sha256.New()
@@ -183,6 +253,7 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 		norms[2*l], norms[2*l+1] = newStat(opt.Agg, D), newStat(opt.Agg, D)
 	}
 	cosSum := make([]float64, L)
+	blocks := newBlockStats(L, D)
 	tokens := 0
 	passes := (n + opt.BatchSize - 1) / opt.BatchSize
 	total := passes
@@ -231,10 +302,14 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 		switch site {
 		case model.SiteLayerIn:
 			layerIn = v
+			if layer == 0 {
+				blocks.keep(0, v)
+			}
 		case model.SiteLayerOut:
 			for r := range bs * T {
 				cosSum[layer] += cosine(layerIn[r*D:(r+1)*D], v[r*D:(r+1)*D])
 			}
+			blocks.keep(layer+1, v)
 		case model.SiteNorm1:
 			fold(norms[2*layer], v, D)
 		case model.SiteNorm2:
@@ -271,10 +346,14 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 			mo := model.Options{Skip: skip}
 			if observe {
 				mo.Observer = obs
+				blocks.begin(bs * T)
 			}
 			l, err := m.Loss(a, model.Input{B: bs, T: T, IDs: chunk}, model.NextTokenTargets(chunk, bs, T), mo)
 			if err != nil {
 				return 0, err
+			}
+			if observe {
+				blocks.end()
 			}
 			sum += l * float64(bs)
 			if observe {
@@ -292,7 +371,7 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 		return nil, err
 	}
 	lossSum = calib
-	sc := &Scores{CalibrationLoss: float32(lossSum), LayerBI: make([]float32, L), Embedding: make([]float32, D)}
+	sc := &Scores{CalibrationLoss: float32(lossSum), LayerBI: make([]float32, L), Embedding: make([]float32, D), BlockBI: blocks.result()}
 	for l := range L {
 		sc.Head = append(sc.Head, heads[l].result())
 		sc.Neuron = append(sc.Neuron, neurons[l].result())

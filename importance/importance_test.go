@@ -2,6 +2,7 @@ package importance
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"path/filepath"
 	"testing"
@@ -118,5 +119,85 @@ func TestAggregations(t *testing.T) {
 		if got := float64(st.result()[0]); math.Abs(got-c.want) > 1e-6 {
 			t.Errorf("%v: %v, want %v", c.agg, got, c.want)
 		}
+	}
+}
+
+// TestBlockBI: the Block Importance of every block of consecutive layers
+// whose output transformers exposes (hidden.0 the embeddings, hidden.i the
+// output of layer i-1 for i < L) matches 1 - mean cos computed in float64
+// from its hidden states; single-layer blocks are LayerBI; a token sample
+// (when the states do not fit blockBudget) estimates the same values; the
+// scores file keeps them.
+func TestBlockBI(t *testing.T) {
+	for _, name := range fixtureModels {
+		t.Run(name, func(t *testing.T) {
+			m, err := model.Load(filepath.Join(fixtures, name), cpu.New(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := checkpoints.Open(filepath.Join(fixtures, name, "golden.safetensors"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			v, shape, err := g.Int64("input_ids")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := make([]int32, len(v))
+			for i, x := range v {
+				ids[i] = int32(x)
+			}
+			n, T, L, D := shape[0], shape[1], m.Config.NumLayers, m.Config.HiddenSize
+			s, err := Estimate(context.Background(), m, ids, n, T, Options{BatchSize: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hidden := make([][]float32, L)
+			for i := range L {
+				if hidden[i], err = g.Float32(fmt.Sprintf("hidden.%d", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checked := 0
+			for i := range L {
+				if math.Abs(float64(s.BlockBI[i][0]-s.LayerBI[i])) > 1e-6 {
+					t.Errorf("block %d..%d: %v, LayerBI %v", i, i, s.BlockBI[i][0], s.LayerBI[i])
+				}
+				for j := i; j+1 < L; j++ {
+					var sum float64
+					for r := range n * T {
+						sum += cosine(hidden[i][r*D:(r+1)*D], hidden[j+1][r*D:(r+1)*D])
+					}
+					want := 1 - sum/float64(n*T)
+					if got := float64(s.BlockBI[i][j-i]); math.Abs(got-want) > 1e-4*math.Max(1, math.Abs(want)) {
+						t.Errorf("block %d..%d: %v, want %v", i, j, got, want)
+					}
+					checked++
+				}
+			}
+			if L > 2 && checked < 3 {
+				t.Fatalf("only %d blocks checked", checked)
+			}
+			// A sample of a quarter of each pass's tokens.
+			old := blockBudget
+			blockBudget = (L + 1) * D * 4 * T / 4
+			sampled, err := Estimate(context.Background(), m, ids, n, T, Options{BatchSize: 1})
+			blockBudget = old
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := relErr(flatten(sampled.BlockBI), flatten(s.BlockBI)); e == 0 || e > 0.3 {
+				t.Errorf("sampled block importance: relative error %.3g against all tokens", e)
+			}
+			p := filepath.Join(t.TempDir(), "scores.safetensors")
+			if err := s.Save(p); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Load(p)
+			if err != nil || fmt.Sprint(r.BlockBI) != fmt.Sprint(s.BlockBI) {
+				t.Fatalf("round trip: %v %v, want %v", err, r.BlockBI, s.BlockBI)
+			}
+		})
 	}
 }

@@ -25,7 +25,11 @@ type Targets struct {
 	Layers     int
 	DropLayers []int
 	// DepthMetric ranks layers: "bi" (Block Importance, default) or
-	// "loss" (LM loss with the layer removed; higher means more important).
+	// "loss" (LM loss with the layer removed; higher means more important)
+	// drop the least important single layers; "block-bi" drops the one
+	// contiguous block of layers of the lowest Block Importance (1 − cos
+	// of the block's input and output), as Sreenivas et al. 2024
+	// (arXiv:2408.11796 §2) prune depth.
 	DepthMetric string
 	// Divisor: the hidden size must be a multiple of it (default 1).
 	Divisor int
@@ -75,8 +79,8 @@ func NewPlan(src *model.Config, s *importance.Scores, t Targets) (*Plan, error) 
 	if tgt.HiddenSize%t.Divisor != 0 {
 		errs = append(errs, fmt.Sprintf("--hidden-size %d is not a multiple of --divisor %d", tgt.HiddenSize, t.Divisor))
 	}
-	if t.DepthMetric != "bi" && t.DepthMetric != "loss" {
-		errs = append(errs, fmt.Sprintf("depth metric %q: use bi or loss", t.DepthMetric))
+	if t.DepthMetric != "bi" && t.DepthMetric != "loss" && t.DepthMetric != "block-bi" {
+		errs = append(errs, fmt.Sprintf("depth metric %q: use bi, loss or block-bi", t.DepthMetric))
 	}
 	layers, err := keptLayers(src, s, t)
 	if err != nil {
@@ -149,16 +153,27 @@ func keptLayers(c *model.Config, s *importance.Scores, t Targets) ([]int, error)
 		if t.Layers < 1 || t.Layers > L {
 			return nil, fmt.Errorf("--num-layers %d must be in [1, %d]", t.Layers, L)
 		}
-		score := s.LayerBI
-		if t.DepthMetric == "loss" {
-			if s.LayerLossWithout == nil {
-				return nil, fmt.Errorf("the scores have no layer_loss_without (rerun importance with --depth) for --depth-metric loss")
+		switch t.DepthMetric {
+		case "block-bi":
+			start, err := leastBlock(s, L-t.Layers)
+			if err != nil {
+				return nil, err
 			}
-			score = s.LayerLossWithout
-		}
-		order := rank(score)
-		for _, l := range order[t.Layers:] {
-			drop[l] = true
+			for l := start; l < start+L-t.Layers; l++ {
+				drop[l] = true
+			}
+		default:
+			score := s.LayerBI
+			if t.DepthMetric == "loss" {
+				if s.LayerLossWithout == nil {
+					return nil, fmt.Errorf("the scores have no layer_loss_without (rerun importance with --depth) for --depth-metric loss")
+				}
+				score = s.LayerLossWithout
+			}
+			order := rank(score)
+			for _, l := range order[t.Layers:] {
+				drop[l] = true
+			}
 		}
 	}
 	var keep []int
@@ -171,6 +186,24 @@ func keptLayers(c *model.Config, s *importance.Scores, t Targets) ([]int, error)
 		return nil, fmt.Errorf("every layer would be dropped")
 	}
 	return keep, nil
+}
+
+// leastBlock returns the first layer of the contiguous block of n layers
+// with the lowest Block Importance (the earliest on ties).
+func leastBlock(s *importance.Scores, n int) (int, error) {
+	if n == 0 {
+		return 0, nil
+	}
+	if s.BlockBI == nil {
+		return 0, fmt.Errorf("the scores have no block importance (importance.block_bi; rescore with this version of minitron importance) for --depth-metric block-bi")
+	}
+	best := 0
+	for i := 0; i+n <= len(s.BlockBI); i++ {
+		if s.BlockBI[i][n-1] < s.BlockBI[best][n-1] {
+			best = i
+		}
+	}
+	return best, nil
 }
 
 // rank orders indices by score, highest first, lower index first on ties.

@@ -216,6 +216,59 @@ func TestDepthPruning(t *testing.T) {
 	}
 }
 
+// TestBlockDepth: block-bi drops the one contiguous block of the lowest
+// block importance, whatever the single layers' scores say.
+func TestBlockDepth(t *testing.T) {
+	cfg, err := model.ParseConfig([]byte(`{"architectures":["LlamaForCausalLM"],"vocab_size":50,"hidden_size":8,"num_hidden_layers":6,
+		"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"intermediate_size":12}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &importance.Scores{Embedding: make([]float32, 8)}
+	for range 6 {
+		s.Head = append(s.Head, []float32{1, 2})
+		s.Neuron = append(s.Neuron, make([]float32, 12))
+	}
+	// Single layers 0 and 5 look least important, but the block 2..4 is
+	// the cheapest of the blocks of 3 and 1..2 of the blocks of 2.
+	s.LayerBI = []float32{0.01, 0.5, 0.4, 0.3, 0.6, 0.02}
+	s.BlockBI = make([][]float32, 6)
+	for i := range 6 {
+		for j := i; j < 6; j++ {
+			s.BlockBI[i] = append(s.BlockBI[i], float32(j-i+1))
+		}
+		s.BlockBI[i][0] = s.LayerBI[i]
+	}
+	s.BlockBI[2][2] = 0.9 // layers 2..4
+	s.BlockBI[1][1] = 0.7 // layers 1..2
+	s.BlockBI[3][1] = 0.7 // layers 3..4: a tie, the earlier block wins
+	for _, c := range []struct {
+		metric string
+		keep   int
+		want   []int
+	}{
+		{"block-bi", 3, []int{0, 1, 5}},
+		{"block-bi", 4, []int{0, 3, 4, 5}},
+		{"block-bi", 5, []int{1, 2, 3, 4, 5}},
+		{"block-bi", 6, []int{0, 1, 2, 3, 4, 5}},
+		{"bi", 4, []int{1, 2, 3, 4}},
+	} {
+		t.Run(fmt.Sprintf("%s-keep%d", c.metric, c.keep), func(t *testing.T) {
+			p, err := NewPlan(cfg, s, Targets{Layers: c.keep, DepthMetric: c.metric})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(p.Layers) != fmt.Sprint(c.want) {
+				t.Fatalf("kept %v, want %v", p.Layers, c.want)
+			}
+		})
+	}
+	s.BlockBI = nil
+	if _, err := NewPlan(cfg, s, Targets{Layers: 4, DepthMetric: "block-bi"}); err == nil || !strings.Contains(err.Error(), "no block importance") {
+		t.Fatalf("scores without block importance: %v", err)
+	}
+}
+
 // TestSearchMinitron4B: from the Nemotron-4 15B shape, the published
 // Minitron-4B shape is inside the paper's search space at 4.19B parameters.
 func TestSearchMinitron4B(t *testing.T) {

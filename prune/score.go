@@ -13,9 +13,12 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/distill"
+	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
 	"github.com/minitron/minitron/train"
 )
 
@@ -29,8 +32,12 @@ type ScoreOptions struct {
 	Out string
 	// Distill is the short distillation each candidate gets: data, sequence
 	// length, batch, optimizer, steps and validation batches. Its model
-	// and teacher are filled in.
+	// and teacher are filled in. Train.Steps 0 scores the pruned models
+	// as they are (Metric is then required).
 	Distill distill.Config
+	// Metric scores each candidate after its distillation; nil ranks by
+	// the distillation's validation loss.
+	Metric  *Metric
 	Backend backend.Backend
 	Log     io.Writer
 	// Interrupt, when closed, stops the candidate in training after its
@@ -41,26 +48,101 @@ type ScoreOptions struct {
 // ResultsFile records the candidates scored so far in ScoreOptions.Out.
 const ResultsFile = "search-results.json"
 
-// Scored is a candidate and its validation loss after the short distillation.
+// Scored is a candidate and its score after the short distillation.
 type Scored struct {
 	Candidate
-	ValLoss float64 `json:"val_loss"`
-	Dir     string  `json:"dir"`
+	// ValLoss is the distillation's final validation loss (nil without
+	// distillation steps).
+	ValLoss *float64 `json:"val_loss,omitempty"`
+	// Score is the metric's value; the ranking's order.
+	Score  float64 `json:"score"`
+	Metric string  `json:"metric"`
+	Dir    string  `json:"dir"`
 }
 
 // Name is the candidate's directory name.
 func (c Candidate) Name() string {
-	return fmt.Sprintf("L%d-D%d-H%d-F%d", c.Layers, c.Hidden, c.Heads, c.FFN)
+	n := fmt.Sprintf("L%d-D%d-H%d-F%d", c.Layers, c.Hidden, c.Heads, c.FFN)
+	if len(c.Drop) > 0 {
+		n += fmt.Sprintf("-drop%d-%d", c.Drop[0], c.Drop[len(c.Drop)-1])
+	}
+	return n
+}
+
+// Metric scores a candidate model (a Hugging Face directory).
+type Metric struct {
+	Name   string // e.g. "val_loss"
+	Higher bool   // higher scores are better
+	Score  func(ctx context.Context, dir string, b backend.Backend) (float64, error)
+}
+
+// ValLoss is the mean next-token loss on up to sequences sequences (0:
+// all) of the validation split of a prepared dataset.
+func ValLoss(dataset string, seqLen int, valFraction float64, sequences int) *Metric {
+	return &Metric{Name: "val_loss", Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
+		ds, err := data.Open(dataset)
+		if err != nil {
+			return 0, err
+		}
+		defer ds.Close()
+		_, val, err := ds.Split(seqLen, valFraction)
+		if err != nil {
+			return 0, err
+		}
+		m, err := model.Load(dir, b, nil)
+		if err != nil {
+			return 0, err
+		}
+		defer m.Free()
+		res, err := eval.Perplexity(ctx, m, val, sequences, max(1, 2048/seqLen))
+		if err != nil {
+			return 0, err
+		}
+		return res.Loss, nil
+	}}
+}
+
+// Choice is the accuracy on multiple-choice items (eval.ReadItems
+// formats: a downstream task such as Winogrande or a held-out task of
+// one's own), with the tokenizer at tok; name labels it.
+func Choice(name string, items []eval.Item, tok string, maxLen int) *Metric {
+	return &Metric{Name: "acc " + name, Higher: true, Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
+		tk, err := tokenizer.Open(tok)
+		if err != nil {
+			return 0, err
+		}
+		m, err := model.Load(dir, b, nil)
+		if err != nil {
+			return 0, err
+		}
+		defer m.Free()
+		res, err := eval.MultipleChoice(ctx, m, tk, items, maxLen, nil)
+		if err != nil {
+			return 0, err
+		}
+		return res.Acc, nil
+	}}
 }
 
 // ScoreCandidates prunes each candidate, distills it briefly against the
-// source and ranks the candidates by validation loss, lowest first (the
-// paper's lightweight retraining before choosing an architecture). Every
+// source and ranks the candidates by the metric (default: the
+// distillation's validation loss), best first: the paper's lightweight
+// retraining before choosing an architecture (arXiv:2407.14679), or the
+// choice of a contiguous block of layers to drop by a downstream score
+// (arXiv:2408.11796 §2 ranks blocks by Winogrande accuracy). Every
 // finished candidate is recorded at once, so a rerun after an interruption
 // skips it; an interrupted distillation resumes from its checkpoint.
 func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]Scored, error) {
-	if opt.Distill.Train.Steps <= 0 || opt.Distill.Eval.Batches <= 0 {
-		return nil, fmt.Errorf("prune: scoring needs a number of distillation steps and validation batches (--score-steps, --eval-batches)")
+	steps := opt.Distill.Train.Steps
+	if opt.Metric == nil && (steps <= 0 || opt.Distill.Eval.Batches <= 0) {
+		return nil, fmt.Errorf("prune: scoring by validation loss needs distillation steps and validation batches (--score-steps, --eval-batches)")
+	}
+	if steps < 0 {
+		return nil, fmt.Errorf("prune: %d distillation steps", steps)
+	}
+	metric := "val_loss"
+	if opt.Metric != nil {
+		metric = opt.Metric.Name
 	}
 	src, err := model.LoadConfig(filepath.Join(opt.Source, "config.json"))
 	if err != nil {
@@ -71,6 +153,9 @@ func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]S
 	plans := make([]*Plan, len(cs))
 	for i, c := range cs {
 		t := Targets{Hidden: c.Hidden, Heads: c.Heads, FFN: c.FFN, Layers: c.Layers}
+		if len(c.Drop) > 0 {
+			t.Layers, t.DropLayers = 0, c.Drop
+		}
 		if plans[i], err = NewPlan(src, opt.Scores, t); err != nil {
 			return nil, fmt.Errorf("prune: candidate %v: %w", c, err)
 		}
@@ -100,24 +185,36 @@ func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]S
 				return nil, err
 			}
 		}
-		cfg := opt.Distill
-		cfg.Model = train.ModelConfig{Checkpoint: mdir, Tokenizer: opt.Distill.Model.Tokenizer}
-		cfg.Teacher = distill.Teacher{Model: opt.Source}
-		cfg.Eval.Every = 0 // once, at the end
-		logf("candidate %d/%d %s: distilling %d steps", i+1, len(cs), c.Name(), cfg.Train.Steps)
-		res, _, err := distill.Run(ctx, &cfg, train.RunOptions{Out: filepath.Join(dir, "run"), Backend: opt.Backend, Interrupt: opt.Interrupt})
-		if err != nil {
-			if errors.Is(err, train.ErrInterrupted) {
-				return nil, fmt.Errorf("prune: candidate %s interrupted; rerun the same command to resume: %w", c.Name(), err)
+		sc := Scored{Candidate: c, Score: math.NaN(), Metric: metric, Dir: dir}
+		scored := mdir
+		if steps > 0 {
+			cfg := opt.Distill
+			cfg.Model = train.ModelConfig{Checkpoint: mdir, Tokenizer: opt.Distill.Model.Tokenizer}
+			cfg.Teacher = distill.Teacher{Model: opt.Source}
+			cfg.Eval.Every = 0 // once, at the end
+			logf("candidate %d/%d %s: distilling %d steps", i+1, len(cs), c.Name(), steps)
+			res, _, err := distill.Run(ctx, &cfg, train.RunOptions{Out: filepath.Join(dir, "run"), Backend: opt.Backend, Interrupt: opt.Interrupt})
+			if err != nil {
+				if errors.Is(err, train.ErrInterrupted) {
+					return nil, fmt.Errorf("prune: candidate %s interrupted; rerun the same command to resume: %w", c.Name(), err)
+				}
+				return nil, fmt.Errorf("prune: candidate %s: %w", c.Name(), err)
 			}
-			return nil, fmt.Errorf("prune: candidate %s: %w", c.Name(), err)
+			sc.ValLoss, sc.Score, scored = &res.ValLoss, res.ValLoss, res.FinalDir
 		}
-		if math.IsNaN(res.ValLoss) {
+		if opt.Metric != nil {
+			v, err := opt.Metric.Score(ctx, scored, opt.Backend)
+			if err != nil {
+				return nil, fmt.Errorf("prune: candidate %s: %s: %w", c.Name(), metric, err)
+			}
+			sc.Score = v
+		}
+		if math.IsNaN(sc.Score) {
 			return nil, fmt.Errorf("prune: candidate %s: no validation loss (is the validation split empty?)", c.Name())
 		}
-		done[c.Name()] = Scored{Candidate: c, ValLoss: res.ValLoss, Dir: dir}
-		logf("candidate %d/%d %s: validation loss %.4f", i+1, len(cs), c.Name(), res.ValLoss)
-		if err := writeResults(filepath.Join(opt.Out, ResultsFile), done); err != nil {
+		done[c.Name()] = sc
+		logf("candidate %d/%d %s: %s %.4f", i+1, len(cs), c.Name(), metric, sc.Score)
+		if err := writeResults(filepath.Join(opt.Out, ResultsFile), done, opt.Metric); err != nil {
 			return nil, err
 		}
 	}
@@ -125,8 +222,19 @@ func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]S
 	for _, c := range cs {
 		out = append(out, done[c.Name()])
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].ValLoss < out[b].ValLoss })
+	sortScored(out, opt.Metric)
 	return out, nil
+}
+
+// sortScored orders candidates best first.
+func sortScored(s []Scored, m *Metric) {
+	higher := m != nil && m.Higher
+	sort.SliceStable(s, func(a, b int) bool {
+		if higher {
+			return s[a].Score > s[b].Score
+		}
+		return s[a].Score < s[b].Score
+	})
 }
 
 func readResults(path string) (map[string]Scored, error) {
@@ -148,12 +256,13 @@ func readResults(path string) (map[string]Scored, error) {
 	return done, nil
 }
 
-func writeResults(path string, done map[string]Scored) error {
+func writeResults(path string, done map[string]Scored, m *Metric) error {
 	list := make([]Scored, 0, len(done))
 	for _, s := range done {
 		list = append(list, s)
 	}
-	sort.Slice(list, func(a, b int) bool { return list[a].ValLoss < list[b].ValLoss })
+	sort.Slice(list, func(a, b int) bool { return list[a].Name() < list[b].Name() })
+	sortScored(list, m)
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
 		return err

@@ -29,13 +29,39 @@ var PaperSpace = Space{
 type Candidate struct {
 	Layers, Hidden, Heads, FFN int
 	MLPFactor                  float64
-	Params                     int64
+	// Drop lists the source layers a depth candidate drops (a contiguous
+	// block); empty: the least important layers go (Targets.Layers).
+	Drop   []int `json:",omitempty"`
+	Params int64
 	// Deviation is (Params - target) / target.
 	Deviation float64
 }
 
 func (c Candidate) String() string {
+	if len(c.Drop) > 0 {
+		return fmt.Sprintf("layers %d (dropping %d-%d), hidden %d, heads %d, MLP %d: %d params", c.Layers, c.Drop[0], c.Drop[len(c.Drop)-1], c.Hidden, c.Heads, c.FFN, c.Params)
+	}
 	return fmt.Sprintf("layers %d, hidden %d, heads %d, MLP %d (x%.1f): %d params (%+.1f%%)", c.Layers, c.Hidden, c.Heads, c.FFN, c.MLPFactor, c.Params, 100*c.Deviation)
+}
+
+// BlockCandidates lists every way to drop one contiguous block of n layers
+// from the source, first layer first (the depth pruning of
+// arXiv:2408.11796 §2); the width stays the source's.
+func BlockCandidates(src *model.Config, n int) ([]Candidate, error) {
+	if n < 1 || n >= src.NumLayers {
+		return nil, fmt.Errorf("prune: a block of %d layers: the model has %d layers; drop 1 to %d", n, src.NumLayers, src.NumLayers-1)
+	}
+	var out []Candidate
+	for i := 0; i+n <= src.NumLayers; i++ {
+		c := Candidate{Layers: src.NumLayers - n, Hidden: src.HiddenSize, Heads: src.NumHeads, FFN: src.IntermediateSize,
+			MLPFactor: float64(src.IntermediateSize) / float64(src.HiddenSize)}
+		for l := i; l < i+n; l++ {
+			c.Drop = append(c.Drop, l)
+		}
+		c.Params, _ = c.Config(src).NumParams()
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // Config returns the source config reshaped to the candidate.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/minitron/minitron/distill"
+	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/prune"
@@ -26,8 +27,9 @@ func newPrune() *cobra.Command {
 		Long: `prune keeps the most important embedding channels (globally), query heads
 (ranked inside each KV group, the same number kept per group, KV groups
 kept), MLP neurons (per layer) and layers (--num-layers drops the least
-important by --depth-metric; --drop-layers names them). Kept indices stay in
-ascending order. Every target is checked before any work.
+important by --depth-metric: single layers by bi or loss, or one contiguous
+block by block-bi; --drop-layers names them, e.g. 16-30). Kept indices stay
+in ascending order. Every target is checked before any work.
 
 The output is a standard Hugging Face directory: config.json with an explicit
 head_dim, safetensors in the source dtype (sharded), the tokenizer files, and
@@ -38,15 +40,9 @@ A large source that is not already in the page cache is read with direct
 I/O (see --read). A failed prune leaves no output directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, f := range strings.Split(drop, ",") {
-				if f = strings.TrimSpace(f); f == "" {
-					continue
-				}
-				l, err := strconv.Atoi(f)
-				if err != nil {
-					return fmt.Errorf("--drop-layers: %q is not a layer number", f)
-				}
-				t.DropLayers = append(t.DropLayers, l)
+			var err error
+			if t.DropLayers, err = layerList(drop); err != nil {
+				return err
 			}
 			cfg, err := model.LoadConfig(filepath.Join(modelDir, "config.json"))
 			if err != nil {
@@ -98,8 +94,8 @@ I/O (see --read). A failed prune leaves no output directory.`,
 	f.IntVar(&t.Heads, "num-attention-heads", 0, "query heads to keep, a multiple of the KV heads (0: all)")
 	f.IntVar(&t.FFN, "intermediate-size", 0, "MLP neurons to keep per layer (0: all)")
 	f.IntVar(&t.Layers, "num-layers", 0, "layers to keep, dropping the least important (0: all)")
-	f.StringVar(&drop, "drop-layers", "", "comma-separated layers to drop, e.g. 3,4")
-	f.StringVar(&t.DepthMetric, "depth-metric", "bi", "layer ranking for --num-layers: bi (Block Importance) or loss (LM loss without the layer)")
+	f.StringVar(&drop, "drop-layers", "", "layers to drop (0-based), comma-separated, with ranges: 3,4 or 16-30")
+	f.StringVar(&t.DepthMetric, "depth-metric", "bi", "layer ranking for --num-layers: bi (Block Importance of single layers), loss (LM loss without the layer) or block-bi (drop the contiguous block of least Block Importance)")
 	f.IntVar(&t.Divisor, "divisor", 1, "the hidden size must be a multiple of this")
 	f.StringVar(&read, "read", prune.ReadAuto, "how the source is read: auto (direct for a source of 256 MB or more unless most of it is in the page cache already), direct (bypass the page cache; Linux), buffered (through the page cache)")
 	for _, n := range []string{"model", "scores", "out"} {
@@ -109,26 +105,54 @@ I/O (see --read). A failed prune leaves no output directory.`,
 	return cmd
 }
 
+// layerList parses "3,4,16-30" into layer numbers.
+func layerList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(f, "-")
+		a, err := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err != nil || b < a {
+			return nil, fmt.Errorf("--drop-layers: %q is not a layer number or a range like 16-30", f)
+		}
+		for l := a; l <= b; l++ {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
 func newPruneSearch() *cobra.Command {
-	var modelDir, scores, out, dev string
+	var modelDir, scores, out, dev, metric string
 	var datasets []string
-	var target, tol, lr float64
-	var steps, evalBatches, seqLen, microBatch int
+	var target, tol, lr, valFraction float64
+	var steps, evalBatches, seqLen, microBatch, block, metricSeqs int
 	space := prune.PaperSpace
 	cmd := &cobra.Command{
-		Use:   "search --model DIR --target-params N",
-		Short: "List every homogeneous candidate shape within a parameter budget",
+		Use:   "search --model DIR (--target-params N | --drop-block N)",
+		Short: "List candidate shapes within a parameter budget, or blocks of layers to drop; rank them by a short distillation",
 		Long: `search lists the shapes of the search space (by default the paper's:
 layers 29-32, heads 24/32/48, MLP factor 2.5-4, hidden 2560-4608) that the
 model can be pruned to and whose exact parameter count is within --tolerance
 of --target-params, closest first. Counts come from the parameter table; no
-model is built.
+model is built. With --drop-block N the candidates are instead every
+contiguous block of N layers to drop, width kept (the depth pruning of
+arXiv:2408.11796 §2, which picks the block by a downstream score).
 
 With --score-steps N, each candidate is then pruned (with --scores), distilled
-from the source for N steps on --data, and validated on --eval-batches
-batches of its validation split; the candidates are listed again ranked by
-validation loss, lowest first (the paper's lightweight retraining, which
-picks the architecture that recovers best). Each candidate works in its own
+from the source for N steps on --data, and scored: by default its validation
+loss on --eval-batches batches of the validation split, lowest first (the
+paper's lightweight retraining, which picks the architecture that recovers
+best); --metric mc=ITEMS.jsonl scores the accuracy on multiple-choice items
+(e.g. Winogrande in the eval package's formats), highest first, and
+--metric val-loss with --score-steps 0 scores the pruned models as they are
+(--metric-sequences validation sequences). Each candidate works in its own
 directory under --out, and search-results.json there records every finished
 one: rerunning the command after an interruption skips those and resumes the
 one in training from its checkpoint.`,
@@ -138,24 +162,49 @@ one in training from its checkpoint.`,
 			if err != nil {
 				return err
 			}
-			cs, err := prune.Search(cfg, target, tol, space)
-			if err != nil {
-				return err
-			}
+			var cs []prune.Candidate
 			w := cmd.OutOrStdout()
 			total, _ := cfg.NumParams()
-			fmt.Fprintf(w, "source: %s parameters; target %s ±%.0f%%: %d candidate(s)\n", count(total), count(int64(target)), 100*tol, len(cs))
+			if block > 0 {
+				if cs, err = prune.BlockCandidates(cfg, block); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "source: %s parameters, %d layers; every contiguous block of %d: %d candidate(s)\n", count(total), cfg.NumLayers, block, len(cs))
+			} else {
+				if target <= 0 {
+					return fmt.Errorf("give --target-params (a parameter budget) or --drop-block (a number of layers)")
+				}
+				if cs, err = prune.Search(cfg, target, tol, space); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "source: %s parameters; target %s ±%.0f%%: %d candidate(s)\n", count(total), count(int64(target)), 100*tol, len(cs))
+			}
 			for _, c := range cs {
 				fmt.Fprintf(w, "  %v\n", c)
 			}
 			if len(cs) == 0 {
 				return fmt.Errorf("no candidate within the budget; widen --tolerance or the search space (--layers, --heads, --hidden, --mlp-factors)")
 			}
-			if steps <= 0 {
+			scoring := steps > 0 || cmd.Flags().Changed("metric")
+			if !scoring {
 				return nil
 			}
 			if scores == "" || out == "" || len(datasets) == 0 {
-				return fmt.Errorf("--score-steps needs --scores, --data and --out")
+				return fmt.Errorf("--score-steps and --metric need --scores, --data and --out")
+			}
+			var m *prune.Metric
+			switch {
+			case metric == "val-loss" && steps > 0:
+			case metric == "val-loss":
+				m = prune.ValLoss(datasets[0], seqLen, valFraction, metricSeqs)
+			case strings.HasPrefix(metric, "mc="):
+				items, err := eval.ReadItemsFile(strings.TrimPrefix(metric, "mc="))
+				if err != nil {
+					return err
+				}
+				m = prune.Choice(filepath.Base(strings.TrimPrefix(metric, "mc=")), items, modelDir, seqLen)
+			default:
+				return fmt.Errorf("--metric %q: use val-loss or mc=ITEMS.jsonl", metric)
 			}
 			s, err := importance.Load(scores)
 			if err != nil {
@@ -165,7 +214,8 @@ one in training from its checkpoint.`,
 			for _, d := range datasets {
 				dc.Data.Datasets = append(dc.Data.Datasets, train.Dataset{Path: d, Weight: 1})
 			}
-			dc.Data.SeqLen, dc.Train.MicroBatch, dc.Train.Steps, dc.Eval.Batches = seqLen, microBatch, steps, evalBatches
+			dc.Model.Tokenizer = modelDir
+			dc.Data.SeqLen, dc.Data.ValFraction, dc.Train.MicroBatch, dc.Train.Steps, dc.Eval.Batches = seqLen, valFraction, microBatch, steps, evalBatches
 			dc.Optimizer.LR, dc.Optimizer.MinLR, dc.Optimizer.Warmup = lr, lr/10, max(1, steps/20)
 			dc.Checkpoint.Every, dc.Checkpoint.Keep = max(1, steps/4), 1
 			be, err := openBackend(dev)
@@ -175,13 +225,14 @@ one in training from its checkpoint.`,
 			interrupt, stop := onInterrupt()
 			defer stop()
 			ranked, err := prune.ScoreCandidates(cmd.Context(), cs, prune.ScoreOptions{Source: modelDir, Scores: s, ScoresPath: scores, Out: out,
-				Distill: dc, Backend: be, Log: cmd.ErrOrStderr(), Interrupt: interrupt})
+				Distill: dc, Metric: m, Backend: be, Log: cmd.ErrOrStderr(), Interrupt: interrupt})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "ranked by validation loss after %d distillation steps:\n", steps)
+			name := ranked[0].Metric
+			fmt.Fprintf(w, "ranked by %s after %d distillation steps:\n", name, steps)
 			for i, r := range ranked {
-				fmt.Fprintf(w, "  %d. val loss %.4f  %v\n", i+1, r.ValLoss, r.Candidate)
+				fmt.Fprintf(w, "  %d. %s %.4f  %v\n", i+1, name, r.Score, r.Candidate)
 			}
 			return nil
 		},
@@ -194,7 +245,11 @@ one in training from its checkpoint.`,
 	f.IntSliceVar(&space.Heads, "heads", space.Heads, "candidate query head counts")
 	f.IntSliceVar(&space.Hidden, "hidden", space.Hidden, "candidate hidden sizes")
 	f.Float64SliceVar(&space.MLPFactors, "mlp-factors", space.MLPFactors, "candidate MLP sizes as multiples of the hidden size")
-	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank by validation loss (0: only list)")
+	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank them by --metric (0: only list, or with --metric score the pruned models as they are)")
+	f.IntVar(&block, "drop-block", 0, "candidates: every contiguous block of this many layers to drop, width kept (instead of --target-params)")
+	f.StringVar(&metric, "metric", "val-loss", "with scoring: val-loss (validation loss, lowest first) or mc=ITEMS.jsonl (multiple-choice accuracy, highest first)")
+	f.IntVar(&metricSeqs, "metric-sequences", 256, "with --metric val-loss and --score-steps 0: validation sequences scored (0: all)")
+	f.Float64Var(&valFraction, "val-fraction", 0.01, "with scoring: the validation fraction of --data (as in training)")
 	f.StringVar(&scores, "scores", "", "with --score-steps: importance scores to prune with")
 	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: prepared dataset directory (repeatable; equal weights)")
 	f.StringVar(&out, "out", "", "with --score-steps: working directory (one subdirectory per candidate)")
@@ -204,6 +259,5 @@ one in training from its checkpoint.`,
 	f.IntVar(&evalBatches, "eval-batches", 16, "with --score-steps: validation batches after training")
 	addDevice(cmd, &dev)
 	cmd.MarkFlagRequired("model")
-	cmd.MarkFlagRequired("target-params")
 	return cmd
 }

@@ -102,7 +102,11 @@ func TestPruneBadInputs(t *testing.T) {
 		{[]string{"importance", "--model", dir, "--calib", filepath.Join(t.TempDir(), "missing.safetensors"), "--out", out}, "missing.safetensors"},
 		{[]string{"importance", "--model", dir, "--calib", scores, "--out", out, "--seq-agg", "max"}, "aggregation"},
 		{[]string{"prune", "search", "--model", dir, "--target-params", "3e4", "--tolerance", "0.9", "--layers", "2", "--heads", "2,4",
-			"--hidden", "32,48", "--mlp-factors", "2", "--score-steps", "2", "--out", out}, "needs --scores, --data and --out"},
+			"--hidden", "32,48", "--mlp-factors", "2", "--score-steps", "2", "--out", out}, "need --scores, --data and --out"},
+		{[]string{"prune", "--model", dir, "--scores", scores, "--drop-layers", "3-1", "--out", out}, "a range like 16-30"},
+		{[]string{"prune", "search", "--model", dir}, "give --target-params"},
+		{[]string{"prune", "search", "--model", dir, "--drop-block", "2"}, "drop 1 to 1"},
+		{[]string{"prune", "search", "--model", dir, "--drop-block", "1", "--metric", "bleu", "--scores", scores, "--data", dir, "--out", out}, "use val-loss or mc="},
 	}
 	for _, c := range cases {
 		r := run(t, "", c.args...)
@@ -144,5 +148,14 @@ func TestConvertAndExportCommands(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(tmp, "m.gguf")); err == nil {
 		t.Fatal("a failed export left a file")
+	}
+}
+
+func TestLayerList(t *testing.T) {
+	for in, want := range map[string]string{"": "[]", "3": "[3]", "3,4": "[3 4]", "16-19": "[16 17 18 19]", "1, 5-6 ,9": "[1 5 6 9]"} {
+		got, err := layerList(in)
+		if err != nil || fmt.Sprint(got) != want && !(want == "[]" && got == nil) {
+			t.Errorf("%q: %v %v, want %s", in, got, err, want)
+		}
 	}
 }
