@@ -8,6 +8,7 @@ package prune
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 
@@ -114,6 +115,28 @@ func multiples(k, upTo int) string {
 		s = append(s, fmt.Sprint(v))
 	}
 	return strings.Join(s, ", ")
+}
+
+// RandomScores are scores drawn uniformly at random for a model of config
+// c: pruning with them keeps random embedding channels, heads (the same
+// number per KV group) and neurons at the target shape, the baseline that
+// shows what the importance estimates are worth. The same seed gives the
+// same scores.
+func RandomScores(c *model.Config, seed uint64) *importance.Scores {
+	r := rand.New(rand.NewPCG(seed, 0x7a4d0))
+	vec := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = r.Float32()
+		}
+		return v
+	}
+	s := &importance.Scores{Embedding: vec(c.HiddenSize), LayerBI: vec(c.NumLayers), Meta: map[string]string{"random_seed": fmt.Sprint(seed)}}
+	for range c.NumLayers {
+		s.Head = append(s.Head, vec(c.NumHeads))
+		s.Neuron = append(s.Neuron, vec(c.IntermediateSize))
+	}
+	return s
 }
 
 // checkScores makes sure scores belong to a model of this shape.

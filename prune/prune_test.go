@@ -269,6 +269,41 @@ func TestBlockDepth(t *testing.T) {
 	}
 }
 
+// TestRandomScores: random pruning keeps the target shape, the same seed
+// keeps the same structures, and different seeds keep different ones.
+func TestRandomScores(t *testing.T) {
+	cfg, _ := model.LoadConfig(filepath.Join(fixtures, "nemotron-odd", "config.json"))
+	tg := Targets{Hidden: 40, Heads: 4, FFN: 100}
+	plan := func(seed uint64) *Plan {
+		p, err := NewPlan(cfg, RandomScores(cfg, seed), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a, b, c := plan(1), plan(1), plan(2)
+	if len(a.Hidden) != 40 || len(a.Heads[0]) != 4 || len(a.FFN[2]) != 100 || a.Target.HiddenSize != 40 {
+		t.Fatalf("shape: %d channels, %d heads, %d neurons", len(a.Hidden), len(a.Heads[0]), len(a.FFN[2]))
+	}
+	if fmt.Sprint(a.Hidden, a.Heads, a.FFN) != fmt.Sprint(b.Hidden, b.Heads, b.FFN) {
+		t.Fatal("the same seed kept different structures")
+	}
+	if fmt.Sprint(a.Hidden) == fmt.Sprint(c.Hidden) || fmt.Sprint(a.FFN) == fmt.Sprint(c.FFN) {
+		t.Fatal("two seeds kept the same structures")
+	}
+	// Heads: 2 per KV group of 3, in every layer, not always the same ones.
+	same := true
+	for l := range a.Heads {
+		if a.Heads[l][0] >= 3 || a.Heads[l][2] < 3 {
+			t.Fatalf("layer %d heads %v: not 2 per KV group", l, a.Heads[l])
+		}
+		same = same && fmt.Sprint(a.Heads[l]) == fmt.Sprint(a.Heads[0])
+	}
+	if same && fmt.Sprint(a.Heads) == fmt.Sprint(c.Heads) {
+		t.Fatal("random heads do not vary")
+	}
+}
+
 // TestSearchMinitron4B: from the Nemotron-4 15B shape, the published
 // Minitron-4B shape is inside the paper's search space at 4.19B parameters.
 func TestSearchMinitron4B(t *testing.T) {

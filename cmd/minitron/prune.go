@@ -21,6 +21,7 @@ func newPrune() *cobra.Command {
 	var modelDir, scores, out, read string
 	var t prune.Targets
 	var drop string
+	var randomSeed uint64
 	cmd := &cobra.Command{
 		Use:   "prune --model DIR --scores SCORES.safetensors --hidden-size H --num-attention-heads A --intermediate-size F --out DIR2",
 		Short: "Slice a model to a smaller shape using importance scores",
@@ -37,7 +38,11 @@ prune-report.json with what was kept and the parameter counts. Tensors stream
 one at a time, a block of rows at a time, and only the kept rows are read
 (many reads in flight), so a model larger than RAM prunes in little memory.
 A large source that is not already in the page cache is read with direct
-I/O (see --read). A failed prune leaves no output directory.`,
+I/O (see --read). A failed prune leaves no output directory.
+
+--random-seed N keeps random channels, heads (the same number per KV group)
+and neurons at the same shape instead: the baseline that measures what the
+importance scores are worth.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -48,9 +53,18 @@ I/O (see --read). A failed prune leaves no output directory.`,
 			if err != nil {
 				return err
 			}
-			s, err := importance.Load(scores)
-			if err != nil {
-				return err
+			var s *importance.Scores
+			switch {
+			case randomSeed != 0 && scores != "":
+				return fmt.Errorf("give --scores or --random-seed, not both")
+			case randomSeed != 0:
+				s = prune.RandomScores(cfg, randomSeed)
+			case scores == "":
+				return fmt.Errorf("give --scores (from minitron importance) or --random-seed")
+			default:
+				if s, err = importance.Load(scores); err != nil {
+					return err
+				}
 			}
 			p, err := prune.NewPlan(cfg, s, t)
 			if err != nil {
@@ -97,8 +111,9 @@ I/O (see --read). A failed prune leaves no output directory.`,
 	f.StringVar(&drop, "drop-layers", "", "layers to drop (0-based), comma-separated, with ranges: 3,4 or 16-30")
 	f.StringVar(&t.DepthMetric, "depth-metric", "bi", "layer ranking for --num-layers: bi (Block Importance of single layers), loss (LM loss without the layer) or block-bi (drop the contiguous block of least Block Importance)")
 	f.IntVar(&t.Divisor, "divisor", 1, "the hidden size must be a multiple of this")
+	f.Uint64Var(&randomSeed, "random-seed", 0, "keep random channels, heads and neurons drawn with this seed instead of the most important (a baseline; no --scores)")
 	f.StringVar(&read, "read", prune.ReadAuto, "how the source is read: auto (direct for a source of 256 MB or more unless most of it is in the page cache already), direct (bypass the page cache; Linux), buffered (through the page cache)")
-	for _, n := range []string{"model", "scores", "out"} {
+	for _, n := range []string{"model", "out"} {
 		cmd.MarkFlagRequired(n)
 	}
 	cmd.AddCommand(newPruneSearch())
