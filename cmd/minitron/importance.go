@@ -19,6 +19,7 @@ func newImportance() *cobra.Command {
 		modelDir, calib, out, dev string
 		samples, seqLen, batch    int
 		seed                      uint64
+		valFraction               float64
 		opt                       importance.Options
 	)
 	cmd := &cobra.Command{
@@ -35,7 +36,10 @@ mean over the sequence then L2 over the batch.
 
 --calib is a safetensors file holding input_ids [N, T] (used as it is: every
 row, full length), or a prepared dataset, from which --samples sequences of
---seq-len tokens are drawn with --seed (recorded in the scores' metadata).
+--seq-len tokens are drawn with --seed (recorded in the scores' metadata);
+with --val-fraction F they are drawn from its training split only (the
+split training at --seq-len with that validation fraction uses), so the
+scores never see validation text.
 The scores go to a safetensors file for ` + "`minitron prune`" + `, so pruning to
 another shape needs no new calibration.`,
 		Args: cobra.NoArgs,
@@ -43,7 +47,7 @@ another shape needs no new calibration.`,
 			if err := opt.Agg.Validate(); err != nil {
 				return err
 			}
-			ids, n, T, meta, err := calibration(calib, samples, seqLen, seed)
+			ids, n, T, meta, err := calibration(calib, samples, seqLen, seed, valFraction)
 			if err != nil {
 				return err
 			}
@@ -88,6 +92,7 @@ another shape needs no new calibration.`,
 	f.IntVar(&samples, "samples", 1024, "sequences to draw from a dataset (the paper uses 1024)")
 	f.IntVar(&seqLen, "seq-len", 4096, "tokens per sequence drawn from a dataset")
 	f.Uint64Var(&seed, "seed", 0, "seed of the draw from a dataset")
+	f.Float64Var(&valFraction, "val-fraction", 0, "draw only from the training split of a dataset with this validation fraction (0: the whole dataset)")
 	f.IntVar(&batch, "batch-size", 0, "sequences per forward pass (default: about 8k tokens)")
 	f.StringVar(&opt.Agg.Seq, "seq-agg", "mean", "aggregation over a sequence's tokens: mean, l2 or var")
 	f.StringVar(&opt.Agg.Batch, "batch-agg", "l2", "aggregation over sequences: mean, l2 or var")
@@ -103,7 +108,7 @@ another shape needs no new calibration.`,
 
 // calibration reads calibration ids from a safetensors file or draws them
 // from a dataset; meta records where they came from.
-func calibration(path string, samples, seqLen int, seed uint64) ([]int32, int, int, map[string]string, error) {
+func calibration(path string, samples, seqLen int, seed uint64, valFraction float64) ([]int32, int, int, map[string]string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, 0, 0, nil, fmt.Errorf("--calib: %w", err)
@@ -117,12 +122,23 @@ func calibration(path string, samples, seqLen int, seed uint64) ([]int32, int, i
 		return nil, 0, 0, nil, err
 	}
 	defer ds.Close()
-	c, err := data.Calibration(ds, samples, seqLen, seed)
+	var c *data.CalibrationSample
+	split := "all"
+	if valFraction > 0 {
+		var train data.Split
+		if train, _, err = ds.Split(seqLen, valFraction); err != nil {
+			return nil, 0, 0, nil, err
+		}
+		c, err = data.CalibrationFrom(train, samples, seqLen, seed)
+		split = fmt.Sprintf("train (val_fraction %v, sequences of %d tokens)", valFraction, seqLen)
+	} else {
+		c, err = data.Calibration(ds, samples, seqLen, seed)
+	}
 	if err != nil {
 		return nil, 0, 0, nil, err
 	}
 	idx, _ := json.Marshal(c.Indices)
-	return c.IDs, samples, seqLen, map[string]string{"calibration_source": path, "calibration_seed": fmt.Sprint(seed),
+	return c.IDs, samples, seqLen, map[string]string{"calibration_source": path, "calibration_seed": fmt.Sprint(seed), "calibration_split": split,
 		"calibration_indices": string(idx), "calibration_dataset_tokenizer": ds.Manifest.Tokenizer.Hash}, nil
 }
 

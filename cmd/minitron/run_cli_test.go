@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/minitron/minitron/data"
 )
 
 // TestRunPlan: --plan works from the recipe alone (its teacher and data
@@ -75,6 +77,48 @@ func TestCacheTeacherCost(t *testing.T) {
 		}
 		if warned := strings.Contains(r.stderr, "warning: --top-k"); warned != c.warn {
 			t.Errorf("top-k %s: warned %v:\n%s", c.k, warned, r.stderr)
+		}
+	}
+}
+
+// TestCalibrationSplit: importance --val-fraction draws only training
+// sequences of the dataset.
+func TestCalibrationSplit(t *testing.T) {
+	dir := t.TempDir()
+	var text strings.Builder
+	for i := range 400 {
+		fmt.Fprintf(&text, "func f%d() int { return %d }\n", i, i*i)
+	}
+	os.WriteFile(filepath.Join(dir, "in.go"), []byte(text.String()), 0o644)
+	ds := filepath.Join(dir, "ds")
+	mustRun(t, "data", "prepare", "--tokenizer", "../../models/tiny-teacher", "--input", filepath.Join(dir, "in.go"), "--out", ds)
+	d, err := data.Open(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const T = 4
+	_, val, err := d.Split(T, 0.3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isVal := map[int64]bool{}
+	for i := range val.Count {
+		isVal[val.Index(i)] = true
+	}
+	n := int(d.Sequences(T) - val.Count)
+	_, _, _, meta, err := calibration(ds, n, T, 1, 0.3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx []int64
+	json.Unmarshal([]byte(meta["calibration_indices"]), &idx)
+	if len(idx) != n || !strings.HasPrefix(meta["calibration_split"], "train") {
+		t.Fatalf("%d indices, split %q", len(idx), meta["calibration_split"])
+	}
+	for _, i := range idx {
+		if isVal[i] {
+			t.Fatalf("validation sequence %d drawn", i)
 		}
 	}
 }
