@@ -89,17 +89,24 @@ func ValLoss(dataset string, seqLen int, valFraction float64, sequences int) *Me
 		if err != nil {
 			return 0, err
 		}
-		m, err := model.Load(dir, b, nil)
-		if err != nil {
-			return 0, err
-		}
-		defer m.Free()
-		res, err := eval.Perplexity(ctx, m, val, sequences, max(1, 2048/seqLen))
-		if err != nil {
-			return 0, err
-		}
-		return res.Loss, nil
+		return withModel(dir, b, func(m *model.Model) (float64, error) {
+			res, err := eval.Perplexity(ctx, m, val, sequences, max(1, 2048/seqLen))
+			if err != nil {
+				return 0, err
+			}
+			return res.Loss, nil
+		})
 	}}
+}
+
+// withModel loads the model in dir for f.
+func withModel(dir string, b backend.Backend, f func(*model.Model) (float64, error)) (float64, error) {
+	m, err := model.Load(dir, b, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer m.Free()
+	return f(m)
 }
 
 // Choice is the accuracy on multiple-choice items (eval.ReadItems
@@ -111,16 +118,13 @@ func Choice(name string, items []eval.Item, tok string, maxLen int) *Metric {
 		if err != nil {
 			return 0, err
 		}
-		m, err := model.Load(dir, b, nil)
-		if err != nil {
-			return 0, err
-		}
-		defer m.Free()
-		res, err := eval.MultipleChoice(ctx, m, tk, items, maxLen, nil)
-		if err != nil {
-			return 0, err
-		}
-		return res.Acc, nil
+		return withModel(dir, b, func(m *model.Model) (float64, error) {
+			res, err := eval.MultipleChoice(ctx, m, tk, items, maxLen, nil)
+			if err != nil {
+				return 0, err
+			}
+			return res.Acc, nil
+		})
 	}}
 }
 

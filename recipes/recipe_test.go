@@ -131,19 +131,15 @@ func TestRecipeStages(t *testing.T) {
 	}
 }
 
-func TestRecipeErrors(t *testing.T) {
-	path := setup(t)
-	cases := []struct {
-		sets []string
-		want string
-	}{
-		{[]string{"teacher=missing"}, "not a model directory"},
-		{[]string{"data.datasets=[{name: x, path: nowhere, weight: 1}]"}, "not a prepared dataset"},
-		{[]string{"prune.num_attention_heads=3"}, "not a multiple of the source's 2 KV groups"},
-		{[]string{"prune.hidden_size=64"}, "prune.hidden_size 64 must be in [0, 32]"},
-		{[]string{"distill.optimizer.schedule=exp"}, "schedule"},
-		{[]string{"distill.bogus=1"}, "field bogus not found"},
-	}
+// errorCase is a set of overrides and the error it must cause.
+type errorCase struct {
+	sets []string
+	want string
+}
+
+// checkErrors loads the recipe with each case's overrides and validates it.
+func checkErrors(t *testing.T, path string, cases []errorCase) {
+	t.Helper()
 	for _, c := range cases {
 		r, err := Load(path, c.sets)
 		if err == nil {
@@ -153,6 +149,19 @@ func TestRecipeErrors(t *testing.T) {
 			t.Errorf("%v: error %v, want %q", c.sets, err, c.want)
 		}
 	}
+}
+
+func TestRecipeErrors(t *testing.T) {
+	path := setup(t)
+	cases := []errorCase{
+		{[]string{"teacher=missing"}, "not a model directory"},
+		{[]string{"data.datasets=[{name: x, path: nowhere, weight: 1}]"}, "not a prepared dataset"},
+		{[]string{"prune.num_attention_heads=3"}, "not a multiple of the source's 2 KV groups"},
+		{[]string{"prune.hidden_size=64"}, "prune.hidden_size 64 must be in [0, 32]"},
+		{[]string{"distill.optimizer.schedule=exp"}, "schedule"},
+		{[]string{"distill.bogus=1"}, "field bogus not found"},
+	}
+	checkErrors(t, path, cases)
 	r, _ := Load(path, nil)
 	if _, err := Run(context.Background(), r, RunOptions{Backend: cpu.New(), From: "quantize"}); err == nil || !strings.Contains(err.Error(), "unknown stage") {
 		t.Fatalf("unknown stage: %v", err)
@@ -274,10 +283,7 @@ func TestRecipeChain(t *testing.T) {
 
 func TestRecipeStepErrors(t *testing.T) {
 	path := chainRecipe(t)
-	cases := []struct {
-		sets []string
-		want string
-	}{
+	checkErrors(t, path, []errorCase{
 		{[]string{"steps.b.prune.bogus=1"}, "field bogus not found in steps.b.prune"},
 		{[]string{"steps.a.source=b"}, `"b" is step 2, not an earlier one`},
 		{[]string{"steps.b.prune.hidden_size=28"}, "steps.b: prune.hidden_size 28 must be in [0, 24]"},
@@ -286,16 +292,7 @@ func TestRecipeStepErrors(t *testing.T) {
 		{[]string{"steps.b.calibration.seq_len=64"}, "longer than data.seq_len 32"},
 		{[]string{"teacher_arch=gpt-5"}, "not a known architecture"},
 		{[]string{"teacher_arch=minitron-4b"}, "teacher_arch (NemotronForCausalLM, hidden 3072, 24 heads, MLP 9216, 32 layers, vocab 256000) is not the teacher's shape"},
-	}
-	for _, c := range cases {
-		r, err := Load(path, c.sets)
-		if err == nil {
-			err = r.Validate()
-		}
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%v: error %v, want %q", c.sets, err, c.want)
-		}
-	}
+	})
 	// An unknown key in a step names its line in the recipe file.
 	b, _ := os.ReadFile(path)
 	os.WriteFile(path, []byte(strings.Replace(string(b), "    source: a\n", "    source: a\n    sorce: a\n", 1)), 0o644)

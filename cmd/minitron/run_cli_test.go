@@ -53,18 +53,26 @@ func TestRunPlan(t *testing.T) {
 	}
 }
 
-// TestCacheTeacherCost: cache-teacher prints the disk cost before it
-// starts, and warns below the top-k the Minitron paper found lossy.
-func TestCacheTeacherCost(t *testing.T) {
-	dir := t.TempDir()
+// goDataset prepares a dataset of n lines of Go with the tiny teacher's
+// tokenizer, in a temporary directory.
+func goDataset(t *testing.T, n int) (dir, ds string) {
+	t.Helper()
+	dir = t.TempDir()
 	var text strings.Builder
-	for i := range 40 {
+	for i := range n {
 		fmt.Fprintf(&text, "func f%d() int { return %d }\n", i, i*i)
 	}
 	os.WriteFile(filepath.Join(dir, "in.go"), []byte(text.String()), 0o644)
+	ds = filepath.Join(dir, "ds")
+	mustRun(t, "data", "prepare", "--tokenizer", "../../models/tiny-teacher", "--input", filepath.Join(dir, "in.go"), "--out", ds)
+	return dir, ds
+}
+
+// TestCacheTeacherCost: cache-teacher prints the disk cost before it
+// starts, and warns below the top-k the Minitron paper found lossy.
+func TestCacheTeacherCost(t *testing.T) {
+	dir, ds := goDataset(t, 40)
 	teacher := "../../models/tiny-teacher"
-	ds := filepath.Join(dir, "ds")
-	mustRun(t, "data", "prepare", "--tokenizer", teacher, "--input", filepath.Join(dir, "in.go"), "--out", ds)
 	for _, c := range []struct {
 		k    string
 		warn bool
@@ -84,14 +92,7 @@ func TestCacheTeacherCost(t *testing.T) {
 // TestCalibrationSplit: importance --val-fraction draws only training
 // sequences of the dataset.
 func TestCalibrationSplit(t *testing.T) {
-	dir := t.TempDir()
-	var text strings.Builder
-	for i := range 400 {
-		fmt.Fprintf(&text, "func f%d() int { return %d }\n", i, i*i)
-	}
-	os.WriteFile(filepath.Join(dir, "in.go"), []byte(text.String()), 0o644)
-	ds := filepath.Join(dir, "ds")
-	mustRun(t, "data", "prepare", "--tokenizer", "../../models/tiny-teacher", "--input", filepath.Join(dir, "in.go"), "--out", ds)
+	_, ds := goDataset(t, 400)
 	d, err := data.Open(ds)
 	if err != nil {
 		t.Fatal(err)
