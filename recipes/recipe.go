@@ -126,6 +126,9 @@ func (s *Steps) UnmarshalYAML(n *yaml.Node) error {
 		if err := checkKeys(v, reflect.TypeOf(Step{}), "steps."+k.Value); err != nil {
 			return err
 		}
+		if v.Kind != yaml.MappingNode {
+			v = nil // a step of the recipe-wide settings alone
+		}
 		*s = append(*s, Step{Name: k.Value, node: v})
 	}
 	return nil

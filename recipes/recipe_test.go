@@ -220,6 +220,11 @@ func TestRecipeChain(t *testing.T) {
 		b.Prune.NumLayers != 2 || a.Prune.NumLayers != 0 || b.Calibration.Samples != 8 {
 		t.Fatalf("steps %+v\n%+v", a, b)
 	}
+	// A step without settings takes the recipe's and chains on the last.
+	if r3, err := Load(path, []string{"steps.c=null"}); err != nil || len(r3.Steps) != 3 || r3.Steps[2].Source != "b" ||
+		r3.Steps[2].Distill.Train.Steps != 6 || r3.Steps[2].Prune.HiddenSize != 0 {
+		t.Fatalf("an empty step: %v %+v", err, r3.Steps)
+	}
 	var log strings.Builder
 	sum, err := Run(context.Background(), r, RunOptions{Backend: cpu.New(), Log: &log})
 	if err != nil {
