@@ -25,14 +25,17 @@
 # Needs: Go (its $(go env GOROOT)/src is the corpus). About 6 minutes per
 # run of 400 steps on 2 idle cores (15 runs with 3 seeds).
 # Usage: bench/evidence.sh [STEPS, default 400] [SEEDS, default 3]
-# (WORK=DIR for the runs, PLOT=FILE for the curves; a smoke test:
-# WORK=/tmp/ev PLOT=/tmp/ev/loss.png bench/evidence.sh 4 2)
+# (WORK=DIR for the runs, PLOT=FILE for the curves, VAL_BATCHES and
+# FINAL_SEQS to shorten the evaluations; a smoke test:
+# WORK=/tmp/ev PLOT=/tmp/ev/loss.png VAL_BATCHES=1 FINAL_SEQS=16 bench/evidence.sh 2 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-400}
 seeds=${2:-3}
 work=${WORK:-bench/out/evidence}
 plot=${PLOT:-docs/evidence-loss.png}
+val_batches=${VAL_BATCHES:-16} # validation batches of the logged curves
+final_seqs=${FINAL_SEQS:-0}    # held-out sequences of the final scores (0: all)
 teacher=models/tiny-teacher
 seq=256
 val=0.01
@@ -65,7 +68,7 @@ config() {
     echo "  seed: $((1233 + seed))"
     echo "train: {micro_batch: 16, steps: $steps}"
     echo "optimizer: {lr: 2.0e-3, min_lr: 2.0e-4, warmup: $((steps < 40 ? 1 : 20)), schedule: cosine, weight_decay: 0.1, clip: 1.0}"
-    echo "eval: {every: $((steps >= 8 ? steps / 8 : 1)), batches: 16}"
+    echo "eval: {every: $((steps >= 8 ? steps / 8 : 1)), batches: $val_batches}"
     echo "checkpoint: {every: $((steps >= 2 ? steps / 2 : 1)), keep: 1}"
     if [ "$kd" = yes ]; then
       echo "teacher: {model: $PWD/$teacher}"
@@ -107,7 +110,7 @@ echo
 printf 'arm\tseed\tloss\n' >"$work/results.tsv"
 for a in $arms; do
   for s in $(seq 1 "$seeds"); do
-    loss=$($m eval --model "$work/$a-$s/final" --data "$work/data" --seq-len $seq --val-fraction $val --sequences 0 --micro-batch 16 |
+    loss=$($m eval --model "$work/$a-$s/final" --data "$work/data" --seq-len $seq --val-fraction $val --sequences "$final_seqs" --micro-batch 16 |
       grep -o 'loss [0-9.]*' | head -1 | cut -d' ' -f2)
     printf '%s\t%s\t%s\n' "$a" "$s" "$loss" | tee -a "$work/results.tsv"
   done

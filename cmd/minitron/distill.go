@@ -32,6 +32,16 @@ without gradients. The file is a training configuration (see train) plus
     temperature: 1
     ce_weight: 0
     reverse: false
+    intermediate:       # for depth-pruned students (Minitron's L_is)
+      layers: [[2, 4]]  # [student layer, teacher layer] pairs, 1-based
+      site: output      # or norm: the states after LayerNorm (the paper's)
+      embedding: false  # also the embedding outputs (the paper's L_emb)
+      weight: 0         # 0 balances it with the logit loss each step
+      # channels: the projection's start (student channel i = teacher
+      # channel channels[i]); default: the student's prune report
+
+The intermediate loss is 1 - cos between the teacher's hidden states and a
+learned projection of the student's, averaged over the pairs.
 
 The loop is train's: same checkpoints, bit-identical resumption, metrics
 (with the KL and, at validation, the teacher's loss) and progress.
