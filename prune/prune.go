@@ -178,7 +178,7 @@ func keptLayers(c *model.Config, s *importance.Scores, t Targets) ([]int, error)
 		}
 		switch t.DepthMetric {
 		case "block-bi":
-			start, err := leastBlock(s, L-t.Layers)
+			start, err := LeastBlock(s, L-t.Layers)
 			if err != nil {
 				return nil, err
 			}
@@ -211,9 +211,9 @@ func keptLayers(c *model.Config, s *importance.Scores, t Targets) ([]int, error)
 	return keep, nil
 }
 
-// leastBlock returns the first layer of the contiguous block of n layers
+// LeastBlock returns the first layer of the contiguous block of n layers
 // with the lowest Block Importance (the earliest on ties).
-func leastBlock(s *importance.Scores, n int) (int, error) {
+func LeastBlock(s *importance.Scores, n int) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/plots"
+	"github.com/minitron/minitron/prune"
 )
 
 func newImportance() *cobra.Command {
@@ -184,6 +185,13 @@ func newImportanceShow() *cobra.Command {
 				top = append(top, fmt.Sprintf("%d (%.3g)", i, s.Embedding[i]))
 			}
 			fmt.Fprintf(w, "\nembedding channels: %d, most important: %s\n", len(s.Embedding), strings.Join(top, ", "))
+			if s.BlockBI != nil {
+				fmt.Fprintf(w, "\nleast important contiguous block of n layers (Block Importance; prune --depth-metric block-bi):\n")
+				for n := 1; n < len(s.BlockBI); n++ {
+					best, _ := prune.LeastBlock(s, n)
+					fmt.Fprintf(w, "  %2d: layers %d-%d (%.4f)\n", n, best, best+n-1, s.BlockBI[best][n-1])
+				}
+			}
 			fmt.Fprintf(w, "calibration loss: %.4f\n", s.CalibrationLoss)
 			if png != "" {
 				if err := plots.Heatmaps(png, []string{"head importance", "neuron importance"}, [][][]float32{s.Head, s.Neuron}); err != nil {
