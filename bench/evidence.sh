@@ -25,8 +25,9 @@
 # Needs: Go (its $(go env GOROOT)/src is the corpus). About 6 minutes per
 # run of 400 steps on 2 idle cores (15 runs with 3 seeds).
 # Usage: bench/evidence.sh [STEPS, default 400] [SEEDS, default 3]
-# (WORK=DIR for the runs, PLOT=FILE for the curves, VAL_BATCHES and
-# FINAL_SEQS to shorten the evaluations; a smoke test:
+# (WORK=DIR for the runs, PLOT=FILE for the curves, JOBS=N to train N
+# runs at once, VAL_BATCHES and FINAL_SEQS to shorten the evaluations; the
+# figures do not depend on JOBS; a smoke test:
 # WORK=/tmp/ev PLOT=/tmp/ev/loss.png VAL_BATCHES=1 FINAL_SEQS=16 bench/evidence.sh 2 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,7 @@ work=${WORK:-bench/out/evidence}
 plot=${PLOT:-docs/evidence-loss.png}
 val_batches=${VAL_BATCHES:-16} # validation batches of the logged curves
 final_seqs=${FINAL_SEQS:-0}    # held-out sequences of the final scores (0: all)
+jobs=${JOBS:-1}                # runs at once (logs then go to WORK/RUN.log)
 teacher=models/tiny-teacher
 seq=256
 val=0.01
@@ -77,7 +79,16 @@ config() {
   } >"$work/$name.yaml"
 }
 
+# run NAME trains or distills one run (resuming a finished or interrupted one).
+run() {
+  case "$1" in
+    *distilled*) $m distill --config "$work/$1.yaml" --out "$work/$1" ;;
+    *) $m train --config "$work/$1.yaml" --out "$work/$1" ;;
+  esac
+}
+
 arms="a-pruned-distilled b-pruned-trained c-random-distilled d-random-trained e-randompruned-distilled"
+pids=()
 for s in $(seq 1 "$seeds"); do
   if [ ! -f "$work/pruned-$s/config.json" ]; then
     $m importance --model "$teacher" --calib "$work/data" --samples 64 --seq-len $seq --seed "$s" --val-fraction $val \
@@ -96,11 +107,19 @@ for s in $(seq 1 "$seeds"); do
   config "e-randompruned-distilled-$s" "randompruned-$s" yes "$s"
   for a in $arms; do
     r="$a-$s"
-    case "$a" in
-      *distilled) $m distill --config "$work/$r.yaml" --out "$work/$r" ;;
-      *) $m train --config "$work/$r.yaml" --out "$work/$r" ;;
-    esac
+    if [ "$jobs" -le 1 ]; then
+      run "$r"
+      continue
+    fi
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+      wait -n
+    done
+    run "$r" >"$work/$r.log" 2>&1 &
+    pids+=($!)
   done
+done
+for p in "${pids[@]}"; do
+  wait "$p" # a failed run fails the script
 done
 
 mkdir -p "$(dirname "$plot")"
