@@ -31,14 +31,28 @@ type Engine struct {
 type Request struct {
 	Prompt  []int32
 	Options Options // OnToken is ignored; tokens arrive as Events
+	// Seq selects the sampler's random stream (choice j of a request with
+	// several uses j), as Generate's sequence number does.
+	Seq uint64
+	// Logprobs attaches each new token's log-probability, and TopLogprobs
+	// alternatives, to its event (also to the stop token that ends it).
+	Logprobs    bool
+	TopLogprobs int
+	// PromptLogprobs sends the log-probability of every prompt token after
+	// the first, given the tokens before it, as the first event.
+	PromptLogprobs bool
 }
 
-// Event is one step of a request: a token, or the end (Finish set, or Err
-// when the request failed or was cancelled).
+// Event is one step of a request: prompt log-probabilities (Prompt set,
+// first), a token, or the end (Finish set, or Err when the request failed or
+// was cancelled). An end by a stop token carries that token in Token (not
+// part of the output) with its Logprob.
 type Event struct {
-	Token  int32
-	Finish string
-	Err    error
+	Token   int32
+	Logprob *Logprob
+	Prompt  []Logprob
+	Finish  string
+	Err     error
 }
 
 type job struct {
@@ -76,6 +90,9 @@ func (e *Engine) Check(r Request) error {
 	if len(r.Prompt) == 0 {
 		return errors.New("generate: the prompt is empty")
 	}
+	if r.TopLogprobs < 0 || r.TopLogprobs > e.m.Config.VocabSize {
+		return fmt.Errorf("generate: %d top log-probabilities asked; the vocabulary has %d tokens", r.TopLogprobs, e.m.Config.VocabSize)
+	}
 	for _, id := range r.Prompt {
 		if id < 0 || int(id) >= e.m.Config.VocabSize {
 			return fmt.Errorf("generate: token id %d is outside the vocabulary (size %d)", id, e.m.Config.VocabSize)
@@ -93,7 +110,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (<-chan Event, error) {
 	if err := e.Check(r); err != nil {
 		return nil, err
 	}
-	j := &job{ctx: ctx, req: r, events: make(chan Event, r.Options.MaxNewTokens+2), sampler: NewSampler(r.Options, 0)}
+	j := &job{ctx: ctx, req: r, events: make(chan Event, r.Options.MaxNewTokens+3), sampler: NewSampler(r.Options, r.Seq)}
 	e.mu.Lock()
 	e.running++
 	e.mu.Unlock()
@@ -207,7 +224,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		kept := active[:0]
 		for i, j := range active {
 			j.past++
-			if e.emit(j, j.sampler.Sample(lv[i*V:(i+1)*V]), end) {
+			if e.emit(j, lv[i*V:(i+1)*V], end) {
 				kept = append(kept, j)
 			}
 		}
@@ -219,19 +236,23 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) admit(j *job, free *[]int, active []*job, end func(*job, Event)) []*job {
 	j.slot = (*free)[len(*free)-1]
 	*free = (*free)[:len(*free)-1]
-	if j.req.Options.MaxNewTokens == 0 {
+	r := j.req
+	if r.Options.MaxNewTokens == 0 && !r.PromptLogprobs {
 		end(j, Event{Finish: FinishLength})
 		return active
 	}
-	n := len(j.req.Prompt)
+	n := len(r.Prompt)
 	a, err := e.m.NewActivations(n, false)
 	if err != nil {
 		end(j, Event{Err: err})
 		return active
 	}
 	defer a.Free(e.m.Backend)
-	lg, err := e.m.Forward(a, model.Input{B: 1, T: n, IDs: j.req.Prompt, Past: []int{0}, Slots: []int{j.slot}, LogitRows: []int32{int32(n - 1)}},
-		model.Options{Cache: e.cache})
+	in := model.Input{B: 1, T: n, IDs: r.Prompt, Past: []int{0}, Slots: []int{j.slot}, LogitRows: []int32{int32(n - 1)}}
+	if r.PromptLogprobs {
+		in.LogitRows = nil // every position: row i scores prompt token i+1
+	}
+	lg, err := e.m.Forward(a, in, model.Options{Cache: e.cache})
 	var lv []float32
 	if err == nil {
 		lv, err = e.m.Backend.ToFloat32(lg)
@@ -240,26 +261,45 @@ func (e *Engine) admit(j *job, free *[]int, active []*job, end func(*job, Event)
 		end(j, Event{Err: err})
 		return active
 	}
+	if r.PromptLogprobs {
+		V := e.m.Config.VocabSize
+		lps := make([]Logprob, n-1)
+		for i := range lps {
+			lps[i] = TokenLogprob(lv[i*V:(i+1)*V], r.Prompt[i+1], r.TopLogprobs)
+		}
+		j.events <- Event{Prompt: lps}
+		lv = lv[(n-1)*V:]
+		if r.Options.MaxNewTokens == 0 {
+			end(j, Event{Finish: FinishLength})
+			return active
+		}
+	}
 	j.past = n
-	if e.emit(j, j.sampler.Sample(lv), end) {
+	if e.emit(j, lv, end) {
 		active = append(active, j)
 	}
 	return active
 }
 
-// emit delivers a sampled token and reports whether the request goes on.
-func (e *Engine) emit(j *job, tok int32, end func(*job, Event)) bool {
+// emit samples a request's next token from its logits, delivers it and
+// reports whether the request goes on.
+func (e *Engine) emit(j *job, logits []float32, end func(*job, Event)) bool {
+	tok := j.sampler.Sample(logits)
+	var lp *Logprob
+	if j.req.Logprobs {
+		l := TokenLogprob(logits, tok, j.req.TopLogprobs)
+		lp = &l
+	}
 	if slices.Contains(j.req.Options.Stop, tok) {
-		end(j, Event{Finish: FinishStop})
+		end(j, Event{Token: tok, Logprob: lp, Finish: FinishStop})
 		return false
 	}
 	j.count++
 	j.next = tok
+	j.events <- Event{Token: tok, Logprob: lp}
 	if j.count >= j.req.Options.MaxNewTokens || j.past >= e.maxT {
-		j.events <- Event{Token: tok}
 		end(j, Event{Finish: FinishLength})
 		return false
 	}
-	j.events <- Event{Token: tok}
 	return true
 }
