@@ -148,7 +148,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	}
 	chunk := func(choices []map[string]any, u any) map[string]any {
 		m := map[string]any{"id": id, "object": "text_completion", "created": created, "model": st.model, "choices": choices}
-		if u != nil {
+		if u != nil || st.includeUsage {
 			m["usage"] = u
 		}
 		return m

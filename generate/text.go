@@ -88,17 +88,24 @@ func (t *textState) flush() string {
 const pieceWindow = 8
 
 // pieceText is the text token id adds after the tokens before it (only the
-// last pieceWindow of them matter); "" for a token that adds nothing yet
-// (part of a character) or a special token.
+// last pieceWindow of them matter). A character still incomplete at id
+// (shown as U+FFFD) goes to the token that completes it, or, when it never
+// completes, to the token after; special tokens add "". Over a sequence
+// the pieces spell its decoded text.
 func pieceText(tok tokenizer.Tokenizer, before []int32, id int32) string {
 	before = before[max(0, len(before)-pieceWindow):]
-	a := tok.Decode(before)
-	b := tok.Decode(append(append(make([]int32, 0, len(before)+1), before...), id))
-	if strings.HasPrefix(b, a) {
-		return strings.TrimSuffix(b[len(a):], "\uFFFD")
+	stable := func(s string) string {
+		for strings.HasSuffix(s, "\uFFFD") {
+			s = strings.TrimSuffix(s, "\uFFFD")
+		}
+		return s
 	}
-	// The earlier text changed (a character completed): the new part
-	// starts where the two first differ.
+	a := stable(tok.Decode(before))
+	b := stable(tok.Decode(append(append(make([]int32, 0, len(before)+1), before...), id)))
+	if strings.HasPrefix(b, a) {
+		return b[len(a):]
+	}
+	// The earlier text changed: the new part starts where the two differ.
 	i := 0
 	for i < len(a) && i < len(b) && a[i] == b[i] {
 		i++
@@ -106,5 +113,5 @@ func pieceText(tok tokenizer.Tokenizer, before []int32, id int32) string {
 	for i > 0 && i < len(b) && b[i]&0xC0 == 0x80 { // back to a character start
 		i--
 	}
-	return strings.ReplaceAll(b[i:], "\uFFFD", "")
+	return b[i:]
 }
