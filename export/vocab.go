@@ -147,7 +147,7 @@ func sentencePieceVocab(path string) (*ggufVocab, error) {
 // the tokenizer package implements, by their regular expression.
 var ggufPre = map[string]string{
 	`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`: "llama-bpe",
-	`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`:     "qwen2",
+	`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`:      "qwen2",
 }
 
 // byteLevelVocab reads a byte-level BPE tokenizer.json (Llama 3, GPT-2,
@@ -270,5 +270,3 @@ func preTokenizerName(raw json.RawMessage) (string, error) {
 	}
 	return name, nil
 }
-
-
