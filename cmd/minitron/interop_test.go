@@ -327,7 +327,7 @@ func TestInteropOpenAIClient(t *testing.T) {
 			Text, Finish string
 			Usage        map[string]int
 		} `json:"streamed"`
-		Stopped struct{ Text, Finish string } `json:"stopped"`
+		Stopped  struct{ Text, Finish string } `json:"stopped"`
 		Logprobs struct {
 			Text          string               `json:"text"`
 			Tokens        []string             `json:"tokens"`
