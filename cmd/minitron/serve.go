@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/minitron/minitron/generate"
+	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
 )
 
@@ -67,6 +68,13 @@ flight finish.`,
 			if st, err := os.Stat(modelDir); err != nil || !st.IsDir() {
 				return fmt.Errorf("--model %s: no such model directory", modelDir)
 			}
+			cfg, err := model.LoadConfig(filepath.Join(modelDir, "config.json"))
+			if err != nil {
+				return err
+			}
+			if ctxLen, err = contextLength(ctxLen, cfg.MaxPositions, allowLong); err != nil {
+				return err
+			}
 			be, err := openBackend(dev)
 			if err != nil {
 				return err
@@ -77,7 +85,7 @@ flight finish.`,
 			}
 			tok, err := tokenizer.Open(src)
 			if err != nil {
-				return fmt.Errorf("serve needs the model's tokenizer: %w (or --tokenizer)", err)
+				return fmt.Errorf("serve needs the model's tokenizer: %w", err)
 			}
 			m, err := loadModel(modelDir, be)
 			if err != nil {
@@ -85,9 +93,6 @@ flight finish.`,
 			}
 			if tok.VocabSize() > m.Config.VocabSize {
 				return fmt.Errorf("the tokenizer has %d tokens, the model's vocabulary %d", tok.VocabSize(), m.Config.VocabSize)
-			}
-			if ctxLen, err = contextLength(ctxLen, m.Config.MaxPositions, allowLong); err != nil {
-				return err
 			}
 			chat, err := generate.ReadChatConfig(modelDir, tok)
 			if err != nil {
