@@ -30,7 +30,7 @@ type testServer struct {
 
 // startServer runs an engine and server on loopback over a random model
 // with the 4000-piece tokenizer.
-func startServer(t *testing.T, opt ServerOptions) *testServer {
+func startServer(t testing.TB, opt ServerOptions) *testServer {
 	t.Helper()
 	cfg, err := model.ParseConfig([]byte(`{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":2,
 		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"initializer_range":0.3,"bos_token_id":1,"eos_token_id":2}`))
