@@ -42,13 +42,22 @@ func source(t *testing.T, arch string, hidden, heads, kv, headDim, ffn int) stri
 			m.Backend.Copy(m.Weights[i], nt)
 		}
 	}
+	return save(t, m, tokPath, "tokenizer.model")
+}
+
+// save writes a model in float32 and a copy of a tokenizer file under name.
+func save(t *testing.T, m *model.Model, tokFile, name string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(dir, 0o755)
 	if err := m.Save(dir, backend.F32, 1<<30); err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := os.ReadFile(tokPath)
-	os.WriteFile(filepath.Join(dir, "tokenizer.model"), tok, 0o644)
+	b, err := os.ReadFile(tokFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, name), b, 0o644)
 	return dir
 }
 
@@ -344,14 +353,7 @@ func byteLevelSource(t *testing.T, tokJSON string, vocab int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(dir, 0o755)
-	if err := m.Save(dir, backend.F32, 1<<30); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(tokJSON)
-	os.WriteFile(filepath.Join(dir, "tokenizer.json"), b, 0o644)
-	return dir
+	return save(t, m, tokJSON, "tokenizer.json")
 }
 
 func TestGGUFErrors(t *testing.T) {

@@ -254,50 +254,37 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		}
 		return m
 	}
-	if c.Stream {
-		ev := newSSE(w)
-		started := make([]bool, len(choices))
-		err := s.run(r.Context(), choices, st.stops, func(ch *choice, d delta) error {
-			if !started[ch.index] {
-				started[ch.index] = true
-				first := map[string]any{"index": ch.index, "delta": map[string]any{"role": "assistant", "content": ""}, "logprobs": nil, "finish_reason": nil}
-				if err := ev.send(chunk([]map[string]any{first}, nil)); err != nil {
-					return err
-				}
+	started := make([]bool, len(choices))
+	s.respond(w, r, st, choices, c.Stream, func(ev *sse, ch *choice, d delta) error {
+		if !started[ch.index] {
+			started[ch.index] = true
+			first := map[string]any{"index": ch.index, "delta": map[string]any{"role": "assistant", "content": ""}, "logprobs": nil, "finish_reason": nil}
+			if err := ev.send(chunk([]map[string]any{first}, nil)); err != nil {
+				return err
 			}
-			if d.text != "" || len(ch.ids) > d.from {
-				m := map[string]any{"index": ch.index, "delta": map[string]any{"content": d.text}, "logprobs": logprobs(ch, d.from), "finish_reason": nil}
-				if err := ev.send(chunk([]map[string]any{m}, nil)); err != nil {
-					return err
-				}
-			}
-			if d.finish != "" {
-				m := map[string]any{"index": ch.index, "delta": map[string]any{}, "logprobs": nil, "finish_reason": d.finish}
-				return ev.send(chunk([]map[string]any{m}, nil))
-			}
-			return nil
-		})
-		if err != nil {
-			finishError(w, ev, err)
-			return
 		}
-		if st.includeUsage {
-			ev.send(chunk([]map[string]any{}, usage(len(ids), generated(choices))))
+		if d.text != "" || len(ch.ids) > d.from {
+			m := map[string]any{"index": ch.index, "delta": map[string]any{"content": d.text}, "logprobs": logprobs(ch, d.from), "finish_reason": nil}
+			if err := ev.send(chunk([]map[string]any{m}, nil)); err != nil {
+				return err
+			}
 		}
-		ev.done()
-		return
-	}
-	if err := s.run(r.Context(), choices, st.stops, nil); err != nil {
-		finishError(w, nil, err)
-		return
-	}
-	var out []map[string]any
-	for _, ch := range choices {
-		out = append(out, map[string]any{"index": ch.index, "message": map[string]any{"role": "assistant", "content": ch.text.String()},
-			"logprobs": logprobs(ch, 0), "finish_reason": ch.finish})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "chat.completion", "created": created, "model": st.model,
-		"choices": out, "usage": usage(len(ids), generated(choices))})
+		if d.finish != "" {
+			m := map[string]any{"index": ch.index, "delta": map[string]any{}, "logprobs": nil, "finish_reason": d.finish}
+			return ev.send(chunk([]map[string]any{m}, nil))
+		}
+		return nil
+	}, func() any {
+		return chunk([]map[string]any{}, usage(len(ids), generated(choices)))
+	}, func() any {
+		var out []map[string]any
+		for _, ch := range choices {
+			out = append(out, map[string]any{"index": ch.index, "message": map[string]any{"role": "assistant", "content": ch.text.String()},
+				"logprobs": logprobs(ch, 0), "finish_reason": ch.finish})
+		}
+		return map[string]any{"id": id, "object": "chat.completion", "created": created, "model": st.model,
+			"choices": out, "usage": usage(len(ids), generated(choices))}
+	})
 }
 
 // chatLogprobs is the chat API's logprobs content list for a choice's

@@ -153,30 +153,17 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		}
 		return m
 	}
-	if c.Stream {
-		ev := newSSE(w)
-		err := s.run(r.Context(), choices, st.stops, func(ch *choice, d delta) error {
-			return ev.send(chunk([]map[string]any{piece(ch, d)}, nil))
-		})
-		if err != nil {
-			finishError(w, ev, err)
-			return
+	s.respond(w, r, st, choices, c.Stream, func(ev *sse, ch *choice, d delta) error {
+		return ev.send(chunk([]map[string]any{piece(ch, d)}, nil))
+	}, func() any {
+		return chunk([]map[string]any{}, usage(promptTokens, generated(choices)))
+	}, func() any {
+		var out []map[string]any
+		for _, ch := range choices {
+			out = append(out, piece(ch, delta{text: ch.text.String(), finish: ch.finish}))
 		}
-		if st.includeUsage {
-			ev.send(chunk([]map[string]any{}, usage(promptTokens, generated(choices))))
-		}
-		ev.done()
-		return
-	}
-	if err := s.run(r.Context(), choices, st.stops, nil); err != nil {
-		finishError(w, nil, err)
-		return
-	}
-	var out []map[string]any
-	for _, ch := range choices {
-		out = append(out, piece(ch, delta{text: ch.text.String(), finish: ch.finish}))
-	}
-	writeJSON(w, http.StatusOK, chunk(out, usage(promptTokens, generated(choices))))
+		return chunk(out, usage(promptTokens, generated(choices)))
+	})
 }
 
 func generated(choices []*choice) int {

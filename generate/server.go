@@ -552,6 +552,31 @@ func finishError(w http.ResponseWriter, ev *sse, e *apiError) {
 	fail(w, e)
 }
 
+// respond runs a request's choices and answers: as a stream of the chunks
+// streamed sends (then, when asked, the usage chunk usageChunk makes, then
+// [DONE]), or as the one response whole makes of the finished choices.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, st *settings, choices []*choice, stream bool,
+	streamed func(ev *sse, ch *choice, d delta) error, usageChunk func() any, whole func() any) {
+	if !stream {
+		if err := s.run(r.Context(), choices, st.stops, nil); err != nil {
+			finishError(w, nil, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, whole())
+		return
+	}
+	ev := newSSE(w)
+	err := s.run(r.Context(), choices, st.stops, func(ch *choice, d delta) error { return streamed(ev, ch, d) })
+	if err != nil {
+		finishError(w, ev, err)
+		return
+	}
+	if st.includeUsage {
+		ev.send(usageChunk())
+	}
+	ev.done()
+}
+
 func usage(prompt, completion int) map[string]int {
 	return map[string]int{"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 }
