@@ -256,6 +256,10 @@ type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
+// maxStops is the most stop strings a request may give. OpenAI allows 4;
+// lm-evaluation-harness's local-completions sends a task's whole list.
+const maxStops = 32
+
 // settings are a request's validated generation settings.
 type settings struct {
 	model        string
@@ -320,8 +324,8 @@ func (s *Server) settings(c *sampling) (*settings, *apiError) {
 		var one string
 		if json.Unmarshal(c.Stop, &one) == nil {
 			st.stops = []string{one}
-		} else if err := json.Unmarshal(c.Stop, &st.stops); err != nil || len(st.stops) > 4 {
-			return nil, badRequest("stop", "stop must be a string or a list of up to 4 strings")
+		} else if err := json.Unmarshal(c.Stop, &st.stops); err != nil || len(st.stops) > maxStops {
+			return nil, badRequest("stop", "stop must be a string or a list of up to %d strings", maxStops)
 		}
 		st.stops = slices.DeleteFunc(st.stops, func(s string) bool { return s == "" })
 	}
