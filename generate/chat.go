@@ -102,15 +102,6 @@ func isBytePiece(p string) bool {
 	return len(p) == 6 && strings.HasPrefix(p, "<0x")
 }
 
-func (s *Server) isSpecial(id int32) bool {
-	for _, sp := range s.specials {
-		if sp.id == id {
-			return true
-		}
-	}
-	return false
-}
-
 // encodeSpecial encodes text with special tokens' strings mapped to their
 // ids and no BOS added (a chat template writes its own).
 func (s *Server) encodeSpecial(text string) []int32 {

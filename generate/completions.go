@@ -175,10 +175,11 @@ func generated(choices []*choice) int {
 }
 
 // tokenString is how a token is shown in logprobs: the text it adds, or
-// its vocabulary entry when it adds none and is special (BOS, EOS).
+// its vocabulary entry for a special token (BOS, EOS, an end of turn),
+// which decoding drops.
 func (s *Server) tokenString(before []int32, id int32) (text, shown string) {
 	text = pieceText(s.tok, before, id)
-	if text == "" && (id == s.tok.BOS() || id == s.tok.EOS() || s.isSpecial(id)) {
+	if text == "" && s.tok.Decode([]int32{id}) == "" {
 		return "", s.tok.Piece(id)
 	}
 	return text, text

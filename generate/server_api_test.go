@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/minitron/minitron/tokenizer"
 )
 
 // sseChunks posts a streaming request and returns its data chunks, checking
@@ -474,6 +476,79 @@ func TestServerChat(t *testing.T) {
 		if code, _ := apiCall(t, "POST", ts.url+"/v1/chat/completions", bad); code != 400 {
 			t.Errorf("%s: status %d", bad, code)
 		}
+	}
+}
+
+// TestServerChatLlama3: Llama 3.1's chat template over Llama 3's
+// byte-level tokenizer (the 3k-merge test file): the header and end-of-turn
+// tokens the template writes become their ids, the text between is
+// encoded, and <|eot_id|> shows in logprobs as itself.
+func TestServerChatLlama3(t *testing.T) {
+	tok, err := tokenizer.LoadJSON("../testdata/tokenizer/bytelevel-llama3-3k.tokenizer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("../testdata/chat/llama-3.1.jinja")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := func(s string) int32 {
+		ids := tok.Encode(s)
+		if len(ids) != 1 {
+			t.Fatalf("%q is not one token: %v", s, ids)
+		}
+		return ids[0]
+	}
+	eot := id("<|eot_id|>")
+	ts := startServerWith(t, tok, ServerOptions{MaxTokens: 32, ChatTemplate: string(src), Stop: []int32{eot},
+		SpecialTokens: map[string]string{"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}})
+	var want []int32
+	header := func(role string) {
+		want = append(want, id("<|start_header_id|>"))
+		want = append(want, tok.Encode(role)...)
+		want = append(want, id("<|end_header_id|>"))
+		want = append(want, tok.Encode("\n\n")...)
+	}
+	want = append(want, id("<|begin_of_text|>"))
+	header("system")
+	want = append(want, tok.Encode("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n")...)
+	want = append(want, eot)
+	header("user")
+	want = append(want, tok.Encode("Hello there")...)
+	want = append(want, eot)
+	header("assistant")
+	res, err := Generate(context.Background(), ts.m, [][]int32{want}, Options{MaxNewTokens: 12, Stop: []int32{eot, tok.EOS()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, r := apiCall(t, "POST", ts.url+"/v1/chat/completions", `{"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 12, "temperature": 0, "logprobs": true}`)
+	if code != 200 {
+		t.Fatalf("status %d %v", code, r)
+	}
+	if u := r["usage"].(map[string]any); int(u["prompt_tokens"].(float64)) != len(want) {
+		t.Fatalf("%v prompt tokens, want %d", u["prompt_tokens"], len(want))
+	}
+	c := r["choices"].([]any)[0].(map[string]any)
+	text := strings.TrimPrefix(tok.Decode(append(slices.Clone(want), res.Tokens[0]...)), tok.Decode(want))
+	if c["message"].(map[string]any)["content"] != text {
+		t.Fatalf("reply %q, want %q", c["message"].(map[string]any)["content"], text)
+	}
+	// Special tokens show as themselves in logprobs; their text is "".
+	cs := completionChoices(t, ts.url, map[string]any{"prompt": [][]int32{want[:12]}, "max_tokens": 0, "echo": true, "logprobs": 0})
+	lp := cs[0].Logprobs
+	specials := map[int32]bool{id("<|begin_of_text|>"): true, id("<|start_header_id|>"): true, id("<|end_header_id|>"): true}
+	var spelled string
+	for i, x := range want[:12] {
+		if specials[x] {
+			if lp.Tokens[i] != tok.Piece(x) {
+				t.Errorf("token %d: %q, want %q", i, lp.Tokens[i], tok.Piece(x))
+			}
+			continue
+		}
+		spelled += lp.Tokens[i]
+	}
+	if cs[0].Text != tok.Decode(want[:12]) || spelled != cs[0].Text || !strings.HasPrefix(cs[0].Text, "system\n\nCutting") {
+		t.Fatalf("text %q, spelled by the other tokens %q", cs[0].Text, spelled)
 	}
 }
 

@@ -32,16 +32,23 @@ type testServer struct {
 // with the 4000-piece tokenizer.
 func startServer(t testing.TB, opt ServerOptions) *testServer {
 	t.Helper()
-	cfg, err := model.ParseConfig([]byte(`{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":2,
-		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"initializer_range":0.3,"bos_token_id":1,"eos_token_id":2}`))
+	tok, err := tokenizer.LoadSentencePiece("../testdata/tokenizer/spm-nemotron-style.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServerWith(t, tok, opt)
+}
+
+// startServerWith runs a server over a random model sized for tok.
+func startServerWith(t testing.TB, tok tokenizer.Tokenizer, opt ServerOptions) *testServer {
+	t.Helper()
+	cfg, err := model.ParseConfig([]byte(fmt.Sprintf(`{"architectures":["NemotronForCausalLM"],"vocab_size":%d,"hidden_size":32,"num_hidden_layers":2,
+		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"initializer_range":0.3,"bos_token_id":%d,"eos_token_id":%d}`,
+		tok.VocabSize(), tok.BOS(), tok.EOS())))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := model.Random(cfg, cpu.New(), 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.LoadSentencePiece("../testdata/tokenizer/spm-nemotron-style.model")
 	if err != nil {
 		t.Fatal(err)
 	}
