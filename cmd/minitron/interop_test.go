@@ -219,30 +219,34 @@ func TestInteropLlamaCpp(t *testing.T) {
 }
 
 // byteLevelModel writes a random Llama-shaped model with Llama 3's
-// byte-level tokenizer (the 3k-merge test file). Its weights are large
-// enough that greedy choices are not near ties.
+// byte-level tokenizer (the 3k-merge test file), in a subprocess. Its
+// weights are large enough that greedy choices are not near ties.
 func byteLevelModel(t *testing.T, dir string) string {
 	t.Helper()
+	runHelper(t, "writeByteLevel", dir)
+	return dir
+}
+
+func writeByteLevel(dir string) error {
 	cfg, err := model.ParseConfig([]byte(`{"architectures":["LlamaForCausalLM"],"vocab_size":2715,"hidden_size":64,"num_hidden_layers":2,
 		"num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":128,"hidden_act":"silu","initializer_range":0.2,
 		"max_position_embeddings":256,"bos_token_id":2459,"eos_token_id":2460}`))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	m, err := model.Random(cfg, cpu.New(), 9)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	os.MkdirAll(dir, 0o755)
 	if err := m.Save(dir, backend.F32, 1<<30); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	b, err := os.ReadFile("../../testdata/tokenizer/bytelevel-llama3-3k.tokenizer.json")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	os.WriteFile(filepath.Join(dir, "tokenizer.json"), b, 0o644)
-	return dir
+	return os.WriteFile(filepath.Join(dir, "tokenizer.json"), b, 0o644)
 }
 
 // TestInteropTokenizersJS: tokenizers.js, reading an exported model's
@@ -364,37 +368,20 @@ func TestInteropOpenAIClient(t *testing.T) {
 	}
 	node(t, dir, &got, "openai-client.mjs", url+"/v1", "tiny-teacher")
 
-	m, err := model.Load(tinyTeacher, cpu.New(), nil)
+	// What the server should have answered, computed without it (in a
+	// subprocess, keeping the model out of this test process's memory).
+	expPath := filepath.Join(t.TempDir(), "expected.json")
+	runHelper(t, "openaiExpected", template, expPath)
+	var exp openaiExpected
+	b, err := os.ReadFile(expPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := tokenizer.Open(tinyTeacher)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := []int32{tok.EOS()}
-	continuations := func(ids []int32, n int, opt generate.Options) []string {
-		batch := make([][]int32, n)
-		for i := range batch {
-			batch[i] = ids
-		}
-		opt.Stop, opt.TopP = stop, 1
-		res, err := generate.Generate(context.Background(), m, batch, opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, g := range res.Tokens {
-			out = append(out, strings.TrimPrefix(tok.Decode(append(slices.Clone(ids), g...)), tok.Decode(ids)))
-		}
-		return out
-	}
-	withBOS := func(s string) []int32 { return append([]int32{tok.BOS()}, tok.Encode(s)...) }
-
+	json.Unmarshal(b, &exp)
 	if !slices.Equal(got.Models, []string{"tiny-teacher"}) || got.Retrieved != "tiny-teacher" {
 		t.Errorf("models %v, retrieved %q", got.Models, got.Retrieved)
 	}
-	want := continuations(withBOS("func main() {"), 1, generate.Options{MaxNewTokens: 20, Temperature: 0.8, Seed: 7})[0]
+	want := exp.Completion
 	if got.Completion.Text != want || got.Completion.Usage["completion_tokens"] != 20 {
 		t.Errorf("completion %q (usage %v), want %q", got.Completion.Text, got.Completion.Usage, want)
 	}
@@ -405,34 +392,17 @@ func TestInteropOpenAIClient(t *testing.T) {
 		t.Errorf("with stop \\n: %+v, want %q", got.Stopped, want[:i])
 	}
 	// Echoed logprobs against a float64 log-softmax of full-sequence logits.
-	ids := withBOS("package main")
-	lg, err := generate.Logits(m, 1, len(ids), ids)
-	if err != nil {
-		t.Fatal(err)
-	}
-	V := m.Config.VocabSize
 	lp := got.Logprobs
-	if lp.Text != "package main" || len(lp.TokenLogprobs) != len(ids) || lp.TokenLogprobs[0] != nil || lp.TopLogprobs[0] != nil {
-		t.Fatalf("logprobs %+v", lp)
+	if lp.Text != "package main" || len(lp.TokenLogprobs) != len(exp.Logprobs)+1 || lp.TokenLogprobs[0] != nil || lp.TopLogprobs[0] != nil {
+		t.Fatalf("logprobs %+v, want %d tokens", lp, len(exp.Logprobs)+1)
 	}
-	for i := 1; i < len(ids); i++ {
-		row := lg[(i-1)*V : i*V]
-		mx := math.Inf(-1)
-		for _, v := range row {
-			mx = math.Max(mx, float64(v))
-		}
-		var s float64
-		for _, v := range row {
-			s += math.Exp(float64(v) - mx)
-		}
-		w := float64(row[ids[i]]) - mx - math.Log(s)
-		if math.Abs(*lp.TokenLogprobs[i]-w) > 1e-4 || len(lp.TopLogprobs[i]) != 2 {
-			t.Errorf("token %d: logprob %v (top %v), want %.6f", i, *lp.TokenLogprobs[i], lp.TopLogprobs[i], w)
+	for i, w := range exp.Logprobs {
+		if v := lp.TokenLogprobs[i+1]; math.Abs(*v-w) > 1e-4 || len(lp.TopLogprobs[i+1]) != 2 {
+			t.Errorf("token %d: logprob %v (top %v), want %.6f", i+1, *v, lp.TopLogprobs[i+1], w)
 		}
 	}
 	var idx []int
-	for p, prompt := range []string{"var a = ", "var b = "} {
-		ws := continuations(withBOS(prompt), 2, generate.Options{MaxNewTokens: 8, Temperature: 1, Seed: 3})
+	for p, ws := range exp.Choices {
 		for j, w := range ws {
 			c := got.Choices[p*2+j]
 			idx = append(idx, c.Index)
@@ -444,16 +414,9 @@ func TestInteropOpenAIClient(t *testing.T) {
 	if !slices.Equal(idx, []int{0, 1, 2, 3}) {
 		t.Errorf("choice indexes %v", idx)
 	}
-	src, _ := os.ReadFile(template)
-	rendered, err := generate.RenderChat(string(src), map[string]string{"bos_token": "<s>", "eos_token": "</s>"},
-		[]map[string]any{{"role": "system", "content": "You write Go."}, {"role": "user", "content": "Write a loop."}}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chatIDs := tok.Encode(rendered)
-	wantChat := continuations(chatIDs, 1, generate.Options{MaxNewTokens: 16, Temperature: 0.7, Seed: 11})[0]
-	if got.Chat.Object != "chat.completion" || got.Chat.Role != "assistant" || got.Chat.Content != wantChat || got.Chat.Usage["prompt_tokens"] != len(chatIDs) {
-		t.Errorf("chat %+v, want %q after %d prompt tokens", got.Chat, wantChat, len(chatIDs))
+	wantChat, chatIDs := exp.Chat, exp.ChatPromptTokens
+	if got.Chat.Object != "chat.completion" || got.Chat.Role != "assistant" || got.Chat.Content != wantChat || got.Chat.Usage["prompt_tokens"] != chatIDs {
+		t.Errorf("chat %+v, want %q after %d prompt tokens", got.Chat, wantChat, chatIDs)
 	}
 	if got.ChatStreamed.Content != wantChat || fmt.Sprint(got.ChatStreamed.Usage) != fmt.Sprint(got.Chat.Usage) {
 		t.Errorf("streamed chat %+v, want %q", got.ChatStreamed, wantChat)
@@ -461,4 +424,94 @@ func TestInteropOpenAIClient(t *testing.T) {
 	if u := got.UnknownModel; !u.NotFound || u.Status != 404 || u.Code != "model_not_found" {
 		t.Errorf("unknown model: %+v", u)
 	}
+}
+
+// openaiExpected is what TestInteropOpenAIClient's requests should get.
+type openaiExpected struct {
+	Completion       string     `json:"completion"` // "func main() {", 20 tokens at 0.8, seed 7
+	Logprobs         []float64  `json:"logprobs"`   // of "package main"'s tokens after BOS
+	Choices          [][]string `json:"choices"`    // "var a = ", "var b = ": 2 each at 1.0, seed 3
+	Chat             string     `json:"chat"`
+	ChatPromptTokens int        `json:"chat_prompt_tokens"`
+}
+
+func init() {
+	// openaiExpected computes openaiExpected for the tiny teacher with
+	// the chat template args[0] and writes it to args[1] as JSON.
+	helpers["openaiExpected"] = func(args []string) error {
+		m, err := model.Load(tinyTeacher, cpu.New(), nil)
+		if err != nil {
+			return err
+		}
+		tok, err := tokenizer.Open(tinyTeacher)
+		if err != nil {
+			return err
+		}
+		continuations := func(ids []int32, n int, opt generate.Options) ([]string, error) {
+			batch := make([][]int32, n)
+			for i := range batch {
+				batch[i] = ids
+			}
+			opt.Stop, opt.TopP = []int32{tok.EOS()}, 1
+			res, err := generate.Generate(context.Background(), m, batch, opt)
+			if err != nil {
+				return nil, err
+			}
+			var out []string
+			for _, g := range res.Tokens {
+				out = append(out, strings.TrimPrefix(tok.Decode(append(slices.Clone(ids), g...)), tok.Decode(ids)))
+			}
+			return out, nil
+		}
+		withBOS := func(s string) []int32 { return append([]int32{tok.BOS()}, tok.Encode(s)...) }
+		var exp openaiExpected
+		c, err := continuations(withBOS("func main() {"), 1, generate.Options{MaxNewTokens: 20, Temperature: 0.8, Seed: 7})
+		if err != nil {
+			return err
+		}
+		exp.Completion = c[0]
+		ids := withBOS("package main")
+		lg, err := generate.Logits(m, 1, len(ids), ids)
+		if err != nil {
+			return err
+		}
+		V := m.Config.VocabSize
+		for i := 1; i < len(ids); i++ {
+			row := lg[(i-1)*V : i*V]
+			mx := math.Inf(-1)
+			for _, v := range row {
+				mx = math.Max(mx, float64(v))
+			}
+			var s float64
+			for _, v := range row {
+				s += math.Exp(float64(v) - mx)
+			}
+			exp.Logprobs = append(exp.Logprobs, float64(row[ids[i]])-mx-math.Log(s))
+		}
+		for _, p := range []string{"var a = ", "var b = "} {
+			c, err := continuations(withBOS(p), 2, generate.Options{MaxNewTokens: 8, Temperature: 1, Seed: 3})
+			if err != nil {
+				return err
+			}
+			exp.Choices = append(exp.Choices, c)
+		}
+		src, err := os.ReadFile(args[0])
+		if err != nil {
+			return err
+		}
+		rendered, err := generate.RenderChat(string(src), map[string]string{"bos_token": "<s>", "eos_token": "</s>"},
+			[]map[string]any{{"role": "system", "content": "You write Go."}, {"role": "user", "content": "Write a loop."}}, true)
+		if err != nil {
+			return err
+		}
+		chatIDs := tok.Encode(rendered)
+		if c, err = continuations(chatIDs, 1, generate.Options{MaxNewTokens: 16, Temperature: 0.7, Seed: 11}); err != nil {
+			return err
+		}
+		exp.Chat, exp.ChatPromptTokens = c[0], len(chatIDs)
+		b, _ := json.Marshal(exp)
+		return os.WriteFile(args[1], b, 0o644)
+	}
+	// writeByteLevel writes byteLevelModel's model into args[0].
+	helpers["writeByteLevel"] = func(args []string) error { return writeByteLevel(args[0]) }
 }
