@@ -25,6 +25,10 @@ type Engine struct {
 
 	mu      sync.Mutex
 	running int // admitted or queued jobs
+
+	// promptChunk is how many prompt positions scorePrompt runs at once;
+	// 0 sizes the chunk from the vocabulary.
+	promptChunk int
 }
 
 // Request is one generation.
@@ -242,43 +246,77 @@ func (e *Engine) admit(j *job, free *[]int, active []*job, end func(*job, Event)
 		return active
 	}
 	n := len(r.Prompt)
-	a, err := e.m.NewActivations(n, false)
-	if err != nil {
-		end(j, Event{Err: err})
-		return active
-	}
-	defer a.Free(e.m.Backend)
-	in := model.Input{B: 1, T: n, IDs: r.Prompt, Past: []int{0}, Slots: []int{j.slot}, LogitRows: []int32{int32(n - 1)}}
-	if r.PromptLogprobs {
-		in.LogitRows = nil // every position: row i scores prompt token i+1
-	}
-	lg, err := e.m.Forward(a, in, model.Options{Cache: e.cache})
 	var lv []float32
-	if err == nil {
-		lv, err = e.m.Backend.ToFloat32(lg)
-	}
-	if err != nil {
-		end(j, Event{Err: err})
-		return active
-	}
+	var err error
 	if r.PromptLogprobs {
-		V := e.m.Config.VocabSize
-		lps := make([]Logprob, n-1)
-		for i := range lps {
-			lps[i] = TokenLogprob(lv[i*V:(i+1)*V], r.Prompt[i+1], r.TopLogprobs)
+		var lps []Logprob
+		if lps, lv, err = e.scorePrompt(j); err != nil {
+			end(j, Event{Err: err})
+			return active
 		}
 		j.events <- Event{Prompt: lps}
-		lv = lv[(n-1)*V:]
 		if r.Options.MaxNewTokens == 0 {
 			end(j, Event{Finish: FinishLength})
 			return active
 		}
+	} else if lv, err = e.prefill(j.slot, r.Prompt, 0, false); err != nil {
+		end(j, Event{Err: err})
+		return active
 	}
 	j.past = n
 	if e.emit(j, lv, end) {
 		active = append(active, j)
 	}
 	return active
+}
+
+// prefill runs ids at positions past, past+1, ... of a cache slot and
+// returns the logits of every row (all) or of the last.
+func (e *Engine) prefill(slot int, ids []int32, past int, all bool) ([]float32, error) {
+	n := len(ids)
+	a, err := e.m.NewActivations(n, false)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Free(e.m.Backend)
+	in := model.Input{B: 1, T: n, IDs: ids, Past: []int{past}, Slots: []int{slot}}
+	if !all {
+		in.LogitRows = []int32{int32(n - 1)}
+	}
+	lg, err := e.m.Forward(a, in, model.Options{Cache: e.cache})
+	if err != nil {
+		return nil, err
+	}
+	return e.m.Backend.ToFloat32(lg)
+}
+
+// scorePrompt prefills a prompt in chunks, scoring every token after the
+// first (row i of the logits scores token i+1), so that the logits held
+// at once stay near 64 MB whatever the vocabulary; it returns the scores
+// and the last row's logits.
+func (e *Engine) scorePrompt(j *job) ([]Logprob, []float32, error) {
+	r := j.req
+	n, V := len(r.Prompt), e.m.Config.VocabSize
+	chunk := e.promptChunk
+	if chunk <= 0 {
+		chunk = max(16, (64<<20)/(4*V))
+	}
+	lps := make([]Logprob, n-1)
+	var last []float32
+	for start := 0; start < n; start += chunk {
+		ids := r.Prompt[start:min(n, start+chunk)]
+		lv, err := e.prefill(j.slot, ids, start, true)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range ids {
+			if p := start + i; p+1 < n {
+				lps[p] = TokenLogprob(lv[i*V:(i+1)*V], r.Prompt[p+1], r.TopLogprobs)
+			}
+		}
+		last = lv[(len(ids)-1)*V:]
+	}
+	return lps, last, nil
 }
 
 // emit samples a request's next token from its logits, delivers it and

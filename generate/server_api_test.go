@@ -229,9 +229,13 @@ func checkLogprobs(t *testing.T, ts *testServer, c legacyChoice, seq []int32, to
 // TestServerLogprobs drives the server as lm-evaluation-harness's
 // local-completions model does (token-id prompts, echo, logprobs 1,
 // max_tokens 0 or 1, temperature 0) and checks every log-probability
-// against a log-softmax of full-sequence logits.
+// against a log-softmax of full-sequence logits (computed without the KV
+// cache the server scores prompts through, in chunks).
 func TestServerLogprobs(t *testing.T) {
 	ts := startServer(t, ServerOptions{MaxTokens: 64})
+	// Score prompts 5 positions at a time, so chunk boundaries fall inside
+	// them (the default holds 64 MB of logits).
+	ts.eng.promptChunk = 5
 	ctx := append([]int32{ts.tok.BOS()}, ts.tok.Encode("func Add(a, b int) int {")...)
 	cont := ts.tok.Encode(" return a + b }")
 	p1 := append(slices.Clone(ctx), cont...)
