@@ -50,6 +50,19 @@ func realNVRTC(t *testing.T) *nvrtc {
 	return n
 }
 
+// NVRTC is loaded locally, its builtins globally: nvrtc* symbols do not
+// enter the global scope (where they would interpose on a second NVRTC's),
+// while the builtins library is there for NVRTC to find by name.
+func TestRealNVRTCScope(t *testing.T) {
+	realNVRTC(t)
+	if p, err := dlsym(0, "nvrtcCompileProgram"); err == nil && p != 0 {
+		t.Error("nvrtcCompileProgram is in the global scope: NVRTC was loaded with RTLD_GLOBAL")
+	}
+	if p, err := dlsym(0, "getArchBuiltins"); err != nil || p == 0 {
+		t.Errorf("the builtins library is not in the global scope: %v", err)
+	}
+}
+
 var realCompiles sync.Map // arch → *Compiled, shared by the tests of one run
 
 func realCompile(t *testing.T, n *nvrtc, arch string) *Compiled {
