@@ -374,3 +374,15 @@ func TestParseUsage(t *testing.T) {
 		t.Fatal("usage from an empty log")
 	}
 }
+
+func TestDriverRelease(t *testing.T) {
+	for in, want := range map[string]string{
+		"NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 07:09:12 UTC 2025\nGCC version:  gcc version 12.2.0\n":                      "580.65.06",
+		"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.133.20  Release Build  (dvs-builder@U16-I3-B08-1-1)  Thu Mar 20 00:03:08 UTC 2025\n": "570.133.20",
+		"": "",
+	} {
+		if got := driverRelease(in); got != want {
+			t.Errorf("driverRelease(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -36,11 +37,14 @@ type GPU struct {
 
 // Report is what Probe found.
 type Report struct {
-	Driver  Library `json:"driver"`
-	NVRTC   Library `json:"nvrtc"`
-	CuBLAS  Library `json:"cublas"`
-	GPUs    []GPU   `json:"gpus"`
-	GPUsErr string  `json:"gpus_error,omitempty"` // why no GPU could be listed
+	Driver Library `json:"driver"`
+	// DriverRelease is the NVIDIA kernel driver's release ("580.65.06"),
+	// from /proc/driver/nvidia/version; empty when unknown.
+	DriverRelease string  `json:"driver_release,omitempty"`
+	NVRTC         Library `json:"nvrtc"`
+	CuBLAS        Library `json:"cublas"`
+	GPUs          []GPU   `json:"gpus"`
+	GPUsErr       string  `json:"gpus_error,omitempty"` // why no GPU could be listed
 }
 
 // cudaVersion formats a version number such as 13000 as "13.0".
@@ -56,7 +60,7 @@ func cudaVersion(v int) string {
 // for it, or taking them from the cache in cacheDir, "" for CacheDir())
 // to see that they load. It never fails: what is missing is in the report.
 func Probe(checkKernels bool, cacheDir string) Report {
-	var r Report
+	r := Report{GPUs: []GPU{}}
 	r.Driver.What, r.NVRTC.What, r.CuBLAS.What = driverSpec.what, nvrtcSpec.what, cublasSpec.what
 	drv, err := openDriver(osEnv)
 	maxMajor := 0
@@ -91,6 +95,9 @@ func Probe(checkKernels bool, cacheDir string) Report {
 	if drv == nil {
 		return r
 	}
+	if b, err := os.ReadFile("/proc/driver/nvidia/version"); err == nil {
+		r.DriverRelease = driverRelease(string(b))
+	}
 	n, err := drv.start()
 	if err != nil {
 		r.GPUsErr = err.Error()
@@ -119,6 +126,19 @@ func Probe(checkKernels bool, cacheDir string) Report {
 	return r
 }
 
+// driverRelease reads the release from /proc/driver/nvidia/version:
+//
+//	NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 07:09:12 UTC 2025
+//	NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  (dvs-builder@U16-I3-B08-1-1)  Sun Jul 27 06:54:38 UTC 2025
+func driverRelease(s string) string {
+	if m := releaseRE.FindStringSubmatch(s); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+var releaseRE = regexp.MustCompile(`Kernel Module(?: for \S+)?\s+([0-9]+(?:\.[0-9]+)+)`)
+
 // Compiled is the kernels compiled for one architecture.
 type Compiled struct {
 	Arch  string // sm_XX (cubin) or compute_XX (PTX)
@@ -135,6 +155,9 @@ type Compiled struct {
 // also returns the NVRTC used.
 func CompileKernels(arch string) (*Compiled, Library, error) {
 	lib := Library{What: nvrtcSpec.what}
+	if err := checkArch(arch); err != nil {
+		return nil, lib, err
+	}
 	rtc, err := openNVRTC(osEnv, 0)
 	if err != nil {
 		lib.Error = err.Error()
@@ -151,15 +174,22 @@ func CompileKernels(arch string) (*Compiled, Library, error) {
 	return c, lib, err
 }
 
-func compileWith(rtc compiler, arch string) (*Compiled, error) {
+func checkArch(arch string) error {
 	if !archRE.MatchString(arch) {
-		return nil, fmt.Errorf("cuda: architecture %q: use sm_XX (a cubin, e.g. sm_90) or compute_XX (PTX)", arch)
+		return fmt.Errorf("cuda: architecture %q: use sm_XX (a cubin, e.g. sm_90) or compute_XX (PTX)", arch)
+	}
+	return nil
+}
+
+func compileWith(rtc compiler, arch string) (*Compiled, error) {
+	if err := checkArch(arch); err != nil {
+		return nil, err
 	}
 	img, log, err := rtc.Compile(kernels.Source(), "minitron.cu", arch, ptxasVerbose)
 	if err != nil {
 		if e := (*Error)(nil); errors.As(err, &e) && e.Name == "NVRTC_ERROR_INVALID_OPTION" {
 			v, _ := rtc.Version()
-			return nil, fmt.Errorf("cuda: NVRTC %s does not know %s; use a newer NVRTC: %w", cudaVersion(v), arch, err)
+			return nil, fmt.Errorf("cuda: NVRTC %s does not know %s; use a newer NVRTC (%w)", cudaVersion(v), arch, err)
 		}
 		return nil, err
 	}
