@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"math"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -21,6 +22,8 @@ var (
 
 // device opens the GPU once for all tests, or skips the test on a machine
 // without one (the CPU-side logic is tested by the fake-device tests).
+// With MINITRON_REQUIRE_GPU=1 (bench/gpu.sh sets it) a missing GPU or
+// library fails the test instead.
 func device(t *testing.T) *cuda.Backend {
 	t.Helper()
 	gpuOnce.Do(func() {
@@ -29,9 +32,36 @@ func device(t *testing.T) *cuda.Backend {
 		}
 	})
 	if gpuErr != nil {
+		if requireGPU() {
+			t.Fatalf("MINITRON_REQUIRE_GPU=1 and no usable GPU: %v", gpuErr)
+		}
 		t.Skipf("no usable GPU: %v", gpuErr)
 	}
 	return gpu
+}
+
+func requireGPU() bool { return os.Getenv("MINITRON_REQUIRE_GPU") == "1" }
+
+// TestGPUDevices: every visible GPU opens, with the kernels compiled (or
+// cached) for it and loaded, and closes again.
+func TestGPUDevices(t *testing.T) {
+	device(t)
+	r := cuda.Probe(true, "")
+	for _, l := range []cuda.Library{r.Driver, r.NVRTC, r.CuBLAS} {
+		if l.Error != "" {
+			t.Errorf("%s: %s", l.What, l.Error)
+		}
+		t.Logf("%s: %s (CUDA %s)", l.What, l.Path, l.Version)
+	}
+	if len(r.GPUs) == 0 {
+		t.Fatalf("no GPU listed (%s)", r.GPUsErr)
+	}
+	for _, g := range r.GPUs {
+		if g.Kernels != "ok" {
+			t.Errorf("GPU %d (%s): kernels: %s", g.Ordinal, g.Name, g.Kernels)
+		}
+		t.Logf("GPU %d: %s, %s, %d bytes, driver %s", g.Ordinal, g.Name, g.Arch, g.Memory, r.DriverRelease)
+	}
 }
 
 // TestGPUConformance runs the whole conformance suite on the GPU with
