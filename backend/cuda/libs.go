@@ -24,6 +24,8 @@ type libSpec struct {
 	what  string
 	names []string
 	deps  func(major int) []string
+	// minVersion is the oldest version accepted (major*1000 + minor*10).
+	minVersion int
 }
 
 // versionedDeps returns patterns for name.so.MAJOR and name.so.MAJOR.*,
@@ -42,8 +44,9 @@ var (
 	driverSpec = libSpec{what: "the CUDA driver", names: []string{"libcuda.so.1", "libcuda.so"}}
 	// NVRTC loads libnvrtc-builtins.so.MAJOR.MINOR by bare name when it
 	// compiles. CUDA 11.x's NVRTC is libnvrtc.so.11.2 for every 11.x.
+	// 11.8 is the first to know sm_90.
 	nvrtcSpec = libSpec{what: "NVRTC", names: []string{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"},
-		deps: versionedDeps("libnvrtc-builtins")}
+		deps: versionedDeps("libnvrtc-builtins"), minVersion: 11080}
 	// libcublas.so.N needs libcublasLt.so.N.
 	cublasSpec = libSpec{what: "cuBLAS", names: []string{"libcublas.so.13", "libcublas.so.12", "libcublas.so"},
 		deps: versionedDeps("libcublasLt")}
@@ -188,7 +191,8 @@ type rejected struct {
 // newer than the driver produces code or calls the driver cannot serve).
 // version reports a loaded library's version (major*1000 + minor*10) and
 // is used when the file name does not tell the major version; it may be
-// nil. Dependencies beside a candidate are loaded first, globally.
+// nil. A library older than spec.minVersion is skipped too. Dependencies
+// beside a candidate are loaded first, globally.
 func (e env) openSpec(spec libSpec, maxMajor int, version func(*library) int) (*library, error) {
 	paths, dirs := e.candidates(spec)
 	var rej []rejected
@@ -213,9 +217,14 @@ func (e env) openSpec(spec libSpec, maxMajor int, version func(*library) int) (*
 			}
 			continue
 		}
-		if maxMajor > 0 && major == 0 && version != nil {
-			if v := version(lib); v/1000 > maxMajor {
+		if version != nil && ((maxMajor > 0 && major == 0) || spec.minVersion > 0) {
+			v := version(lib)
+			if v > 0 && maxMajor > 0 && v/1000 > maxMajor {
 				rej = append(rej, rejected{lib.path, fmt.Sprintf("CUDA %d is newer than the driver's CUDA %d", v/1000, maxMajor)})
+				continue
+			}
+			if v > 0 && v < spec.minVersion {
+				rej = append(rej, rejected{lib.path, fmt.Sprintf("version %d.%d is older than %d.%d", v/1000, v%1000/10, spec.minVersion/1000, spec.minVersion%1000/10)})
 				continue
 			}
 		}

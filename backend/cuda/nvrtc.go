@@ -21,8 +21,10 @@ type nvrtc struct {
 // openNVRTC finds and binds NVRTC. With maxMajor > 0 (the driver's CUDA
 // major version) an NVRTC of a newer CUDA is skipped: its code would not
 // load on that driver.
-func openNVRTC(e env, maxMajor int) (*nvrtc, error) {
-	lib, err := e.openSpec(nvrtcSpec, maxMajor, func(l *library) int {
+func openNVRTC(e env, maxMajor int) (*nvrtc, error) { return openNVRTCSpec(e, nvrtcSpec, maxMajor) }
+
+func openNVRTCSpec(e env, spec libSpec, maxMajor int) (*nvrtc, error) {
+	lib, err := e.openSpec(spec, maxMajor, func(l *library) int {
 		n, err := bindNVRTC(l)
 		if err != nil {
 			return 0

@@ -386,3 +386,44 @@ func TestDriverRelease(t *testing.T) {
 		}
 	}
 }
+
+// An NVRTC whose file name does not tell its version is loaded and asked:
+// one newer than the driver, or older than the minimum, is skipped.
+func TestRealNVRTCVersionChecks(t *testing.T) {
+	n := realNVRTC(t)
+	dir := t.TempDir()
+	if err := os.Symlink(n.Path(), filepath.Join(dir, "libnvrtc.so")); err != nil {
+		t.Fatal(err)
+	}
+	e := osEnv
+	e.getenv = func(k string) string {
+		if k == "LD_LIBRARY_PATH" {
+			return dir
+		}
+		return ""
+	}
+	e.ldcache = nil
+	spec := nvrtcSpec
+	spec.names = []string{"libnvrtc.so"}
+	for _, c := range []struct {
+		maxMajor, minVersion int
+		reason               string
+	}{
+		{10, 0, "CUDA 11 is newer than the driver's CUDA 10"},
+		{0, 12000, "version 11.8 is older than 12.0"},
+		{11, 11080, ""},
+	} {
+		spec.minVersion = c.minVersion
+		_, err := openNVRTCSpec(e, spec, c.maxMajor)
+		if c.reason == "" {
+			if err != nil {
+				t.Errorf("max CUDA %d, min %d: %v", c.maxMajor, c.minVersion, err)
+			}
+			continue
+		}
+		var me *MissingError
+		if !errors.As(err, &me) || len(me.Rejected) == 0 || me.Rejected[0].Reason != c.reason {
+			t.Errorf("max CUDA %d, min %d: %v, want %q", c.maxMajor, c.minVersion, err, c.reason)
+		}
+	}
+}
