@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/cpu"
 
 	"github.com/minitron/minitron/backend/cpu/gemm"
+	"github.com/minitron/minitron/backend/cuda/emu"
 )
 
 // devices reports this machine whether or not it has CUDA: the CPU as the
@@ -121,5 +122,46 @@ func TestCloseBackends(t *testing.T) {
 	closeBackends()
 	if n != 2 || len(opened) != 0 {
 		t.Fatalf("%d closes, %d still open", n, len(opened))
+	}
+}
+
+// On the CPU stand-ins, devices finds the three libraries in their folder
+// (with the CUDA version of the driver and NVRTC),
+// lists every device MINITRON_EMU_GPUS presents, and opens and closes each
+// with the kernels compiled and loaded.
+func TestDevicesCUDAStandIns(t *testing.T) {
+	lib := emu.Dir(t)
+	r := runEnv(t, emu.Env(lib, "MINITRON_EMU_GPUS=2"), "", "devices", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	var rep struct {
+		CUDA struct {
+			Driver, NVRTC, CuBLAS struct{ Path, Version, Error string }
+			GPUs                  []struct {
+				Ordinal int
+				Name    string
+				Arch    string
+				Kernels string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, r.stdout)
+	}
+	c := rep.CUDA
+	for name, l := range map[string]struct{ Path, Version, Error string }{"driver": c.Driver, "NVRTC": c.NVRTC, "cuBLAS": c.CuBLAS} {
+		// The stand-in cuBLAS has no cublasGetProperty to tell its version.
+		if l.Error != "" || filepath.Dir(l.Path) != lib || (l.Version == "") != (name == "cuBLAS") {
+			t.Errorf("%s: %+v, want a file in %s with its version", name, l, lib)
+		}
+	}
+	if len(c.GPUs) != 2 {
+		t.Fatalf("%d GPUs listed, want 2:\n%s", len(c.GPUs), r.stdout)
+	}
+	for i, g := range c.GPUs {
+		if g.Ordinal != i || g.Arch != "sm_90" || g.Kernels != "ok" {
+			t.Errorf("GPU %d: %+v, want sm_90 with the kernels ok", i, g)
+		}
 	}
 }
