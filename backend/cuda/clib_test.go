@@ -92,6 +92,17 @@ func gettid() int { return syscall.Gettid() }
 // outlive the call).
 var errorNames = map[int32][]byte{12345: cstr("CUDA_ERROR_FAKE_12345"), 700: cstr("CUDA_ERROR_ILLEGAL_ADDRESS")}
 
+// memCall runs f, a context-bound call on fake device memory, under the
+// fakes' lock and returns the call's status.
+func memCall(call string, f func(c *clib)) uintptr {
+	c := clibState
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inContext(call)
+	f(c)
+	return c.status(call)
+}
+
 func makeCLibProcs() {
 	st := func() *clib { return clibState }
 	// create and destroy make a call that creates a resource of kind
@@ -190,40 +201,21 @@ func makeCLibProcs() {
 			return junk
 		},
 		"cuMemFree_v2": func(p uintptr) uintptr {
-			c := st()
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.inContext("cuMemFree_v2")
-			delete(c.blocks, p)
-			c.live["memory"]--
-			return c.status("cuMemFree_v2")
+			return memCall("cuMemFree_v2", func(c *clib) { delete(c.blocks, p); c.live["memory"]-- })
 		},
 		"cuMemsetD32Async": func(p, v, n, s uintptr) uintptr {
-			c := st()
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.inContext("cuMemsetD32Async")
-			b := c.block(p, 4*n)
-			for i := range n {
-				*(*uint32)(unsafe.Pointer(&b[4*i])) = uint32(v)
-			}
-			return c.status("cuMemsetD32Async")
+			return memCall("cuMemsetD32Async", func(c *clib) {
+				b := c.block(p, 4*n)
+				for i := range n {
+					*(*uint32)(unsafe.Pointer(&b[4*i])) = uint32(v)
+				}
+			})
 		},
 		"cuMemcpyDtoHAsync_v2": func(dst *byte, src, n, s uintptr) uintptr {
-			c := st()
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.inContext("cuMemcpyDtoHAsync_v2")
-			copy(unsafe.Slice(dst, n), c.block(src, n))
-			return c.status("cuMemcpyDtoHAsync_v2")
+			return memCall("cuMemcpyDtoHAsync_v2", func(c *clib) { copy(unsafe.Slice(dst, n), c.block(src, n)) })
 		},
 		"cuMemcpyHtoDAsync_v2": func(dst uintptr, src *byte, n, s uintptr) uintptr {
-			c := st()
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.inContext("cuMemcpyHtoDAsync_v2")
-			copy(c.block(dst, n), unsafe.Slice(src, n))
-			return c.status("cuMemcpyHtoDAsync_v2")
+			return memCall("cuMemcpyHtoDAsync_v2", func(c *clib) { copy(c.block(dst, n), unsafe.Slice(src, n)) })
 		},
 		"cuEventCreate":      func(e unsafe.Pointer, flags uintptr) uintptr { return create("cuEventCreate", "event", true)(e) },
 		"cuEventDestroy_v2":  destroy("cuEventDestroy_v2", "event", true),

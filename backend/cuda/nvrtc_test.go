@@ -32,14 +32,7 @@ func realNVRTC(t *testing.T) *nvrtc {
 		}
 		t.Skip("MINITRON_TEST_NVRTC_DIR is not set: no real NVRTC to compile the kernels with (.ci/run fetches one)")
 	}
-	e := osEnv
-	e.getenv = func(k string) string {
-		if k == "LD_LIBRARY_PATH" {
-			return dir
-		}
-		return ""
-	}
-	e.ldcache = nil
+	e := onlyDir(dir)
 	n, err := openNVRTC(e, 0)
 	if err != nil {
 		t.Fatalf("NVRTC from MINITRON_TEST_NVRTC_DIR=%s: %v", dir, err)
@@ -61,6 +54,21 @@ func TestRealNVRTCScope(t *testing.T) {
 	if p, err := dlsym(0, "getArchBuiltins"); err != nil || p == 0 {
 		t.Errorf("the builtins library is not in the global scope: %v", err)
 	}
+}
+
+// onlyDir is the real file system with no environment but dir as
+// LD_LIBRARY_PATH (which discovery reads; the loader's own path is the
+// process's) and no loader cache.
+func onlyDir(dir string) env {
+	e := osEnv
+	e.getenv = func(k string) string {
+		if k == "LD_LIBRARY_PATH" {
+			return dir
+		}
+		return ""
+	}
+	e.ldcache = nil
+	return e
 }
 
 var realCompiles sync.Map // arch → *Compiled, shared by the tests of one run
@@ -395,14 +403,7 @@ func TestRealNVRTCVersionChecks(t *testing.T) {
 	if err := os.Symlink(n.Path(), filepath.Join(dir, "libnvrtc.so")); err != nil {
 		t.Fatal(err)
 	}
-	e := osEnv
-	e.getenv = func(k string) string {
-		if k == "LD_LIBRARY_PATH" {
-			return dir
-		}
-		return ""
-	}
-	e.ldcache = nil
+	e := onlyDir(dir)
 	spec := nvrtcSpec
 	spec.names = []string{"libnvrtc.so"}
 	for _, c := range []struct {
