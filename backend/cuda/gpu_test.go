@@ -44,7 +44,7 @@ func device(t *testing.T) *cuda.Backend {
 // cached) for it and loaded, and closes again.
 func TestGPUDevices(t *testing.T) {
 	device(t)
-	r := cuda.Probe(true, "")
+	r := cuda.Probe(true, "", func(s string) { t.Log(s) })
 	for _, l := range []cuda.Library{r.Driver, r.NVRTC, r.CuBLAS} {
 		if l.Error != "" {
 			t.Errorf("%s: %s", l.What, l.Error)

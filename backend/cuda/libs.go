@@ -268,8 +268,13 @@ func (m *MissingError) Error() string {
 	}
 	s := fmt.Sprintf("cuda: %s (%s) was not found in %s, nor by the system loader (%s)",
 		m.What, strings.Join(m.Names, " or "), strings.Join(shown, ", "), ldCachePath)
+	newer := false
 	for _, r := range m.Rejected {
 		s += fmt.Sprintf("; %s was skipped: %s", r.Path, r.Reason)
+		newer = newer || strings.Contains(r.Reason, "newer than the driver")
+	}
+	if newer {
+		hint = "update the NVIDIA driver, or install a " + m.What + " of the driver's CUDA version (or older)"
 	}
 	return s + "; " + hint + ", or add its directory to LD_LIBRARY_PATH"
 }

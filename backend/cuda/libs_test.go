@@ -122,7 +122,7 @@ func TestOpenSpecSkips(t *testing.T) {
 		me.Rejected[1].Path != "/opt/broken/libnvrtc.so.12" || !strings.Contains(me.Rejected[1].Reason, "loading NVRTC") {
 		t.Fatalf("rejected %+v", me.Rejected)
 	}
-	for _, s := range []string{"/opt/new/libnvrtc.so.13 was skipped", "/etc/ld.so.cache", "LD_LIBRARY_PATH"} {
+	for _, s := range []string{"/opt/new/libnvrtc.so.13 was skipped", "/etc/ld.so.cache", "LD_LIBRARY_PATH", "update the NVIDIA driver"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error %q does not say %q", err, s)
 		}

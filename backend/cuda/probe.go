@@ -58,8 +58,9 @@ func cudaVersion(v int) string {
 // Probe finds the CUDA libraries and GPUs of this machine the way Open
 // does, and with checkKernels also opens each GPU (compiling the kernels
 // for it, or taking them from the cache in cacheDir, "" for CacheDir())
-// to see that they load. It never fails: what is missing is in the report.
-func Probe(checkKernels bool, cacheDir string) Report {
+// to see that they load, telling log (if not nil) before each GPU and when
+// it compiles. It never fails: what is missing is in the report.
+func Probe(checkKernels bool, cacheDir string, log func(string)) Report {
 	r := Report{GPUs: []GPU{}}
 	r.Driver.What, r.NVRTC.What, r.CuBLAS.What = driverSpec.what, nvrtcSpec.what, cublasSpec.what
 	drv, err := openDriver(osEnv)
@@ -112,8 +113,11 @@ func Probe(checkKernels bool, cacheDir string) Report {
 		g := GPU{Ordinal: i, Name: info.Name, Memory: info.Memory, ComputeCapability: fmt.Sprintf("%d.%d", info.Major, info.Minor),
 			Arch: info.Arch(), SMs: info.SMs}
 		if checkKernels {
+			if log != nil {
+				log(fmt.Sprintf("cuda: opening GPU %d (%s) to check the kernels", i, info.Name))
+			}
 			g.Kernels = "ok"
-			b, err := Open(Options{Device: i, CacheDir: cacheDir})
+			b, err := Open(Options{Device: i, CacheDir: cacheDir, Log: log})
 			if err == nil {
 				err = b.Close()
 			}

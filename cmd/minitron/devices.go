@@ -56,7 +56,7 @@ architecture fails.`,
 			if cmd.Flags().Changed("out") {
 				return fmt.Errorf("--out is for --compile")
 			}
-			rep := devicesReport{CPU: cpuReport(), CUDA: cuda.Probe(!noKernels, "")}
+			rep := devicesReport{CPU: cpuReport(), CUDA: cuda.Probe(!noKernels, "", func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) })}
 			if asJSON {
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
