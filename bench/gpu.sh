@@ -106,7 +106,7 @@ step_check() {
   while read -r name dir; do
     [ -n "$name" ] || continue
     cd "$dir" || { note "check: no folder $dir for $name"; failed=1; continue; }
-    MINITRON_REQUIRE_GPU=1 run "test-${name%.test}" 180 "$bin/$name" -test.v -test.run 'GPU' -test.timeout 170s
+    MINITRON_REQUIRE_GPU=1 run "test-${name%.test}" 180 "$bin/$name" -test.v -test.run '^TestGPU' -test.timeout 170s
     cd - >/dev/null
     local log=$out/test-${name%.test}.log
     grep -E '^(--- FAIL|FAIL|ok|PASS)|relative error|^    --- FAIL' "$log" | head -40 | tee -a "$summary"
