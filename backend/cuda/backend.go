@@ -551,14 +551,16 @@ func (b *Backend) Fill(t backend.Tensor, v float32) error {
 	return b.launch("fill", b.grid1(n), block1, 0, ct.arg(), argI64(n), argF32(v))
 }
 
-// Free returns t's storage to the allocator's cache. Freeing a view does
-// nothing.
+// Free returns t's storage to the allocator's cache. Freeing a view, or
+// a tensor of a closed backend, does nothing.
 func (b *Backend) Free(t backend.Tensor) {
 	ct, ok := t.(*Tensor)
 	if !ok || ct.b != b || ct.base == 0 {
 		return
 	}
-	b.mem.free(ct.base)
+	if _, closed := b.dev.(closedDevice); !closed { // else Close freed it
+		b.mem.free(ct.base)
+	}
 	ct.base, ct.ptr, ct.host = 0, 0, nil
 }
 
