@@ -154,3 +154,26 @@ func TestPlanUnknownShape(t *testing.T) {
 		t.Errorf("text:\n%s", p.Text())
 	}
 }
+
+// TestPlanDepth: the 4B-Depth route keeps 16 of Llama-3.1-8B's layers at
+// full width: 4.5B parameters (2408.11796 Table 1).
+func TestPlanDepth(t *testing.T) {
+	r, err := Load("llama-3.1-minitron-4b-depth.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.Plan(DefaultPlanOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Stages {
+		if s.Kind != KindPrune {
+			continue
+		}
+		if *s.Shape.NumLayers != 16 || *s.Shape.HiddenSize != 4096 || math.Abs(float64(*s.Params)-4.5e9) > 0.05e9 {
+			t.Fatalf("pruned to %d layers, hidden %d: %d parameters", *s.Shape.NumLayers, *s.Shape.HiddenSize, *s.Params)
+		}
+		return
+	}
+	t.Fatal("no prune stage")
+}

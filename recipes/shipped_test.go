@@ -13,13 +13,13 @@ import (
 // teachers and datasets are not on this machine; the tiny ones validate.
 func TestShippedRecipes(t *testing.T) {
 	files, _ := filepath.Glob("*.yaml")
-	if len(files) < 6 {
+	if len(files) < 7 {
 		t.Fatalf("recipes: %v", files)
 	}
 	// The final student's shape: hidden, heads, MLP.
 	shapes := map[string][3]int{
 		"minitron-4b": {3072, 24, 9216}, "minitron-4b-oneshot": {3072, 24, 9216}, "minitron-8b": {4096, 48, 16384},
-		"llama-3.1-minitron-4b-width": {3072, 32, 9216}, "tiny": {96, 4, 384}, "tiny-chain": {96, 4, 384},
+		"llama-3.1-minitron-4b-width": {3072, 32, 9216}, "llama-3.1-minitron-4b-depth": {0, 0, 0}, "tiny": {96, 4, 384}, "tiny-chain": {96, 4, 384},
 	}
 	_, srcErr := os.Stat(filepath.Join(runtime.GOROOT(), "src"))
 	for _, f := range files {
