@@ -550,6 +550,7 @@ func (s *state) importance(ctx context.Context, sg stage, key string) error {
 	sc.Meta["calibration_split"] = fmt.Sprintf("train (val_fraction %v, sequences of %d tokens)", r.Data.ValFraction, r.Data.SeqLen)
 	sc.Meta["calibration_seed"] = fmt.Sprint(st.Calibration.Seed)
 	sc.Meta["calibration_indices"] = string(idx)
+	sc.Meta["calibration_dataset_tokenizer"] = ds.Manifest.Tokenizer.Hash
 	if err := os.MkdirAll(filepath.Dir(r.scoresPath(sg.step)), 0o755); err != nil {
 		return err
 	}
