@@ -99,6 +99,7 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "memory-limit", env: []string{"MINITRON_EMU_MEMORY=64M"}},
 		{name: "cublas", stderr: []string{"cublasGemmEx: matrix A [", "is not inside one device allocation"}},
 		{name: "go-faults"},
+		{name: "modules"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestEmuHelper$", "-test.v", "-test.count=1")
@@ -183,6 +184,19 @@ extern "C" __global__ void block_sums(const float* in, int n, float* out, unsign
     atomicAdd(total, 1.f);
 }
 
+// Benchmark kernels: nothing; n shuffles per lane; n block barriers.
+extern "C" __global__ void nop(int* p) {}
+extern "C" __global__ void shuffles(float* out, int n) {
+    float v = threadIdx.x;
+    for (int i = 0; i < n; i++) v += __shfl_xor_sync(0xffffffffu, v, i & 31);
+    out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+extern "C" __global__ void barriers(int* out, int n) {
+    int v = threadIdx.x;
+    for (int i = 0; i < n; i++) __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+
 // early_exit: the upper half of the block returns before a barrier the
 // lower half meets twice (returned threads count as arrived).
 extern "C" __global__ void early_exit(int* out) {
@@ -198,7 +212,7 @@ extern "C" __global__ void early_exit(int* out) {
 
 // emuDevice opens device ordinal on the stand-ins with the test kernels
 // (compiled through the backend's kernel cache) loaded.
-func emuDevice(t *testing.T, ordinal int) *gpu {
+func emuDevice(t testing.TB, ordinal int) *gpu {
 	t.Helper()
 	drv, rtc, blas, err := loadLibraries()
 	if err != nil {
@@ -238,7 +252,8 @@ func emuDevice(t *testing.T, ordinal int) *gpu {
 	if err := drv.check("cuModuleLoadData", drv.cuModuleLoadData.call(uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&img[0])))); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums", "early_exit"} {
+	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
+		"early_exit", "nop", "shuffles", "barriers"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -249,7 +264,7 @@ func emuDevice(t *testing.T, ordinal int) *gpu {
 	return g
 }
 
-func (g *gpu) mustMalloc(t *testing.T, n int64) uintptr {
+func (g *gpu) mustMalloc(t testing.TB, n int64) uintptr {
 	t.Helper()
 	p, err := g.malloc(n)
 	if err != nil {
@@ -258,7 +273,7 @@ func (g *gpu) mustMalloc(t *testing.T, n int64) uintptr {
 	return p
 }
 
-func download[T any](t *testing.T, g *gpu, p uintptr, n int) []T {
+func download[T any](t testing.TB, g *gpu, p uintptr, n int) []T {
 	t.Helper()
 	out := make([]T, n)
 	var zero T
@@ -268,7 +283,7 @@ func download[T any](t *testing.T, g *gpu, p uintptr, n int) []T {
 	return out
 }
 
-func upload[T any](t *testing.T, g *gpu, v []T) uintptr {
+func upload[T any](t testing.TB, g *gpu, v []T) uintptr {
 	t.Helper()
 	var zero T
 	n := int64(len(v)) * int64(unsafe.Sizeof(zero))
@@ -564,6 +579,21 @@ var emuHelpers = map[string]func(t *testing.T){
 		bad = call
 		bad.a = pa + 64 // A then reaches past its allocation
 		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_EXECUTION_FAILED")
+	},
+	"modules": func(t *testing.T) {
+		// Two modules loaded one after the other are two modules.
+		emuDevice(t, 0)
+		b, err := Open(Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, _ := b.New(backend.BF16, 10)
+		if err := b.Fill(x, 3); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.ToFloat32(x); err != nil || v[9] != 3 {
+			t.Fatalf("%v %v", v, err)
+		}
 	},
 	"go-faults": func(t *testing.T) {
 		b, err := Open(Options{}) // installs the stand-ins' fault handler

@@ -58,7 +58,7 @@ static inline __attribute__((always_inline)) EmuThread* __emu_self() {
 #else
     sp = (uintptr_t)__builtin_frame_address(0);
 #endif
-    return (EmuThread*)((sp | __emu_rt.stack_mask) + 1 - EMU_THREAD_SLOT);
+    return emu_thread_of(sp, __emu_rt.stack_shift);
 }
 
 #define threadIdx (__emu_self()->threadIdx)
