@@ -595,6 +595,7 @@ static void launch_block(void* ctx, uint64_t i, Worker* w) {
     tls_op = L->name;
     {
         FpEnv env;
+        (void)env;
         run_block(w, L, i);
     }
     w->launch = prev;
