@@ -100,6 +100,7 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "cublas", stderr: []string{"cublasGemmEx: matrix A [", "is not inside one device allocation"}},
 		{name: "go-faults"},
 		{name: "modules"},
+		{name: "symbols"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestEmuHelper$", "-test.v", "-test.count=1")
@@ -579,6 +580,46 @@ var emuHelpers = map[string]func(t *testing.T){
 		bad = call
 		bad.a = pa + 64 // A then reaches past its allocation
 		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_EXECUTION_FAILED")
+	},
+	"symbols": func(t *testing.T) {
+		// Every driver, NVRTC and cuBLAS call the backend binds or is about
+		// to (multi-GPU, pinned memory, fp32 master weights), with its
+		// versioned names.
+		want := map[string][]string{
+			"libcuda.so.1": {"cuInit", "cuDriverGetVersion", "cuGetErrorName", "cuGetErrorString", "cuDeviceGetCount",
+				"cuDeviceGet", "cuDeviceGetName", "cuDeviceGetAttribute", "cuDeviceTotalMem_v2", "cuDeviceGetUuid",
+				"cuDeviceGetUuid_v2", "cuDeviceGetPCIBusId", "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRelease",
+				"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxReset_v2", "cuCtxSetCurrent", "cuCtxGetCurrent",
+				"cuCtxGetDevice", "cuCtxSynchronize", "cuMemGetInfo_v2", "cuMemAlloc_v2", "cuMemFree_v2",
+				"cuMemAllocHost_v2", "cuMemHostAlloc", "cuMemFreeHost", "cuMemcpyHtoD_v2", "cuMemcpyDtoH_v2",
+				"cuMemcpyDtoD_v2", "cuMemcpyHtoDAsync_v2", "cuMemcpyDtoHAsync_v2", "cuMemcpyDtoDAsync_v2",
+				"cuMemcpyPeerAsync", "cuMemsetD32Async", "cuMemsetD8Async", "cuStreamCreate", "cuStreamDestroy",
+				"cuStreamDestroy_v2", "cuStreamSynchronize", "cuStreamWaitEvent", "cuEventCreate", "cuEventRecord",
+				"cuEventSynchronize", "cuEventQuery", "cuEventElapsedTime", "cuEventElapsedTime_v2", "cuEventDestroy_v2",
+				"cuModuleLoadData", "cuModuleGetFunction", "cuModuleUnload", "cuFuncSetAttribute", "cuLaunchKernel"},
+			"libnvrtc.so": {"nvrtcVersion", "nvrtcCreateProgram", "nvrtcCompileProgram", "nvrtcDestroyProgram",
+				"nvrtcGetProgramLogSize", "nvrtcGetProgramLog", "nvrtcGetCUBINSize", "nvrtcGetCUBIN", "nvrtcGetPTXSize",
+				"nvrtcGetPTX", "nvrtcGetErrorString", "nvrtcGetNumSupportedArchs", "nvrtcGetSupportedArchs"},
+			"libcublas.so": {"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasGemmEx",
+				"cublasGemmStridedBatchedEx", "cublasSgemm_v2", "cublasSetMathMode", "cublasSetWorkspace_v2"},
+		}
+		for name, syms := range want {
+			path, err := osEnv.find(name, []string{name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			lib, err := openLibrary(name, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			procs := map[string]*proc{}
+			for _, s := range syms {
+				procs[s] = new(proc)
+			}
+			if err := lib.bind(procs); err != nil {
+				t.Error(err)
+			}
+		}
 	},
 	"modules": func(t *testing.T) {
 		// Two modules loaded one after the other are two modules.
