@@ -46,10 +46,11 @@ func skipPattern(names []string) string {
 }
 
 // TestEmuGPUTests runs the GPU tests of gpu_test.go (the whole conformance
-// suite with bfloat16 tolerances, and the fixture parity) on the stand-ins.
+// suite with bfloat16 tolerances, the fixture parity, and every device
+// opened and closed through Probe) on the stand-ins.
 func TestEmuGPUTests(t *testing.T) {
 	dir := emu.Dir(t)
-	args := []string{"-test.run=^(TestGPUConformance|TestGPUFixtureParity)$", "-test.v", "-test.count=1"}
+	args := []string{"-test.run=^(TestGPUConformance|TestGPUFixtureParity|TestGPUDevices)$", "-test.v", "-test.count=1"}
 	if len(pendingOnEmu) > 0 {
 		args = append(args, "-test.skip="+skipPattern(pendingOnEmu))
 	}
@@ -244,7 +245,8 @@ func emuDevice(t testing.TB, ordinal int) *gpu {
 	}
 	sum := sha256.Sum256([]byte(emuKernels))
 	img, _, err := cachedCompile(cache, "emu-test-"+hex.EncodeToString(sum[:8]), ".cubin", func() ([]byte, error) {
-		return rtc.Compile(emuKernels, "emu_test.cu", "sm_90")
+		img, _, err := rtc.Compile(emuKernels, "emu_test.cu", "sm_90")
+		return img, err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -429,11 +431,11 @@ var emuHelpers = map[string]func(t *testing.T){
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = rtc.Compile("extern \"C\" __global__ void k(int* p) {\n    p[0] = undefined_name;\n}\n", "broken.cu", "sm_90")
+		_, _, err = rtc.Compile("extern \"C\" __global__ void k(int* p) {\n    p[0] = undefined_name;\n}\n", "broken.cu", "sm_90")
 		if err == nil || !strings.Contains(err.Error(), "broken.cu:2:12: error: use of undeclared identifier 'undefined_name'") {
 			t.Fatalf("compile error: %v", err)
 		}
-		if _, err := rtc.Compile("extern \"C\" __global__ void k() {}\n", "ok.cu", "sm_42"); err == nil || !strings.Contains(err.Error(), "NVRTC_ERROR_INVALID_OPTION") {
+		if _, _, err := rtc.Compile("extern \"C\" __global__ void k() {}\n", "ok.cu", "sm_42"); err == nil || !strings.Contains(err.Error(), "NVRTC_ERROR_INVALID_OPTION") {
 			t.Fatalf("unknown architecture: %v", err)
 		}
 	},
@@ -585,8 +587,8 @@ var emuHelpers = map[string]func(t *testing.T){
 		// Every driver, NVRTC and cuBLAS call the backend binds or is about
 		// to (multi-GPU, pinned memory, fp32 master weights), with its
 		// versioned names.
-		want := map[string][]string{
-			"libcuda.so.1": {"cuInit", "cuDriverGetVersion", "cuGetErrorName", "cuGetErrorString", "cuDeviceGetCount",
+		want := map[*libSpec][]string{
+			&driverSpec: {"cuInit", "cuDriverGetVersion", "cuGetErrorName", "cuGetErrorString", "cuDeviceGetCount",
 				"cuDeviceGet", "cuDeviceGetName", "cuDeviceGetAttribute", "cuDeviceTotalMem_v2", "cuDeviceGetUuid",
 				"cuDeviceGetUuid_v2", "cuDeviceGetPCIBusId", "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRelease",
 				"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxReset_v2", "cuCtxSetCurrent", "cuCtxGetCurrent",
@@ -597,18 +599,14 @@ var emuHelpers = map[string]func(t *testing.T){
 				"cuStreamDestroy_v2", "cuStreamSynchronize", "cuStreamWaitEvent", "cuEventCreate", "cuEventRecord",
 				"cuEventSynchronize", "cuEventQuery", "cuEventElapsedTime", "cuEventElapsedTime_v2", "cuEventDestroy_v2",
 				"cuModuleLoadData", "cuModuleGetFunction", "cuModuleUnload", "cuFuncSetAttribute", "cuLaunchKernel"},
-			"libnvrtc.so": {"nvrtcVersion", "nvrtcCreateProgram", "nvrtcCompileProgram", "nvrtcDestroyProgram",
+			&nvrtcSpec: {"nvrtcVersion", "nvrtcCreateProgram", "nvrtcCompileProgram", "nvrtcDestroyProgram",
 				"nvrtcGetProgramLogSize", "nvrtcGetProgramLog", "nvrtcGetCUBINSize", "nvrtcGetCUBIN", "nvrtcGetPTXSize",
 				"nvrtcGetPTX", "nvrtcGetErrorString", "nvrtcGetNumSupportedArchs", "nvrtcGetSupportedArchs"},
-			"libcublas.so": {"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasGemmEx",
-				"cublasGemmStridedBatchedEx", "cublasSgemm_v2", "cublasSetMathMode", "cublasSetWorkspace_v2"},
+			&cublasSpec: {"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasGemmEx",
+				"cublasGemmStridedBatchedEx", "cublasSgemm_v2", "cublasSetMathMode", "cublasSetWorkspace_v2", "cublasGetProperty"},
 		}
-		for name, syms := range want {
-			path, err := osEnv.find(name, []string{name})
-			if err != nil {
-				t.Fatal(err)
-			}
-			lib, err := openLibrary(name, path)
+		for spec, syms := range want {
+			lib, err := osEnv.openSpec(*spec, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -37,8 +37,8 @@ cxx="$(command -v "$cxx")"
 # line here and its source file.
 libs='
 libcuda.so.1    | driver.cc sched.cc mem.cc   | -ldl -lpthread            | libcuda.so
-libnvrtc.so.12  | nvrtc.cc prelude.gen.cc     |                           | libnvrtc.so libnvrtc.so.13
-libcublas.so.12 | cublas.cc                   | -L@OUT@ -l:libcuda.so.1   | libcublas.so libcublas.so.13
+libnvrtc.so.12  | nvrtc.cc prelude.gen.cc     |                           | libnvrtc.so
+libcublas.so.12 | cublas.cc                   | -L@OUT@ -l:libcuda.so.1   | libcublas.so
 '
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/minitron-emu-build.XXXXXX")"

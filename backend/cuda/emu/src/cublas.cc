@@ -423,6 +423,18 @@ API cublasStatus_t cublasGetVersion_v2(Handle* h, int* v) {
     return CUBLAS_STATUS_SUCCESS;
 }
 
+// cublasGetProperty gives the version (libraryPropertyType: 0 major, 1
+// minor, 2 patch): 12.8.4, CUDA 12.8's, like the stand-in driver and NVRTC.
+API cublasStatus_t cublasGetProperty(int type, int* value) {
+    if (!value) return CUBLAS_STATUS_INVALID_VALUE;
+    switch (type) {
+    case 0: *value = 12; return CUBLAS_STATUS_SUCCESS;
+    case 1: *value = 8; return CUBLAS_STATUS_SUCCESS;
+    case 2: *value = 4; return CUBLAS_STATUS_SUCCESS;
+    }
+    return CUBLAS_STATUS_INVALID_VALUE;
+}
+
 API const char* cublasGetStatusName(cublasStatus_t s) {
     switch (s) {
     case 0: return "CUBLAS_STATUS_SUCCESS";
