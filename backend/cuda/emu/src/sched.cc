@@ -249,19 +249,26 @@ static void finish(EmuThread* t) {
     w->th[t->index] = nullptr;
 }
 
-static std::string where(Launch* L, uint64_t bid, const EmuThread* t) {
-    char buf[160];
+// describe writes "kernel NAME, block (x,y,z)[ thread (x,y,z)]" into buf
+// (no allocation: the fault handler uses it).
+static void describe(char* buf, size_t n, Launch* L, uint64_t bid, const EmuThread* t) {
     unsigned gx = L->grid.x, gy = L->grid.y;
-    int n = snprintf(buf, sizeof buf, "block (%llu,%llu,%llu)", (unsigned long long)(bid % gx),
+    int k = snprintf(buf, n, "kernel %s, block (%llu,%llu,%llu)", L->name, (unsigned long long)(bid % gx),
                      (unsigned long long)(bid / gx % gy), (unsigned long long)(bid / gx / gy));
-    if (t) snprintf(buf + n, sizeof buf - n, " thread (%u,%u,%u)", t->threadIdx.x, t->threadIdx.y, t->threadIdx.z);
+    if (t && k > 0 && (size_t)k < n)
+        snprintf(buf + k, n - k, " thread (%u,%u,%u)", t->threadIdx.x, t->threadIdx.y, t->threadIdx.z);
+}
+
+static std::string where(Launch* L, uint64_t bid, const EmuThread* t) {
+    char buf[256];
+    describe(buf, sizeof buf, L, bid, t);
     return buf;
 }
 
 [[noreturn]] static void thread_fail(EmuThread* t, int code, const char* msg) {
     Worker* w = (Worker*)t->worker;
     Launch* L = w->launch;
-    L->fail(code, std::string("kernel ") + L->name + ", " + where(L, w->block_id, t) + ": " + msg);
+    L->fail(code, where(L, w->block_id, t) + ": " + msg);
     w->state[t->index] = T_DONE;
     w->exited = t;
     SWITCH(&t->sp, w->sched_sp);
@@ -435,7 +442,7 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
                      "threads wait at different barriers and can never meet (%d at __syncthreads, %d at a warp-level "
                      "barrier: a shuffle, vote or __syncwarp): a barrier in divergent code",
                      atBlock, atWarp);
-            L->fail(CUDA_ERROR_LAUNCH_FAILED, std::string("kernel ") + L->name + ", " + where(L, bid, nullptr) + ": " + msg);
+            L->fail(CUDA_ERROR_LAUNCH_FAILED, where(L, bid, nullptr) + ": " + msg);
             failed = true;
             break;
         }
@@ -462,7 +469,7 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
                          L->shared, bad - 1);
             else
                 snprintf(msg, sizeof msg, "wrote before the start of its dynamic shared memory (at byte %ld)", bad);
-            L->fail(CUDA_ERROR_ILLEGAL_ADDRESS, std::string("kernel ") + L->name + ", " + where(L, bid, nullptr) + ": " + msg);
+            L->fail(CUDA_ERROR_ILLEGAL_ADDRESS, where(L, bid, nullptr) + ": " + msg);
         }
     }
 }
@@ -643,7 +650,7 @@ bool fault_context(uintptr_t addr, char* buf, size_t n, bool* stack_overflow) {
             uintptr_t s = (uintptr_t)c.first, e = s + c.second;
             if (addr >= s && addr < e && (addr - s) % g_config.stack < kGuard) *stack_overflow = true;
         }
-        snprintf(buf, n, "kernel %s, %s", L->name, where(L, w->block_id, nullptr).c_str());
+        describe(buf, n, L, w->block_id, nullptr);
         return true;
     }
     if (tls_op) {
