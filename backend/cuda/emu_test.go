@@ -93,6 +93,7 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "shared-overrun", stderr: []string{"kernel shared_overrun, block (", "): wrote past the end of its 252 bytes of dynamic shared memory (at byte 252)"}},
 		{name: "stack-overflow", crash: true, stderr: []string{"kernel deep, block (0,0,0): stack overflow", "MINITRON_EMU_STACK"}},
 		{name: "barrier-deadlock", stderr: []string{"kernel diverge, block (0,0,0): threads wait at different barriers"}},
+		{name: "partial-warp", stderr: []string{"kernel partial, block (0,0,0) thread (0,0,0): a warp-level operation (shuffle, vote or __syncwarp) with mask 0xffff while lanes 0xffffffff of the warp run"}},
 		{name: "assert", stderr: []string{"kernel check, block (0,0,0) thread (0,0,0): assertion `v == 1` failed"}},
 		{name: "compile-error"},
 		{name: "foreign-image", stderr: []string{"these stand-ins run only kernels their own NVRTC compiled"}},
@@ -148,6 +149,9 @@ extern "C" __global__ void diverge(int* out) {
     else out[0] = __shfl_sync(0xffffffffu, 1, 0);
 }
 extern "C" __global__ void check(int v) { assert(v == 1); }
+extern "C" __global__ void partial(int* out) {
+    if (threadIdx.x < 16) out[threadIdx.x] = __shfl_xor_sync(0xffffu, (int)threadIdx.x, 1);
+}
 
 // lanes: per thread of a 64-thread block, 8 values: xor 1, up 1, down 1,
 // index 5, ballot of lane%3==0, index 2 within groups of 8, xor 16 of a
@@ -256,7 +260,7 @@ func emuDevice(t testing.TB, ordinal int) *gpu {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
-		"early_exit", "nop", "shuffles", "barriers"} {
+		"early_exit", "nop", "shuffles", "barriers", "partial"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -418,6 +422,11 @@ var emuHelpers = map[string]func(t *testing.T){
 		g := emuDevice(t, 0)
 		out := g.mustMalloc(t, 4)
 		wantStatus(t, g.launch("diverge", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(out)}), "CUDA_ERROR_LAUNCH_FAILED")
+	},
+	"partial-warp": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		out := g.mustMalloc(t, 64)
+		wantStatus(t, g.launch("partial", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(out)}), "CUDA_ERROR_LAUNCH_FAILED")
 	},
 	"assert": func(t *testing.T) {
 		g := emuDevice(t, 0)

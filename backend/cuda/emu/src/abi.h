@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EMU_ABI_VERSION 2
+#define EMU_ABI_VERSION 3
 
 // Every fiber (one CUDA thread) runs on a stack region of 2^stack_shift
 // bytes aligned to its size; its EmuThread sits near the top, so code on
@@ -59,6 +59,7 @@ struct EmuThread {
     unsigned lane, warp; // lane within the warp, warp within the block
     unsigned phase;      // warp-collective operations done: buffer phase&1 of EmuWarp::slot is next
     unsigned index;      // linear thread index within the block
+    unsigned wmask;      // the mask of the warp-level operation the thread is at
     EmuBlock* block;
     // driver only
     void* sp;     // saved stack pointer while switched out
@@ -78,7 +79,7 @@ struct EmuRuntime {
     int abi;                   // EMU_ABI_VERSION
     unsigned stack_shift;      // log2 of the stack region size
     void (*sync_block)(EmuThread*);  // __syncthreads
-    void (*sync_warp)(EmuThread*);   // barrier over the live lanes of the warp
+    void (*sync_warp)(EmuThread*);   // barrier over the live lanes of the warp (set wmask first)
     // fail ends the launch with a CUDA error code (710 assert, 719 trap) and
     // a message; it does not return.
     void (*fail)(EmuThread*, int code, const char* msg);

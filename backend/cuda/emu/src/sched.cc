@@ -221,9 +221,19 @@ static void sync_block(EmuThread* t) {
     yield(t, w->nthreads);
 }
 
+[[noreturn]] static void thread_fail(EmuThread* t, int code, const char* msg);
+
 static void sync_warp(EmuThread* t) {
     Worker* w = (Worker*)t->worker;
     EmuWarp* wp = &t->block->warps[t->warp];
+    if ((t->wmask & wp->live_mask) != wp->live_mask) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "a warp-level operation (shuffle, vote or __syncwarp) with mask %#x while lanes %#x of the warp run: "
+                 "the stand-ins emulate whole warps only",
+                 t->wmask, wp->live_mask);
+        thread_fail(t, CUDA_ERROR_LAUNCH_FAILED, msg);
+    }
     if (++wp->arrived == wp->live) {
         release_warp(wp);
         return;
