@@ -153,3 +153,93 @@ __device__ float block_lse(MZ a) {
 }
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
+
+// ---- Warp-level tensor-core primitives ----
+//
+// mma.sync (m16n8k16, bf16 inputs, f32 accumulation), ldmatrix and cp.async
+// as inline PTX on the GPU (sm_80 and newer). Fragment layouts are those
+// of the PTX ISA (9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with
+// floating point type", 9.7.14.5.15 "ldmatrix"): with g = lane/4 and
+// t = lane%4, an A fragment (16×16, row-major) holds (g, 2t..2t+1),
+// (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..) in its four registers, lower
+// column in the lower half; a B fragment (16×8, k×n) holds (k = 2t..2t+1,
+// n = g) and (k = 2t+8.., n = g); an accumulator (16×8) holds (g, 2t),
+// (g, 2t+1), (g+8, 2t), (g+8, 2t+1).
+//
+// On the CPU stand-ins (MINITRON_EMU) the same calls go to
+// backend/cuda/emu/prelude/10-warp-mma.h, which exchanges the lanes'
+// registers and row addresses through warp scratch memory and computes
+// each lane's outputs with exactly these layouts.
+
+// u32x4 is 16 bytes: one cp.async transfer, one ldmatrix row.
+struct __align__(16) u32x4 {
+    u32 x, y, z, w;
+};
+
+#ifndef MINITRON_EMU
+__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+// mma_bf16_16816 accumulates d += a·b for a 16×16 A and a 16×8 B fragment.
+__device__ __forceinline__ void mma_bf16_16816(float d[4], const u32 a[4], const u32 b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// ldmatrix_x4 loads four 8×8 bf16 matrices: lanes 8i..8i+7 give the row
+// addresses (16 bytes each, in shared memory) of matrix i, which lands in
+// r[i]. The _trans forms deliver each matrix transposed; x2 loads two
+// (addresses from lanes 0..15).
+__device__ __forceinline__ void ldmatrix_x4(u32 r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x2(u32 r[2], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(u32 r[2], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_u32(p)));
+}
+
+// cp_async_16 starts a 16-byte copy from global to shared memory; the data
+// is there once a cp_async_wait covering its group has returned (and a
+// barrier, for other threads' copies).
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// cp_async_wait waits until at most N of this thread's groups are pending.
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// pack_bf16 rounds two floats to bfloat16 (nearest even) into one register,
+// lo in the lower half, as mma operands hold consecutive columns.
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// fast_exp2 is 2^x on the special-function unit (2 ulp; 2^-inf = 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+}
+#else
+__device__ __forceinline__ void mma_bf16_16816(float d[4], const u32 a[4], const u32 b[2]) { emu_mma_bf16_16816(d, a, b); }
+__device__ __forceinline__ void ldmatrix_x4(u32 r[4], const void* p) { emu_ldmatrix(r, 4, false, p); }
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], const void* p) { emu_ldmatrix(r, 4, true, p); }
+__device__ __forceinline__ void ldmatrix_x2(u32 r[2], const void* p) { emu_ldmatrix(r, 2, false, p); }
+__device__ __forceinline__ void ldmatrix_x2_trans(u32 r[2], const void* p) { emu_ldmatrix(r, 2, true, p); }
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) { emu_cp_async_16(smem, gmem); }
+__device__ __forceinline__ void cp_async_commit() {}
+template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) { return (u32)f2bf(lo) | ((u32)f2bf(hi) << 16); }
+__device__ __forceinline__ float fast_exp2(float x) { return exp2f(x); }
+#endif

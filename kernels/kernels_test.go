@@ -17,7 +17,8 @@ func TestKernelsParse(t *testing.T) {
 	for name, want := range map[string]string{
 		"add":                      "pppl",
 		"adamw":                    "ppppl" + "ffffffff" + "u",
-		"attention":                "ppppppp" + "iiiii" + "f",
+		"attention_fwd_d128":       "pppppppp" + "iiiii" + "f" + "i",
+		"attention_bwd_d64":        "ppppppppppppp" + "iiiii" + "f",
 		"cross_entropy":            "pppp" + "ii" + "f" + "p",
 		"kl_topk":                  "ppppp" + "iii" + "f" + "ii" + "f" + "p",
 		"rope":                     "ppp" + "iiiii",
