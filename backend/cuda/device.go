@@ -87,6 +87,10 @@ type gpu struct {
 	inf    deviceInfo
 	args   argBlock
 	pin    runtime.Pinner
+	// stage is the pinned ring host-to-device copies go through (nil
+	// when pinned memory was refused); made at the first copy.
+	stage      *staging
+	stageTried bool
 }
 
 // enter makes the context current on this OS thread and keeps the
@@ -131,6 +135,9 @@ func (g *gpu) htod(dst uintptr, src unsafe.Pointer, bytes int64) error {
 		return err
 	}
 	defer leave()
+	if ok, err := g.htodStaged(dst, src, bytes); ok || err != nil {
+		return err
+	}
 	// From pageable memory the copy is staged before the call returns, so
 	// src may be reused afterwards.
 	return g.drv.check("cuMemcpyHtoDAsync_v2", g.drv.cuMemcpyHtoDAsync.call(dst, uintptr(src), uintptr(bytes), g.stream))
@@ -216,7 +223,13 @@ func (g *gpu) sync() error {
 		return err
 	}
 	defer leave()
-	return g.drv.check("cuStreamSynchronize", g.drv.cuStreamSynchronize.call(g.stream))
+	if err := g.drv.check("cuStreamSynchronize", g.drv.cuStreamSynchronize.call(g.stream)); err != nil {
+		return err
+	}
+	if g.stage != nil {
+		g.stage.ring.idle()
+	}
+	return nil
 }
 
 func (g *gpu) memInfo() (free, total int64, err error) {
