@@ -10,7 +10,7 @@
 #   CGO_ENABLED=0 go test -c -o .bin/cuda.test ./backend/cuda
 # then, on the GPU machine, from the repository root:
 #   bench/gpu.sh [OUTDIR]            (default bench/out/gpu)
-# Steps: STEPS="check e2e matmul model" by default; set STEPS to a subset.
+# Steps: STEPS="check e2e matmul attention model" by default; set STEPS to a subset.
 # Needs: the NVIDIA driver, CUDA 12+ NVRTC and cuBLAS (found through
 # LD_LIBRARY_PATH, $CUDA_HOME, /usr/local/cuda*, or Python's nvidia/*/lib),
 # and python3 with torch and transformers for the PyTorch side.
@@ -20,7 +20,7 @@ out=${1:-bench/out/gpu}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 py=${PYTHON:-python3}
-steps=${STEPS:-check e2e matmul model}
+steps=${STEPS:-check e2e matmul attention model}
 for d in /usr/local/cuda-13.0/targets/x86_64-linux/lib /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
@@ -127,6 +127,30 @@ RECIPE
       note "$(printf 'matmul %-18s ours %8s TFLOP/s  torch %8s TFLOP/s  %s' "$1x$2x$3" "$o" "$t" "$(ratio "$o" "$t")")"
     done
     ;;
+  attention)
+    # Attention alone against PyTorch's SDPA (flash backend) at the student's
+    # and the teacher's heads: 4×1024 and 1×4096 tokens, forward and
+    # backward; then batch-1 decoding after 4095 and 16383 cached keys
+    # (split over the keys), as key/value bytes read per second.
+    for shp in minitron-4b nemotron-15b; do
+      for bt in "4 1024" "1 4096"; do
+        set -- $bt
+        tag=$shp-$1x$2
+        run "attn-ours-$tag" 120 "$bin" bench attention --device cuda --shape "$shp" --batch "$1" --seq "$2" --min-time 2s --json
+        run "attn-torch-$tag" 120 "$py" bench/torch_gpu.py attention "$shp" --batch "$1" --seq "$2" --min-time 2 --json
+        of=$(json "$out/attn-ours-$tag.log" forward_tflops) ob=$(json "$out/attn-ours-$tag.log" backward_tflops)
+        tf=$(json "$out/attn-torch-$tag.log" forward_tflops) tb=$(json "$out/attn-torch-$tag.log" backward_tflops)
+        note "$(printf 'attention %-22s fwd ours %6s torch %6s TFLOP/s %6s  bwd ours %6s torch %6s TFLOP/s %6s' "$tag" "$(printf %.0f "${of:-0}")" "$(printf %.0f "${tf:-0}")" "$(ratio "$of" "$tf")" "$(printf %.0f "${ob:-0}")" "$(printf %.0f "${tb:-0}")" "$(ratio "$ob" "$tb")")"
+        note "$(printf '          %-22s ms: fwd ours %s torch %s  bwd ours %s torch %s' "$tag" "$(json "$out/attn-ours-$tag.log" forward_ms)" "$(json "$out/attn-torch-$tag.log" forward_ms)" "$(json "$out/attn-ours-$tag.log" backward_ms)" "$(json "$out/attn-torch-$tag.log" backward_ms)")"
+      done
+    done
+    for p in 4095 16383; do
+      run "attn-decode-ours-$p" 120 "$bin" bench attention --device cuda --shape minitron-4b --batch 1 --seq 1 --past "$p" --min-time 2s --json
+      run "attn-decode-torch-$p" 120 "$py" bench/torch_gpu.py attention minitron-4b --batch 1 --seq 1 --past "$p" --min-time 2 --json
+      o=$(json "$out/attn-decode-ours-$p.log" kv_gbytes_per_second) t=$(json "$out/attn-decode-torch-$p.log" kv_gbytes_per_second)
+      note "$(printf 'attention decode 4B past %-6s ours %s ms %s GB/s  torch %s ms %s GB/s  %s' "$p" "$(json "$out/attn-decode-ours-$p.log" forward_ms)" "$o" "$(json "$out/attn-decode-torch-$p.log" forward_ms)" "$t" "$(ratio "$o" "$t")")"
+    done
+    ;;
   model)
     common=(--device cuda --batch 4 --seq 1024 --min-time 5s --json)
     run fwd15b-ours 600 "$bin" bench forward --shape nemotron-15b "${common[@]}"
@@ -142,7 +166,7 @@ RECIPE
     run decode4b-torch 300 "$py" bench/torch_gpu.py decode minitron-4b --json
     note "decode 4B batch 1     ours $(json "$out/decode4b-ours.log" tokens_per_second) tok/s  torch $(json "$out/decode4b-torch.log" value)  $(ratio "$(json "$out/decode4b-ours.log" tokens_per_second)" "$(json "$out/decode4b-torch.log" value)")"
     ;;
-  *) echo "bench/gpu.sh: unknown step $step (check, e2e, matmul, model)" >&2; exit 2 ;;
+  *) echo "bench/gpu.sh: unknown step $step (check, e2e, matmul, attention, model)" >&2; exit 2 ;;
   esac
 done
 echo "logs in $out"
