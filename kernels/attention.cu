@@ -35,6 +35,15 @@ template <> struct BwdShape<64> { enum { W = 4, BM = 64, DS = 64 }; };
 template <> struct BwdShape<128> { enum { W = 4, BM = 32, DS = 128 }; };
 template <> struct BwdShape<256> { enum { W = 4, BM = 32, DS = 128 }; };
 
+// UNROLL unrolls a loop with a constant trip count on the GPU (fragments
+// stay in registers only when every index is a constant). Host code for
+// the CPU stand-ins keeps the loops, which compiles several times faster.
+#ifdef MINITRON_EMU
+#define UNROLL _Pragma("clang loop unroll(disable)")
+#else
+#define UNROLL _Pragma("unroll")
+#endif
+
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
@@ -86,7 +95,7 @@ __device__ __forceinline__ void load_tile(bf16* t, const Rows& s, int r0, int li
         float f[8];
         i64 o = in ? s.off(pr) + c * 8 : 0;
         int n = in ? s.hd - c * 8 : 0;
-#pragma unroll
+UNROLL
         for (int x = 0; x < 8; x++) f[x] = x < n ? ld(s.p, o + x) : 0.f;
         u32x4 v;
         v.x = pack_bf16(f[0], f[1]);
@@ -175,18 +184,18 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
     const int wrow = row0 + warp * 16 * MT;
     float m[MT][2], l[MT][2], o[MT][D / 8][4];
     int lim[MT][2];
-#pragma unroll
+UNROLL
     for (int mt = 0; mt < MT; mt++)
-#pragma unroll
+UNROLL
         for (int h = 0; h < 2; h++) {
             m[mt][h] = NEG_INF;
             l[mt][h] = 0.f;
             int r = wrow + mt * 16 + g + 8 * h;
             lim[mt][h] = min(kend, p0 + r / group + 1); // keys below lim are visible to row r
         }
-#pragma unroll
+UNROLL
     for (int mt = 0; mt < MT; mt++)
-#pragma unroll
+UNROLL
         for (int n = 0; n < D / 8; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
     // The warp's first row sees the fewest keys: tiles below its limit need no mask.
     const int wlim = min(kend, p0 + min(wrow, R - 1) / group + 1);
@@ -203,20 +212,20 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
         cp_async_commit();
         float s[MT][BN / 8][4];
         if (warpActive) {
-#pragma unroll
+UNROLL
             for (int mt = 0; mt < MT; mt++)
-#pragma unroll
+UNROLL
                 for (int n = 0; n < BN / 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
-#pragma unroll
+UNROLL
             for (int ks = 0; ks < D / 16; ks++) {
                 u32 a[MT][4];
-#pragma unroll
+UNROLL
                 for (int mt = 0; mt < MT; mt++) frag_a<D>(a[mt], Qs, warp * 16 * MT + mt * 16, 2 * ks);
-#pragma unroll
+UNROLL
                 for (int n2 = 0; n2 < BN / 16; n2++) {
                     u32 bb[4];
                     frag_bt<D>(bb, Ks, n2 * 16, 2 * ks);
-#pragma unroll
+UNROLL
                     for (int mt = 0; mt < MT; mt++) {
                         mma_bf16_16816(s[mt][2 * n2], a[mt], bb);
                         mma_bf16_16816(s[mt][2 * n2 + 1], a[mt], bb + 2);
@@ -225,14 +234,14 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
             }
             // Online softmax in the log2 domain: x = s * scale * log2(e).
             const bool masked = j0 + BN > wlim;
-#pragma unroll
+UNROLL
             for (int mt = 0; mt < MT; mt++)
-#pragma unroll
+UNROLL
                 for (int h = 0; h < 2; h++) {
                     float mx = NEG_INF;
-#pragma unroll
+UNROLL
                     for (int n = 0; n < BN / 8; n++)
-#pragma unroll
+UNROLL
                         for (int e = 0; e < 2; e++) {
                             float x = s[mt][n][2 * h + e] * sl2;
                             if (masked && j0 + n * 8 + 2 * t4 + e >= lim[mt][h]) x = NEG_INF;
@@ -244,16 +253,16 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
                     float corr = fast_exp2(m[mt][h] - base);
                     m[mt][h] = mn;
                     float sum = 0.f;
-#pragma unroll
+UNROLL
                     for (int n = 0; n < BN / 8; n++)
-#pragma unroll
+UNROLL
                         for (int e = 0; e < 2; e++) {
                             float p = fast_exp2(s[mt][n][2 * h + e] - base);
                             s[mt][n][2 * h + e] = p;
                             sum += p;
                         }
                     l[mt][h] = l[mt][h] * corr + sum;
-#pragma unroll
+UNROLL
                     for (int n = 0; n < D / 8; n++) {
                         o[mt][n][2 * h] *= corr;
                         o[mt][n][2 * h + 1] *= corr;
@@ -266,21 +275,21 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
         cp_async_commit();
         if (warpActive) {
             // o += p v, p rounded to bf16 as the A operand.
-#pragma unroll
+UNROLL
             for (int kk = 0; kk < BN / 16; kk++) {
                 u32 pa[MT][4];
-#pragma unroll
+UNROLL
                 for (int mt = 0; mt < MT; mt++) {
                     pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
                     pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
                     pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
                     pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
                 }
-#pragma unroll
+UNROLL
                 for (int d2 = 0; d2 < D / 16; d2++) {
                     u32 bb[4];
                     frag_b<D>(bb, Vs, kk * 16, 2 * d2);
-#pragma unroll
+UNROLL
                     for (int mt = 0; mt < MT; mt++) {
                         mma_bf16_16816(o[mt][2 * d2], pa[mt], bb);
                         mma_bf16_16816(o[mt][2 * d2 + 1], pa[mt], bb + 2);
@@ -292,9 +301,9 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
     cp_async_wait<0>();
     if (!warpActive) return;
     const i64 pbase = (((i64)split * gridDim.z + b) * kvHeads + kvh) * (i64)(tiles * BM);
-#pragma unroll
+UNROLL
     for (int mt = 0; mt < MT; mt++)
-#pragma unroll
+UNROLL
         for (int h = 0; h < 2; h++) {
             int r = wrow + mt * 16 + g + 8 * h;
             float lsum = quad_sum(l[mt][h]);
@@ -303,7 +312,7 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
             float ls = lsum > 0.f ? (m[mt][h] + log2f(lsum)) * LN2 : NEG_INF;
             if (nsplit > 1) {
                 float* po = part + (pbase + r) * D;
-#pragma unroll
+UNROLL
                 for (int n = 0; n < D / 8; n++) {
                     po[n * 8 + 2 * t4] = o[mt][n][2 * h] * inv;
                     po[n * 8 + 2 * t4 + 1] = o[mt][n][2 * h + 1] * inv;
@@ -312,7 +321,7 @@ __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, cons
                 continue;
             }
             i64 oo = qr.off(r);
-#pragma unroll
+UNROLL
             for (int n = 0; n < D / 8; n++) {
                 int c = n * 8 + 2 * t4;
                 if (c < hd) st(out, oo + c, o[mt][n][2 * h] * inv);
@@ -436,7 +445,7 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
     const int kw = warp * 16; // this warp's keys within the tile
     const int c0 = cs * DS;   // first output column of the slice
     float adk[DS / 8][4], adv[DS / 8][4];
-#pragma unroll
+UNROLL
     for (int n = 0; n < DS / 8; n++) adk[n][0] = adk[n][1] = adk[n][2] = adk[n][3] = adv[n][0] = adv[n][1] = adv[n][2] = adv[n][3] = 0.f;
 
     // The first query tile whose last row sees key j0.
@@ -482,14 +491,14 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
         cp_async_commit();
         // sᵀ = k qᵀ and dpᵀ = v doutᵀ for this warp's 16 keys × BM queries.
         float st_[BM / 8][4], dp[BM / 8][4];
-#pragma unroll
+UNROLL
         for (int n = 0; n < BM / 8; n++) st_[n][0] = st_[n][1] = st_[n][2] = st_[n][3] = dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
-#pragma unroll
+UNROLL
         for (int ks = 0; ks < D / 16; ks++) {
             u32 ak[4], av[4];
             frag_a<D>(ak, Ks, kw, 2 * ks);
             frag_a<D>(av, Vs, kw, 2 * ks);
-#pragma unroll
+UNROLL
             for (int n2 = 0; n2 < BM / 16; n2++) {
                 u32 bq[4], bo[4];
                 frag_bt<D>(bq, Qc, n2 * 16, 2 * ks);
@@ -501,11 +510,11 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
             }
         }
         // pᵀ and dsᵀ; element (key kw + g + 8h, query n*8 + 2 t4 + e).
-#pragma unroll
+UNROLL
         for (int n = 0; n < BM / 8; n++)
-#pragma unroll
+UNROLL
             for (int h = 0; h < 2; h++)
-#pragma unroll
+UNROLL
                 for (int e = 0; e < 2; e++) {
                     int key = j0 + kw + g + 8 * h;
                     int rq = n * 8 + 2 * t4 + e;
@@ -516,7 +525,7 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
                     dp[n][2 * h + e] = p * (dp[n][2 * h + e] - Dc[rq]);
                 }
         // dv += pᵀ dout and dk += dsᵀ q over the slice's columns.
-#pragma unroll
+UNROLL
         for (int kk = 0; kk < BM / 16; kk++) {
             u32 pa[4], sa[4];
             pa[0] = pack_bf16(st_[2 * kk][0], st_[2 * kk][1]);
@@ -527,7 +536,7 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
             sa[1] = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
             sa[2] = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
             sa[3] = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
-#pragma unroll
+UNROLL
             for (int d2 = 0; d2 < DS / 16; d2++) {
                 u32 bo[4], bq[4];
                 frag_b<D>(bo, Oc, kk * 16, c0 / 8 + 2 * d2);
@@ -539,9 +548,9 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
             }
         }
         // Store dsᵀ (bf16) as [key][query] rows of BM.
-#pragma unroll
+UNROLL
         for (int n = 0; n < BM / 8; n++)
-#pragma unroll
+UNROLL
             for (int h = 0; h < 2; h++) {
                 int key = kw + g + 8 * h;
                 int rq = n * 8 + 2 * t4;
@@ -560,16 +569,16 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
         {
             enum { WPM = W / (BM / 16), CW = DS / WPM }; // warps per m-tile, columns per warp
             const int mrow = (warp / WPM) * 16, ccol = c0 + (warp % WPM) * CW;
-#pragma unroll
+UNROLL
             for (int cc = 0; cc < CW; cc += 32) {
                 float aq[4][4];
-#pragma unroll
+UNROLL
                 for (int n = 0; n < 4; n++) aq[n][0] = aq[n][1] = aq[n][2] = aq[n][3] = 0.f;
-#pragma unroll
+UNROLL
                 for (int kk = 0; kk < BN / 16; kk++) {
                     u32 a[4];
                     frag_at<BM>(a, Ss, kk * 16, mrow / 8);
-#pragma unroll
+UNROLL
                     for (int d2 = 0; d2 < 2; d2++) {
                         u32 bk[4];
                         frag_b<D>(bk, Ks, kk * 16, (ccol + cc) / 8 + 2 * d2);
@@ -577,14 +586,14 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
                         mma_bf16_16816(aq[2 * d2 + 1], a, bk + 2);
                     }
                 }
-#pragma unroll
+UNROLL
                 for (int h = 0; h < 2; h++) {
                     int rq = mrow + g + 8 * h;
                     int r = it * BM + rq;
                     if (r >= R) continue;
                     volatile float* acc = dqacc + ((((i64)b * kvHeads + kvh) * qtiles * BM) + r) * D;
                     i64 oo = qr.off(r);
-#pragma unroll
+UNROLL
                     for (int n = 0; n < 4; n++) {
                         int c = ccol + cc + n * 8 + 2 * t4;
                         float x0 = aq[n][2 * h], x1 = aq[n][2 * h + 1];
@@ -608,12 +617,12 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
         if (threadIdx.x == 0) atomicExch(cnt, jt + 1);
     }
     // dk and dv of this warp's 16 keys (zero for keys no query sees).
-#pragma unroll
+UNROLL
     for (int h = 0; h < 2; h++) {
         int key = j0 + kw + g + 8 * h;
         if (key >= kvRows) continue;
         i64 oo = kr.off(key);
-#pragma unroll
+UNROLL
         for (int n = 0; n < DS / 8; n++) {
             int c = c0 + n * 8 + 2 * t4;
             if (c < hd) {

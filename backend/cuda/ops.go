@@ -411,7 +411,7 @@ func (b *Backend) attnCheck(op string, a backend.Attn) error {
 // GPU idle, as batch-1 decoding does, and never below two key tiles a part.
 func (b *Backend) attnSplits(blocks, keyTiles int) int {
 	if b.attnSplit > 0 {
-		return max(1, min(b.attnSplit, keyTiles))
+		return b.attnSplit // parts beyond the key tiles are empty, which the combine handles
 	}
 	sms := b.inf.SMs
 	if blocks*2 > sms {

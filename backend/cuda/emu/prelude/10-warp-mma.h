@@ -39,7 +39,7 @@ static inline float emu_bf16_at(unsigned reg, int half) {
 
 // emu_mma_bf16_16816 computes d += a·b for the warp (each lane passes its
 // own fragments and receives its own four accumulator elements).
-static inline void emu_mma_bf16_16816(float d[4], const unsigned a[4], const unsigned b[2]) {
+__attribute__((noinline)) static void emu_mma_bf16_16816(float d[4], const unsigned a[4], const unsigned b[2]) {
     unsigned* s = (unsigned*)emu_warp_scratch(); // [32][6]: a0..a3, b0, b1 of every lane
     unsigned lane = emu_lane();
     for (int i = 0; i < 4; i++) s[lane * 6 + i] = a[i];
@@ -65,7 +65,7 @@ static inline void emu_mma_bf16_16816(float d[4], const unsigned a[4], const uns
 }
 
 // emu_ldmatrix loads n (1, 2 or 4) 8×8 matrices of 16-bit elements into r.
-static inline void emu_ldmatrix(unsigned* r, int n, bool trans, const void* p) {
+__attribute__((noinline)) static void emu_ldmatrix(unsigned* r, int n, bool trans, const void* p) {
     const unsigned char** s = (const unsigned char**)emu_warp_scratch(); // row address of every lane
     unsigned lane = emu_lane();
     s[lane] = (const unsigned char*)p;
