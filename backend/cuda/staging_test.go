@@ -3,7 +3,6 @@ package cuda
 import (
 	"bytes"
 	"math/rand/v2"
-	"os"
 	"testing"
 
 	"github.com/minitron/minitron/backend"
@@ -80,17 +79,7 @@ func TestStagingRing(t *testing.T) {
 // small ones, and reads them back: uploads go through the ring (which must
 // exist on a real driver and on the stand-ins) and arrive intact.
 func TestGPUStagedUpload(t *testing.T) {
-	err := Available()
-	var b *Backend
-	if err == nil {
-		b, err = Open(Options{})
-	}
-	if err != nil {
-		if os.Getenv("MINITRON_REQUIRE_GPU") == "1" {
-			t.Fatalf("MINITRON_REQUIRE_GPU=1 but no usable GPU: %v", err)
-		}
-		t.Skipf("no usable GPU: %v", err)
-	}
+	b := openGPU(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	big := make([]float32, 3*stageChunks*stageChunkSize/4+77) // three times the ring, in f32
 	for i := range big {
