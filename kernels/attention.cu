@@ -31,8 +31,8 @@ template <> struct FwdShape<256> { enum { W = 4, MT = 1, BN = 32 }; };
 // the accumulators fit in registers).
 template <int D> struct BwdShape;
 template <> struct BwdShape<32> { enum { W = 4, BM = 64, DS = 32 }; };
-template <> struct BwdShape<64> { enum { W = 4, BM = 64, DS = 64 }; };
-template <> struct BwdShape<128> { enum { W = 4, BM = 32, DS = 128 }; };
+template <> struct BwdShape<64> { enum { W = 8, BM = 64, DS = 64 }; };
+template <> struct BwdShape<128> { enum { W = 8, BM = 32, DS = 128 }; };
 template <> struct BwdShape<256> { enum { W = 4, BM = 32, DS = 128 }; };
 
 // UNROLL unrolls a loop with a constant trip count on the GPU (fragments

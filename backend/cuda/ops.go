@@ -357,8 +357,8 @@ type attnShape struct {
 // the smallest that holds it (zero-padded in shared memory).
 var attnShapes = map[int]attnShape{
 	32:  {fwdW: 4, fwdBM: 64, fwdBN: 64, bwdW: 4, bwdBM: 64, bwdDS: 32},
-	64:  {fwdW: 4, fwdBM: 128, fwdBN: 64, bwdW: 4, bwdBM: 64, bwdDS: 64},
-	128: {fwdW: 4, fwdBM: 128, fwdBN: 32, bwdW: 4, bwdBM: 32, bwdDS: 128},
+	64:  {fwdW: 4, fwdBM: 128, fwdBN: 64, bwdW: 8, bwdBM: 64, bwdDS: 64},
+	128: {fwdW: 4, fwdBM: 128, fwdBN: 32, bwdW: 8, bwdBM: 32, bwdDS: 128},
 	256: {fwdW: 4, fwdBM: 64, fwdBN: 32, bwdW: 4, bwdBM: 32, bwdDS: 128},
 }
 
