@@ -203,6 +203,23 @@ func makeCLibProcs() {
 		"cuMemFree_v2": func(p uintptr) uintptr {
 			return memCall("cuMemFree_v2", func(c *clib) { delete(c.blocks, p); c.live["memory"]-- })
 		},
+		"cuMemAllocHost_v2": func(p *uintptr, n uintptr) uintptr {
+			c := st()
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.inContext("cuMemAllocHost_v2")
+			if s := c.status("cuMemAllocHost_v2"); uint32(s) != 0 {
+				return s
+			}
+			b := make([]byte, n)
+			*p = uintptr(unsafe.Pointer(&b[0]))
+			c.blocks[*p] = b // kept alive here, like C memory
+			c.live["pinned"]++
+			return junk
+		},
+		"cuMemFreeHost": func(p uintptr) uintptr {
+			return memCall("cuMemFreeHost", func(c *clib) { delete(c.blocks, p); c.live["pinned"]-- })
+		},
 		"cuMemsetD32Async": func(p, v, n, s uintptr) uintptr {
 			return memCall("cuMemsetD32Async", func(c *clib) {
 				b := c.block(p, 4*n)
@@ -305,7 +322,7 @@ func fakeDriver(t *testing.T) *driver {
 		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventSynchronize": &d.cuEventSynchronize,
 		"cuEventDestroy_v2": &d.cuEventDestroy, "cuEventElapsedTime_v2": &d.cuEventElapsedTime,
 		"cuModuleLoadData": &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction, "cuModuleUnload": &d.cuModuleUnload,
-		"cuFuncSetAttribute": &d.cuFuncSetAttribute,
+		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuMemAllocHost_v2": &d.cuMemAllocHost, "cuMemFreeHost": &d.cuMemFreeHost,
 	})
 	return d
 }

@@ -124,7 +124,7 @@ func (g *gpu) in(f func() error) error {
 }
 
 // close destroys what setup made (the cuBLAS handle, the module, the
-// stream) and releases the primary context; it is safe on a partly set up
+// staging ring, the stream) and releases the primary context; it is safe on a partly set up
 // gpu and a second time. It returns the first error.
 func (g *gpu) close() error {
 	if g.ctx == 0 {
@@ -145,6 +145,13 @@ func (g *gpu) close() error {
 		if g.module != 0 {
 			keep(d.check("cuModuleUnload", d.cuModuleUnload.call(g.module)))
 			g.module, g.funcs = 0, nil
+		}
+		if g.stage != nil {
+			if g.stream != 0 { // copies from the ring may still be queued
+				keep(d.check("cuStreamSynchronize", d.cuStreamSynchronize.call(g.stream)))
+			}
+			g.stage.free(d)
+			g.stage = nil
 		}
 		if g.stream != 0 {
 			keep(d.check("cuStreamDestroy_v2", d.cuStreamDestroy.call(g.stream)))

@@ -88,11 +88,11 @@ func (g *gpu) startStaging() *staging {
 	d := g.drv
 	s := &staging{}
 	size := stageChunks * stageChunkSize
-	if d.cuMemAllocHost.call(uintptr(unsafe.Pointer(&s.host)), uintptr(size)) != 0 || s.host == nil {
+	if d.check("cuMemAllocHost_v2", d.cuMemAllocHost.call(uintptr(unsafe.Pointer(&s.host)), uintptr(size))) != nil || s.host == nil {
 		return nil
 	}
 	for i := range s.events {
-		if d.cuEventCreate.call(uintptr(unsafe.Pointer(&s.events[i])), eventDisableTiming) != 0 {
+		if d.check("cuEventCreate", d.cuEventCreate.call(uintptr(unsafe.Pointer(&s.events[i])), eventDisableTiming)) != nil {
 			s.free(d)
 			return nil
 		}

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -128,5 +129,37 @@ func TestGPUStagedUpload(t *testing.T) {
 			}
 		}
 		b.Free(s)
+	}
+}
+
+// Where pinned memory is refused (or its events), uploads fall back to
+// pageable copies, and nothing is left behind.
+func TestStagingFallback(t *testing.T) {
+	for _, call := range []string{"cuMemAllocHost_v2", "cuEventCreate"} {
+		t.Run(call, func(t *testing.T) {
+			c := newCLib(t)
+			b, err := open(fakeDriver(t), fakeNVRTC(t), fakeCuBLAS(t), Options{CacheDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.fail[call] = 2 // CUDA_ERROR_OUT_OF_MEMORY
+			x, err := b.FromFloat32([]float32{1, 2, 3}, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			delete(c.fail, call)
+			if got, err := b.ToFloat32(x); err != nil || fmt.Sprint(got) != "[1 2 3]" {
+				t.Fatalf("round trip %v %v", got, err)
+			}
+			if g := b.dev.(*gpu); g.stage != nil || c.live["pinned"] != 0 {
+				t.Fatalf("staging %v, %d pinned blocks", g.stage, c.live["pinned"])
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if l := c.leaks(); len(l) > 0 {
+				t.Errorf("after Close: left %v", l)
+			}
+		})
 	}
 }
