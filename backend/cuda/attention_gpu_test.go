@@ -24,8 +24,8 @@ func TestGPUAttentionSplit(t *testing.T) {
 	backendtest.RunOnly(t, func(*testing.T) backend.Backend { return b }, backendtest.BF16, "Attention")
 }
 
-// openGPU opens a backend on the GPU (or the stand-ins), or skips the test
-// without one unless MINITRON_REQUIRE_GPU=1.
+// openGPU opens a backend on the GPU (or the stand-ins), closed when the
+// test ends, or skips the test without one unless MINITRON_REQUIRE_GPU=1.
 func openGPU(t *testing.T) *Backend {
 	t.Helper()
 	err := Available()
@@ -39,6 +39,11 @@ func openGPU(t *testing.T) *Backend {
 		}
 		t.Skipf("no usable GPU: %v", err)
 	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return b
 }
 
