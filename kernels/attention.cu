@@ -35,15 +35,6 @@ template <> struct BwdShape<64> { enum { W = 8, BM = 64, DS = 64 }; };
 template <> struct BwdShape<128> { enum { W = 8, BM = 32, DS = 128 }; };
 template <> struct BwdShape<256> { enum { W = 4, BM = 32, DS = 128 }; };
 
-// UNROLL unrolls a loop with a constant trip count on the GPU (fragments
-// stay in registers only when every index is a constant). Host code for
-// the CPU stand-ins keeps the loops, which compiles several times faster.
-#ifdef MINITRON_EMU
-#define UNROLL _Pragma("clang loop unroll(disable)")
-#else
-#define UNROLL _Pragma("unroll")
-#endif
-
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 

@@ -13,6 +13,16 @@ typedef long long i64;
 
 #define NEG_INF __int_as_float(0xff800000)
 
+// UNROLL unrolls a loop with a constant trip count on the GPU (fragments
+// and small arrays stay in registers only when every index is a constant).
+// Host code for the CPU stand-ins keeps the loops, which compiles several
+// times faster.
+#ifdef MINITRON_EMU
+#define UNROLL _Pragma("clang loop unroll(disable)")
+#else
+#define UNROLL _Pragma("unroll")
+#endif
+
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 
 // f2bf rounds to nearest, ties to even; NaN stays NaN.
@@ -243,3 +253,65 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {}
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) { return (u32)f2bf(lo) | ((u32)f2bf(hi) << 16); }
 __device__ __forceinline__ float fast_exp2(float x) { return exp2f(x); }
 #endif
+
+// ---- 16-byte vector access to tagged tensors ----
+//
+// Row kernels move 8 consecutive elements at a time when every tensor of
+// the row allows it (vec8_ok): one 16-byte load or store for bf16, two for
+// float32, instead of 8 element accesses.
+
+// vec8_ok reports whether element i of a tagged tensor starts a 16-byte
+// aligned run.
+__device__ __forceinline__ bool vec8_ok(const void* p, i64 i) {
+    u64 a = (u64)p;
+    if (a & 1) return ((a - 1 + 2 * (u64)i) & 15) == 0;
+    return ((a + 4 * (u64)i) & 15) == 0;
+}
+
+// ldv reads elements i..i+n-1 (n is 1 or 8; 8 needs vec8_ok) into f.
+__device__ __forceinline__ void ldv(const void* p, i64 i, float f[8], int n) {
+    if (n != 8) {
+        f[0] = ld(p, i);
+        return;
+    }
+    u64 a = (u64)p;
+    if (a & 1) {
+        u32x4 v = *(const u32x4*)((const bf16*)(a - 1) + i);
+        u32 w[4] = {v.x, v.y, v.z, v.w};
+        UNROLL
+        for (int k = 0; k < 4; k++) {
+            f[2 * k] = __uint_as_float(w[k] << 16);
+            f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        }
+        return;
+    }
+    const u32x4* q = (const u32x4*)((const float*)a + i);
+    u32x4 v0 = q[0], v1 = q[1];
+    f[0] = __uint_as_float(v0.x), f[1] = __uint_as_float(v0.y), f[2] = __uint_as_float(v0.z), f[3] = __uint_as_float(v0.w);
+    f[4] = __uint_as_float(v1.x), f[5] = __uint_as_float(v1.y), f[6] = __uint_as_float(v1.z), f[7] = __uint_as_float(v1.w);
+}
+
+// stv writes f to elements i..i+n-1 (n is 1 or 8; 8 needs vec8_ok),
+// rounding to nearest even for bf16.
+__device__ __forceinline__ void stv(void* p, i64 i, const float f[8], int n) {
+    if (n != 8) {
+        st(p, i, f[0]);
+        return;
+    }
+    u64 a = (u64)p;
+    if (a & 1) {
+        u32x4 v;
+        v.x = (u32)f2bf(f[0]) | ((u32)f2bf(f[1]) << 16);
+        v.y = (u32)f2bf(f[2]) | ((u32)f2bf(f[3]) << 16);
+        v.z = (u32)f2bf(f[4]) | ((u32)f2bf(f[5]) << 16);
+        v.w = (u32)f2bf(f[6]) | ((u32)f2bf(f[7]) << 16);
+        *(u32x4*)((bf16*)(a - 1) + i) = v;
+        return;
+    }
+    u32x4* q = (u32x4*)((float*)a + i);
+    u32x4 v0, v1;
+    v0.x = __float_as_uint(f[0]), v0.y = __float_as_uint(f[1]), v0.z = __float_as_uint(f[2]), v0.w = __float_as_uint(f[3]);
+    v1.x = __float_as_uint(f[4]), v1.y = __float_as_uint(f[5]), v1.z = __float_as_uint(f[6]), v1.w = __float_as_uint(f[7]);
+    q[0] = v0;
+    q[1] = v1;
+}
