@@ -74,6 +74,14 @@ __device__ __forceinline__ float xhat(const void* x, const void* stats, int kind
     return ld(x, off) * ld(stats, i);
 }
 
+// dx_inputs reads V elements of dout and x from column j of a row, and of w.
+__device__ __forceinline__ void dx_inputs(float gv[8], float wv[8], float xv[8], const void* dout, const void* w, const void* x,
+                                          i64 row, int j, int V) {
+    ldv(dout, row + j, gv, V);
+    ldv(w, j, wv, V);
+    ldv(x, row + j, xv, V);
+}
+
 // norm_backward_dx overwrites dx for one row per block:
 // g = dout*(w+woff); dx = rstd*(g - mean(g) - xhat*mean(g*xhat)), without
 // the mean(g) term for RMSNorm. dx may alias dout.
@@ -87,9 +95,7 @@ extern "C" __global__ void norm_backward_dx(void* dx, const void* dout, const vo
     float sg = 0.f, sgx = 0.f;
     for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
         float gv[8], wv[8], xv[8];
-        ldv(dout, row + j, gv, V);
-        ldv(w, j, wv, V);
-        ldv(x, row + j, xv, V);
+        dx_inputs(gv, wv, xv, dout, w, x, row, j, V);
         UNROLL
         for (int e = 0; e < 8; e++)
             if (e < V) {
@@ -102,9 +108,7 @@ extern "C" __global__ void norm_backward_dx(void* dx, const void* dout, const vo
     float mgx = block_sum(sgx) / d;
     for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
         float gv[8], wv[8], xv[8];
-        ldv(dout, row + j, gv, V);
-        ldv(w, j, wv, V);
-        ldv(x, row + j, xv, V);
+        dx_inputs(gv, wv, xv, dout, w, x, row, j, V);
         UNROLL
         for (int e = 0; e < 8; e++)
             if (e < V) gv[e] = rstd * (gv[e] * (wv[e] + woff) - mg - (xv[e] - mean) * rstd * mgx);

@@ -101,7 +101,11 @@ func runAttention(t *testing.T, be backend.Backend, a backend.Attn, seed uint64)
 	return res
 }
 
-func relErr32(got, want []float32) float64 {
+// RelErr is relErr for the tests of package cuda_test.
+var RelErr = relErr
+
+// relErr is ‖got − want‖ / ‖want‖.
+func relErr(got, want []float32) float64 {
 	var num, den float64
 	for i := range want {
 		d := float64(got[i]) - float64(want[i])
@@ -137,7 +141,7 @@ func TestGPUAttentionWide(t *testing.T) {
 			}{{"out", got.out, want.out, backendtest.BF16.Attention}, {"lse", got.lse, want.lse, backendtest.BF16.Attention},
 				{"dq", got.dq, want.dq, backendtest.BF16.Backward}, {"dk", got.dk, want.dk, backendtest.BF16.Backward},
 				{"dv", got.dv, want.dv, backendtest.BF16.Backward}} {
-				e := relErr32(x.got, x.want)
+				e := relErr(x.got, x.want)
 				if !(e <= x.tol) {
 					t.Errorf("%s: relative error %.3g > %g", x.name, e, x.tol)
 				}

@@ -75,7 +75,7 @@ func TestGPUNormFloat32Rows(t *testing.T) {
 		}
 		got, want := run(g), run(c)
 		for i := range want {
-			if e := relErr32(got[i], want[i]); !(e < 1e-5) {
+			if e := relErr(got[i], want[i]); !(e < 1e-5) {
 				t.Errorf("n=%d d=%d skip=%d: result %d (LayerNorm out, dx, dw; RMSNorm out, dx, dw): relative error %.3g", s.n, s.d, s.skip, i, e)
 			}
 		}
