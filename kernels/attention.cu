@@ -139,8 +139,9 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // attn_fwd: grid (row tiles × nsplit, kvHeads, B), block 32 W threads.
 // With nsplit > 1 each block covers 1/nsplit of its rows' keys and writes
-// an unnormalized-free partial (output and log-sum-exp of its keys) to part
-// for attention_combine; otherwise it writes out and lse directly.
+// a partial result to part for attention_combine: the output normalized
+// over its keys alone (float32 rows of D) and their log-sum-exp (-inf for
+// a part with no visible key); otherwise it writes out and lse directly.
 template <int D>
 __device__ __forceinline__ void attn_fwd(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
                                          const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
