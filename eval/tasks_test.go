@@ -32,7 +32,7 @@ type wantDoc struct {
 
 const (
 	hsShot3  = "Painting : A kid dips a brush in paint. The kid paints a picture.\n\n" // " [header]" removed, "[substeps]" and the double space it leaves too
-	hsShot0  = "Baking: A chef mixes flour and eggs. Then she kneads the dough.\n\n"    // ctx_b "then she" capitalized
+	hsShot0  = "Baking: A chef mixes flour and eggs. Then she kneads the dough.\n\n"   // ctx_b "then she" capitalized
 	hsShot4  = "Swimming: A girl jumps into the pool. She swims to the other side.\n\n"
 	wgShot0  = "Sarah lent her umbrella to Maria because Maria was going out in the rain.\n\n"
 	wgShot2  = "The cup fell off the shelf because the shelf was slippery.\n\n"
