@@ -69,8 +69,10 @@ type Dataset struct {
 
 // OpenDataset lists the splits at path: a folder of Parquet or JSON lines
 // files as downloaded from the hub (one configuration's folder, e.g.
-// ai2_arc/ARC-Challenge or mmlu/all), or one file, which is then the only
-// split and serves whichever split a task evaluates.
+// ai2_arc/ARC-Challenge or mmlu/all, whose files are named by split, or
+// the converted layout's folder with one subfolder per split), or one
+// file, which is then the only split and serves the split a task
+// evaluates.
 func OpenDataset(path string) (*Dataset, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -96,6 +98,16 @@ func OpenDataset(path string) (*Dataset, error) {
 			continue
 		}
 		if e.IsDir() {
+			// The hub's converted layout: CONFIG/SPLIT/0000.parquet.
+			if sp := splitOf(name); sp != "" && sp == strings.ToLower(name) {
+				inner, _ := os.ReadDir(filepath.Join(path, name))
+				for _, f := range inner {
+					if !f.IsDir() && dataFile(f.Name()) && !strings.HasPrefix(f.Name(), ".") {
+						d.files[sp] = append(d.files[sp], filepath.Join(path, name, f.Name()))
+					}
+				}
+				continue
+			}
 			subdirs = append(subdirs, name)
 			continue
 		}

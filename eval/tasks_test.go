@@ -161,6 +161,31 @@ func TestTaskDefaults(t *testing.T) {
 	}
 }
 
+// TestConvertedLayout: the hub's converted Parquet layout, one folder per
+// split, reads as the files named by split do.
+func TestConvertedLayout(t *testing.T) {
+	dir := t.TempDir()
+	for _, split := range []string{"test", "train"} {
+		os.MkdirAll(filepath.Join(dir, split), 0o755)
+		b, err := os.ReadFile(filepath.Join(testdata, "parquet", "arc_challenge", split+"-00000-of-00001.parquet"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, split, "0000.parquet"), string(b))
+	}
+	d, err := OpenDataset(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := Tasks["arc_challenge"].Build(context.Background(), d, BuildOptions{Shots: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 2 || docs[1].Requests[0].Context != arcShot0+arcShot2+"Question: What is 2 + 2?\nAnswer:" {
+		t.Fatalf("%+v", docs)
+	}
+}
+
 func TestTaskErrors(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, text string) string {
