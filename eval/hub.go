@@ -32,8 +32,8 @@ type Split struct {
 	keys  []string // canonical JSON of each row, for equality
 }
 
-// Splits are the split names a file name may start with.
-var Splits = []string{"test", "validation", "dev", "train"}
+// splitNames are the split names a file name may start with.
+var splitNames = []string{"test", "validation", "dev", "train"}
 
 // dataFile reports whether a file name is a data file this package reads.
 func dataFile(name string) bool {
@@ -49,7 +49,7 @@ func dataFile(name string) bool {
 // splitOf returns the split a file name tells (by its first letters), or "".
 func splitOf(name string) string {
 	n := strings.ToLower(name)
-	for _, s := range Splits {
+	for _, s := range splitNames {
 		if strings.HasPrefix(n, s) {
 			return s
 		}
@@ -134,14 +134,6 @@ func OpenDataset(path string) (*Dataset, error) {
 		sort.Strings(fs)
 	}
 	return d, nil
-}
-
-// Has reports whether the dataset has a split (a single file has them all).
-func (d *Dataset) Has(split string) bool {
-	if d.single {
-		return true
-	}
-	return len(d.files[split]) > 0
 }
 
 // Single reports whether the dataset is one file.

