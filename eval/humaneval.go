@@ -82,6 +82,8 @@ type CodeOptions struct {
 	Temperature float64
 	TopP        float64
 	Seed        uint64
+	// BOS begins every prompt with the tokenizer's BOS token.
+	BOS bool
 	// MaxNewTokens is the harness's max_gen_toks (1024); a model whose
 	// context is not longer gets half its context.
 	MaxNewTokens int
@@ -220,6 +222,9 @@ func HumanEval(ctx context.Context, m *model.Model, tok tokenizer.Tokenizer, pro
 	prompts := make([][]int32, len(problems))
 	for i, p := range problems {
 		ids := tok.Encode(p.Prompt)
+		if opt.BOS && tok.BOS() >= 0 {
+			ids = append([]int32{tok.BOS()}, ids...)
+		}
 		// The harness keeps the last max_length - max_gen_toks tokens.
 		if keep := maxLen - maxNew; len(ids) > keep {
 			ids = ids[len(ids)-keep:]

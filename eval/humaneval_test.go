@@ -46,6 +46,7 @@ func TestSandbox(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := sb.Run(context.Background(), c.program)
 			if err != nil {
 				t.Fatal(err)

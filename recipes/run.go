@@ -513,7 +513,7 @@ func (s *state) benchmark(ctx context.Context, m *model.Model, who string, t Eva
 	h := r.Eval.HumanEval
 	opt := eval.Options{Shots: -1, Limit: t.Limit, Sandbox: sandbox,
 		Score: eval.ScoreOptions{BOS: r.Eval.BOS, MaxLen: m.Config.MaxPositions},
-		Code:  eval.CodeOptions{Samples: h.Samples, Temperature: h.Temperature, TopP: h.TopP, Seed: h.Seed, MaxNewTokens: h.MaxNewTokens, Slots: 32}}
+		Code:  eval.CodeOptions{Samples: h.Samples, Temperature: h.Temperature, TopP: h.TopP, Seed: h.Seed, MaxNewTokens: h.MaxNewTokens, Slots: 32, BOS: r.Eval.BOS}}
 	if t.NumFewshot != nil {
 		opt.Shots = *t.NumFewshot
 	}

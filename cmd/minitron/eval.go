@@ -174,7 +174,7 @@ each document's shared context is computed once. Nothing is downloaded.`,
 			}
 			opt := eval.Options{Shots: shots, Limit: limit, Completions: completions, Code: code,
 				Score: eval.ScoreOptions{BOS: bos, MaxLen: maxLen, BatchTokens: batchTokens}}
-			opt.Code.Memory = memoryMiB << 20
+			opt.Code.Memory, opt.Code.BOS = memoryMiB<<20, bos
 			if m != nil && opt.Score.MaxLen <= 0 {
 				opt.Score.MaxLen = m.Config.MaxPositions
 			}
@@ -257,7 +257,7 @@ each document's shared context is computed once. Nothing is downloaded.`,
 	f.StringArrayVar(&tasks, "task", nil, "benchmark NAME=PATH (mmlu, hellaswag, winogrande, arc_challenge, arc_easy, humaneval), or a generic multiple-choice JSON lines file; repeatable")
 	f.IntVar(&shots, "num-fewshot", -1, "few-shot examples per question (default: the papers' setting of each task: MMLU 5, HellaSwag 10, Winogrande 5, ARC-Challenge 25, else 0)")
 	f.IntVar(&limit, "limit", 0, "score only the first N documents of each task (MMLU: of each subject; HumanEval: problems); 0: all")
-	f.BoolVar(&bos, "bos", false, "begin every context with the tokenizer's BOS token (the harness's add_bos_token; off there by default)")
+	f.BoolVar(&bos, "bos", false, "begin every context (and HumanEval prompt) with the tokenizer's BOS token (the harness's add_bos_token; off there by default)")
 	f.IntVar(&maxLen, "max-len", 0, "cut inputs from the left to this many tokens (default: the model's context)")
 	f.IntVar(&batchTokens, "batch-tokens", eval.DefaultBatchTokens, "token rows per scoring batch (forward passes and KV caches); lower it if memory runs out")
 	f.StringVar(&writeReqs, "write-requests", "", "write every scored choice to this JSON lines file: task, doc (index in the evaluated split), choice, context, continuation")
