@@ -12,10 +12,7 @@ import (
 	"github.com/minitron/minitron/model"
 )
 
-const (
-	tinyTeacher = "../../models/tiny-teacher"
-	evalData    = "../../testdata/eval"
-)
+const evalData = "../../testdata/eval"
 
 // TestEvalTasks: benchmarks from hub files score on a model; the JSON has
 // each task's metrics and --write-requests one line per scored choice.
