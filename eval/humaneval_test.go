@@ -136,15 +136,15 @@ func TestHumanEvalSampling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(slots int) []Sample {
+	run := func(slots int) []Sample { // 2 samples of each problem
 		var out bytes.Buffer
 		opt := DefaultCodeOptions()
-		opt.Samples, opt.MaxNewTokens, opt.Slots, opt.Temperature, opt.Save = 3, 24, slots, 0.8, &out
+		opt.Samples, opt.MaxNewTokens, opt.Slots, opt.Temperature, opt.Save = 2, 24, slots, 0.8, &out
 		res, err := HumanEval(context.Background(), m, tok, problems, 1024, sb, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Samples != 3 || len(res.PassAt) != 1 || res.Docs != 2 {
+		if res.Samples != 2 || len(res.PassAt) != 1 || res.Docs != 2 {
 			t.Fatalf("%+v", res)
 		}
 		var samples []Sample
@@ -156,8 +156,8 @@ func TestHumanEvalSampling(t *testing.T) {
 		return samples
 	}
 	a, b := run(1), run(4)
-	if len(a) != 6 || len(b) != 6 {
-		t.Fatalf("%d and %d samples, want 6", len(a), len(b))
+	if len(a) != 4 || len(b) != 4 {
+		t.Fatalf("%d and %d samples, want 4", len(a), len(b))
 	}
 	distinct := map[string]bool{}
 	for i := range a {
@@ -169,7 +169,7 @@ func TestHumanEvalSampling(t *testing.T) {
 		}
 		distinct[a[i].Completion] = true
 	}
-	if len(distinct) < 4 {
-		t.Errorf("only %d distinct completions of 6: %+v", len(distinct), a)
+	if len(distinct) < 3 {
+		t.Errorf("only %d distinct completions of 4: %+v", len(distinct), a)
 	}
 }

@@ -125,8 +125,7 @@ func TestScoreMatchesReference(t *testing.T) {
 		{"batched", ScoreOptions{}},
 		{"tiny batches", ScoreOptions{BatchTokens: 64}},
 		{"plain", ScoreOptions{Plain: true}},
-		{"bos", ScoreOptions{BOS: true}},
-		{"truncated", ScoreOptions{MaxLen: 48, BatchTokens: 300}},
+		{"bos, truncated", ScoreOptions{BOS: true, MaxLen: 48, BatchTokens: 300}},
 	}
 	type key struct {
 		ctx, cont string
