@@ -300,6 +300,19 @@ func (e rowErr) str(r Row, field string) (string, error) {
 	return s, nil
 }
 
+// strings reads several string fields at once.
+func (e rowErr) strings(r Row, fields ...string) ([]string, error) {
+	out := make([]string, len(fields))
+	for i, f := range fields {
+		v, err := e.str(r, f)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
 func (e rowErr) strs(r Row, field string) ([]string, error) {
 	v, ok := r[field]
 	if !ok {

@@ -48,19 +48,11 @@ func ReadProblems(ctx context.Context, d *Dataset) ([]Problem, error) {
 	seen := map[string]bool{}
 	for i, r := range s.Rows {
 		e := rowErr{where: where, row: i}
-		var p Problem
-		for _, f := range []struct {
-			name string
-			dst  *string
-		}{{"task_id", &p.TaskID}, {"prompt", &p.Prompt}, {"canonical_solution", nil}, {"test", &p.Test}, {"entry_point", &p.EntryPoint}} {
-			v, err := e.str(r, f.name)
-			if err != nil {
-				return nil, err
-			}
-			if f.dst != nil {
-				*f.dst = v
-			}
+		f, err := e.strings(r, "task_id", "prompt", "canonical_solution", "test", "entry_point")
+		if err != nil {
+			return nil, err
 		}
+		p := Problem{TaskID: f[0], Prompt: f[1], Test: f[3], EntryPoint: f[4]}
 		if seen[p.TaskID] {
 			return nil, e.errorf("task_id", "%q appears twice", p.TaskID)
 		}
@@ -396,16 +388,11 @@ func ReadCompletions(path string) ([]Sample, error) {
 	}
 	var out []Sample
 	for i, r := range rows {
-		e := rowErr{where: path, row: i}
-		id, err := e.str(r, "task_id")
+		f, err := rowErr{where: path, row: i}.strings(r, "task_id", "completion")
 		if err != nil {
 			return nil, err
 		}
-		c, err := e.str(r, "completion")
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Sample{TaskID: id, Completion: c})
+		out = append(out, Sample{TaskID: f[0], Completion: f[1]})
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("eval: %s holds no completions", path)

