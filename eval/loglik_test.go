@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/generate"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
 )
@@ -24,19 +25,6 @@ func tinyTeacher(t testing.TB) (*model.Model, tokenizer.Tokenizer) {
 		t.Fatal(err)
 	}
 	return m, tok
-}
-
-// logSoftmaxAt returns log softmax(row)[k] in float64.
-func logSoftmaxAt(row []float32, k int32) float64 {
-	mx := math.Inf(-1)
-	for _, x := range row {
-		mx = math.Max(mx, float64(x))
-	}
-	var s float64
-	for _, x := range row {
-		s += math.Exp(float64(x) - mx)
-	}
-	return float64(row[k]) - mx - math.Log(s)
 }
 
 // referenceLogLik computes a request's log-likelihood the long way, step
@@ -83,7 +71,7 @@ func referenceLogLik(t *testing.T, m *model.Model, tok tokenizer.Tokenizer, ctx,
 	V := m.Config.VocabSize
 	var sum float64
 	for i := range contEnc {
-		sum += logSoftmaxAt(lv[i*V:(i+1)*V], contEnc[i])
+		sum += float64(generate.TokenLogprob(lv[i*V:(i+1)*V], contEnc[i], 0).Logprob)
 	}
 	return sum
 }
