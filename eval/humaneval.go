@@ -279,22 +279,28 @@ func HumanEval(ctx context.Context, m *model.Model, tok tokenizer.Tokenizer, pro
 					defer readers.Done()
 					defer cancel()
 					var gen []int32
-					for ev := range events {
-						if ev.Err != nil {
-							if rctx.Err() != nil && ectx.Err() == nil {
-								break // stopped at a stop sequence
+				read:
+					for {
+						select {
+						case ev, ok := <-events:
+							if !ok || ev.Finish != "" {
+								break read
 							}
-							fail(ev.Err)
-							return
-						}
-						if ev.Finish != "" {
-							break
-						}
-						gen = append(gen, ev.Token)
-						// A stop sequence (a few ASCII characters) that the
-						// newest token completes lies in the last tokens.
-						if hasStop(tok.Decode(gen[max(0, len(gen)-16):])) {
-							cancel()
+							if ev.Err != nil {
+								if ectx.Err() == nil {
+									fail(ev.Err)
+								}
+								return
+							}
+							gen = append(gen, ev.Token)
+							// A stop sequence (a few ASCII characters) that
+							// the newest token completes lies in the last
+							// tokens; the request is cancelled there.
+							if hasStop(tok.Decode(gen[max(0, len(gen)-16):])) {
+								break read
+							}
+						case <-ectx.Done():
+							return // everything stops (an error, or ctx)
 						}
 					}
 					samples[idx] = Sample{TaskID: problems[pi].TaskID, Completion: completion(tok, prompts[pi], gen), problem: pi}
