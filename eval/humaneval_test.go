@@ -172,3 +172,27 @@ func TestHumanEvalSampling(t *testing.T) {
 		t.Errorf("only %d distinct completions of 4: %+v", len(distinct), a)
 	}
 }
+
+// TestHumanEvalCancel: a cancelled run returns its context's error.
+func TestHumanEvalCancel(t *testing.T) {
+	sb := sandbox(t, time.Second)
+	m, tok := tinyTeacher(t)
+	problems := testProblems(t, "jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	opt := DefaultCodeOptions()
+	opt.MaxNewTokens = 400
+	done := make(chan error, 1)
+	go func() {
+		_, err := HumanEval(ctx, m, tok, problems, 1024, sb, opt)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "context deadline exceeded") {
+			t.Fatalf("%v, want the context's error", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a cancelled HumanEval run did not return")
+	}
+}
