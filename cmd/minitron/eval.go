@@ -177,6 +177,8 @@ each document's shared context is computed once. Nothing is downloaded.`,
 			opt.Code.Memory, opt.Code.BOS = memoryMiB<<20, bos
 			if m != nil && opt.Score.MaxLen <= 0 {
 				opt.Score.MaxLen = m.Config.MaxPositions
+			} else if m != nil && opt.Score.MaxLen > m.Config.MaxPositions {
+				fmt.Fprintf(errw, "warning: --max-len %d is beyond the model's context of %d tokens\n", opt.Score.MaxLen, m.Config.MaxPositions)
 			}
 			var reqs bytes.Buffer
 			if writeReqs != "" {
