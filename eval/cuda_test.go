@@ -3,7 +3,6 @@ package eval
 import (
 	"context"
 	"math"
-	"path/filepath"
 	"testing"
 
 	"github.com/minitron/minitron/backend/cuda"
@@ -29,18 +28,7 @@ func TestScoreCUDAStandIns(t *testing.T) {
 	defer m.Free()
 	ref, tok := tinyTeacher(t)
 	// Short documents: the stand-ins run kernels on the CPU, slowly.
-	var docs []Doc
-	for _, task := range []string{"hellaswag", "winogrande", "arc_challenge", "mmlu"} {
-		d, err := OpenDataset(filepath.Join(testdata, "jsonl", task))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds, err := Tasks[task].Build(context.Background(), d, BuildOptions{Limit: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs = append(docs, ds...)
-	}
+	docs := benchmarkDocs(t, BuildOptions{Limit: 1})
 	want, err := Score(context.Background(), ref, tok, docs, ScoreOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -76,7 +76,9 @@ func referenceLogLik(t *testing.T, m *model.Model, tok tokenizer.Tokenizer, ctx,
 	return sum
 }
 
-func testDocs(t *testing.T) []Doc {
+// benchmarkDocs builds the documents of the four multiple-choice
+// benchmarks' test data.
+func benchmarkDocs(t *testing.T, opt BuildOptions) []Doc {
 	t.Helper()
 	var docs []Doc
 	for _, task := range []string{"hellaswag", "winogrande", "arc_challenge", "mmlu"} {
@@ -84,12 +86,18 @@ func testDocs(t *testing.T) []Doc {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ds, err := Tasks[task].Build(context.Background(), d, BuildOptions{Shots: 2})
+		ds, err := Tasks[task].Build(context.Background(), d, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
 		docs = append(docs, ds...)
 	}
+	return docs
+}
+
+func testDocs(t *testing.T) []Doc {
+	t.Helper()
+	docs := benchmarkDocs(t, BuildOptions{Shots: 2})
 	// Code, with a trailing space and a trailing newline in the context.
 	docs = append(docs, ItemDocs("code", []Item{
 		{Context: "func main() {\n\tfmt.", Choices: []string{"Println(\"hello\")", "x", "Errorf(\"%v\", err) // a longer one"}},
