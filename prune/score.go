@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
@@ -109,21 +110,32 @@ func withModel(dir string, b backend.Backend, f func(*model.Model) (float64, err
 	return f(m)
 }
 
-// Choice is the accuracy on multiple-choice items (eval.ReadItems
-// formats: a downstream task such as Winogrande or a held-out task of
-// one's own), with the tokenizer at tok; name labels it.
-func Choice(name string, items []eval.Item, tok string, maxLen int) *Metric {
-	return &Metric{Name: "acc " + name, Higher: true, Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
+// Task is the accuracy on a benchmark as the eval package scores it: one
+// of eval.Tasks (such as winogrande, the score 2408.11796 §2 ranks blocks
+// of layers by) with its data at path, or, with name "", a generic
+// multiple-choice JSON lines file; shots -1 takes the task's own setting,
+// limit > 0 its first documents. The metric is acc_norm where the task
+// reports it, acc otherwise. tok is the tokenizer (a model directory or
+// file).
+func Task(name, path, tok string, shots, limit int) *Metric {
+	label := name
+	if label == "" {
+		label = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	return &Metric{Name: "acc " + label, Higher: true, Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
 		tk, err := tokenizer.Open(tok)
 		if err != nil {
 			return 0, err
 		}
 		return withModel(dir, b, func(m *model.Model) (float64, error) {
-			res, err := eval.MultipleChoice(ctx, m, tk, items, maxLen, nil)
+			res, err := eval.Run(ctx, m, tk, name, path, eval.Options{Shots: shots, Limit: limit, Score: eval.ScoreOptions{MaxLen: m.Config.MaxPositions}})
 			if err != nil {
 				return 0, err
 			}
-			return res.Acc, nil
+			if res.AccNorm != nil {
+				return res.AccNorm.Value, nil
+			}
+			return res.Acc.Value, nil
 		})
 	}}
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/distill"
-	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
@@ -156,9 +155,12 @@ func TestScoreBlocks(t *testing.T) {
 		}
 	}
 	// A multiple-choice metric ranks highest first.
-	items := []eval.Item{{Context: "func f", Choices: []string{"() int", "zzz qqq"}, Label: 0}, {Context: "return a", Choices: []string{"*b + 42", "((("}, Label: 0}}
+	items := filepath.Join(dir, "toy.jsonl")
+	os.WriteFile(items, []byte(`{"context": "func f", "choices": ["() int", "zzz qqq"], "label": 0}
+{"context": "return a", "choices": ["*b + 42", "((("], "label": 0}
+`), 0o644)
 	got, err = ScoreCandidates(context.Background(), cs, ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "mc"),
-		Distill: dc, Metric: Choice("toy", items, "../testdata/tokenizer/spm-nemotron-style.model", 64), Backend: cpu.New()})
+		Distill: dc, Metric: Task("", items, "../testdata/tokenizer/spm-nemotron-style.model", -1, 0), Backend: cpu.New()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -337,20 +337,6 @@ func (r *Recipe) Plan(opt PlanOptions) (*Plan, error) {
 	return p, nil
 }
 
-// count prints a number with an SI suffix.
-func count(n int64) string {
-	f := float64(n)
-	switch {
-	case f >= 1e9:
-		return fmt.Sprintf("%.2fB", f/1e9)
-	case f >= 1e6:
-		return fmt.Sprintf("%.2fM", f/1e6)
-	case f >= 1e3:
-		return fmt.Sprintf("%.1fk", f/1e3)
-	}
-	return fmt.Sprint(n)
-}
-
 // Text renders the plan for people.
 func (p *Plan) Text() string {
 	var b strings.Builder

@@ -147,7 +147,7 @@ func newPruneSearch() *cobra.Command {
 	var modelDir, scores, out, dev, metric string
 	var datasets []string
 	var target, tol, lr, valFraction float64
-	var steps, evalBatches, seqLen, microBatch, block, metricSeqs int
+	var steps, evalBatches, seqLen, microBatch, block, metricSeqs, metricLimit int
 	space := prune.PaperSpace
 	cmd := &cobra.Command{
 		Use:   "search --model DIR (--target-params N | --drop-block N)",
@@ -164,10 +164,12 @@ With --score-steps N, each candidate is then pruned (with --scores), distilled
 from the source for N steps on --data, and scored: by default its validation
 loss on --eval-batches batches of the validation split, lowest first (the
 paper's lightweight retraining, which picks the architecture that recovers
-best); --metric mc=ITEMS.jsonl scores the accuracy on multiple-choice items
-(e.g. Winogrande in the eval package's formats), highest first, and
---metric val-loss with --score-steps 0 scores the pruned models as they are
-(--metric-sequences validation sequences). Each candidate works in its own
+best); --metric TASK=PATH scores a benchmark's accuracy as minitron eval does
+(e.g. winogrande=PATH, the score 2408.11796 ranks blocks by), and --metric
+ITEMS.jsonl a generic multiple-choice file, highest first (--metric-limit
+takes the first documents only); --metric val-loss with --score-steps 0
+scores the pruned models as they are (--metric-sequences validation
+sequences). Each candidate works in its own
 directory under --out, and search-results.json there records every finished
 one: rerunning the command after an interruption skips those and resumes the
 one in training from its checkpoint.`,
@@ -212,14 +214,12 @@ one in training from its checkpoint.`,
 			case metric == "val-loss" && steps > 0:
 			case metric == "val-loss":
 				m = prune.ValLoss(datasets[0], seqLen, valFraction, metricSeqs)
-			case strings.HasPrefix(metric, "mc="):
-				items, err := eval.ReadItemsFile(strings.TrimPrefix(metric, "mc="))
-				if err != nil {
-					return err
-				}
-				m = prune.Choice(filepath.Base(strings.TrimPrefix(metric, "mc=")), items, modelDir, seqLen)
 			default:
-				return fmt.Errorf("--metric %q: use val-loss or mc=ITEMS.jsonl", metric)
+				name, path, err := eval.ParseTaskArg(metric)
+				if err != nil {
+					return fmt.Errorf("--metric %q: %w", metric, err)
+				}
+				m = prune.Task(name, path, modelDir, -1, metricLimit)
 			}
 			s, err := importance.Load(scores)
 			if err != nil {
@@ -262,7 +262,8 @@ one in training from its checkpoint.`,
 	f.Float64SliceVar(&space.MLPFactors, "mlp-factors", space.MLPFactors, "candidate MLP sizes as multiples of the hidden size")
 	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank them by --metric (0: only list, or with --metric score the pruned models as they are)")
 	f.IntVar(&block, "drop-block", 0, "candidates: every contiguous block of this many layers to drop, width kept (instead of --target-params)")
-	f.StringVar(&metric, "metric", "val-loss", "with scoring: val-loss (validation loss, lowest first) or mc=ITEMS.jsonl (multiple-choice accuracy, highest first)")
+	f.StringVar(&metric, "metric", "val-loss", "with scoring: val-loss (validation loss, lowest first), TASK=PATH (a benchmark of minitron eval, e.g. winogrande=PATH) or ITEMS.jsonl (generic multiple choice), accuracy highest first")
+	f.IntVar(&metricLimit, "metric-limit", 0, "with a benchmark metric: score its first N documents only (0: all)")
 	f.IntVar(&metricSeqs, "metric-sequences", 256, "with --metric val-loss and --score-steps 0: validation sequences scored (0: all)")
 	f.Float64Var(&valFraction, "val-fraction", 0.01, "with scoring: the validation fraction of --data (as in training)")
 	f.StringVar(&scores, "scores", "", "with --score-steps: importance scores to prune with")

@@ -106,7 +106,7 @@ func TestPruneBadInputs(t *testing.T) {
 		{[]string{"prune", "--model", dir, "--scores", scores, "--drop-layers", "3-1", "--out", out}, "a range like 16-30"},
 		{[]string{"prune", "search", "--model", dir}, "give --target-params"},
 		{[]string{"prune", "search", "--model", dir, "--drop-block", "2"}, "drop 1 to 1"},
-		{[]string{"prune", "search", "--model", dir, "--drop-block", "1", "--metric", "bleu", "--scores", scores, "--data", dir, "--out", out}, "use val-loss or mc="},
+		{[]string{"prune", "search", "--model", dir, "--drop-block", "1", "--metric", "bleu=x", "--scores", scores, "--data", dir, "--out", out}, `unknown task "bleu"`},
 	}
 	for _, c := range cases {
 		r := run(t, "", c.args...)
