@@ -292,14 +292,60 @@ func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
 
 // fingerprint identifies what a resumed run must share with the saved one:
 // everything but the length of the run and the checkpoint cadence.
-func (c *Config) fingerprint() string {
+func (c *Config) fingerprint() string { return hashYAML(c.resumable()) }
+
+// resumable is c without what may change between a run and its resumption.
+func (c *Config) resumable() Config {
 	d := *c
 	d.Train.Steps, d.Train.Tokens, d.Train.LogEvery = 0, 0, 0
 	d.Checkpoint.Every, d.Checkpoint.Keep = 0, 0
 	d.Eval.Every = 0
-	b, _ := config.Marshal(d)
+	return d
+}
+
+func hashYAML(v any) string {
+	b, _ := config.Marshal(v)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// legacyFingerprint is the fingerprint c would have had before the
+// optimizer's decay, master_weights and grad_dtype keys existed (when a
+// boolean decay_norms_and_embeddings chose between decaying only matrices
+// other than the embeddings and lm_head, and everything), so such runs
+// resume: it is "" unless c asks for exactly what those runs did
+// (decay no_embeddings or all; float32 gradients and master weights,
+// which on the CPU those runs had).
+func (c *Config) legacyFingerprint() string {
+	o := c.Optimizer
+	if (o.Decay != DecayNoEmbeddings && o.Decay != DecayAll) || !o.MasterWeights || o.GradientDType() != backend.F32 {
+		return ""
+	}
+	type legacyOptimizer struct {
+		LR          float64 `yaml:"lr"`
+		MinLR       float64 `yaml:"min_lr"`
+		Warmup      int     `yaml:"warmup"`
+		Schedule    string  `yaml:"schedule"`
+		Beta1       float64 `yaml:"beta1"`
+		Beta2       float64 `yaml:"beta2"`
+		Eps         float64 `yaml:"eps"`
+		WeightDecay float64 `yaml:"weight_decay"`
+		DecayAll    bool    `yaml:"decay_norms_and_embeddings"`
+		Clip        float64 `yaml:"clip"`
+		StateDType  string  `yaml:"state_dtype"`
+	}
+	type legacyConfig struct {
+		Model      ModelConfig      `yaml:"model"`
+		Data       DataConfig       `yaml:"data"`
+		Train      LoopConfig       `yaml:"train"`
+		Optimizer  legacyOptimizer  `yaml:"optimizer"`
+		Eval       EvalConfig       `yaml:"eval"`
+		Checkpoint CheckpointConfig `yaml:"checkpoint"`
+		Device     string           `yaml:"device"`
+	}
+	d := c.resumable()
+	return hashYAML(legacyConfig{d.Model, d.Data, d.Train, legacyOptimizer{o.LR, o.MinLR, o.Warmup, o.Schedule, o.Beta1, o.Beta2, o.Eps, o.WeightDecay,
+		o.Decay == DecayAll, o.Clip, o.StateDType}, d.Eval, d.Checkpoint, d.Device})
 }
 
 // LR is the learning rate at a 1-based step: linear warmup from 0, then the

@@ -460,3 +460,40 @@ func TestGradNormOneReduction(t *testing.T) {
 		t.Fatalf("grad norm %v, want %v", st.GradNorm, math.Sqrt(want))
 	}
 }
+
+// TestLegacyFingerprint: a run saved before optimizer.decay, master_weights
+// and grad_dtype existed resumes when the config asks for what it did. The
+// expected fingerprints were computed by that earlier code on the same
+// configuration.
+func TestLegacyFingerprint(t *testing.T) {
+	cases := []struct {
+		decay string
+		want  string
+	}{
+		{DecayNoEmbeddings, "7665186cbd75cdd23b8dd5598b0f82d6b7ba1aa0d865b828c0ac9353f503cd0d"}, // decay_norms_and_embeddings: false
+		{DecayAll, "877762f074500770976145d750aa689c4eadeda8ddd978a1babbaa75fb492aad"},          // true
+		{DecayMatrices, ""}, // no earlier run decayed this way
+	}
+	for _, k := range cases {
+		t.Run(k.decay, func(t *testing.T) {
+			c := Default()
+			c.Model.Config = "models/x/config.json"
+			c.Model.InitSeed = 7
+			c.Data.Datasets = []Dataset{{Path: "data/go", Weight: 1}}
+			c.Data.SeqLen = 64
+			c.Train.MicroBatch, c.Train.Accumulation, c.Train.Steps = 2, 4, 12
+			c.Optimizer.LR = 1e-3
+			c.Optimizer.Decay = k.decay
+			if got := c.legacyFingerprint(); got != k.want {
+				t.Errorf("legacy fingerprint %q, want %q", got, k.want)
+			}
+			if c.fingerprint() == k.want {
+				t.Error("the current fingerprint equals the legacy one")
+			}
+			c.Optimizer.GradDType = "bf16"
+			if got := c.legacyFingerprint(); got != "" {
+				t.Errorf("bf16 gradients: legacy fingerprint %q, want none", got)
+			}
+		})
+	}
+}
