@@ -134,6 +134,32 @@ func runTo(t *testing.T, c *Config, out string, interrupt <-chan struct{}) (*Res
 	return Run(context.Background(), c, RunOptions{Out: out, Backend: cpu.New(), Interrupt: interrupt, Log: testLog{t}})
 }
 
+// runStopping runs c into out on b and interrupts it once its metrics
+// reach step stopAt.
+func runStopping(t *testing.T, c *Config, out string, b backend.Backend, stopAt int) (*Result, error) {
+	t.Helper()
+	stop, finished, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-finished:
+				return
+			default:
+			}
+			if ms, _ := ReadMetrics(out); len(ms) > 0 && ms[len(ms)-1].Step >= stopAt {
+				close(stop)
+				return
+			}
+			runtime.Gosched()
+		}
+	}()
+	res, err := Run(context.Background(), c, RunOptions{Out: out, Backend: b, Interrupt: stop, Log: testLog{t}})
+	close(finished)
+	<-done
+	return res, err
+}
+
 func TestTrainingLearns(t *testing.T) {
 	c := tinyRun(t, 60)
 	c.Checkpoint.Every = 0
@@ -215,22 +241,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	// Interrupted after steps 2 and 7 (a checkpoint is written then).
 	out := t.TempDir()
 	for _, stopAt := range []int{2, 7} {
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				ms, _ := ReadMetrics(out)
-				if len(ms) > 0 && ms[len(ms)-1].Step >= stopAt {
-					close(stop)
-					return
-				}
-				runtime.Gosched()
-			}
-		}()
-		_, err := runTo(t, c, out, stop)
-		<-done
-		if !errors.Is(err, ErrInterrupted) {
+		if _, err := runStopping(t, c, out, cpu.New(), stopAt); !errors.Is(err, ErrInterrupted) {
 			t.Fatalf("interrupt at %d: %v", stopAt, err)
 		}
 	}
@@ -256,17 +267,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	crash := t.TempDir()
 	c6 := *c
 	c6.Train.Steps = 12
-	stop := make(chan struct{})
-	go func() {
-		for {
-			if ms, _ := ReadMetrics(crash); len(ms) > 0 && ms[len(ms)-1].Step >= 6 {
-				close(stop)
-				return
-			}
-			runtime.Gosched()
-		}
-	}()
-	if _, err := runTo(t, &c6, crash, stop); !errors.Is(err, ErrInterrupted) {
+	if _, err := runStopping(t, &c6, crash, cpu.New(), 6); !errors.Is(err, ErrInterrupted) {
 		t.Fatal(err)
 	}
 	dirs, _ := Checkpoints(crash)
