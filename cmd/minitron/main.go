@@ -17,7 +17,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRoot()
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	closeBackends()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "minitron:", err)
 		os.Exit(1)
 	}
@@ -38,5 +40,6 @@ NemotronForCausalLM and LlamaForCausalLM are supported.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newInspect(), newLogits(), newSample(), newBench(), newTokenize(), newData(), newTrain(), newImportance(), newPrune(), newPlot(), newDistill(), newRun(), newExport(), newConvert(), newServe(), newEval())
+	root.AddCommand(newDevices())
 	return root
 }
