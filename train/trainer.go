@@ -132,7 +132,8 @@ func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*T
 		return nil, err
 	}
 	add := func(name string, w, g backend.Tensor, decay bool) error {
-		s := slot{w: w, g: g, decay: decay}
+		t.slots = append(t.slots, slot{w: w, g: g, decay: decay}) // Free releases what is made
+		s := &t.slots[len(t.slots)-1]
 		var err error
 		if s.m, err = b.New(o.MomentDType(), w.Shape()...); err != nil {
 			return fmt.Errorf("train: moments of %s: %w", name, err)
@@ -148,7 +149,6 @@ func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*T
 				return err
 			}
 		}
-		t.slots = append(t.slots, s)
 		return nil
 	}
 	for i, p := range m.Params {
