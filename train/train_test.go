@@ -33,7 +33,7 @@ var (
 )
 
 // goCorpus prepares a small real dataset (Go's strings package) once.
-func goCorpus(t *testing.T) string {
+func goCorpus(t testing.TB) string {
 	t.Helper()
 	src := filepath.Join(runtime.GOROOT(), "src", "strings")
 	if _, err := os.Stat(src); err != nil {
