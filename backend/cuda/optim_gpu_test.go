@@ -74,6 +74,20 @@ func TestGPUAdamWNoise(t *testing.T) {
 	}
 }
 
+// benchGPU opens the GPU for a benchmark, or skips it without one.
+func benchGPU(b *testing.B) *cuda.Backend {
+	b.Helper()
+	if err := cuda.Available(); err != nil {
+		b.Skipf("no usable GPU: %v", err)
+	}
+	be, err := cuda.Open(cuda.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { be.Close() })
+	return be
+}
+
 // BenchmarkGPUOptimizer measures the optimizer's device work per step on
 // 64M parameters, against a device-to-device copy of the same tensors
 // (the anchor: the memory bandwidth an elementwise pass can reach):
@@ -88,13 +102,7 @@ func TestGPUAdamWNoise(t *testing.T) {
 // Each reports GB/s of the bytes it must move; `go test ./backend/cuda
 // -run - -bench GPUOptimizer` on a GPU machine.
 func BenchmarkGPUOptimizer(b *testing.B) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no usable GPU: %v", err)
-	}
-	be, err := cuda.Open(cuda.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	be := benchGPU(b)
 	const n = 64 << 20
 	mk := func(dt backend.DType) backend.Tensor {
 		x, err := be.New(dt, n)
@@ -171,13 +179,7 @@ func BenchmarkGPUOptimizer(b *testing.B) {
 //
 //	go test ./backend/cuda -run - -bench GPUSubULPUpdates -benchtime 1x
 func BenchmarkGPUSubULPUpdates(b *testing.B) {
-	if err := cuda.Available(); err != nil {
-		b.Skipf("no usable GPU: %v", err)
-	}
-	be, err := cuda.Open(cuda.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	be := benchGPU(b)
 	const n, steps, lr = 1 << 16, 1000, 4.5e-7
 	w0, g := make([]float32, n), make([]float32, n)
 	for i := range w0 {
