@@ -131,7 +131,38 @@ type PlanStage struct {
 	TeacherParams *int64   `json:"teacher_params,omitempty"`
 	FLOPs         *float64 `json:"flops"`
 	GPUHours      *float64 `json:"gpu_hours"`
-	Note          string   `json:"note,omitempty"`
+	// Memory is a training stage's device memory per GPU at its
+	// micro-batch (train.PlanMemory; the CUDA context's ~1 GiB not
+	// counted), MicroBatch that micro-batch, and H200MicroBatch the
+	// largest that fits one H200 (0: not even one sequence). Null when the
+	// shapes are unknown or the stage does not train.
+	Memory         *int64 `json:"memory_bytes,omitempty"`
+	MicroBatch     int    `json:"micro_batch,omitempty"`
+	H200MicroBatch *int   `json:"h200_max_micro_batch,omitempty"`
+	Note           string `json:"note,omitempty"`
+}
+
+// h200Bytes is an H200's memory as its driver reports it (143,771 MiB),
+// less the ~1 GiB of CUDA context and cuBLAS workspace PlanMemory leaves
+// out.
+const h200Bytes = 143771<<20 - 1<<30
+
+// memory fills a training stage's memory plan on the recipe's device.
+func (st *PlanStage) memory(device string, c *train.Config, student, teacher *model.Config) {
+	if student == nil {
+		return
+	}
+	spec := train.MemorySpec{Student: student, Teacher: teacher, Distill: teacher != nil, Optimizer: c.Optimizer,
+		Rows: c.Train.MicroBatch * c.Data.SeqLen, FloatBytes: 2, GPUs: 1}
+	if strings.EqualFold(device, "cpu") {
+		spec.FloatBytes = 4
+	}
+	m := train.PlanMemory(spec).Total()
+	st.Memory, st.MicroBatch = &m, c.Train.MicroBatch
+	if spec.FloatBytes == 2 {
+		mb := train.MaxMicroBatch(spec, c.Data.SeqLen, h200Bytes, 1024)
+		st.H200MicroBatch = &mb
+	}
 }
 
 // PlanShape is the shape of a stage's model; unknown dimensions are null.
@@ -258,6 +289,7 @@ func (r *Recipe) Plan(opt PlanOptions) (*Plan, error) {
 			if teacher.cfg != nil {
 				cost(&st, 3*forwardFLOPs(teacher.cfg, seq)*float64(*st.Tokens))
 			}
+			st.memory(r.Device, c, teacher.cfg, nil)
 		case KindImportance:
 			step := r.Steps[sg.step]
 			src, dir := shapeOf(step.Source, sg.step)
@@ -295,6 +327,7 @@ func (r *Recipe) Plan(opt PlanOptions) (*Plan, error) {
 			if tgt.cfg != nil && tch.cfg != nil {
 				// Student forward and backward, teacher forward.
 				cost(&st, (3*forwardFLOPs(tgt.cfg, seq)+forwardFLOPs(tch.cfg, seq))*float64(*st.Tokens))
+				st.memory(r.Device, &c.Config, tgt.cfg, tch.cfg)
 			}
 		case KindEval:
 			st.Source = r.FinalStudent()
@@ -377,6 +410,19 @@ func (p *Plan) Text() string {
 			fmt.Fprintf(&b, "      compute  %.3g FLOPs, %s GPU-hours\n", *s.FLOPs, hours(*s.GPUHours))
 		} else if s.FLOPs == nil {
 			fmt.Fprintf(&b, "      compute  unknown (the model shapes are not all known; give teacher_arch)\n")
+		}
+		if s.Memory != nil {
+			gib := float64(*s.Memory) / (1 << 30)
+			switch {
+			case s.H200MicroBatch == nil: // the CPU
+				fmt.Fprintf(&b, "      memory   %.2f GiB at micro-batch %d\n", gib, s.MicroBatch)
+			default:
+				fits := "does not fit one H200"
+				if *s.H200MicroBatch > 0 {
+					fits = fmt.Sprintf("one H200 fits micro-batches <= %d", *s.H200MicroBatch)
+				}
+				fmt.Fprintf(&b, "      memory   %.1f GiB per GPU at micro-batch %d (and ~1 GiB of CUDA context); %s\n", gib, s.MicroBatch, fits)
+			}
 		}
 		if s.Note != "" {
 			fmt.Fprintf(&b, "      note     %s\n", s.Note)

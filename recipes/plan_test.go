@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/minitron/minitron/train"
 )
 
 // TestPlanMinitron4B: the paper's route to Minitron-4B, planned without
@@ -176,4 +178,85 @@ func TestPlanDepth(t *testing.T) {
 		return
 	}
 	t.Fatal("no prune stage")
+}
+
+// TestPlanMemoryFitsH200: every training stage of the shipped GPU recipes
+// fits one H200 at its micro-batch, and its plan holds at least the
+// optimizer state derived by hand: per student parameter 2 bytes of bf16
+// weights, 4 of float32 master weights, and 4 (float32) or 2 (bf16) each
+// for the gradient and both Adam moments, plus 2 bytes per parameter of
+// an online teacher.
+func TestPlanMemoryFitsH200(t *testing.T) {
+	for _, tc := range []struct {
+		recipe string
+		stages int // training stages
+	}{
+		{"minitron-4b.yaml", 2}, {"minitron-4b-oneshot.yaml", 1}, {"minitron-8b.yaml", 1},
+		{"llama-3.1-minitron-4b-width.yaml", 2}, {"llama-3.1-minitron-4b-depth.yaml", 2},
+	} {
+		t.Run(tc.recipe, func(t *testing.T) {
+			r, err := Load(tc.recipe, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := r.Plan(DefaultPlanOptions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, s := range p.Stages {
+				if s.Kind != KindDistill && s.Kind != KindTeacherCorrection {
+					continue
+				}
+				n++
+				if s.Memory == nil || s.H200MicroBatch == nil {
+					t.Fatalf("%s: no memory plan", s.Name)
+				}
+				if *s.H200MicroBatch < s.MicroBatch {
+					t.Errorf("%s: micro-batch %d does not fit one H200 (at most %d): %.1f GiB", s.Name, s.MicroBatch, *s.H200MicroBatch, float64(*s.Memory)/(1<<30))
+				}
+				var c *train.OptimizerConfig
+				if s.Kind == KindDistill {
+					c = &r.distillConfig(stepIndex(t, r, s.Name), "", nil).Optimizer
+				} else {
+					c = &r.correctionConfig(nil).Optimizer
+				}
+				per := int64(2 + 4) // bf16 weights, float32 master weights
+				for _, dt := range []string{c.GradDType, c.StateDType, c.StateDType} {
+					if dt == "bf16" {
+						per += 2
+					} else {
+						per += 4
+					}
+				}
+				least := per * *s.Params
+				if s.TeacherParams != nil {
+					least += 2 * *s.TeacherParams
+				}
+				if *s.Memory < least {
+					t.Errorf("%s: %d bytes, below the optimizer state and teacher alone (%d)", s.Name, *s.Memory, least)
+				}
+			}
+			if n != tc.stages {
+				t.Errorf("%d training stages with a memory plan, want %d", n, tc.stages)
+			}
+		})
+	}
+}
+
+// stepIndex is the index of the step a plan stage named "STEP/distill"
+// (or "distill") belongs to.
+func stepIndex(t *testing.T, r *Recipe, stage string) int {
+	t.Helper()
+	name, _, ok := strings.Cut(stage, "/")
+	if !ok {
+		name = ""
+	}
+	for i, s := range r.Steps {
+		if s.Name == name {
+			return i
+		}
+	}
+	t.Fatalf("no step for stage %s", stage)
+	return -1
 }
