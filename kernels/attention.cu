@@ -324,25 +324,25 @@ UNROLL
 }
 
 // The forward kernels, one per padded head dimension. Shared memory
-// (BM + 2 BN) D bf16 values; see attnFwdShapes in backend/cuda/ops.go.
-extern "C" __global__ void attention_fwd_d32(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                             const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                             int kvRows, float scale, int nsplit) {
+// (BM + 2 BN) D bf16 values; see attnShapes in backend/cuda/ops.go.
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d32(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                    const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                    int kvRows, float scale, int nsplit) {
     attn_fwd<32>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
-extern "C" __global__ void attention_fwd_d64(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                             const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                             int kvRows, float scale, int nsplit) {
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d64(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                    const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                    int kvRows, float scale, int nsplit) {
     attn_fwd<64>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
-extern "C" __global__ void attention_fwd_d128(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                              const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                              int kvRows, float scale, int nsplit) {
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d128(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                     const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                     int kvRows, float scale, int nsplit) {
     attn_fwd<128>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
-extern "C" __global__ void attention_fwd_d256(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                              const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                              int kvRows, float scale, int nsplit) {
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d256(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                     const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                     int kvRows, float scale, int nsplit) {
     attn_fwd<256>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
 
@@ -351,8 +351,8 @@ extern "C" __global__ void attention_fwd_d256(void* out, void* lse, float* part,
 // lse = M + log Σ_s e^(lse_s - M). One warp per row; grid (ceil(rows/8),
 // kvHeads, B) with 256 threads, rows = T * heads / kvHeads, rpad rows per
 // problem in part, each of D floats.
-extern "C" __global__ void attention_combine(void* out, void* lse, const float* part, int T, int heads, int kvHeads, int hd,
-                                             int D, int rpad, int nsplit) {
+extern "C" __global__ void __launch_bounds__(256) attention_combine(void* out, void* lse, const float* part, int T, int heads, int kvHeads, int hd,
+                                                                    int D, int rpad, int nsplit) {
     int lane = threadIdx.x & 31;
     int r = blockIdx.x * 8 + (threadIdx.x >> 5);
     int b = blockIdx.z, kvh = blockIdx.y, group = heads / kvHeads;
@@ -380,7 +380,7 @@ extern "C" __global__ void attention_combine(void* out, void* lse, const float* 
 
 // attention_backward_pre: Dv[r, h] = sum over the head's dims of dout*out,
 // one warp per (row, head).
-extern "C" __global__ void attention_backward_pre(float* Dv, const void* dout, const void* out, int n, int heads, int hd) {
+extern "C" __global__ void __launch_bounds__(256) attention_backward_pre(float* Dv, const void* dout, const void* out, int n, int heads, int hd) {
     i64 w = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (w >= (i64)n * heads) return;
@@ -630,25 +630,25 @@ UNROLL
 }
 
 // The backward kernels, one per padded head dimension; shared memory
-// (2 BN D + 4 BM D + BN BM) bf16 values and 4 BM floats (attnBwdShapes in
+// (2 BN D + 4 BM D + BN BM) bf16 values and 4 BM floats (attnShapes in
 // backend/cuda/ops.go).
-extern "C" __global__ void attention_bwd_d32(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                             const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                             const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_d32(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                    const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                    const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<32>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }
-extern "C" __global__ void attention_bwd_d64(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                             const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                             const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+extern "C" __global__ void __launch_bounds__(256) attention_bwd_d64(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                    const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                    const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<64>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }
-extern "C" __global__ void attention_bwd_d128(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                              const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                              const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+extern "C" __global__ void __launch_bounds__(256) attention_bwd_d128(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                     const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                     const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<128>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }
-extern "C" __global__ void attention_bwd_d256(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                              const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                              const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_d256(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                     const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                     const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<256>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }

@@ -1,6 +1,13 @@
 // Definitions shared by every kernel. Compiled by NVRTC with no headers:
 // bfloat16 is handled as raw bits.
 //
+// Every kernel declares __launch_bounds__(N), N the largest block the
+// host launches it with (backend/cuda checks each launch against it): the
+// compiler then keeps N threads' registers within a multiprocessor's 64K
+// (at most 64 each for 1024 threads, 255 for 256), where without the
+// bound a newer compiler could take more and the launch would fail with
+// CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES.
+//
 // A float tensor argument is a device address whose lowest bit says how
 // its elements are stored: clear for float32, set for bfloat16 (element
 // addresses are always even, so the bit is free). ld and st hide the

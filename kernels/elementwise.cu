@@ -1,43 +1,43 @@
 // Elementwise and row-copy kernels. All use grid-stride loops over n
 // elements, so any grid size is correct.
 
-extern "C" __global__ void fill(void* x, i64 n, float v) {
+extern "C" __global__ void __launch_bounds__(256) fill(void* x, i64 n, float v) {
     GRID_STRIDE(i, n) st(x, i, v);
 }
 
 // convert copies between float storages (and within one).
-extern "C" __global__ void convert(void* dst, const void* src, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) convert(void* dst, const void* src, i64 n) {
     GRID_STRIDE(i, n) st(dst, i, ld(src, i));
 }
 
-extern "C" __global__ void add(void* out, const void* a, const void* b, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) add(void* out, const void* a, const void* b, i64 n) {
     GRID_STRIDE(i, n) st(out, i, ld(a, i) + ld(b, i));
 }
 
-extern "C" __global__ void scale(void* x, i64 n, float alpha) {
+extern "C" __global__ void __launch_bounds__(256) scale(void* x, i64 n, float alpha) {
     GRID_STRIDE(i, n) st(x, i, ld(x, i) * alpha);
 }
 
-extern "C" __global__ void relu2(void* out, const void* x, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) relu2(void* out, const void* x, i64 n) {
     GRID_STRIDE(i, n) {
         float v = fmaxf(ld(x, i), 0.f);
         st(out, i, v * v);
     }
 }
 
-extern "C" __global__ void relu2_backward(void* dx, const void* dout, const void* x, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) relu2_backward(void* dx, const void* dout, const void* x, i64 n) {
     GRID_STRIDE(i, n) st(dx, i, ld(dout, i) * 2.f * fmaxf(ld(x, i), 0.f));
 }
 
 // swiglu: out = silu(gate) * up.
-extern "C" __global__ void swiglu(void* out, const void* gate, const void* up, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) swiglu(void* out, const void* gate, const void* up, i64 n) {
     GRID_STRIDE(i, n) {
         float g = ld(gate, i);
         st(out, i, g / (1.f + expf(-g)) * ld(up, i));
     }
 }
 
-extern "C" __global__ void swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, i64 n) {
     GRID_STRIDE(i, n) {
         float g = ld(gate, i), u = ld(up, i), d = ld(dout, i);
         float s = 1.f / (1.f + expf(-g));
@@ -47,7 +47,7 @@ extern "C" __global__ void swiglu_backward(void* dgate, void* dup, const void* d
 }
 
 // sqnorm adds the sum of squares of x to *out, in double precision.
-extern "C" __global__ void sqnorm(const void* x, i64 n, double* out) {
+extern "C" __global__ void __launch_bounds__(256) sqnorm(const void* x, i64 n, double* out) {
     double s = 0;
     GRID_STRIDE(i, n) {
         double v = ld(x, i);
@@ -69,9 +69,9 @@ extern "C" __global__ void sqnorm(const void* x, i64 n, double* out) {
 // the bias-corrected step. bfloat16 weights and moments are stored with
 // stochastic rounding (seeded by seed), so steps far below one bf16 ulp
 // still move them on average.
-extern "C" __global__ void adamw(void* w, const void* g, void* m, void* v, i64 n,
-                                 float lr, float beta1, float beta2, float eps, float wd,
-                                 float bc1, float sqrt_bc2, float gscale, u32 seed) {
+extern "C" __global__ void __launch_bounds__(256) adamw(void* w, const void* g, void* m, void* v, i64 n,
+                                                        float lr, float beta1, float beta2, float eps, float wd,
+                                                        float bc1, float sqrt_bc2, float gscale, u32 seed) {
     GRID_STRIDE(i, n) {
         float gi = ld(g, i) * gscale;
         float mi = beta1 * ld(m, i) + (1.f - beta1) * gi;
@@ -86,7 +86,7 @@ extern "C" __global__ void adamw(void* w, const void* g, void* m, void* v, i64 n
 }
 
 // gather_rows: dst[i] = src[rows[i]] for n rows of d.
-extern "C" __global__ void gather_rows(void* dst, const void* src, const int* rows, int n, int d, int srcRows, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) gather_rows(void* dst, const void* src, const int* rows, int n, int d, int srcRows, int* err) {
     int i = blockIdx.x;
     int r = rows[i];
     if (r < 0 || r >= srcRows) {
@@ -97,7 +97,7 @@ extern "C" __global__ void gather_rows(void* dst, const void* src, const int* ro
 }
 
 // scatter_rows: dst[rows[i]] = src[i].
-extern "C" __global__ void scatter_rows(void* dst, const void* src, const int* rows, int n, int d, int dstRows, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) scatter_rows(void* dst, const void* src, const int* rows, int n, int d, int dstRows, int* err) {
     int i = blockIdx.x;
     int r = rows[i];
     if (r < 0 || r >= dstRows) {
@@ -108,7 +108,7 @@ extern "C" __global__ void scatter_rows(void* dst, const void* src, const int* r
 }
 
 // embedding: out[i] = table[ids[i]].
-extern "C" __global__ void embedding(void* out, const void* table, const int* ids, int n, int d, int vocab, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) embedding(void* out, const void* table, const int* ids, int n, int d, int vocab, int* err) {
     int i = blockIdx.x;
     int id = ids[i];
     if (id < 0 || id >= vocab) {
@@ -124,7 +124,7 @@ extern "C" __global__ void embedding(void* out, const void* table, const int* id
 // the rows grouped by id, starts[s]..starts[s+1] delimits segment s. No
 // two blocks touch the same row of dtable, so no atomics are needed and
 // bfloat16 tables are rounded once per step, not once per occurrence.
-extern "C" __global__ void embedding_backward(void* dtable, const void* dout, const int* ids, const int* order, const int* starts, int d) {
+extern "C" __global__ void __launch_bounds__(1024) embedding_backward(void* dtable, const void* dout, const int* ids, const int* order, const int* starts, int d) {
     int s = blockIdx.x;
     int a = starts[s], b = starts[s + 1];
     int id = ids[order[a]];

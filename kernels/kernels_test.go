@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -38,6 +39,38 @@ func TestKernelsParse(t *testing.T) {
 	}
 	if len(ks) < 20 {
 		t.Errorf("only %d kernels parsed", len(ks))
+	}
+	// Every kernel declares the block size it is compiled for.
+	for name, k := range ks {
+		if k.MaxThreads == 0 {
+			t.Errorf("%s (%s) declares no __launch_bounds__", name, k.File)
+		}
+	}
+	for name, want := range map[string]int{"layernorm": 1024, "adamw": 256, "attention_bwd_d128": 256, "attention_fwd_d128": 128} {
+		if got := ks[name].MaxThreads; got != want {
+			t.Errorf("%s: launch bounds %d, want %d", name, got, want)
+		}
+	}
+}
+
+func TestLaunchBoundsParse(t *testing.T) {
+	for _, c := range []struct {
+		decl string
+		name string
+		max  int
+	}{
+		{`extern "C" __global__ void k(int n)`, "k", 0},
+		{`extern "C" __global__ void __launch_bounds__(256) k2(int n)`, "k2", 256},
+		{"extern \"C\" __global__ void  __launch_bounds__( 1024 )\n  k3(int n)", "k3", 1024},
+	} {
+		m := declRE.FindStringSubmatch(c.decl)
+		if m == nil || m[2] != c.name {
+			t.Errorf("%q: matched %q", c.decl, m)
+			continue
+		}
+		if got, _ := strconv.Atoi("0" + m[1]); got != c.max {
+			t.Errorf("%q: bounds %d, want %d", c.decl, got, c.max)
+		}
 	}
 }
 

@@ -661,13 +661,14 @@ func rowBlock(d int) [3]uint32 {
 	return [3]uint32{uint32(min(max(t, 32), 1024)), 1, 1}
 }
 
-// launch checks the arguments against the kernel's declaration and queues it.
+// launch checks the block size and arguments against the kernel's
+// declaration and queues it.
 func (b *Backend) launch(name string, grid, block [3]uint32, shared int, args ...arg) error {
 	k, ok := b.kern[name]
 	if !ok {
 		return fmt.Errorf("cuda: no kernel named %s (this is a bug)", name)
 	}
-	if err := checkArgs(k, args); err != nil {
+	if err := checkLaunch(k, block, args); err != nil {
 		return err
 	}
 	if grid[0] == 0 || grid[1] == 0 || grid[2] == 0 {
