@@ -255,8 +255,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], const void* p) { emu
 __device__ __forceinline__ void ldmatrix_x2(u32 r[2], const void* p) { emu_ldmatrix(r, 2, false, p); }
 __device__ __forceinline__ void ldmatrix_x2_trans(u32 r[2], const void* p) { emu_ldmatrix(r, 2, true, p); }
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) { emu_cp_async_16(smem, gmem); }
-__device__ __forceinline__ void cp_async_commit() {}
-template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_commit() { emu_cp_async_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { emu_cp_async_wait(N); }
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) { return (u32)f2bf(lo) | ((u32)f2bf(hi) << 16); }
 __device__ __forceinline__ float fast_exp2(float x) { return exp2f(x); }
 #endif

@@ -2,7 +2,8 @@
 // Included before the kernel source; every other prelude/*.h follows it in
 // name order and may use what is defined here, in particular the warp
 // contract at the end (emu_lane, emu_warp_id, emu_warp_sync,
-// emu_warp_scratch), which stays stable.
+// emu_warp_scratch, emu_thread_index, emu_block_serial), which stays
+// stable.
 //
 // Each CUDA thread is a fiber; a block's fibers share one OS thread, and
 // blocks run concurrently on several. So: __shared__ variables are
@@ -110,6 +111,13 @@ static inline void emu_warp_sync() {
     t->wmask = 0xffffffffu;
     __emu_rt.sync_warp(t);
 }
+// emu_thread_index returns the calling thread's linear index in its block
+// (below 1024).
+static inline unsigned emu_thread_index() { return __emu_self()->index; }
+// emu_block_serial returns a number, never 0, that differs for every block
+// the calling OS thread runs: per-thread state kept in thread_local tables
+// across blocks is stale when its serial differs.
+static inline uint64_t emu_block_serial() { return __emu_self()->block->serial; }
 // emu_warp_scratch returns EMU_WARP_SCRATCH (8 KiB) bytes, 16-byte
 // aligned, private to the calling warp and kept for the whole launch.
 static inline void* emu_warp_scratch() {

@@ -109,6 +109,7 @@ struct Worker {
     char* scratch = nullptr;
     Launch* launch = nullptr;
     uint64_t block_id = 0;
+    uint64_t blocks_run = 0;     // for EmuBlock::serial
     unsigned nthreads = 0;       // in the running block
     EmuThread* exited = nullptr; // the thread that just returned
 };
@@ -382,6 +383,7 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
     b.blockIdx.z = (unsigned)(bid / gx / gy);
     b.blockDim = L->block;
     b.gridDim = L->grid;
+    b.serial = ++w->blocks_run;
     unsigned n = L->block.x * L->block.y * L->block.z;
     unsigned nwarps = (n + 31) / 32;
     for (unsigned i = 0; i < nwarps; i++) {
