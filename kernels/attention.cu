@@ -399,13 +399,20 @@ extern "C" __global__ void __launch_bounds__(256) attention_backward_pre(float* 
 // dq += ds k. dq is summed over key tiles in a fixed order: the block of key
 // tile j adds its part once the block of tile j-1 has (a counter per query
 // tile in sem, zeroed before the launch), so the result does not depend
-// on timing; the first writes dqacc, the last stores dq. Blocks are issued
-// in increasing index, so the block waited for is always running or done.
+// on timing; the first writes dqacc, the last stores dq.
+//
+// A block waits only for blocks that have started: blocks take their
+// (key tile, column slice, head, sequence) from a ticket, sem[0] counted
+// up as they start, in place of blockIdx (CUDA does not promise to start
+// blocks in index order, and a block spinning on one that has not started
+// could hold the multiprocessor it needs). Tile j-1 has a smaller ticket
+// than tile j, so its block is running or done, and waits only on smaller
+// tickets in turn.
 //
 // Grid (key tiles × D/DS, kvHeads, B), block 32 W threads; key tiles cover
 // the slot's kvRows rows (those no query sees get zero gradients). dqacc
-// holds float32 rows of D per problem, sem an int per (b, kvh, query tile,
-// column slice).
+// holds float32 rows of D per problem, sem the ticket counter and then an
+// int per (b, kvh, query tile, column slice).
 template <int D>
 __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout,
                                          const void* q, const void* k, const void* v, const void* lse, const float* Dv,
@@ -420,9 +427,13 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
     bf16* Ss = Os + 2 * BM * D;       // dsᵀ, [key][query], BN × BM
     float* Ls = (float*)(Ss + BN * BM); // lse of two query tiles
     float* Ds = Ls + 2 * BM;            // Dv of two query tiles
+    int* ticket = (int*)(Ds + 2 * BM);  // this block's ticket
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    const int b = blockIdx.z, kvh = blockIdx.y;
-    const int jt = blockIdx.x / NS, cs = blockIdx.x % NS; // key tile, column slice
+    if (threadIdx.x == 0) *ticket = atomicAdd(sem, 1);
+    __syncthreads();
+    const int id = *ticket, bx = id % gridDim.x, by = id / gridDim.x; // the block's place in the grid
+    const int b = by / gridDim.y, kvh = by % gridDim.y;
+    const int jt = bx / NS, cs = bx % NS; // key tile, column slice
     const int group = heads / kvHeads, R = T * group;
     const int p0 = past ? past[b] : 0;
     const int slot = slots ? slots[b] : b;
@@ -550,7 +561,7 @@ UNROLL
             }
         // Wait for this query tile's earlier key tiles to have added their dq.
         const int jlast = (p0 + (min(R, (it + 1) * BM) - 1) / group) / BN; // the last key tile this query tile sees
-        int* cnt = sem + (((i64)b * kvHeads + kvh) * qtiles + it) * NS + cs;
+        int* cnt = sem + 1 + (((i64)b * kvHeads + kvh) * qtiles + it) * NS + cs;
         if (threadIdx.x == 0 && jt > 0) {
             while (atomicAdd(cnt, 0) != jt) {
             }
@@ -604,9 +615,14 @@ UNROLL
                 }
             }
         }
-        __threadfence();
         __syncthreads(); // every warp added its dq; Ss and the buffers are free
-        if (threadIdx.x == 0) atomicExch(cnt, jt + 1);
+        if (threadIdx.x == 0) {
+            // The block's dq stores, ordered before this thread's by the
+            // barrier, become visible to the whole GPU before the counter
+            // does (the pattern of cooperative groups' grid sync).
+            __threadfence();
+            atomicExch(cnt, jt + 1);
+        }
     }
     // dk and dv of this warp's 16 keys (zero for keys no query sees).
 UNROLL
@@ -630,8 +646,8 @@ UNROLL
 }
 
 // The backward kernels, one per padded head dimension; shared memory
-// (2 BN D + 4 BM D + BN BM) bf16 values and 4 BM floats (attnShapes in
-// backend/cuda/ops.go).
+// (2 BN D + 4 BM D + BN BM) bf16 values, 4 BM floats and the ticket
+// (attnShapes in backend/cuda/ops.go).
 extern "C" __global__ void __launch_bounds__(128) attention_bwd_d32(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
                                                                     const void* k, const void* v, const void* lse, const float* Dv, const int* past,
                                                                     const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {

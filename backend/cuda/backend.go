@@ -179,9 +179,14 @@ func (g *gpu) setup(rtc compiler, kern map[string]kernels.Kernel, cacheDir strin
 			return fmt.Errorf("%w (kernel %s)", err, name)
 		}
 		g.funcs[name] = f
-		if _, big := attentionShared[name]; big && info.MaxShared > 48<<10 {
-			if err := drv.check("cuFuncSetAttribute", drv.cuFuncSetAttribute.call(f, funcAttrMaxDynamicShared, uintptr(info.MaxShared))); err != nil {
-				return err
+		// Above 48 KiB a kernel's dynamic shared memory must be asked for,
+		// and static plus dynamic may not exceed the opt-in limit: ask for
+		// what the kernel uses (at most the limit; attnCheck refuses the
+		// head dimensions that need more), not for the limit itself.
+		if need, big := attentionShared[name]; big && info.MaxShared > 48<<10 {
+			n := min(need(0), info.MaxShared)
+			if err := drv.check("cuFuncSetAttribute", drv.cuFuncSetAttribute.call(f, funcAttrMaxDynamicShared, uintptr(n))); err != nil {
+				return fmt.Errorf("%w (kernel %s, %d bytes of dynamic shared memory)", err, name, n)
 			}
 		}
 	}

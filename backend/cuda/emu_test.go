@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -66,6 +67,32 @@ func TestEmuGPUTests(t *testing.T) {
 	if !strings.Contains(string(out), "--- PASS: TestGPUConformance") || !strings.Contains(string(out), "--- PASS: TestGPUFixtureParity") ||
 		!strings.Contains(string(out), "--- PASS: TestGPUAttentionSplit") {
 		t.Fatalf("the GPU tests did not run:\n%s", out)
+	}
+}
+
+// TestEmuAttentionBlockOrder runs the attention tests with the stand-ins
+// starting each launch's blocks last index first (CUDA promises no
+// order). The backward kernel's blocks wait for one another and may only
+// wait for blocks that have started; one waiting for a block not yet
+// started would spin forever (the run is stopped after two minutes).
+func TestEmuAttentionBlockOrder(t *testing.T) {
+	dir := emu.Dir(t)
+	const limit = 2 * time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestGPUAttention(Wide|Deterministic)$", "-test.v", "-test.count=1")
+	cmd.Env = emu.Env(dir, "MINITRON_REQUIRE_GPU=1", "MINITRON_EMU_BLOCK_ORDER=reverse", "MINITRON_EMU_THREADS=2")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the attention tests did not finish in %v with blocks started in reverse order: a block waits for one that has not started\n%s", limit, out)
+	}
+	if err != nil {
+		t.Fatalf("the attention tests failed with blocks started in reverse order (%v):\n%s", err, out)
+	}
+	for _, name := range []string{"TestGPUAttentionWide", "TestGPUAttentionDeterministic"} {
+		if !strings.Contains(string(out), "--- PASS: "+name) {
+			t.Fatalf("%s did not run:\n%s", name, out)
+		}
 	}
 }
 

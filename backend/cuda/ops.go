@@ -378,7 +378,7 @@ func (s attnShape) fwdShared(d int) int { return 2 * (s.fwdBM + 2*s.fwdBN) * d }
 
 func (s attnShape) bwdShared(d int) int {
 	bn := 16 * s.bwdW
-	return 2*(2*bn*d+4*s.bwdBM*d+bn*s.bwdBM) + 4*4*s.bwdBM
+	return 2*(2*bn*d+4*s.bwdBM*d+bn*s.bwdBM) + 4*4*s.bwdBM + 16 // and the block's ticket
 }
 
 // attentionShared gives each attention kernel's dynamic shared memory in
@@ -547,7 +547,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 		return err
 	}
 	defer b.Free(acc)
-	nsem := a.B * a.KVHeads * qtiles * slices
+	nsem := 1 + a.B*a.KVHeads*qtiles*slices // the ticket counter, then one per query tile and slice
 	sem, err := b.temp(backend.I32, nsem)
 	if err != nil {
 		return err

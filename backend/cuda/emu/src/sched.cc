@@ -606,8 +606,12 @@ static void run_job(Job* j) {
     }
 }
 
+// launch_block runs the i-th block to start: block i, or with
+// MINITRON_EMU_BLOCK_ORDER=reverse the i-th from the end (CUDA promises
+// no order; kernels must not wait for a block that may not have started).
 static void launch_block(void* ctx, uint64_t i, Worker* w) {
     Launch* L = (Launch*)ctx;
+    if (g_config.reverse_blocks) i = (uint64_t)L->grid.x * L->grid.y * L->grid.z - 1 - i;
     Launch* prev = w->launch;
     const char* prevOp = tls_op;
     w->launch = L;
