@@ -299,6 +299,9 @@ func TestAllocator(t *testing.T) {
 	if a.cached != 0 || f.frees != 2 {
 		t.Fatalf("cache not released: cached %d, %d frees", a.cached, f.frees)
 	}
+	if f.freeSyncs[0] == 0 {
+		t.Fatal("cached blocks were given back before the stream drained")
+	}
 	_, err = a.alloc(100 << 20)
 	if !errors.Is(err, ErrOutOfMemory) || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("out of memory error: %v", err)
