@@ -207,7 +207,9 @@ func compileKernels(rtc compiler, info deviceInfo, n int, dir string, logf func(
 	if dir == "" {
 		d, err := CacheDir()
 		if err != nil {
-			return nil, err
+			// A machine without a home directory still runs, compiling
+			// the kernels at every start.
+			logf("%v; the kernels are compiled at every start", err)
 		}
 		dir = d
 	}

@@ -39,8 +39,13 @@ func cacheKey(sourceHash, arch string, driverVersion, nvrtcVersion int, nvrtcIde
 // cachedCompile returns the image stored under key in dir, or compiles it
 // and stores it (atomically: a temporary file renamed into place, so a
 // killed process never leaves a torn image). A cache that cannot be
-// written is not an error: the image is returned all the same.
+// written is not an error: the image is returned all the same. An empty
+// dir means no cache.
 func cachedCompile(dir, key, ext string, compile func() ([]byte, error)) (img []byte, hit bool, err error) {
+	if dir == "" {
+		img, err = compile()
+		return img, false, err
+	}
 	path := filepath.Join(dir, key+ext)
 	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
 		return b, true, nil
