@@ -70,30 +70,36 @@ func TestEmuGPUTests(t *testing.T) {
 	}
 }
 
-// TestEmuAttentionBlockOrder runs the attention tests with the stand-ins
-// starting each launch's blocks last index first (CUDA promises no
-// order). The backward kernel's blocks wait for one another and may only
-// wait for blocks that have started; one waiting for a block not yet
-// started would spin forever (the run is stopped after two minutes).
-func TestEmuAttentionBlockOrder(t *testing.T) {
+// TestEmuReverseOrder runs the conformance suite and the attention tests
+// with the stand-ins starting each launch's blocks last index first and,
+// between barriers, running a block's warps last first (CUDA promises
+// neither order). The attention backward kernel's blocks wait for one
+// another and may only wait for blocks that have started; one waiting
+// for a block not yet started would spin forever (the run is stopped
+// after two minutes). A missing barrier between a warp that writes shared
+// memory and one that reads it shows in one of the two warp orders.
+func TestEmuReverseOrder(t *testing.T) {
 	dir := emu.Dir(t)
 	const limit = 2 * time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestGPUAttention(Wide|Deterministic)$", "-test.v", "-test.count=1")
-	cmd.Env = emu.Env(dir, "MINITRON_REQUIRE_GPU=1", "MINITRON_EMU_BLOCK_ORDER=reverse", "MINITRON_EMU_THREADS=2")
+	tests := []string{"TestGPUConformance", "TestGPUAttentionWide", "TestGPUAttentionDeterministic", "TestGPUAttentionSplit"}
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^("+strings.Join(tests, "|")+")$", "-test.v", "-test.count=1")
+	cmd.Env = emu.Env(dir, "MINITRON_REQUIRE_GPU=1", "MINITRON_EMU_BLOCK_ORDER=reverse", "MINITRON_EMU_WARP_ORDER=reverse", "MINITRON_EMU_THREADS=2")
+	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
-		t.Fatalf("the attention tests did not finish in %v with blocks started in reverse order: a block waits for one that has not started\n%s", limit, out)
+		t.Fatalf("the GPU tests did not finish in %v with blocks started in reverse order: a block waits for one that has not started\n%s", limit, out)
 	}
 	if err != nil {
-		t.Fatalf("the attention tests failed with blocks started in reverse order (%v):\n%s", err, out)
+		t.Fatalf("the GPU tests failed with blocks and warps in reverse order (%v):\n%s", err, out)
 	}
-	for _, name := range []string{"TestGPUAttentionWide", "TestGPUAttentionDeterministic"} {
+	for _, name := range tests {
 		if !strings.Contains(string(out), "--- PASS: "+name) {
 			t.Fatalf("%s did not run:\n%s", name, out)
 		}
 	}
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
 
 // TestEmuStandIns checks what the stand-ins promise beyond running correct
@@ -111,6 +117,9 @@ func TestEmuStandIns(t *testing.T) {
 		stderr []string // lines it must print
 	}{
 		{name: "semantics", env: []string{"MINITRON_EMU_THREADS=3"}},
+		{name: "order", env: []string{"MINITRON_EMU_THREADS=1"}},
+		{name: "order", env: []string{"MINITRON_EMU_THREADS=1", "MINITRON_EMU_BLOCK_ORDER=reverse", "MINITRON_EMU_WARP_ORDER=reverse"}},
+		{name: "order", env: []string{"MINITRON_EMU_BLOCK_ORDER=sideways"}, stderr: []string{"MINITRON_EMU_BLOCK_ORDER=sideways: want forward or reverse"}},
 		{name: "write-past-end", stderr: []string{"kernel write_at wrote past the end of device allocation #", "(100 bytes at", "at byte 100, 1 past its end"}},
 		{name: "write-before-start", stderr: []string{"kernel write_at wrote before the start of device allocation #", "at byte -4"}},
 		{name: "read-past-end", crash: true, stderr: []string{"kernel read_at, block (0,0,0): invalid memory access", "byte 256 of device allocation #", "(256 bytes at"}},
@@ -128,7 +137,7 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "modules"},
 		{name: "symbols"},
 	} {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(strings.Join(append([]string{c.name}, c.env...), " "), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestEmuHelper$", "-test.v", "-test.count=1")
 			cmd.Env = emu.Env(dir, append(c.env, "MINITRON_EMU_HELPER="+c.name)...)
 			out, err := cmd.CombinedOutput()
@@ -227,6 +236,21 @@ extern "C" __global__ void barriers(int* out, int n) {
     out[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
 
+// order records the order blocks start in (out[block] = how many started
+// before it) and, in out[blocks + block], what warp 0 reads of a shared
+// value warp 1 writes with no barrier between: 1 when warp 1 ran first.
+extern "C" __global__ void order(int* out, int* started) {
+    __shared__ int s;
+    if (threadIdx.x == 0) {
+        out[blockIdx.x] = atomicAdd(started, 1);
+        s = 0;
+    }
+    __syncthreads();
+    if (threadIdx.x == 32) s = 1;
+    if (threadIdx.x == 0) out[gridDim.x + blockIdx.x] = s;
+    __syncthreads();
+}
+
 // early_exit: the upper half of the block returns before a barrier the
 // lower half meets twice (returned threads count as arrived).
 extern "C" __global__ void early_exit(int* out) {
@@ -284,7 +308,7 @@ func emuDevice(t testing.TB, ordinal int) *gpu {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
-		"early_exit", "nop", "shuffles", "barriers", "partial"} {
+		"early_exit", "nop", "shuffles", "barriers", "partial", "order"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -409,6 +433,38 @@ var emuHelpers = map[string]func(t *testing.T){
 		for i, v := range download[int32](t, g, eo, 32) {
 			if v != 42 {
 				t.Fatalf("early_exit: thread %d read %d, want 42", i, v)
+			}
+		}
+	},
+	"order": func(t *testing.T) {
+		// One worker thread: blocks start one after another, in index
+		// order or (MINITRON_EMU_BLOCK_ORDER=reverse) last first. Between
+		// two barriers the two warp orders interleave warps differently:
+		// by default the warp that reached the barrier last goes on first
+		// (warp 1 writes before warp 0 reads), with
+		// MINITRON_EMU_WARP_ORDER=reverse warp 0 does.
+		if err := Available(); err != nil {
+			wantStatus(t, err, "CUDA_ERROR_INVALID_VALUE")
+			return
+		}
+		g := emuDevice(t, 0)
+		const blocks = 5
+		out, started := g.mustMalloc(t, 2*blocks*4), upload(t, g, []int32{0})
+		if err := g.launch("order", [3]uint32{blocks, 1, 1}, [3]uint32{64, 1, 1}, 0, []arg{argPtr(out), argPtr(started)}); err != nil {
+			t.Fatal(err)
+		}
+		got := download[int32](t, g, out, 2*blocks)
+		revBlocks, revWarps := os.Getenv("MINITRON_EMU_BLOCK_ORDER") == "reverse", os.Getenv("MINITRON_EMU_WARP_ORDER") == "reverse"
+		for b := range blocks {
+			wantStart, wantSeen := int32(b), int32(1)
+			if revBlocks {
+				wantStart = blocks - 1 - int32(b)
+			}
+			if revWarps {
+				wantSeen = 0
+			}
+			if got[b] != wantStart || got[blocks+b] != wantSeen {
+				t.Errorf("block %d started %d-th and read %d, want %d-th and %d", b, got[b], got[blocks+b], wantStart, wantSeen)
 			}
 		}
 	},

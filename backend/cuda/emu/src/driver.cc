@@ -174,6 +174,13 @@ int read_config() {
         }
         c.reverse_blocks = strcmp(s, "reverse") == 0;
     }
+    if (const char* s = getenv("MINITRON_EMU_WARP_ORDER"); s && *s) {
+        if (strcmp(s, "reverse") != 0 && strcmp(s, "forward") != 0) {
+            emu_log("MINITRON_EMU_WARP_ORDER=%s: want forward or reverse", s);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+        c.reverse_warps = strcmp(s, "reverse") == 0;
+    }
     g_config = c;
     return CUDA_SUCCESS;
 }

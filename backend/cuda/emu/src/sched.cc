@@ -219,7 +219,8 @@ static void sync_block(EmuThread* t) {
     }
     w->state[t->index] = T_WAIT_BLOCK;
     w->wait_gen[t->index] = b->gen;
-    yield(t, w->nthreads);
+    if (g_config.reverse_warps) SWITCH(&t->sp, w->sched_sp); // the scheduler picks the next warp, last first
+    else yield(t, w->nthreads);
 }
 
 [[noreturn]] static void thread_fail(EmuThread* t, int code, const char* msg);
@@ -417,7 +418,11 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
     bool failed = false;
     for (;;) {
         bool progressed = false;
-        for (unsigned wi = 0; wi < nwarps && !failed; wi++) {
+        for (unsigned k = 0; k < nwarps && !failed; k++) {
+            // Warps run in order, or last first (MINITRON_EMU_WARP_ORDER):
+            // a missing barrier shows when the warp that reads shared data
+            // runs after the one that overwrites it.
+            unsigned wi = g_config.reverse_warps ? nwarps - 1 - k : k;
             unsigned lo = 32 * wi, hi = lo + 32 < n ? lo + 32 : n;
             for (;;) {
                 bool ran = false;
