@@ -129,3 +129,27 @@ func TestBlockRegisters(t *testing.T) {
 		}
 	}
 }
+
+// Norm weight gradients sum rows in chunks, one grid row each: past 4M
+// rows (65535 chunks of 64) the chunks grow instead of the grid.
+func TestNormBackwardManyRows(t *testing.T) {
+	b, f := fakeBackend(t)
+	for _, n := range []int{64 * maxGridY, 64*maxGridY + 1, 3 * 64 * maxGridY} {
+		x, _ := b.New(backend.BF16, n, 1)
+		w, _ := b.New(backend.F32, 1)
+		dw, _ := b.New(backend.F32, 1)
+		stats, _ := b.New(backend.F32, n, 1)
+		f.launches = nil
+		if err := b.RMSNormBackward(x, dw, x, x, w, stats); err != nil {
+			t.Fatal(err)
+		}
+		l := f.launches[0]
+		per := int(l.args[7].bits)
+		if l.name != "norm_backward_dw_partial" || l.grid[1] > maxGridY || int(l.grid[1])*per < n || per < normRowsPerChunk {
+			t.Errorf("%d rows: %s grid %v, %d rows a chunk", n, l.name, l.grid, per)
+		}
+		for _, x := range []backend.Tensor{x, w, dw, stats} {
+			b.Free(x)
+		}
+	}
+}

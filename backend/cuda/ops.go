@@ -279,8 +279,12 @@ func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, stats backend.Tensor) erro
 }
 
 // normRowsPerChunk is the number of rows each partial weight-gradient sum
-// covers; the sums are added in chunk order, so results are deterministic.
+// covers (more when the chunks would exceed maxGridY); the sums are added
+// in chunk order, so results are deterministic.
 const normRowsPerChunk = 64
+
+// maxGridY is the largest grid y (and z) dimension of a launch.
+const maxGridY = 65535
 
 func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
 	n, d := backend.Rows(x), backend.Cols(x)
@@ -293,7 +297,9 @@ func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, s
 	if n == 0 || d == 0 {
 		return nil
 	}
-	chunks := (n + normRowsPerChunk - 1) / normRowsPerChunk
+	// Chunks are grid rows (at most 65535): beyond 4M rows they grow.
+	per := max(normRowsPerChunk, (n+maxGridY-1)/maxGridY)
+	chunks := (n + per - 1) / per
 	part, err := b.temp(backend.F32, chunks*2*d)
 	if err != nil {
 		return err
@@ -301,7 +307,7 @@ func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, s
 	defer b.Free(part)
 	// Weight gradients first: dx may overwrite dout.
 	if err := b.launch("norm_backward_dw_partial", [3]uint32{uint32((d + 31) / 32), uint32(chunks), 1}, [3]uint32{32, 8, 1}, 0,
-		argPtr(part.ptr), gt.arg(), xt.arg(), stt.arg(), argInt(kind), argInt(n), argInt(d), argInt(normRowsPerChunk)); err != nil {
+		argPtr(part.ptr), gt.arg(), xt.arg(), stt.arg(), argInt(kind), argInt(n), argInt(d), argInt(per)); err != nil {
 		return err
 	}
 	if err := b.launch("norm_backward_dx", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
