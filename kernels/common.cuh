@@ -258,7 +258,7 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) { emu_
 __device__ __forceinline__ void cp_async_commit() { emu_cp_async_commit(); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { emu_cp_async_wait(N); }
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) { return (u32)f2bf(lo) | ((u32)f2bf(hi) << 16); }
-__device__ __forceinline__ float fast_exp2(float x) { return exp2f(x); }
+__device__ __forceinline__ float fast_exp2(float x) { return emu_ex2_approx_ftz(x); }
 #endif
 
 // ---- 16-byte vector access to tagged tensors ----

@@ -251,6 +251,15 @@ extern "C" __global__ void order(int* out, int* started) {
     __syncthreads();
 }
 
+// fastmath: out[i] = __expf(x[i]), out[n+i] = rsqrtf(x[i]).
+extern "C" __global__ void fastmath(const float* x, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        out[i] = __expf(x[i]);
+        out[n + i] = rsqrtf(x[i]);
+    }
+}
+
 // early_exit: the upper half of the block returns before a barrier the
 // lower half meets twice (returned threads count as arrived).
 extern "C" __global__ void early_exit(int* out) {
@@ -308,7 +317,7 @@ func emuDevice(t testing.TB, ordinal int) *gpu {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
-		"early_exit", "nop", "shuffles", "barriers", "partial", "order"} {
+		"early_exit", "nop", "shuffles", "barriers", "partial", "order", "fastmath"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -425,6 +434,46 @@ var emuHelpers = map[string]func(t *testing.T){
 			if cnt[0] != uint32(blocks*bs) || math.Float32frombits(cnt[1]) != float32(blocks*bs) {
 				t.Errorf("block size %d: atomic count %d and sum %v, want %d", bs, cnt[0], math.Float32frombits(cnt[1]), blocks*bs)
 			}
+		}
+		// The fast-math functions are as inexact as CUDA documents, not
+		// correctly rounded: __expf within 2 + floor(1.173|x|) ulp,
+		// rsqrtf within 2 (each half an ulp more for the host's libm).
+		const nx = 2000
+		xs := make([]float32, nx)
+		for i := range xs {
+			xs[i] = float32(i-nx/2) * 0.043
+		}
+		xs[0] = 1e-30
+		fo := g.mustMalloc(t, 2*nx*4)
+		if err := g.launch("fastmath", [3]uint32{(nx + 255) / 256, 1, 1}, [3]uint32{256, 1, 1}, 0, []arg{argPtr(upload(t, g, xs)), argPtr(fo), argInt(nx)}); err != nil {
+			t.Fatal(err)
+		}
+		fm := download[float32](t, g, fo, 2*nx)
+		ulps := func(got float32, want float64) float64 {
+			w := float32(want)
+			return math.Abs(float64(got)-want) / float64(math.Nextafter32(w, float32(math.Inf(1)))-w)
+		}
+		inexact := 0
+		for i, x := range xs {
+			e := ulps(fm[i], math.Exp(float64(x)))
+			if e > 2.5+math.Floor(math.Abs(1.173*float64(x))) {
+				t.Errorf("__expf(%g) = %g, %.2f ulp from %g", x, fm[i], e, math.Exp(float64(x)))
+			}
+			if x > 0 {
+				r := 1 / math.Sqrt(float64(x))
+				if e := ulps(fm[nx+i], r); e > 2.5 {
+					t.Errorf("rsqrtf(%g) = %g, %.2f ulp from %g", x, fm[nx+i], e, r)
+				}
+				if fm[nx+i] != float32(r) {
+					inexact++
+				}
+			}
+			if fm[i] != float32(math.Exp(float64(x))) {
+				inexact++
+			}
+		}
+		if inexact < nx/2 {
+			t.Errorf("only %d of %d fast-math results differ from the correctly rounded ones", inexact, 2*nx)
 		}
 		eo := g.mustMalloc(t, 64*4)
 		if err := g.launch("early_exit", one, [3]uint32{64, 1, 1}, 0, []arg{argPtr(eo)}); err != nil {

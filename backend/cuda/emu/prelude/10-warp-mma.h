@@ -40,6 +40,18 @@ static inline float emu_bf16_at(unsigned reg, int half) {
     return f;
 }
 
+// emu_ex2_approx_ftz is ex2.approx.ftz.f32: 2^x within 2 ulp, results
+// below the smallest normal float flushed to zero.
+static inline float emu_ex2_approx_ftz(float x) {
+    float r = exp2f(x);
+    if (r < 1.17549435e-38f) return 0.f;
+    unsigned u;
+    memcpy(&u, &r, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 2u) & ~3u;
+    memcpy(&r, &u, 4);
+    return r;
+}
+
 // emu_mma_bf16_16816 computes d += a·b for the warp (each lane passes its
 // own fragments and receives its own four accumulator elements).
 __attribute__((noinline)) static void emu_mma_bf16_16816(float d[4], const unsigned a[4], const unsigned b[2]) {
