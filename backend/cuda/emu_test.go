@@ -124,6 +124,7 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "write-before-start", stderr: []string{"kernel write_at wrote before the start of device allocation #", "at byte -4"}},
 		{name: "read-past-end", crash: true, stderr: []string{"kernel read_at, block (0,0,0): invalid memory access", "byte 256 of device allocation #", "(256 bytes at"}},
 		{name: "shared-overrun", stderr: []string{"kernel shared_overrun, block (", "): wrote past the end of its 252 bytes of dynamic shared memory (at byte 252)"}},
+		{name: "misaligned", crash: true, stderr: []string{"kernel misaligned, block (0,0,0): misaligned memory access", "CUDA_ERROR_MISALIGNED_ADDRESS"}},
 		{name: "stack-overflow", crash: true, stderr: []string{"kernel deep, block (0,0,0): stack overflow", "MINITRON_EMU_STACK"}},
 		{name: "barrier-deadlock", stderr: []string{"kernel diverge, block (0,0,0): threads wait at different barriers"}},
 		{name: "partial-warp", stderr: []string{"kernel partial, block (0,0,0) thread (0,0,0): a warp-level operation (shuffle, vote or __syncwarp) with mask 0xffff while lanes 0xffffffff of the warp run"}},
@@ -251,6 +252,12 @@ extern "C" __global__ void order(int* out, int* started) {
     __syncthreads();
 }
 
+// misaligned reads a float at an odd address, as a bfloat16 tensor's
+// tagged address would be read without its tag bit cleared.
+extern "C" __global__ void misaligned(const float* p, float* out) {
+    out[0] = *(const float*)((const char*)p + 1);
+}
+
 // fastmath: out[i] = __expf(x[i]), out[n+i] = rsqrtf(x[i]).
 extern "C" __global__ void fastmath(const float* x, float* out, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -317,7 +324,7 @@ func emuDevice(t testing.TB, ordinal int) *gpu {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
-		"early_exit", "nop", "shuffles", "barriers", "partial", "order", "fastmath"} {
+		"early_exit", "nop", "shuffles", "barriers", "partial", "order", "fastmath", "misaligned"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -540,6 +547,12 @@ var emuHelpers = map[string]func(t *testing.T){
 		out := g.mustMalloc(t, 8)
 		err := g.launch("shared_overrun", [3]uint32{2, 1, 1}, [3]uint32{64, 1, 1}, 63*4, []arg{argPtr(out)})
 		wantStatus(t, err, "CUDA_ERROR_ILLEGAL_ADDRESS")
+	},
+	"misaligned": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		p, out := g.mustMalloc(t, 64), g.mustMalloc(t, 4)
+		g.launch("misaligned", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(p), argPtr(out)})
+		t.Fatal("a misaligned access did not stop the process")
 	},
 	"stack-overflow": func(t *testing.T) {
 		g := emuDevice(t, 0)
