@@ -427,13 +427,22 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
     bf16* Ss = Os + 2 * BM * D;       // dsᵀ, [key][query], BN × BM
     float* Ls = (float*)(Ss + BN * BM); // lse of two query tiles
     float* Ds = Ls + 2 * BM;            // Dv of two query tiles
-    int* ticket = (int*)(Ds + 2 * BM);  // this block's ticket
+    // The block's place, from its ticket: sequence, KV head, key tile,
+    // column slice. The loop over query tiles reads the sequence and head
+    // from here again (volatile) rather than holding them in registers:
+    // blockIdx, which they replace, costs none.
+    volatile int* place = (int*)(Ds + 2 * BM);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    if (threadIdx.x == 0) *ticket = atomicAdd(sem, 1);
+    if (threadIdx.x == 0) {
+        const int id = atomicAdd(sem, 1), bx = id % gridDim.x, by = id / gridDim.x; // the block's place in the grid
+        place[0] = by / gridDim.y;
+        place[1] = by % gridDim.y;
+        place[2] = bx / NS;
+        place[3] = bx % NS;
+    }
     __syncthreads();
-    const int id = *ticket, bx = id % gridDim.x, by = id / gridDim.x; // the block's place in the grid
-    const int b = by / gridDim.y, kvh = by % gridDim.y;
-    const int jt = bx / NS, cs = bx % NS; // key tile, column slice
+    const int b = place[0], kvh = place[1];
+    const int jt = place[2], cs = place[3]; // key tile, column slice
     const int group = heads / kvHeads, R = T * group;
     const int p0 = past ? past[b] : 0;
     const int slot = slots ? slots[b] : b;
@@ -486,7 +495,7 @@ UNROLL
             for (int e = threadIdx.x; e < BM; e += NT) {
                 int r = (it + 1) * BM + e;
                 bool in = r < R;
-                i64 li = ((i64)b * T + r / group) * heads + kvh * group + r % group;
+                i64 li = ((i64)place[0] * T + r / group) * heads + place[1] * group + r % group;
                 Ls[(buf ^ 1) * BM + e] = in ? ld(lse, li) * LOG2E : 0.f;
                 Ds[(buf ^ 1) * BM + e] = in ? Dv[li] : 0.f;
             }
@@ -561,7 +570,7 @@ UNROLL
             }
         // Wait for this query tile's earlier key tiles to have added their dq.
         const int jlast = (p0 + (min(R, (it + 1) * BM) - 1) / group) / BN; // the last key tile this query tile sees
-        int* cnt = sem + 1 + (((i64)b * kvHeads + kvh) * qtiles + it) * NS + cs;
+        int* cnt = sem + 1 + (((i64)place[0] * kvHeads + place[1]) * qtiles + it) * NS + cs;
         if (threadIdx.x == 0 && jt > 0) {
             while (atomicAdd(cnt, 0) != jt) {
             }
@@ -594,7 +603,7 @@ UNROLL
                     int rq = mrow + g + 8 * h;
                     int r = it * BM + rq;
                     if (r >= R) continue;
-                    volatile float* acc = dqacc + ((((i64)b * kvHeads + kvh) * qtiles * BM) + r) * D;
+                    volatile float* acc = dqacc + ((((i64)place[0] * kvHeads + place[1]) * qtiles * BM) + r) * D;
                     i64 oo = qr.off(r);
 UNROLL
                     for (int n = 0; n < 4; n++) {
@@ -647,8 +656,10 @@ UNROLL
 
 // The backward kernels, one per padded head dimension; shared memory
 // (2 BN D + 4 BM D + BN BM) bf16 values, 4 BM floats and the ticket
-// (attnShapes in backend/cuda/ops.go).
-extern "C" __global__ void __launch_bounds__(128) attention_bwd_d32(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+// (attnShapes in backend/cuda/ops.go). d32 asks for 2 blocks per
+// multiprocessor (≈ 190 registers): with a bound of 128 threads alone
+// ptxas 11.8 once squeezed it into 168 for sm_90 by spilling.
+extern "C" __global__ void __launch_bounds__(128, 2) attention_bwd_d32(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
                                                                     const void* k, const void* v, const void* lse, const float* Dv, const int* past,
                                                                     const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<32>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);

@@ -89,8 +89,8 @@ type Kernel struct {
 	Name   string
 	File   string
 	Params []Param
-	// MaxThreads is the block size the kernel is compiled for (its
-	// __launch_bounds__); 0 when it declares none. The compiler keeps the
+	// MaxThreads is the block size the kernel is compiled for (the first
+	// argument of its __launch_bounds__); 0 when it declares none. The compiler keeps the
 	// registers of a kernel with bounds N within what N threads may use
 	// (64K per block: 64 each for 1024 threads); a launch with more
 	// threads fails on the GPU.
@@ -103,7 +103,7 @@ type Param struct {
 	Kind Kind
 }
 
-var declRE = regexp.MustCompile(`extern "C" __global__ void\s+(?:__launch_bounds__\(\s*(\d+)\s*\)\s+)?(\w+)\(([^)]*)\)`)
+var declRE = regexp.MustCompile(`extern "C" __global__ void\s+(?:__launch_bounds__\(\s*(\d+)\s*(?:,\s*\d+\s*)?\)\s+)?(\w+)\(([^)]*)\)`)
 
 // Kernels parses every kernel declaration, keyed by name.
 func Kernels() (map[string]Kernel, error) {

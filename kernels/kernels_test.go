@@ -62,6 +62,7 @@ func TestLaunchBoundsParse(t *testing.T) {
 		{`extern "C" __global__ void k(int n)`, "k", 0},
 		{`extern "C" __global__ void __launch_bounds__(256) k2(int n)`, "k2", 256},
 		{"extern \"C\" __global__ void  __launch_bounds__( 1024 )\n  k3(int n)", "k3", 1024},
+		{`extern "C" __global__ void __launch_bounds__(128, 2) k4(int n)`, "k4", 128},
 	} {
 		m := declRE.FindStringSubmatch(c.decl)
 		if m == nil || m[2] != c.name {
