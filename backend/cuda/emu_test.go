@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -125,6 +126,10 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "read-past-end", crash: true, stderr: []string{"kernel read_at, block (0,0,0): invalid memory access", "byte 256 of device allocation #", "(256 bytes at"}},
 		{name: "shared-overrun", stderr: []string{"kernel shared_overrun, block (", "): wrote past the end of its 252 bytes of dynamic shared memory (at byte 252)"}},
 		{name: "misaligned", crash: true, stderr: []string{"kernel misaligned, block (0,0,0): misaligned memory access", "CUDA_ERROR_MISALIGNED_ADDRESS"}},
+		{name: "misaligned16", env: []string{"MODE=0"}, crash: true, stderr: []string{"kernel misaligned16, block (0,0,0): misaligned memory access"}},
+		{name: "misaligned16", env: []string{"MODE=1"}, crash: true, stderr: []string{"kernel misaligned16, block (0,0,0): misaligned memory access"}},
+		{name: "misaligned16", env: []string{"MODE=2"}, crash: true, stderr: []string{"kernel misaligned16, block (0,0,0): misaligned memory access"}},
+		{name: "misaligned16", env: []string{"MODE=3"}},
 		{name: "stack-overflow", crash: true, stderr: []string{"kernel deep, block (0,0,0): stack overflow", "MINITRON_EMU_STACK"}},
 		{name: "barrier-deadlock", stderr: []string{"kernel diverge, block (0,0,0): threads wait at different barriers"}},
 		{name: "partial-warp", stderr: []string{"kernel partial, block (0,0,0) thread (0,0,0): a warp-level operation (shuffle, vote or __syncwarp) with mask 0xffff while lanes 0xffffffff of the warp run"}},
@@ -258,6 +263,22 @@ extern "C" __global__ void misaligned(const float* p, float* out) {
     out[0] = *(const float*)((const char*)p + 1);
 }
 
+// misaligned16 copies 16 bytes a thread into shared memory with cp.async
+// and reads them back with ldmatrix, making one access a GPU refuses:
+// mode 0 a copy from a global address 8 bytes past a multiple of 16, mode
+// 1 a copy to such a shared address, mode 2 an ldmatrix whose lane 5 gives
+// such a row address; mode 3 none.
+extern "C" __global__ void misaligned16(const float* p, int mode, float* out) {
+    extern __shared__ float sm[];
+    emu_cp_async_16(sm + 4 * threadIdx.x + (mode == 1 ? 2 : 0), p + 4 * threadIdx.x + (mode == 0 ? 2 : 0));
+    emu_cp_async_commit();
+    emu_cp_async_wait(0);
+    __syncthreads();
+    unsigned r[4];
+    emu_ldmatrix(r, 4, false, sm + 4 * threadIdx.x + (mode == 2 && threadIdx.x == 5 ? 2 : 0));
+    out[threadIdx.x] = (float)r[0];
+}
+
 // fastmath: out[i] = __expf(x[i]), out[n+i] = rsqrtf(x[i]).
 extern "C" __global__ void fastmath(const float* x, float* out, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -324,7 +345,7 @@ func emuDevice(t testing.TB, ordinal int) *gpu {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
-		"early_exit", "nop", "shuffles", "barriers", "partial", "order", "fastmath", "misaligned"} {
+		"early_exit", "nop", "shuffles", "barriers", "partial", "order", "fastmath", "misaligned", "misaligned16"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -553,6 +574,22 @@ var emuHelpers = map[string]func(t *testing.T){
 		p, out := g.mustMalloc(t, 64), g.mustMalloc(t, 4)
 		g.launch("misaligned", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(p), argPtr(out)})
 		t.Fatal("a misaligned access did not stop the process")
+	},
+	"misaligned16": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		mode, _ := strconv.Atoi(os.Getenv("MODE"))
+		p, out := g.mustMalloc(t, 32*16+16), g.mustMalloc(t, 32*4)
+		err := g.launch("misaligned16", one, [3]uint32{32, 1, 1}, 32*16+16, []arg{argPtr(p), argInt(mode), argPtr(out)})
+		if mode < 3 {
+			t.Fatalf("a misaligned 16-byte access (mode %d) did not stop the process: %v", mode, err)
+		}
+		// Mode 3: an aligned ldmatrix runs.
+		if err == nil {
+			err = g.sync()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	},
 	"stack-overflow": func(t *testing.T) {
 		g := emuDevice(t, 0)

@@ -79,10 +79,19 @@ __attribute__((noinline)) static void emu_mma_bf16_16816(float d[4], const unsig
     for (int i = 0; i < 4; i++) d[i] = out[i];
 }
 
+// emu_trap_misaligned16 stops the kernel as a GPU does
+// (CUDA_ERROR_MISALIGNED_ADDRESS) when p is not a multiple of 16: the
+// fault handler reports the trap as a misaligned access, naming the kernel.
+static inline void emu_trap_misaligned16(const void* p) {
+    if ((uintptr_t)p & 15) __builtin_trap();
+}
+
 // emu_ldmatrix loads n (1, 2 or 4) 8×8 matrices of 16-bit elements into r.
+// Each row address that is read must be 16-byte aligned, as on a GPU.
 __attribute__((noinline)) static void emu_ldmatrix(unsigned* r, int n, bool trans, const void* p) {
     const unsigned char** s = (const unsigned char**)emu_warp_scratch(); // row address of every lane
     unsigned lane = emu_lane();
+    if (lane < 8u * n) emu_trap_misaligned16(p);
     s[lane] = (const unsigned char*)p;
     emu_warp_sync();
     unsigned out[4];
@@ -139,7 +148,10 @@ static inline EmuCpAsync* emu_cp_async_queue() {
     return c;
 }
 
+// A 16-byte cp.async needs both addresses 16-byte aligned.
 static inline void emu_cp_async_16(void* smem, const void* gmem) {
+    emu_trap_misaligned16(smem);
+    emu_trap_misaligned16(gmem);
     EmuCpAsync* c = emu_cp_async_queue();
     if (c->n == EMU_CP_ASYNC_QUEUE) {
         memcpy(c->q[0].dst, c->q[0].src, 16);
