@@ -506,10 +506,6 @@ func oneCharLen(b byte) int {
 
 const unkPenalty = 10
 
-// scanLimit is the input length (in symbols) up to which BPE picks merges by
-// scanning instead of through a priority queue.
-const scanLimit = 64
-
 // fltMin is C's FLT_MIN, the smallest normal float32: the library starts its
 // maximum piece score there, so with all scores negative it stays there.
 const fltMin float32 = 1.17549435e-38
