@@ -341,17 +341,3 @@ func topK(dst []cand, logits []float32, k int) []cand {
 	}
 	return h
 }
-
-// Logits is a helper for tests and tools: the full-sequence logits of ids.
-func Logits(m *model.Model, b, t int, ids []int32) ([]float32, error) {
-	a, err := m.NewActivations(b*t, false)
-	if err != nil {
-		return nil, err
-	}
-	defer a.Free(m.Backend)
-	out, err := m.Forward(a, model.Input{B: b, T: t, IDs: ids}, model.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return m.Backend.ToFloat32(out)
-}

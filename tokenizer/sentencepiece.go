@@ -194,9 +194,6 @@ func (sp *SentencePiece) Piece(id int32) string {
 // Hash identifies the model file's content.
 func (sp *SentencePiece) Hash() string { return sp.hash }
 
-// Normalize returns the text as the model sees it before segmentation.
-func (sp *SentencePiece) Normalize(s string) string { return sp.norm.normalize(s) }
-
 // Encode returns the ids of text, without BOS or EOS.
 func (sp *SentencePiece) Encode(text string) []int32 {
 	return sp.AppendEncode(nil, text)

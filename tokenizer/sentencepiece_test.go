@@ -95,7 +95,7 @@ func TestTrie(t *testing.T) {
 // normalizedText is what decoding should give back: the normalized text
 // with U+2581 as spaces and the dummy prefix removed.
 func normalizedText(sp *SentencePiece, s string) string {
-	n := strings.ReplaceAll(sp.Normalize(s), spaceSymbol, " ")
+	n := strings.ReplaceAll(sp.norm.normalize(s), spaceSymbol, " ")
 	if sp.norm.addDummyPrefix || sp.norm.removeExtraWS {
 		n = strings.TrimPrefix(n, " ")
 	}
