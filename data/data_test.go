@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/tokenizer"
 )
 
@@ -425,10 +425,7 @@ func TestCalibration(t *testing.T) {
 
 // TestGoSourceCorpus prepares a slice of the real Go source tree.
 func TestGoSourceCorpus(t *testing.T) {
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
+	src := fixture.GoSource(t, "strings")
 	out := t.TempDir()
 	m := prepare(t, "", out, PrepareOptions{Inputs: []string{src}, Include: []string{"*.go"}})
 	ds, err := Open(out)

@@ -8,9 +8,7 @@ package recipes
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/minitron/minitron/config"
@@ -159,30 +157,27 @@ func Load(path string, overrides []string) (*Recipe, error) {
 	return &r, nil
 }
 
-// goroot finds the Go source tree for $GOROOT in recipes.
-func goroot() string {
-	if g := os.Getenv("GOROOT"); g != "" {
-		return g
-	}
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		return strings.TrimSpace(string(out))
-	}
-	return runtime.GOROOT()
-}
-
-// path resolves a recipe path: environment variables ($GOROOT included)
-// expanded, relative paths taken from the recipe file's directory.
+// path resolves a recipe path: environment variables expanded, relative
+// paths taken from the recipe file's directory.
 func (r *Recipe) path(p string) string {
-	p = os.Expand(p, func(k string) string {
-		if k == "GOROOT" {
-			return goroot()
-		}
-		return os.Getenv(k)
-	})
+	p = os.ExpandEnv(p)
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
 	return filepath.Join(r.dir, p)
+}
+
+// unsetVars returns the first environment variable p refers to that is not
+// set, or "".
+func unsetVars(p string) string {
+	missing := ""
+	os.Expand(p, func(k string) string {
+		if _, ok := os.LookupEnv(k); !ok && missing == "" {
+			missing = k
+		}
+		return ""
+	})
+	return missing
 }
 
 // StageIndex returns the position of a stage name.
@@ -237,6 +232,10 @@ func (r *Recipe) Validate() error {
 			}
 		}
 		for _, in := range d.Inputs {
+			if v := unsetVars(in); v != "" {
+				add("data.datasets[%d] (%s): input %s uses $%s, which is not set in the environment", i, d.Name, in, v)
+				continue
+			}
 			if _, err := os.Stat(r.path(in)); err != nil {
 				add("data.datasets[%d] (%s): input %v", i, d.Name, err)
 			}

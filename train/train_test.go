@@ -15,6 +15,7 @@ import (
 
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
 )
@@ -34,10 +35,7 @@ var (
 // goCorpus prepares a small real dataset (Go's strings package) once.
 func goCorpus(t *testing.T) string {
 	t.Helper()
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
+	src := fixture.GoSource(t, "strings")
 	corpusOnce.Do(func() {
 		tok, err := tokenizer.LoadSentencePiece(tokPath)
 		if err != nil {

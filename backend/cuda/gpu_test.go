@@ -42,15 +42,7 @@ func TestGPUConformance(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T) backend.Backend { return b }, backendtest.BF16)
 }
 
-func relErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		d := float64(got[i]) - float64(want[i])
-		num += d * d
-		den += float64(want[i]) * float64(want[i])
-	}
-	return math.Sqrt(num / den)
-}
+var relErr = backendtest.RelErr[float32]
 
 // TestGPUFixtureParity compares logits, loss and every gradient of the
 // fixture models, computed in bfloat16 on the GPU, with transformers'

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,12 +33,7 @@ func TestLogitsCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			w, _ := want.Float32("logits")
-			var num, den float64
-			for i := range w {
-				num += math.Pow(float64(g[i]-w[i]), 2)
-				den += math.Pow(float64(w[i]), 2)
-			}
-			if e := math.Sqrt(num / den); e > 1e-4 {
+			if e := rel(g, w); e > 1e-4 {
 				t.Fatalf("relative error %.3g", e)
 			}
 		})
@@ -69,12 +63,7 @@ func TestLogitsGrads(t *testing.T) {
 			t.Fatal(err)
 		}
 		w, _ := want.Float32(name)
-		var num, den float64
-		for i := range w {
-			num += math.Pow(float64(g[i]-w[i]), 2)
-			den += math.Pow(float64(w[i]), 2)
-		}
-		if e := math.Sqrt(num / den); e > 1e-4 {
+		if e := rel(g, w); e > 1e-4 {
 			t.Errorf("%s: relative error %.3g", name, e)
 		}
 		n++

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ relative to the recipe file; $GOROOT is the Go installation. Outputs go to the
 recipe's out directory (default runs/NAME).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			setGOROOT()
 			r, err := recipes.Load(args[0], sets)
 			if err != nil {
 				return err
@@ -114,4 +116,17 @@ recipe's out directory (default runs/NAME).`,
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}
+
+// setGOROOT sets $GOROOT, which recipes use to name the Go source tree as a
+// corpus, from the go command when the environment does not set it.
+func setGOROOT() {
+	if _, ok := os.LookupEnv("GOROOT"); ok {
+		return
+	}
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if g := strings.TrimSpace(string(out)); g != "" {
+			os.Setenv("GOROOT", g)
+		}
+	}
 }

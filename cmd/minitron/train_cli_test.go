@@ -8,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/minitron/minitron/internal/fixture"
 )
 
 const tinyNemotron = `{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":2,
@@ -21,10 +22,7 @@ const tinyNemotron = `{"architectures":["NemotronForCausalLM"],"vocab_size":4000
 // trainSetup prepares a small real dataset and a training config.
 func trainSetup(t *testing.T) (cfg string) {
 	t.Helper()
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
+	src := fixture.GoSource(t, "strings")
 	dir := t.TempDir()
 	ds := filepath.Join(dir, "ds")
 	mustRun(t, "data", "prepare", "--tokenizer", "../../testdata/tokenizer/spm-nemotron-style.model", "--input", src, "--include", "*.go", "--out", ds)
