@@ -264,6 +264,36 @@ func syntheticDataset(t *testing.T, docs int, prefix string) (*Dataset, []int32)
 	return ds, all
 }
 
+// TestSplitSpread: the validation split is the requested fraction of whole
+// blocks, drawn from all over the corpus rather than from one end.
+func TestSplitSpread(t *testing.T) {
+	const T, blocks = 4, 200
+	ds := &Dataset{Dir: "spread", Manifest: &Manifest{Tokens: blocks*splitBlock*T + 1}}
+	train, val, err := ds.Split(T, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if val.Count != 20*splitBlock || train.Count != 180*splitBlock {
+		t.Fatalf("split %d + %d sequences, want %d + %d", train.Count, val.Count, 180*splitBlock, 20*splitBlock)
+	}
+	// Count the validation blocks in each fifth of the corpus: a draw
+	// from all over it puts some in every fifth; a contiguous range, or
+	// the corpus's end, would leave four fifths empty.
+	var fifths [5]int
+	for i := int64(0); i < val.Count; i += splitBlock {
+		b := val.Index(i) / splitBlock
+		if val.Index(i)%splitBlock != 0 {
+			t.Fatalf("validation sequence %d starts inside a block", i)
+		}
+		fifths[b*5/blocks]++
+	}
+	for f, c := range fifths {
+		if c == 0 {
+			t.Errorf("no validation block in fifth %d of the corpus: %v", f, fifths)
+		}
+	}
+}
+
 func TestPermutation(t *testing.T) {
 	for _, n := range []uint64{1, 2, 3, 7, 64, 100, 1000, 4097} {
 		p := newPermutation(n, 42, 1)
@@ -316,10 +346,6 @@ func TestLoaderPackingSplitAndResume(t *testing.T) {
 		if c != 1 {
 			t.Fatalf("sequence %d is in %d splits", g, c)
 		}
-	}
-	// Validation blocks are spread over the corpus, not only at its end.
-	if first := val.Index(0); first >= n-val.Count {
-		t.Logf("validation starts at sequence %d of %d", first, n)
 	}
 	l, _ := NewLoader([]Source{{Name: "a", Split: train, Weight: 1}}, 5, true)
 	// Three epochs: every epoch is a permutation of the split, and epochs differ.
