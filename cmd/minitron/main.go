@@ -14,12 +14,32 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go onSignals(sig, cancel, func() {
+		fmt.Fprintln(os.Stderr, "\nminitron: aborted")
+		os.Exit(130)
+	})
 	root := newRoot()
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "minitron:", err)
 		os.Exit(1)
+	}
+}
+
+// onSignals cancels the command's context at the first SIGINT or SIGTERM
+// (long jobs then stop cleanly: a checkpoint, the requests in flight) and
+// aborts at the second.
+func onSignals(sig <-chan os.Signal, cancel context.CancelFunc, abort func()) {
+	if _, ok := <-sig; !ok {
+		return
+	}
+	cancel()
+	if _, ok := <-sig; ok {
+		abort()
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -138,4 +139,22 @@ func TestBadInputs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "o.safetensors")); err == nil {
 		t.Fatal("a failed run left an output file")
 	}
+}
+
+// TestSignals: the first signal cancels the command's context, the second
+// aborts.
+func TestSignals(t *testing.T) {
+	sig := make(chan os.Signal, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	aborted := make(chan struct{})
+	go onSignals(sig, cancel, func() { close(aborted) })
+	sig <- os.Interrupt
+	<-ctx.Done()
+	select {
+	case <-aborted:
+		t.Fatal("aborted at the first signal")
+	default:
+	}
+	sig <- os.Interrupt
+	<-aborted
 }
