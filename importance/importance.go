@@ -206,8 +206,11 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 			return a, nil
 		}
 		a, err := m.NewActivations(rows, false)
+		if err != nil {
+			return nil, err
+		}
 		acts[rows] = a
-		return a, err
+		return a, nil
 	}
 	var bs int // sequences in the current pass
 	fold := func(stat *channelStat, v []float32, dims int) {

@@ -2,10 +2,13 @@ package importance
 
 import (
 	"context"
+	"errors"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/checkpoints"
@@ -101,5 +104,23 @@ func TestAggregations(t *testing.T) {
 		if got := float64(st.result()[0]); math.Abs(got-c.want) > 1e-6 {
 			t.Errorf("%v: %v, want %v", c.agg, got, c.want)
 		}
+	}
+}
+
+// outOfMemory is a backend whose allocations fail, as a full GPU's do.
+type outOfMemory struct{ backend.Backend }
+
+func (outOfMemory) New(backend.DType, ...int) (backend.Tensor, error) {
+	return nil, errors.New("out of device memory")
+}
+
+// TestAllocationFailure: a workspace that cannot be allocated is an error,
+// not a crash.
+func TestAllocationFailure(t *testing.T) {
+	m, _, ids, n, T := loadFixture(t, "nemotron-tiny")
+	m.Backend = outOfMemory{m.Backend}
+	_, err := Estimate(context.Background(), m, ids, n, T, Options{})
+	if err == nil || !strings.Contains(err.Error(), "out of device memory") {
+		t.Fatalf("error %v, want the allocation's", err)
 	}
 }
