@@ -160,7 +160,11 @@ func CacheTeacher(ctx context.Context, teacher *model.Model, opt CacheOptions) (
 	if err != nil {
 		return nil, err
 	}
-	defer a.Free(teacher.Backend)
+	defer func() {
+		if a != nil { // nil after a failed reallocation
+			a.Free(teacher.Backend)
+		}
+	}()
 	mem := memory.NewGoAllocator()
 	var w *shardWriter
 	var rows struct {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/model"
@@ -51,9 +52,18 @@ func TestCacheMatchesTeacher(t *testing.T) {
 	ds, teacherDir, teacher, _ := cacheSetup(t)
 	out := filepath.Join(t.TempDir(), "cache")
 	const T, K = 8, 16
+	counted := backendtest.NewCounting(teacher.Backend)
+	teacher.Backend = counted
 	man, err := CacheTeacher(context.Background(), teacher, CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12, MicroBatch: 3})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The last micro-batch is smaller and gets its own workspace; all are freed.
+	if man.Sequences%3 == 0 {
+		t.Fatalf("%d sequences: the test wants a partial last micro-batch", man.Sequences)
+	}
+	if n := counted.Live(); n != 0 {
+		t.Fatalf("%d tensors not freed", n)
 	}
 	if len(man.Shards) < 2 {
 		t.Fatalf("%d shards: the test wants several", len(man.Shards))

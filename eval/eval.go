@@ -36,7 +36,11 @@ func Perplexity(ctx context.Context, m *model.Model, s data.Split, maxSeqs, micr
 	if err != nil {
 		return nil, err
 	}
-	defer a.Free(m.Backend)
+	defer func() {
+		if a != nil { // nil after a failed reallocation
+			a.Free(m.Backend)
+		}
+	}()
 	var sum float64
 	var tokens int64
 	for i := int64(0); i < n; i += int64(micro) {
