@@ -387,7 +387,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := o.buffers(min(n, 256), v); err != nil {
+	if err := o.buffers(min(n, model.LossChunk), v); err != nil {
 		return nil, nil, err
 	}
 	T := float32(o.KD.Temperature)
@@ -406,12 +406,24 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 				return err
 			}
 		}
-		kl, _ := b.View(o.kloss, 0, rows)
-		cl, _ := b.View(o.closs, 0, rows)
-		tv, _ := b.View(tg, r0, rows)
+		kl, err := b.View(o.kloss, 0, rows)
+		if err != nil {
+			return err
+		}
+		cl, err := b.View(o.closs, 0, rows)
+		if err != nil {
+			return err
+		}
+		tv, err := b.View(tg, r0, rows)
+		if err != nil {
+			return err
+		}
 		useCE := o.KD.CEWeight > 0 || !withGrad
+		var ce backend.Tensor
 		if useCE {
-			ce, _ := b.View(o.ce, 0, rows, v)
+			if ce, err = b.View(o.ce, 0, rows, v); err != nil {
+				return err
+			}
 			if err := b.Copy(ce, logits); err != nil {
 				return err
 			}
@@ -436,7 +448,6 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 			return err
 		}
 		if withGrad && o.KD.CEWeight > 0 {
-			ce, _ := b.View(o.ce, 0, rows, v)
 			if err := b.Add(logits, logits, ce); err != nil {
 				return err
 			}
@@ -446,7 +457,10 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 			return err
 		}
 		if !withGrad && o.Teacher != nil {
-			tcl, _ := b.View(o.tcl, 0, rows)
+			tcl, err := b.View(o.tcl, 0, rows)
+			if err != nil {
+				return err
+			}
 			if err := b.CrossEntropy(tcl, nil, tl, tv, 1); err != nil {
 				return err
 			}
