@@ -425,7 +425,7 @@ func ReadGGUF(path string) (*GGUFFile, error) {
 		f.Tensors = append(f.Tensors, ti)
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("checkpoints: %s: %v", path, r.err)
+		return nil, fmt.Errorf("checkpoints: %s: %w", path, r.err)
 	}
 	align := int64(GGUFAlignment)
 	if a, ok := f.KV["general.alignment"].(uint32); ok && a > 0 {

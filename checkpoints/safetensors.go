@@ -82,20 +82,20 @@ func ParseHeader(name string, buf []byte, fileSize int64) (*Header, error) {
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(buf[8:8+n], &raw); err != nil {
-		return nil, fmt.Errorf("checkpoints: %s: invalid JSON header: %v", name, err)
+		return nil, fmt.Errorf("checkpoints: %s: invalid JSON header: %w", name, err)
 	}
 	dataLen := fileSize - 8 - int64(n)
 	h := &Header{}
 	for key, msg := range raw {
 		if key == "__metadata__" {
 			if err := json.Unmarshal(msg, &h.Metadata); err != nil {
-				return nil, fmt.Errorf("checkpoints: %s: __metadata__ must map strings to strings: %v", name, err)
+				return nil, fmt.Errorf("checkpoints: %s: __metadata__ must map strings to strings: %w", name, err)
 			}
 			continue
 		}
 		var e rawEntry
 		if err := json.Unmarshal(msg, &e); err != nil {
-			return nil, fmt.Errorf("checkpoints: %s: tensor %q: invalid entry: %v", name, key, err)
+			return nil, fmt.Errorf("checkpoints: %s: tensor %q: invalid entry: %w", name, key, err)
 		}
 		dt, ok := safetensorsDType(e.DType)
 		if !ok {

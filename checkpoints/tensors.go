@@ -73,7 +73,7 @@ func openIndexed(dir, idx string) (*Tensors, error) {
 		WeightMap map[string]string `json:"weight_map"`
 	}
 	if err := json.Unmarshal(b, &index); err != nil {
-		return nil, fmt.Errorf("checkpoints: %s: invalid JSON: %v", idx, err)
+		return nil, fmt.Errorf("checkpoints: %s: invalid JSON: %w", idx, err)
 	}
 	if len(index.WeightMap) == 0 {
 		return nil, fmt.Errorf("checkpoints: %s: empty weight_map", idx)

@@ -40,7 +40,7 @@ func Decode(name string, text []byte, out any, overrides []string) error {
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	if err := enc.Encode(&doc); err != nil {
-		return fmt.Errorf("config: %s: %v", name, err)
+		return fmt.Errorf("config: %s: %w", name, err)
 	}
 	// Decode the original text when nothing was overridden, so line
 	// numbers in errors are the file's own.
@@ -69,7 +69,7 @@ func set(doc *yaml.Node, o string) error {
 	}
 	var v yaml.Node
 	if err := yaml.Unmarshal([]byte(val), &v); err != nil {
-		return fmt.Errorf("value %q: %v", val, err)
+		return fmt.Errorf("value %q: %w", val, err)
 	}
 	value := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: ""}
 	if len(v.Content) > 0 {

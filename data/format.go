@@ -100,7 +100,7 @@ func ReadManifest(dir string) (*Manifest, error) {
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("data: %s: invalid JSON: %v", p, err)
+		return nil, fmt.Errorf("data: %s: invalid JSON: %w", p, err)
 	}
 	if m.Format != FormatVersion {
 		return nil, fmt.Errorf("data: %s: format %d, this build reads format %d; prepare the dataset again", p, m.Format, FormatVersion)

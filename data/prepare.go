@@ -255,7 +255,7 @@ func process(c *chunk, files []inputFile, opt PrepareOptions) {
 				c.skipped[i] = true
 				continue
 			}
-			c.err = fmt.Errorf("data: %s: %v (use --on-error skip to skip such records)", where, err)
+			c.err = fmt.Errorf("data: %s: %w (use --on-error skip to skip such records)", where, err)
 			return
 		}
 		if strings.TrimSpace(text) == "" {
@@ -283,7 +283,7 @@ func itemText(it item, field string) (string, error) {
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(it.text, &obj); err != nil {
-		return "", fmt.Errorf("invalid JSON: %v", err)
+		return "", fmt.Errorf("invalid JSON: %w", err)
 	}
 	raw, ok := obj[field]
 	if !ok {

@@ -110,7 +110,7 @@ func (d *Dataset) batch(b int64) (*cachedBatch, error) {
 		r, err := ipc.NewFileReader(f, ipc.WithAllocator(memory.NewGoAllocator()))
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("data: %s: shard %s is not a readable Arrow file: %v", d.Dir, d.Manifest.Shards[s].File, err)
+			return nil, fmt.Errorf("data: %s: shard %s is not a readable Arrow file: %w", d.Dir, d.Manifest.Shards[s].File, err)
 		}
 		if !r.Schema().Equal(schema) {
 			r.Close()
@@ -126,11 +126,11 @@ func (d *Dataset) batch(b int64) (*cachedBatch, error) {
 	}
 	rec, err := sf.r.RecordBatch(i)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: shard %s batch %d: %v", d.Dir, d.Manifest.Shards[s].File, i, err)
+		return nil, fmt.Errorf("data: %s: shard %s batch %d: %w", d.Dir, d.Manifest.Shards[s].File, i, err)
 	}
 	tokens, starts, err := readBatch(rec)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: shard %s batch %d: %v", d.Dir, d.Manifest.Shards[s].File, i, err)
+		return nil, fmt.Errorf("data: %s: shard %s batch %d: %w", d.Dir, d.Manifest.Shards[s].File, i, err)
 	}
 	cb := &cachedBatch{batch: b, tokens: append([]int32(nil), tokens...), starts: append([]int32(nil), starts...)}
 	want := min(int64(d.Manifest.BatchTokens), d.Manifest.Tokens-off)

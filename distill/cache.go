@@ -295,7 +295,7 @@ func ReadCacheManifest(dir string) (*CacheManifest, error) {
 	}
 	var m CacheManifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("distill: %s/manifest.json: %v", dir, err)
+		return nil, fmt.Errorf("distill: %s/manifest.json: %w", dir, err)
 	}
 	if m.Format != 1 || m.K <= 0 || m.SeqLen <= 0 || m.BatchSeqs <= 0 || m.ShardSeqs <= 0 {
 		return nil, fmt.Errorf("distill: %s/manifest.json: unsupported or damaged manifest", dir)
@@ -430,7 +430,7 @@ func (c *TeacherCache) Sequence(g int64) ([]int32, []float32, error) {
 			ir, err := ipc.NewFileReader(f, ipc.WithAllocator(memory.NewGoAllocator()))
 			if err != nil {
 				f.Close()
-				return nil, nil, fmt.Errorf("distill: %s: %v", m.Shards[shard], err)
+				return nil, nil, fmt.Errorf("distill: %s: %w", m.Shards[shard], err)
 			}
 			r = &cacheReader{f: f, r: ir}
 			c.readers[shard] = r
@@ -438,7 +438,7 @@ func (c *TeacherCache) Sequence(g int64) ([]int32, []float32, error) {
 		within := int(bn - int64(shard)*m.ShardSeqs/int64(m.BatchSeqs))
 		rec, err := r.r.RecordBatch(within)
 		if err != nil {
-			return nil, nil, fmt.Errorf("distill: %s batch %d: %v", m.Shards[shard], within, err)
+			return nil, nil, fmt.Errorf("distill: %s batch %d: %w", m.Shards[shard], within, err)
 		}
 		il, ok1 := rec.Column(0).(*array.List)
 		ll, ok2 := rec.Column(1).(*array.List)

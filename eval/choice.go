@@ -50,7 +50,7 @@ func ReadItems(r io.Reader, name string) ([]Item, error) {
 			Answer   json.RawMessage `json:"answer"`
 		}
 		if err := json.Unmarshal([]byte(text), &raw); err != nil {
-			return nil, fmt.Errorf("eval: %s:%d: %v", name, line, err)
+			return nil, fmt.Errorf("eval: %s:%d: %w", name, line, err)
 		}
 		var it Item
 		label := raw.Label

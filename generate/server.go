@@ -115,7 +115,7 @@ func (s *Server) parse(r *http.Request) (*completionRequest, Request, []string, 
 	var c completionRequest
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 8<<20))
 	if err := dec.Decode(&c); err != nil {
-		return nil, Request{}, nil, "", fmt.Errorf("invalid JSON body: %v", err)
+		return nil, Request{}, nil, "", fmt.Errorf("invalid JSON body: %w", err)
 	}
 	if c.N != nil && *c.N != 1 {
 		return nil, Request{}, nil, "", errors.New("n must be 1")

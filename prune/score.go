@@ -140,7 +140,7 @@ func readResults(path string) (map[string]Scored, error) {
 	}
 	var list []Scored
 	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, fmt.Errorf("prune: %s: %v; delete it to score every candidate again", path, err)
+		return nil, fmt.Errorf("prune: %s: %w; delete it to score every candidate again", path, err)
 	}
 	for _, s := range list {
 		done[s.Name()] = s

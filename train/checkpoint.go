@@ -197,7 +197,7 @@ func readState(dir string) (*State, error) {
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("train: %s: invalid JSON: %v", filepath.Join(dir, stateFile), err)
+		return nil, fmt.Errorf("train: %s: invalid JSON: %w", filepath.Join(dir, stateFile), err)
 	}
 	return &s, nil
 }

@@ -17,7 +17,7 @@ func CacheDir() (string, error) {
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("cuda: no cache directory for compiled kernels (%v); set MINITRON_CACHE", err)
+		return "", fmt.Errorf("cuda: no cache directory for compiled kernels (%w); set MINITRON_CACHE", err)
 	}
 	return filepath.Join(d, "minitron", "kernels"), nil
 }

@@ -18,7 +18,7 @@ type library struct {
 func openLibrary(what, path string) (*library, error) {
 	h, err := dlopen(path)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: loading %s from %s: %v", what, path, err)
+		return nil, fmt.Errorf("cuda: loading %s from %s: %w", what, path, err)
 	}
 	return &library{what: what, path: path, handle: h}, nil
 }
