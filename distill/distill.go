@@ -78,26 +78,29 @@ func Load(path string, overrides []string) (*Config, error) {
 	return &c, c.Validate()
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration. Its error is a *config.Invalid
+// listing every problem.
 func (c *Config) Validate() error {
-	if err := c.Config.Validate(); err != nil {
-		return err
-	}
+	e := &config.Invalid{Prefix: "distill"}
+	c.Config.Check(e)
 	if (c.Teacher.Model == "") == (c.Teacher.Cache == "") {
-		return fmt.Errorf("distill: give exactly one of teacher.model (online) or teacher.cache (offline top-k cache)")
+		e.Addf("give exactly one of {teacher.model} (online) or {teacher.cache} (an offline top-k cache)")
 	}
-	if !(c.KD.Temperature > 0) || c.KD.CEWeight < 0 {
-		return fmt.Errorf("distill: kd.temperature %v must be positive and kd.ce_weight %v non-negative", c.KD.Temperature, c.KD.CEWeight)
+	if !(c.KD.Temperature > 0) {
+		e.Addf("{kd.temperature} %v must be positive", c.KD.Temperature)
+	}
+	if c.KD.CEWeight < 0 {
+		e.Addf("{kd.ce_weight} %v must be >= 0", c.KD.CEWeight)
 	}
 	if in := c.KD.Intermediate; len(in.Layers) > 0 {
 		if c.Teacher.Cache != "" {
-			return fmt.Errorf("distill: kd.intermediate needs the teacher's hidden states; use teacher.model (online), not a cache")
+			e.Addf("{kd.intermediate} needs the teacher's hidden states; use {teacher.model} (online), not {teacher.cache}")
 		}
 		if in.Weight < 0 {
-			return fmt.Errorf("distill: kd.intermediate.weight %v must be >= 0 (0 balances it with the logit loss)", in.Weight)
+			e.Addf("{kd.intermediate.weight} %v must be >= 0 (0 balances it with the logit loss)", in.Weight)
 		}
 	}
-	return nil
+	return e.Err()
 }
 
 // Objective is the distillation loss, against an online teacher or an

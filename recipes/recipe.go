@@ -6,6 +6,7 @@
 package recipes
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -273,8 +274,14 @@ func (r *Recipe) Validate() error {
 			}
 		}
 	}
+	// The distillation stage's own checks, in the recipe's keys. The
+	// teacher and the datasets were checked above.
 	dc := r.distillConfig("student", []train.Dataset{{Path: "data", Weight: 1}})
-	if err := dc.Validate(); err != nil {
+	dc.Teacher = distill.Teacher{Model: "teacher"}
+	var inv *config.Invalid
+	if err := dc.Validate(); errors.As(err, &inv) {
+		errs = append(errs, inv.Problems(recipeKey)...)
+	} else if err != nil {
 		add("%v", err)
 	}
 	for _, f := range r.Export.Formats {
@@ -286,6 +293,19 @@ func (r *Recipe) Validate() error {
 		return fmt.Errorf("recipes: invalid recipe:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// recipeKey names a key of the distillation configuration as the recipe
+// spells it: its loop, optimizer, eval, checkpoint and kd settings are under
+// distill, its data settings under data, its device and teacher at the top.
+func recipeKey(key string) string {
+	switch head, _, _ := strings.Cut(key, "."); head {
+	case "train", "optimizer", "eval", "checkpoint", "kd":
+		return "distill." + key
+	case "teacher":
+		return "teacher"
+	}
+	return key
 }
 
 // distillConfig is the distillation run of the recipe.

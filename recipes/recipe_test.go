@@ -129,7 +129,11 @@ func TestRecipeErrors(t *testing.T) {
 		{[]string{"prune.num_attention_heads=3"}, "not a multiple of the teacher's 2 KV groups"},
 		{[]string{"prune.hidden_size=64"}, "prune.hidden_size 64 must be in [0, 32]"},
 		{[]string{"distill.optimizer.schedule=exp"}, "schedule"},
-		{[]string{"distill.bogus=1"}, "field bogus not found"},
+		{[]string{"distill.bogus=1"}, "--set distill.bogus=1: distill.bogus: unknown key"},
+		{[]string{"distill.train.micro_bacth=1"}, "did you mean distill.train.micro_batch?"},
+		{[]string{"distill.train.steps=four hundred"}, `distill.train.steps: want an integer, got "four hundred"`},
+		{[]string{"distill.train.steps=-5"}, "distill.train.steps -5 must be positive"},
+		{[]string{"distill.kd.temperature=0"}, "distill.kd.temperature 0 must be positive"},
 	}
 	for _, c := range cases {
 		r, err := Load(path, c.sets)
@@ -140,7 +144,15 @@ func TestRecipeErrors(t *testing.T) {
 			t.Errorf("%v: error %v, want %q", c.sets, err, c.want)
 		}
 	}
-	r, _ := Load(path, nil)
+	// A recipe without a teacher hears about the recipe's key only.
+	r, err := Load(path, []string{"teacher="})
+	if err == nil {
+		err = r.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "teacher: no teacher model directory") || strings.Contains(err.Error(), "teacher.") {
+		t.Errorf("no teacher: %v", err)
+	}
+	r, _ = Load(path, nil)
 	if _, err := Run(context.Background(), r, RunOptions{Backend: cpu.New(), From: "quantize"}); err == nil || !strings.Contains(err.Error(), "unknown stage") {
 		t.Fatalf("unknown stage: %v", err)
 	}

@@ -113,12 +113,15 @@ func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.yaml")
 	os.WriteFile(p, []byte("model:\n  config: x.json\ndata:\n  seq_len: 8\n  shufle: true\n"), 0o644)
-	if _, err := Load(p, nil); err == nil || !strings.Contains(err.Error(), "line 5: field shufle not found") {
+	if _, err := Load(p, nil); err == nil || !strings.Contains(err.Error(), "c.yaml:5: data.shufle: unknown key; did you mean data.shuffle?") {
 		t.Fatalf("unknown key: %v", err)
 	}
 	os.WriteFile(p, []byte("model:\n  config: x.json\ndata:\n  datasets: [{path: d, weight: 1}]\ntrain:\n  steps: 10\n"), 0o644)
 	if _, err := Load(p, []string{"optimizer.schedule=exp"}); err == nil || !strings.Contains(err.Error(), "schedule") {
 		t.Fatalf("bad schedule: %v", err)
+	}
+	if _, err := Load(p, []string{"train.steps=-5"}); err == nil || !strings.Contains(err.Error(), "train.steps -5 must be positive") {
+		t.Fatalf("negative steps: %v", err)
 	}
 	c, err := Load(p, []string{"optimizer.lr=0.01", "train.micro_batch=2"})
 	if err != nil || c.Optimizer.LR != 0.01 || c.Train.MicroBatch != 2 || c.Data.SeqLen != 256 {
