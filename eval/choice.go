@@ -12,6 +12,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
 )
 
 // Item is one multiple-choice question: the context, the candidate
@@ -161,10 +162,7 @@ func MultipleChoice(ctx context.Context, m *model.Model, tok Encoder, items []It
 // choiceLogLik runs the item's choices as one batch, right-padded to the
 // longest (causal attention keeps padding out of earlier positions).
 func choiceLogLik(m *model.Model, tok Encoder, it Item, maxLen int) ([]float64, error) {
-	prefix := tok.Encode(it.Context)
-	if bos := tok.BOS(); bos >= 0 {
-		prefix = append([]int32{bos}, prefix...)
-	}
+	prefix := tokenizer.EncodePrompt(tok, it.Context)
 	delim := " "
 	if it.Context == "" || strings.ContainsAny(it.Context[len(it.Context)-1:], " \t\n") {
 		delim = ""

@@ -141,11 +141,7 @@ func (s *Server) parse(r *http.Request) (*completionRequest, Request, []string, 
 		return nil, Request{}, nil, "", errors.New("prompt must be a string, a list of one string, or a list of token ids")
 	}
 	if ids == nil {
-		if b := s.tok.BOS(); b >= 0 {
-			ids = append(ids, b)
-		}
-		ids = s.tok.AppendEncode(ids, text)
-		if len(ids) == 0 {
+		if ids = tokenizer.EncodePrompt(s.tok, text); len(ids) == 0 {
 			return nil, Request{}, nil, "", errors.New("the prompt encodes to no tokens")
 		}
 	}

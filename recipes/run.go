@@ -448,10 +448,7 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		rep.Models = append(rep.Models, ModelReport{Name: mm.name, Dir: mm.dir, Params: total, Loss: res.Loss, Perplexity: res.Perplexity, Tokens: res.Tokens})
 		if mm.name == "student (distilled)" {
 			for _, smp := range r.Eval.Samples {
-				ids := s.tok.Encode(smp.Prompt)
-				if b := s.tok.BOS(); b >= 0 {
-					ids = append([]int32{b}, ids...)
-				}
+				ids := tokenizer.EncodePrompt(s.tok, smp.Prompt)
 				g, err := generate.Generate(ctx, m, [][]int32{ids}, generate.Options{MaxNewTokens: smp.MaxNewTokens,
 					Temperature: smp.Temperature, TopK: smp.TopK, Seed: smp.Seed, Stop: []int32{s.tok.EOS()}})
 				if err != nil {

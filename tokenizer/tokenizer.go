@@ -33,3 +33,16 @@ func hashBytes(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
 }
+
+// EncodePrompt returns the ids a model is prompted with: BOS, when the
+// tokenizer has one, then the ids of text (no EOS).
+func EncodePrompt(t interface {
+	Encode(text string) []int32
+	BOS() int32
+}, text string) []int32 {
+	ids := t.Encode(text)
+	if b := t.BOS(); b >= 0 {
+		ids = append([]int32{b}, ids...)
+	}
+	return ids
+}

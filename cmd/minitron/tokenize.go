@@ -235,11 +235,7 @@ type promptCodec struct{ tokenizer.Tokenizer }
 
 // EncodePrompt encodes a prompt with BOS first, when the tokenizer has one.
 func (p promptCodec) EncodePrompt(s string) ([]int32, error) {
-	var ids []int32
-	if b := p.BOS(); b >= 0 {
-		ids = append(ids, b)
-	}
-	ids = p.AppendEncode(ids, s)
+	ids := tokenizer.EncodePrompt(p.Tokenizer, s)
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("the prompt encodes to no tokens")
 	}
