@@ -2,16 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/spf13/cobra"
 
+	"github.com/minitron/minitron/internal/ordered"
 	"github.com/minitron/minitron/tokenizer"
 )
 
@@ -142,87 +144,61 @@ func mapLinesRaw(r io.Reader, w io.Writer, f func(line []byte, n int) ([]byte, e
 	return mapLinesOpt(r, w, true, f)
 }
 
+// lineChunk is a run of input lines and their line numbers (from 1).
+type lineChunk struct {
+	lines [][]byte
+	nums  []int
+}
+
 func mapLinesOpt(r io.Reader, w io.Writer, keepEmpty bool, f func(line []byte, n int) ([]byte, error)) error {
-	type chunk struct {
-		first int
-		lines [][]byte
-		out   [][]byte
-		err   error
-		done  chan struct{}
-	}
-	workers := runtime.GOMAXPROCS(0)
-	jobs := make(chan *chunk, workers)
-	order := make(chan *chunk, 4*workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range jobs {
-				for i, l := range c.lines {
-					o, err := f(l, c.first+i)
-					if err != nil {
-						c.err = err
-						break
-					}
-					c.out = append(c.out, o)
-				}
-				close(c.done)
-			}
-		}()
-	}
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(order)
-		defer close(jobs)
+	read := func(send func(lineChunk) error) error {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 1<<20), 256<<20)
 		n := 0
-		c := &chunk{first: 1, done: make(chan struct{})}
+		var c lineChunk
 		for sc.Scan() {
 			n++
 			line := sc.Bytes()
-			if !keepEmpty && len(strings.TrimSpace(string(line))) == 0 {
+			if !keepEmpty && len(bytes.TrimSpace(line)) == 0 {
 				continue
 			}
 			c.lines = append(c.lines, append([]byte(nil), line...))
+			c.nums = append(c.nums, n)
 			if len(c.lines) == 256 {
-				jobs <- c
-				order <- c
-				c = &chunk{first: n + 1, done: make(chan struct{})}
+				if err := send(c); err != nil {
+					return err
+				}
+				c = lineChunk{}
 			}
+		}
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("reading stdin: %w", err)
 		}
 		if len(c.lines) > 0 {
-			jobs <- c
-			order <- c
+			return send(c)
 		}
-		readErr <- sc.Err()
-	}()
-	var firstErr error
-	for c := range order {
-		<-c.done
-		if firstErr != nil {
-			continue
+		return nil
+	}
+	apply := func(c lineChunk) ([][]byte, error) {
+		out := make([][]byte, len(c.lines))
+		for i, l := range c.lines {
+			o, err := f(l, c.nums[i])
+			if err != nil {
+				return nil, err
+			}
+			out[i] = append(o, '\n')
 		}
-		if c.err != nil {
-			firstErr = c.err
-			continue
-		}
-		for _, o := range c.out {
-			if _, err := w.Write(append(o, '\n')); err != nil {
-				firstErr = err
-				break
+		return out, nil
+	}
+	write := func(out [][]byte) error {
+		for _, o := range out {
+			if _, err := w.Write(o); err != nil {
+				return err
 			}
 		}
+		return nil
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	if err := <-readErr; err != nil {
-		return fmt.Errorf("reading stdin: %w", err)
-	}
-	return nil
+	return ordered.Map(context.Background(), runtime.GOMAXPROCS(0), read, apply, write)
 }
 
 // textCodec is what sample needs from a tokenizer.
