@@ -153,6 +153,30 @@ func TestTokenizeCommand(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "line 1") {
 		t.Fatalf("bad line not reported: %q", r.stderr)
 	}
+	// A text without tokens has an empty list of ids.
+	if r := mustRun(t, "tokenize", "--tokenizer", model, "--jsonl"); r.stdout != "" {
+		t.Fatalf("no input: %q", r.stdout)
+	}
+	r = run(t, "{\"text\": \"\"}\n", "tokenize", "--tokenizer", model, "--jsonl")
+	if r.code != 0 || r.stdout != "{\"ids\":[]}\n" {
+		t.Fatalf("empty text: %q %s", r.stdout, r.stderr)
+	}
+	// Ids outside the vocabulary of 4000 are errors naming the id, the
+	// size and the line.
+	for _, c := range []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", []string{"--decode", "--text", "333 99999 1992"}, "--text: token id 99999 is outside the vocabulary of 4000 tokens"},
+		{"{\"ids\": [1, -3]}\n", []string{"--decode", "--jsonl"}, "stdin line 1: token id -3 is outside the vocabulary of 4000 tokens"},
+		{"333 1992\n\n5 4000\n", []string{"--decode", "--lines"}, "stdin line 3: token id 4000 is outside the vocabulary of 4000 tokens"},
+	} {
+		r := run(t, c.stdin, append([]string{"tokenize", "--tokenizer", model}, c.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: exit %d, %q; want %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
 }
 
 const bigConfig = `{"architectures":["NemotronForCausalLM"],"vocab_size":32000,"hidden_size":768,

@@ -56,7 +56,7 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 			out := bufio.NewWriterSize(cmd.OutOrStdout(), 1<<20)
 			defer out.Flush()
 			enc := func(s string) []int32 {
-				var ids []int32
+				ids := []int32{} // JSON [] for a text with no tokens
 				if bos {
 					ids = append(ids, tok.BOS())
 				}
@@ -73,6 +73,9 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 						if err != nil && len(strings.TrimSpace(string(line))) > 0 {
 							return nil, fmt.Errorf("stdin line %d: %w", n, err)
 						}
+						if err := checkIDs(ids, tok.VocabSize()); err != nil {
+							return nil, fmt.Errorf("stdin line %d: %w", n, err)
+						}
 						return []byte(tok.Decode(ids)), nil
 					}
 					return []byte(joinIDs(enc(string(line)))), nil
@@ -81,6 +84,9 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 			if !jsonl {
 				if decode {
 					ids, err := parseIDs(text)
+					if err == nil {
+						err = checkIDs(ids, tok.VocabSize())
+					}
 					if err != nil {
 						return fmt.Errorf("--text: %w", err)
 					}
@@ -97,6 +103,9 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 					}
 					if err := json.Unmarshal(line, &in); err != nil || in.IDs == nil {
 						return nil, fmt.Errorf("stdin line %d: want {\"ids\": [...]}, got %.60q", n, line)
+					}
+					if err := checkIDs(*in.IDs, tok.VocabSize()); err != nil {
+						return nil, fmt.Errorf("stdin line %d: %w", n, err)
 					}
 					return json.Marshal(map[string]string{"text": tok.Decode(*in.IDs)})
 				}
@@ -120,6 +129,16 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 	f.BoolVar(&eos, "eos", false, "append the EOS token")
 	cmd.MarkFlagRequired("tokenizer")
 	return cmd
+}
+
+// checkIDs reports the first id outside a vocabulary of vocab tokens.
+func checkIDs(ids []int32, vocab int) error {
+	for _, id := range ids {
+		if id < 0 || int(id) >= vocab {
+			return fmt.Errorf("token id %d is outside the vocabulary of %d tokens (ids 0 to %d)", id, vocab, vocab-1)
+		}
+	}
+	return nil
 }
 
 func joinIDs(ids []int32) string {
