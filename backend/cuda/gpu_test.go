@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"math"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -20,7 +21,8 @@ var (
 )
 
 // device opens the GPU once for all tests, or skips the test on a machine
-// without one (the CPU-side logic is tested by the fake-device tests).
+// without one (the CPU-side logic is tested by the fake-device tests)
+// unless MINITRON_REQUIRE_GPU=1 (the stand-in tests set it, in emu_test.go).
 func device(t *testing.T) *cuda.Backend {
 	t.Helper()
 	gpuOnce.Do(func() {
@@ -29,6 +31,9 @@ func device(t *testing.T) *cuda.Backend {
 		}
 	})
 	if gpuErr != nil {
+		if os.Getenv("MINITRON_REQUIRE_GPU") == "1" {
+			t.Fatalf("MINITRON_REQUIRE_GPU=1 but no usable GPU: %v", gpuErr)
+		}
 		t.Skipf("no usable GPU: %v", gpuErr)
 	}
 	return gpu
