@@ -3,161 +3,194 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"runtime"
-	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/distill"
-	"github.com/minitron/minitron/generate"
-	"github.com/minitron/minitron/importance"
+	"github.com/minitron/minitron/bench"
 	"github.com/minitron/minitron/model"
-	"github.com/minitron/minitron/train"
 )
 
-// benchShape is the standard shape of the CPU benchmarks: a 26M-parameter
-// Nemotron-architecture model.
-type benchShape struct {
-	Vocab, Hidden, Layers, Heads, KVHeads, HeadDim, FFN int
-}
-
-var standardShape = benchShape{Vocab: 8192, Hidden: 512, Layers: 8, Heads: 8, KVHeads: 2, HeadDim: 64, FFN: 1536}
-
-// shapePresets are the shapes --shape and --teacher-shape name: the
-// standard CPU shape, a teacher twice its width for kd, and the real
-// Minitron-4B student and Nemotron-4 15B teacher.
-var shapePresets = map[string]benchShape{
-	"standard":         standardShape,
-	"standard-teacher": {Vocab: 8192, Hidden: 768, Layers: 12, Heads: 12, KVHeads: 4, HeadDim: 64, FFN: 2304},
-	"minitron-4b":      {Vocab: 256000, Hidden: 3072, Layers: 32, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 9216},
-	"nemotron-15b":     {Vocab: 256000, Hidden: 6144, Layers: 32, Heads: 48, KVHeads: 8, HeadDim: 128, FFN: 24576},
-}
-
-func presetShape(name string) (benchShape, error) {
-	s, ok := shapePresets[name]
-	if !ok {
-		var names []string
-		for k := range shapePresets {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		return s, fmt.Errorf("unknown shape %q; use one of %s", name, strings.Join(names, ", "))
-	}
-	return s, nil
-}
-
-func (s benchShape) config(arch string) (*model.Config, error) {
-	act := map[string]string{"nemotron": "relu2", "llama": "silu"}[arch]
-	archName := map[string]string{"nemotron": "NemotronForCausalLM", "llama": "LlamaForCausalLM"}[arch]
-	if archName == "" {
-		return nil, fmt.Errorf("--arch %q: use nemotron or llama", arch)
-	}
-	js := fmt.Sprintf(`{"architectures":[%q],"vocab_size":%d,"hidden_size":%d,"num_hidden_layers":%d,"num_attention_heads":%d,
-		"num_key_value_heads":%d,"head_dim":%d,"intermediate_size":%d,"hidden_act":%q,"max_position_embeddings":4096,"initializer_range":0.02}`,
-		archName, s.Vocab, s.Hidden, s.Layers, s.Heads, s.KVHeads, s.HeadDim, s.FFN, act)
-	return model.ParseConfig([]byte(js))
-}
-
-type benchResult struct {
-	Bench     string         `json:"bench"`
-	Device    string         `json:"device"`
-	Threads   int            `json:"threads"`
-	Shape     map[string]int `json:"shape"`
-	Seconds   float64        `json:"seconds"`
-	Runs      int            `json:"runs"`
-	GFLOPS    float64        `json:"gflops,omitempty"`
-	TokensSec float64        `json:"tokens_per_second,omitempty"`
-	// PeakMemory is the most device memory held by tensors (GPU only).
-	PeakMemory int64 `json:"peak_device_memory,omitempty"`
-}
-
 func newBench() *cobra.Command {
-	var dev, arch, modelDir, shapeName, teacherShape, stateDType string
-	var asJSON bool
-	var minTime time.Duration
-	shape := standardShape
-	var m, n, k, batch, seq, prompt, newTokens int
 	cmd := &cobra.Command{
-		Use:   "bench matmul|forward|decode|train|kd",
-		Short: "Measure matmul GFLOP/s and forward / decode / training / distillation tokens per second",
+		Use:   "bench COMMAND",
+		Short: "Measure GFLOP/s and tokens per second of the hot paths, and a server's throughput and latency",
 		Long: `bench times the hot paths on standard shapes, like llama-bench:
 
-  matmul   C = A·Bᵀ of --m × --k by --n × --k float32 matrices (default 1024³), GFLOP/s
-  forward  a forward pass of --batch × --seq tokens through the model, tokens/s and GFLOP/s
-  decode   greedy decoding of --new-tokens after a --prompt-token prompt, batch 1, tokens/s
-  train    AdamW training steps on --batch × --seq random tokens, tokens/s
-  kd       distillation steps: a --teacher-shape teacher's forward pass, the
-           student's forward and backward with the KL loss, and AdamW
+  matmul      C = A·Bᵀ of float32 matrices (default 1024³), GFLOP/s
+  forward     forward passes of --batch × --seq tokens, tokens/s and GFLOP/s
+  decode      greedy decoding after a short prompt, batch 1, tokens/s
+  train       AdamW training steps on random tokens, tokens/s
+  kd          distillation steps: a teacher's forward pass, the student's
+              forward and backward with the KL loss, and AdamW
+  serve       a running server under concurrent clients: tokens/s, latency
+  checkpoint  write a random checkpoint of any shape (for prune benchmarks)
 
-The model is --model DIR, or random weights at a --shape preset: standard
-(the default, 26M parameters: vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV
-heads, head_dim 64, MLP 1536), standard-teacher, minitron-4b or nemotron-15b;
-the shape flags change single dimensions. Each measurement is repeated for at
-least --min-time.`,
-		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"matmul", "forward", "decode", "train", "kd"},
+The model benchmarks run --model DIR, or random weights of a --shape
+preset: ` + strings.Join(bench.Presets(), ", ") + `.
+Each measurement repeats for at least --min-time; --json prints one JSON
+object. bench/cpu.sh and bench/gpu.sh compare the figures with PyTorch's on
+the same machine.`,
+	}
+	groupOnly(cmd)
+	cmd.AddCommand(newBenchMatmul())
+	for _, mode := range []string{"forward", "decode", "train", "kd"} {
+		cmd.AddCommand(newBenchModel(mode))
+	}
+	cmd.AddCommand(newBenchServe(), newBenchCheckpoint())
+	return cmd
+}
+
+// benchFlags are the flags every timed benchmark has.
+type benchFlags struct {
+	dev     string
+	asJSON  bool
+	minTime time.Duration
+}
+
+func (b *benchFlags) add(cmd *cobra.Command) {
+	addDevice(cmd, &b.dev)
+	cmd.Flags().BoolVar(&b.asJSON, "json", false, "print one JSON object")
+	cmd.Flags().DurationVar(&b.minTime, "min-time", 2*time.Second, "repeat each measurement for at least this long")
+}
+
+func (b *benchFlags) print(cmd *cobra.Command, res *bench.Result) {
+	w := cmd.OutOrStdout()
+	if b.asJSON {
+		j, _ := json.Marshal(res)
+		fmt.Fprintln(w, string(j))
+		return
+	}
+	var dims []string
+	for _, k := range []string{"m", "n", "k", "params", "vocab", "hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "batch", "seq",
+		"prompt", "new_tokens", "teacher_params", "teacher_hidden", "teacher_layers"} {
+		if v, ok := res.Shape[k]; ok {
+			dims = append(dims, fmt.Sprintf("%s %d", k, v))
+		}
+	}
+	fmt.Fprintf(w, "%-8s %-16s threads %d  %s\n", res.Bench, res.Device, res.Threads, strings.Join(dims, ", "))
+	if res.GFLOPS > 0 {
+		fmt.Fprintf(w, "  %.1f GFLOP/s", res.GFLOPS)
+	}
+	if res.TokensSec > 0 {
+		fmt.Fprintf(w, "  %.1f tokens/s", res.TokensSec)
+	}
+	if res.PeakMemory > 0 {
+		fmt.Fprintf(w, "  peak device memory %.2f GiB", float64(res.PeakMemory)/(1<<30))
+	}
+	fmt.Fprintf(w, "  (%d runs in %.2fs)\n", res.Runs, res.Seconds)
+}
+
+func newBenchMatmul() *cobra.Command {
+	var bf benchFlags
+	var m, n, k int
+	cmd := &cobra.Command{
+		Use:   "matmul [--m M --n N --k K]",
+		Short: "Time C = A·Bᵀ of random float32 matrices, in GFLOP/s",
+		Long: `matmul times the product C = A·Bᵀ of an --m × --k matrix A and an --n × --k
+matrix B of random values, the backend's matrix product at the heart of
+every layer, and reports GFLOP/s (2·m·n·k per product).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().Changed("shape") {
-				preset, err := presetShape(shapeName)
-				if err != nil {
-					return err
-				}
-				// Explicit dimension flags still win over the preset.
-				for name, dst := range map[string]*int{"vocab": &shape.Vocab, "hidden": &shape.Hidden, "layers": &shape.Layers,
-					"heads": &shape.Heads, "kv-heads": &shape.KVHeads, "head-dim": &shape.HeadDim, "ffn": &shape.FFN} {
-					if !cmd.Flags().Changed(name) {
-						*dst = map[string]int{"vocab": preset.Vocab, "hidden": preset.Hidden, "layers": preset.Layers, "heads": preset.Heads,
-							"kv-heads": preset.KVHeads, "head-dim": preset.HeadDim, "ffn": preset.FFN}[name]
-					}
-				}
-			}
-			be, err := openBackend(dev)
+			be, err := openBackend(bf.dev)
 			if err != nil {
 				return err
 			}
-			res := benchResult{Bench: args[0], Device: be.Name(), Threads: runtime.GOMAXPROCS(0)}
-			var mdl *model.Model
-			if args[0] != "matmul" {
-				if modelDir != "" {
-					if mdl, err = loadModel(modelDir, be); err != nil {
-						return err
-					}
-				} else {
-					cfg, err := shape.config(arch)
-					if err != nil {
-						return err
-					}
-					if mdl, err = model.Random(cfg, be, 1); err != nil {
-						return err
-					}
-				}
-				c := mdl.Config
-				total, _ := c.NumParams()
-				res.Shape = map[string]int{"vocab": c.VocabSize, "hidden": c.HiddenSize, "layers": c.NumLayers, "heads": c.NumHeads,
-					"kv_heads": c.NumKVHeads, "head_dim": c.HeadDim, "ffn": c.IntermediateSize, "params": int(total)}
+			res := bench.Result{Bench: "matmul", Device: be.Name(), Threads: runtime.GOMAXPROCS(0), Shape: map[string]int{"m": m, "n": n, "k": k}}
+			if err := bench.Matmul(be, m, n, k, bf.minTime, &res); err != nil {
+				return err
 			}
-			switch args[0] {
-			case "matmul":
-				res.Shape = map[string]int{"m": m, "n": n, "k": k}
-				err = benchMatmul(be, m, n, k, minTime, &res)
+			bf.print(cmd, &res)
+			return nil
+		},
+	}
+	bf.add(cmd)
+	f := cmd.Flags()
+	f.IntVar(&m, "m", 1024, "rows of A and C")
+	f.IntVar(&n, "n", 1024, "rows of B, columns of C")
+	f.IntVar(&k, "k", 1024, "columns of A and B (the shared dimension)")
+	return cmd
+}
+
+// benchModes describe the model benchmarks.
+var benchModes = map[string]struct{ short, long string }{
+	"forward": {"Time forward passes, in tokens/s and GFLOP/s",
+		"forward times forward passes of --batch sequences of --seq random tokens\nthrough the model and reports tokens/s and GFLOP/s."},
+	"decode": {"Time greedy decoding with the KV cache, batch 1, in tokens/s",
+		"decode times greedy decoding of --new-tokens tokens after a random prompt\nof --prompt-tokens tokens, one sequence at a time with the KV cache (the\nprompt's prefill is not counted), and reports tokens/s."},
+	"train": {"Time AdamW training steps, in tokens/s",
+		"train times training steps (forward, backward with cross-entropy, AdamW)\non --batch sequences of --seq random tokens and reports tokens/s and\nGFLOP/s."},
+	"kd": {"Time distillation steps against a teacher, in tokens/s",
+		"kd times distillation steps: a --teacher-shape teacher's forward pass, the\nstudent's forward and backward with the KL loss, and AdamW, on --batch\nsequences of --seq random tokens; it reports the student's tokens/s and\nthe GFLOP/s of teacher and student together."},
+}
+
+func newBenchModel(mode string) *cobra.Command {
+	var bf benchFlags
+	var modelDir, arch, shapeName, teacherShape, stateDType string
+	var batch, seq, prompt, newTokens int
+	shape, _ := bench.Preset("standard")
+	usage := mode + " [--model DIR | --shape NAME] [flags]"
+	cmd := &cobra.Command{
+		Use:   usage,
+		Short: benchModes[mode].short,
+		Long: benchModes[mode].long + `
+
+The model is --model DIR, or random weights of a --shape preset: standard
+(26M parameters: vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV heads,
+head_dim 64, MLP 1536), standard-teacher, minitron-4b or nemotron-15b; the
+dimension flags (--hidden, --layers, ...) change single dimensions of it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			preset, err := bench.Preset(shapeName)
+			if err != nil {
+				return err
+			}
+			// Explicit dimension flags win over the preset.
+			for name, p := range map[string]struct{ dst, src *int }{"vocab": {&shape.Vocab, &preset.Vocab}, "hidden": {&shape.Hidden, &preset.Hidden},
+				"layers": {&shape.Layers, &preset.Layers}, "heads": {&shape.Heads, &preset.Heads}, "kv-heads": {&shape.KVHeads, &preset.KVHeads},
+				"head-dim": {&shape.HeadDim, &preset.HeadDim}, "ffn": {&shape.FFN, &preset.FFN}} {
+				if !cmd.Flags().Changed(name) {
+					*p.dst = *p.src
+				}
+			}
+			be, err := openBackend(bf.dev)
+			if err != nil {
+				return err
+			}
+			var m *model.Model
+			if modelDir != "" {
+				if m, err = loadModel(modelDir, be); err != nil {
+					return err
+				}
+			} else {
+				cfg, err := shape.Config(arch)
+				if err != nil {
+					return err
+				}
+				if m, err = model.Random(cfg, be, 1); err != nil {
+					return err
+				}
+			}
+			res := bench.Result{Bench: mode, Device: be.Name(), Threads: runtime.GOMAXPROCS(0), Shape: bench.ModelShape(m.Config)}
+			switch mode {
 			case "forward":
 				res.Shape["batch"], res.Shape["seq"] = batch, seq
-				err = benchForward(mdl, batch, seq, minTime, &res)
+				err = bench.Forward(m, batch, seq, bf.minTime, &res)
 			case "train":
 				res.Shape["batch"], res.Shape["seq"] = batch, seq
-				err = benchTrain(mdl, batch, seq, stateDType, minTime, &res)
+				err = bench.Train(m, batch, seq, stateDType, bf.minTime, &res)
 			case "kd":
 				res.Shape["batch"], res.Shape["seq"] = batch, seq
-				ts, terr := presetShape(teacherShape)
+				ts, terr := bench.Preset(teacherShape)
 				if terr != nil {
 					return terr
 				}
-				ts.Vocab = mdl.Config.VocabSize
-				tcfg, terr := ts.config(arch)
+				ts.Vocab = m.Config.VocabSize
+				tcfg, terr := ts.Config(arch)
 				if terr != nil {
 					return terr
 				}
@@ -167,45 +200,23 @@ least --min-time.`,
 				}
 				tp, _ := tcfg.NumParams()
 				res.Shape["teacher_params"], res.Shape["teacher_hidden"], res.Shape["teacher_layers"] = int(tp), ts.Hidden, ts.Layers
-				err = benchKD(teacher, mdl, batch, seq, stateDType, minTime, &res)
+				err = bench.KD(teacher, m, batch, seq, stateDType, bf.minTime, &res)
 			case "decode":
 				res.Shape["prompt"], res.Shape["new_tokens"] = prompt, newTokens
-				err = benchDecode(cmd, mdl, prompt, newTokens, minTime, &res)
-			default:
-				return fmt.Errorf("unknown benchmark %q: use matmul, forward, decode, train or kd", args[0])
+				err = bench.Decode(cmd.Context(), m, prompt, newTokens, bf.minTime, &res)
 			}
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				b, _ := json.Marshal(res)
-				fmt.Fprintln(w, string(b))
-				return nil
-			}
-			fmt.Fprintf(w, "%-8s %-16s threads %d  %v\n", res.Bench, res.Device, res.Threads, res.Shape)
-			if res.GFLOPS > 0 {
-				fmt.Fprintf(w, "  %.1f GFLOP/s", res.GFLOPS)
-			}
-			if res.TokensSec > 0 {
-				fmt.Fprintf(w, "  %.1f tokens/s", res.TokensSec)
-			}
-			if res.PeakMemory > 0 {
-				fmt.Fprintf(w, "  peak device memory %.2f GiB", float64(res.PeakMemory)/(1<<30))
-			}
-			fmt.Fprintf(w, "  (%d runs in %.2fs)\n", res.Runs, res.Seconds)
+			bf.print(cmd, &res)
 			return nil
 		},
 	}
+	bf.add(cmd)
 	f := cmd.Flags()
-	addDevice(cmd, &dev)
-	f.BoolVar(&asJSON, "json", false, "print one JSON object")
-	f.DurationVar(&minTime, "min-time", 2*time.Second, "repeat each measurement for at least this long")
 	f.StringVar(&modelDir, "model", "", "benchmark this checkpoint instead of random weights")
 	f.StringVar(&arch, "arch", "nemotron", "architecture of the random model: nemotron or llama")
-	f.StringVar(&shapeName, "shape", "standard", "shape preset of the random model: standard, standard-teacher, minitron-4b, nemotron-15b")
-	f.StringVar(&teacherShape, "teacher-shape", "standard-teacher", "kd: shape preset of the random teacher")
-	f.StringVar(&stateDType, "state-dtype", "f32", "train, kd: optimizer moment dtype, f32 or bf16")
+	f.StringVar(&shapeName, "shape", "standard", "shape preset of the random model: "+strings.Join(bench.Presets(), ", "))
 	f.IntVar(&shape.Vocab, "vocab", shape.Vocab, "vocabulary size of the random model")
 	f.IntVar(&shape.Hidden, "hidden", shape.Hidden, "hidden size of the random model")
 	f.IntVar(&shape.Layers, "layers", shape.Layers, "layers of the random model")
@@ -213,174 +224,69 @@ least --min-time.`,
 	f.IntVar(&shape.KVHeads, "kv-heads", shape.KVHeads, "KV heads of the random model")
 	f.IntVar(&shape.HeadDim, "head-dim", shape.HeadDim, "head dimension of the random model")
 	f.IntVar(&shape.FFN, "ffn", shape.FFN, "MLP size of the random model")
-	f.IntVar(&m, "m", 1024, "matmul: rows of A and C")
-	f.IntVar(&n, "n", 1024, "matmul: rows of B, columns of C")
-	f.IntVar(&k, "k", 1024, "matmul: shared dimension")
-	f.IntVar(&batch, "batch", 8, "forward, train: sequences per batch")
-	f.IntVar(&seq, "seq", 256, "forward, train: tokens per sequence")
-	f.IntVar(&prompt, "prompt-tokens", 16, "decode: prompt length")
-	f.IntVar(&newTokens, "new-tokens", 128, "decode: tokens to generate")
-	cmd.AddCommand(newBenchCheckpoint(), newBenchServe())
+	switch mode {
+	case "decode":
+		f.IntVar(&prompt, "prompt-tokens", 16, "prompt length")
+		f.IntVar(&newTokens, "new-tokens", 128, "tokens to generate")
+	default:
+		f.IntVar(&batch, "batch", 8, "sequences per batch")
+		f.IntVar(&seq, "seq", 256, "tokens per sequence")
+	}
+	if mode == "train" || mode == "kd" {
+		f.StringVar(&stateDType, "state-dtype", "f32", "optimizer moment dtype: f32 or bf16")
+	}
+	if mode == "kd" {
+		f.StringVar(&teacherShape, "teacher-shape", "standard-teacher", "shape preset of the random teacher")
+	}
 	return cmd
 }
 
-// repeat runs f until minTime has passed (at least twice, after a warm-up).
-func repeat(minTime time.Duration, f func() error) (int, time.Duration, error) {
-	if err := f(); err != nil {
-		return 0, 0, err
-	}
-	start := time.Now()
-	runs := 0
-	for runs < 2 || time.Since(start) < minTime {
-		if err := f(); err != nil {
-			return 0, 0, err
-		}
-		runs++
-	}
-	return runs, time.Since(start), nil
-}
-
-func randTensor(be backend.Backend, r *rand.Rand, shape ...int) (backend.Tensor, error) {
-	v := make([]float32, backend.Numel(shape))
-	for i := range v {
-		v[i] = float32(r.NormFloat64())
-	}
-	return be.FromFloat32(v, shape...)
-}
-
-func benchMatmul(be backend.Backend, m, n, k int, minTime time.Duration, res *benchResult) error {
-	r := rand.New(rand.NewPCG(1, 1))
-	a, err := randTensor(be, r, m, k)
-	if err != nil {
-		return err
-	}
-	b, err := randTensor(be, r, n, k)
-	if err != nil {
-		return err
-	}
-	c, err := be.New(be.FloatDType(), m, n)
-	if err != nil {
-		return err
-	}
-	// A GPU queues products asynchronously: synchronize once per 20 of
-	// them, as a model's layers run, not after each one.
-	inner := 1
-	if be.FloatDType() != backend.F32 {
-		inner = 20
-	}
-	runs, d, err := repeat(minTime, func() error {
-		for range inner {
-			if err := be.MatMul(c, a, b, false, true, 1, 0); err != nil {
-				return err
+func newBenchServe() *cobra.Command {
+	var opt bench.LoadOptions
+	var levels string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "serve [--url http://127.0.0.1:8080] [--concurrency 1,4,16]",
+		Short: "Load-test a running server: throughput and p50/p99 latency at several concurrency levels",
+		Long: `serve sends --requests completion requests of --max-tokens tokens (the
+same --prompt, temperature 0.8, seeds 0, 1, ...) to a running minitron serve
+(or any OpenAI-compatible /v1/completions endpoint) at --url, from each
+number of concurrent clients in --concurrency in turn, and reports the
+completion tokens per second, requests per second and the 50th and 99th
+percentile latency of each level. bench/serve.sh starts a server and runs it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out []*bench.LoadResult
+			for _, l := range strings.Split(levels, ",") {
+				c, err := strconv.Atoi(strings.TrimSpace(l))
+				if err != nil || c < 1 {
+					return fmt.Errorf("--concurrency: %q is not a positive number", l)
+				}
+				res, err := bench.Load(cmd.Context(), opt, c)
+				if err != nil {
+					return err
+				}
+				out = append(out, res)
+				if !asJSON {
+					fmt.Fprintf(cmd.OutOrStdout(), "concurrency %3d: %6.1f tokens/s, %5.2f requests/s, latency p50 %7.1f ms, p99 %7.1f ms (%d requests, %d failed)\n",
+						c, res.TokensPerSecond, res.RequestsPerSecond, res.P50ms, res.P99ms, res.Requests, res.Failures)
+				}
 			}
-		}
-		return be.Sync()
-	})
-	runs *= inner
-	res.Runs, res.Seconds = runs, d.Seconds()
-	res.GFLOPS = 2 * float64(m) * float64(n) * float64(k) * float64(runs) / d.Seconds() / 1e9
-	return err
-}
-
-// forwardFLOPs counts the matmul and attention FLOPs of a forward pass.
-func forwardFLOPs(c *model.Config, batch, seq int) float64 {
-	_, nonEmb := c.NumParams()
-	tokens := float64(batch * seq)
-	linear := 2 * tokens * float64(nonEmb+int64(c.VocabSize*c.HiddenSize))
-	attn := 2 * 2 * float64(batch) * float64(seq*(seq+1)/2) * float64(c.NumHeads*c.HeadDim) * float64(c.NumLayers)
-	return linear + attn
-}
-
-func benchForward(m *model.Model, batch, seq int, minTime time.Duration, res *benchResult) error {
-	a, err := m.NewActivations(batch*seq, false)
-	if err != nil {
-		return err
+			if asJSON {
+				b, _ := json.Marshal(out)
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+			}
+			return nil
+		},
 	}
-	r := rand.New(rand.NewPCG(2, 2))
-	ids := make([]int32, batch*seq)
-	for i := range ids {
-		ids[i] = int32(r.IntN(m.Config.VocabSize))
-	}
-	runs, d, err := repeat(minTime, func() error {
-		_, err := m.Forward(a, model.Input{B: batch, T: seq, IDs: ids}, model.Options{})
-		if err != nil {
-			return err
-		}
-		return m.Backend.Sync()
-	})
-	res.Runs, res.Seconds = runs, d.Seconds()
-	res.TokensSec = float64(batch*seq*runs) / d.Seconds()
-	res.GFLOPS = forwardFLOPs(m.Config, batch, seq) * float64(runs) / d.Seconds() / 1e9
-	return err
-}
-
-func benchDecode(cmd *cobra.Command, m *model.Model, prompt, newTokens int, minTime time.Duration, res *benchResult) error {
-	r := rand.New(rand.NewPCG(3, 3))
-	ids := make([]int32, prompt)
-	for i := range ids {
-		ids[i] = int32(r.IntN(m.Config.VocabSize))
-	}
-	var decode time.Duration
-	var tokens int
-	runs, d, err := repeat(minTime, func() error {
-		out, err := generate.Generate(cmd.Context(), m, [][]int32{ids}, generate.Options{MaxNewTokens: newTokens})
-		if err != nil {
-			return err
-		}
-		decode += out.Decode
-		tokens += out.NewTokens - 1 // the first token comes from the prefill
-		return nil
-	})
-	res.Runs, res.Seconds = runs, d.Seconds()
-	// The warm-up run is included in the sums; it is one more run of the same work.
-	res.TokensSec = float64(tokens) / decode.Seconds()
-	return err
-}
-
-func benchTrain(m *model.Model, batch, seq int, stateDType string, minTime time.Duration, res *benchResult) error {
-	return benchSteps(m, train.CrossEntropy{}, batch, seq, stateDType, 3, minTime, res)
-}
-
-// benchKD times distillation steps: the teacher's forward pass and the
-// student's forward and backward passes with the KL loss, plus AdamW.
-func benchKD(teacher, student *model.Model, batch, seq int, stateDType string, minTime time.Duration, res *benchResult) error {
-	obj, err := distill.NewObjective(teacher, student, distill.KD{Temperature: 1})
-	if err != nil {
-		return err
-	}
-	defer obj.Free()
-	// FLOPs: the teacher's forward, relative to the student's.
-	ratio := forwardFLOPs(teacher.Config, batch, seq) / forwardFLOPs(student.Config, batch, seq)
-	return benchSteps(student, obj, batch, seq, stateDType, 3+ratio, minTime, res)
-}
-
-// benchSteps times training steps of m with objective obj; flopsPerFwd is
-// the step's FLOPs in units of m's forward pass.
-func benchSteps(m *model.Model, obj train.Objective, batch, seq int, stateDType string, flopsPerFwd float64, minTime time.Duration, res *benchResult) error {
-	cfg := train.Default()
-	cfg.Data.SeqLen = seq
-	cfg.Train.MicroBatch = batch
-	cfg.Train.Steps = 1 << 30
-	if stateDType != "f32" && stateDType != "bf16" {
-		return fmt.Errorf("--state-dtype %q: use f32 or bf16", stateDType)
-	}
-	cfg.Optimizer.StateDType = stateDType
-	t, err := train.NewTrainer(&cfg, m, obj, &train.RandomBatcher{Vocab: m.Config.VocabSize, Len: seq, Seed: 1})
-	if err != nil {
-		return err
-	}
-	defer t.Free()
-	runs, d, err := repeat(minTime, func() error {
-		_, err := t.TrainStep()
-		return err
-	})
-	res.Runs, res.Seconds = runs, d.Seconds()
-	res.TokensSec = float64(batch*seq*runs) / d.Seconds()
-	res.GFLOPS = flopsPerFwd * forwardFLOPs(m.Config, batch, seq) * float64(runs) / d.Seconds() / 1e9
-	if s, ok := m.Backend.(interface{ MemoryStats() (int64, int64, int64) }); ok {
-		_, res.PeakMemory, _ = s.MemoryStats()
-	}
-	return err
+	f := cmd.Flags()
+	f.StringVar(&opt.URL, "url", "http://127.0.0.1:8080", "server address")
+	f.StringVar(&levels, "concurrency", "1,4,16", "comma-separated numbers of concurrent clients")
+	f.IntVar(&opt.Requests, "requests", 32, "requests per concurrency level")
+	f.IntVar(&opt.MaxTokens, "max-tokens", 32, "max_tokens of each request")
+	f.StringVar(&opt.Prompt, "prompt", "func (s *Server) ", "prompt of each request")
+	f.BoolVar(&asJSON, "json", false, "print one JSON array")
+	return cmd
 }
 
 func newBenchCheckpoint() *cobra.Command {
@@ -393,7 +299,7 @@ func newBenchCheckpoint() *cobra.Command {
 		Long: `checkpoint streams a checkpoint with random weights of the shape in
 CONFIG.json to DIR, a block at a time, so a 15B-parameter checkpoint can be
 made on a machine with little memory. --scores also writes random importance
-scores of that shape, for pruning benchmarks.`,
+scores of that shape, for pruning benchmarks (bench/prune.sh).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := model.LoadConfig(cfgPath)
@@ -408,20 +314,7 @@ scores of that shape, for pruning benchmarks.`,
 				return err
 			}
 			if scores != "" {
-				r := rand.New(rand.NewPCG(seed, 99))
-				vec := func(n int) []float32 {
-					v := make([]float32, n)
-					for i := range v {
-						v[i] = r.Float32()
-					}
-					return v
-				}
-				s := &importance.Scores{Embedding: vec(cfg.HiddenSize), LayerBI: vec(cfg.NumLayers), Meta: map[string]string{"model": out, "random": "true"}}
-				for range cfg.NumLayers {
-					s.Head = append(s.Head, vec(cfg.NumHeads))
-					s.Neuron = append(s.Neuron, vec(cfg.IntermediateSize))
-				}
-				if err := s.Save(scores); err != nil {
+				if err := bench.RandomScores(cfg, seed, out).Save(scores); err != nil {
 					return err
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -59,4 +60,21 @@ NemotronForCausalLM and LlamaForCausalLM are supported.`,
 	}
 	root.AddCommand(newInspect(), newLogits(), newSample(), newBench(), newTokenize(), newData(), newTrain(), newImportance(), newPrune(), newPlot(), newDistill(), newRun(), newExport(), newConvert(), newServe(), newEval())
 	return root
+}
+
+// groupOnly makes a command that only groups subcommands fail on an
+// unknown subcommand (cobra would print its help and succeed).
+func groupOnly(cmd *cobra.Command) {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return fmt.Errorf("%s (see %s --help)", msg, cmd.CommandPath())
+	}
 }
