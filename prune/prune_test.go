@@ -219,7 +219,7 @@ func TestSearchMinitron4B(t *testing.T) {
 	if total, _ := src.NumParams(); math.Abs(float64(total)-15.6e9) > 0.1e9 {
 		t.Fatalf("Nemotron-15B shape has %d parameters, the paper says 15.6B", total)
 	}
-	cs, err := Search(src, 4.19e9, 0.05, PaperSpace)
+	cs, err := Search(src, 4.19e9, 0.05, PaperSpace())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ their KL, and exits.`,
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "distillation configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (an existing run there is resumed)")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set kd.temperature=2 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set kd.temperature=2 (repeatable)")
 	cmd.Flags().BoolVar(&validateOnly, "validate-only", false, "only measure student and teacher on the validation data")
 	cmd.MarkFlagRequired("config")
 	cmd.AddCommand(newCacheTeacher())

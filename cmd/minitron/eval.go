@@ -137,7 +137,7 @@ most likely per byte. Bring the task files; nothing is downloaded.`,
 	f.IntVar(&seqLen, "seq-len", 1024, "tokens per sequence")
 	f.IntVar(&sequences, "sequences", 256, "sequences to evaluate (0: the whole split)")
 	f.IntVar(&micro, "micro-batch", 4, "sequences per forward pass")
-	f.StringArrayVar(&tasks, "task", nil, "multiple-choice task file (JSON lines; repeatable)")
+	f.StringArrayVar(&tasks, "task", nil, "multiple-choice task `FILE` (JSON lines; repeatable)")
 	f.IntVar(&limit, "limit", 0, "score at most this many items per task (0: all)")
 	f.IntVar(&maxLen, "max-len", 0, "truncate contexts from the left to fit this many tokens (0: no limit)")
 	f.StringVar(&tokPath, "tokenizer", "", "tokenizer file or directory (default: the model directory)")

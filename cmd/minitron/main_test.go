@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -88,13 +89,32 @@ func TestHelp(t *testing.T) {
 			t.Errorf("--help does not list %s", c)
 		}
 	}
-	// Every flag of every command has a description.
-	for _, c := range newRoot().Commands() {
+	// Every command, at every level, has a summary and a description;
+	// every flag a description and a value name a user can read.
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if strings.TrimSpace(c.Short) == "" || strings.TrimSpace(c.Long) == "" {
+			t.Errorf("%s: no Short or Long help", c.CommandPath())
+		}
 		c.Flags().VisitAll(func(f *pflag.Flag) {
 			if strings.TrimSpace(f.Usage) == "" {
-				t.Errorf("%s --%s has no help text", c.Name(), f.Name)
+				t.Errorf("%s --%s has no help text", c.CommandPath(), f.Name)
+			}
+			if name, _ := pflag.UnquoteUsage(f); strings.Contains(name, "Slice") || strings.Contains(name, "Array") {
+				t.Errorf("%s --%s shows the Go type %s", c.CommandPath(), f.Name, name)
 			}
 		})
+		for _, sub := range c.Commands() {
+			if sub.Name() != "help" && sub.Name() != "completion" {
+				walk(sub)
+			}
+		}
+	}
+	walk(newRoot())
+	// A group of commands refuses an unknown one, with a suggestion.
+	r = run(t, "", "bench", "forwrd")
+	if r.code == 0 || !strings.Contains(r.stderr, "did you mean forward?") {
+		t.Errorf("bench forwrd: exit %d, %q", r.code, r.stderr)
 	}
 }
 

@@ -114,7 +114,7 @@ func newPruneSearch() *cobra.Command {
 	var datasets []string
 	var target, tol, lr float64
 	var steps, evalBatches, seqLen, microBatch int
-	space := prune.PaperSpace
+	space := prune.PaperSpace()
 	cmd := &cobra.Command{
 		Use:   "search --model DIR --target-params N",
 		Short: "List every homogeneous candidate shape within a parameter budget",
@@ -193,10 +193,10 @@ one in training from its checkpoint.`,
 	f.IntSliceVar(&space.Layers, "layers", space.Layers, "candidate layer counts")
 	f.IntSliceVar(&space.Heads, "heads", space.Heads, "candidate query head counts")
 	f.IntSliceVar(&space.Hidden, "hidden", space.Hidden, "candidate hidden sizes")
-	f.Float64SliceVar(&space.MLPFactors, "mlp-factors", space.MLPFactors, "candidate MLP sizes as multiples of the hidden size")
+	f.Var((*floatList)(&space.MLPFactors), "mlp-factors", "candidate MLP sizes as multiples of the hidden size")
 	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank by validation loss (0: only list)")
 	f.StringVar(&scores, "scores", "", "with --score-steps: importance scores to prune with")
-	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: prepared dataset directory (repeatable; equal weights)")
+	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: a prepared `DATASET` directory (repeatable; equal weights)")
 	f.StringVar(&out, "out", "", "with --score-steps: working directory (one subdirectory per candidate)")
 	f.IntVar(&seqLen, "seq-len", 4096, "with --score-steps: tokens per sequence")
 	f.IntVar(&microBatch, "micro-batch", 8, "with --score-steps: sequences per step")
@@ -207,3 +207,29 @@ one in training from its checkpoint.`,
 	cmd.MarkFlagRequired("target-params")
 	return cmd
 }
+
+// floatList is a comma-separated list of numbers as a flag value.
+type floatList []float64
+
+func (l *floatList) String() string {
+	var s []string
+	for _, x := range *l {
+		s = append(s, strconv.FormatFloat(x, 'g', -1, 64))
+	}
+	return "[" + strings.Join(s, ",") + "]"
+}
+
+func (l *floatList) Set(v string) error {
+	var out []float64
+	for _, f := range strings.Split(strings.Trim(v, "[]"), ",") {
+		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, x)
+	}
+	*l = out
+	return nil
+}
+
+func (l *floatList) Type() string { return "numbers" }

@@ -54,7 +54,7 @@ current step, writes a checkpoint and exits.`,
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "training configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (created; an existing run there is resumed)")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set train.steps=100 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set train.steps=100 (repeatable)")
 	cmd.MarkFlagRequired("config")
 	cmd.MarkFlagRequired("out")
 	return cmd
