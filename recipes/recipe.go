@@ -18,8 +18,8 @@ import (
 	"github.com/minitron/minitron/train"
 )
 
-// Stages in order.
-var Stages = []string{"data", "importance", "prune", "distill", "eval", "export"}
+// Stages returns the names of the stages, in the order they run.
+func Stages() []string { return []string{"data", "importance", "prune", "distill", "eval", "export"} }
 
 // Recipe is a pipeline description.
 type Recipe struct {
@@ -183,12 +183,12 @@ func unsetVars(p string) string {
 
 // StageIndex returns the position of a stage name.
 func StageIndex(name string) (int, error) {
-	for i, s := range Stages {
+	for i, s := range Stages() {
 		if s == name {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("recipes: unknown stage %q (stages: %s)", name, strings.Join(Stages, ", "))
+	return 0, fmt.Errorf("recipes: unknown stage %q (stages: %s)", name, strings.Join(Stages(), ", "))
 }
 
 // Validate checks everything that can be checked before heavy work: the

@@ -123,7 +123,8 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	from, until := 0, len(Stages)-1
+	stages := Stages()
+	from, until := 0, len(stages)-1
 	var err error
 	if opt.From != "" {
 		if from, err = StageIndex(opt.From); err != nil {
@@ -147,10 +148,10 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 		return nil, fmt.Errorf("recipes: %w", err)
 	}
 	// Forced stages lose their markers (and distillation its checkpoints).
-	for i := from; i < len(Stages); i++ {
+	for i := from; i < len(stages); i++ {
 		if opt.From != "" {
-			os.Remove(r.markerPath(Stages[i]))
-			if Stages[i] == "distill" {
+			os.Remove(r.markerPath(stages[i]))
+			if stages[i] == "distill" {
 				os.RemoveAll(filepath.Join(r.Out, "distill"))
 			}
 		}
@@ -165,7 +166,7 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	}
 	sum := &Summary{Out: r.Out}
 	st := &state{r: r, opt: opt, tok: tok, teacherID: teacherID, logf: logf, keys: map[string]string{}}
-	for i, stage := range Stages {
+	for i, stage := range stages {
 		if i > until {
 			break
 		}

@@ -108,7 +108,7 @@ recipe's out directory (default runs/NAME).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "redo this stage and those after it ("+strings.Join(recipes.Stages, ", ")+")")
+	f.StringVar(&from, "from", "", "redo this stage and those after it ("+strings.Join(recipes.Stages(), ", ")+")")
 	f.StringVar(&until, "until", "", "stop after this stage")
 	f.StringArrayVar(&sets, "set", nil, "override a recipe value: `key.path=value`, e.g. --set distill.train.steps=100 (repeatable)")
 	return cmd
