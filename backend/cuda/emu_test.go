@@ -1,15 +1,27 @@
 package cuda
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
+	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cuda/emu"
 )
+
+// Tests of the CUDA backend on the CPU stand-ins for the CUDA libraries
+// (backend/cuda/emu), and of the stand-ins themselves. Each runs in a
+// subprocess whose LD_LIBRARY_PATH finds the stand-ins first.
 
 // pendingOnEmu lists conformance cases the CUDA backend does not pass yet,
 // by full test name. They are skipped on the CPU stand-ins, by name, and
@@ -34,9 +46,7 @@ func skipPattern(names []string) string {
 }
 
 // TestEmuGPUTests runs the GPU tests of gpu_test.go (the whole conformance
-// suite with bfloat16 tolerances, and the fixture parity) on the CPU
-// stand-ins for the CUDA libraries, in a subprocess whose LD_LIBRARY_PATH
-// finds them first.
+// suite with bfloat16 tolerances, and the fixture parity) on the stand-ins.
 func TestEmuGPUTests(t *testing.T) {
 	dir := emu.Dir(t)
 	args := []string{"-test.run=^(TestGPUConformance|TestGPUFixtureParity)$", "-test.v", "-test.count=1"}
@@ -59,4 +69,532 @@ func TestEmuGPUTests(t *testing.T) {
 	if !strings.Contains(string(out), "--- PASS: TestGPUConformance") || !strings.Contains(string(out), "--- PASS: TestGPUFixtureParity") {
 		t.Fatalf("the GPU tests did not run:\n%s", out)
 	}
+}
+
+// TestEmuStandIns checks what the stand-ins promise beyond running correct
+// kernels: faults are reported naming the kernel and the allocation,
+// MINITRON_EMU_GPUS and MINITRON_EMU_MEMORY shape the devices, compiler
+// errors surface, cuBLAS validates its arguments like the real one.
+// Each case runs TestEmuHelper in a subprocess; those that crash the
+// process by design check its stderr.
+func TestEmuStandIns(t *testing.T) {
+	dir := emu.Dir(t)
+	for _, c := range []struct {
+		name   string
+		env    []string
+		crash  bool     // the subprocess must die (a fault aborts it)
+		stderr []string // lines it must print
+	}{
+		{name: "semantics", env: []string{"MINITRON_EMU_THREADS=3"}},
+		{name: "write-past-end", stderr: []string{"kernel write_at wrote past the end of device allocation #", "(100 bytes at", "at byte 100, 1 past its end"}},
+		{name: "write-before-start", stderr: []string{"kernel write_at wrote before the start of device allocation #", "at byte -4"}},
+		{name: "read-past-end", crash: true, stderr: []string{"kernel read_at, block (0,0,0): invalid memory access", "byte 256 of device allocation #", "(256 bytes at"}},
+		{name: "shared-overrun", stderr: []string{"kernel shared_overrun, block (", "): wrote past the end of its 252 bytes of dynamic shared memory (at byte 252)"}},
+		{name: "stack-overflow", crash: true, stderr: []string{"kernel deep, block (0,0,0): stack overflow", "MINITRON_EMU_STACK"}},
+		{name: "barrier-deadlock", stderr: []string{"kernel diverge, block (0,0,0): threads wait at different barriers"}},
+		{name: "assert", stderr: []string{"kernel check, block (0,0,0) thread (0,0,0): assertion `v == 1` failed"}},
+		{name: "compile-error"},
+		{name: "foreign-image", stderr: []string{"these stand-ins run only kernels their own NVRTC compiled"}},
+		{name: "two-gpus", env: []string{"MINITRON_EMU_GPUS=2"}},
+		{name: "memory-limit", env: []string{"MINITRON_EMU_MEMORY=64M"}},
+		{name: "cublas", stderr: []string{"cublasGemmEx: matrix A [", "is not inside one device allocation"}},
+		{name: "go-faults"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestEmuHelper$", "-test.v", "-test.count=1")
+			cmd.Env = emu.Env(dir, append(c.env, "MINITRON_EMU_HELPER="+c.name)...)
+			out, err := cmd.CombinedOutput()
+			if c.crash {
+				if err == nil {
+					t.Fatalf("the subprocess did not crash:\n%s", out)
+				}
+			} else if err != nil {
+				t.Fatalf("%v:\n%s", err, out)
+			}
+			for _, s := range c.stderr {
+				if !strings.Contains(string(out), s) {
+					t.Errorf("output lacks %q:\n%s", s, out)
+				}
+			}
+		})
+	}
+}
+
+// emuKernels are the kernels the stand-in tests launch.
+const emuKernels = `
+extern "C" __global__ void write_at(float* p, long long i) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) p[i] = 1.f;
+}
+extern "C" __global__ void read_at(const float* p, long long i, float* out) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) out[0] = p[i];
+}
+extern "C" __global__ void shared_overrun(float* out) {
+    extern __shared__ float s[];
+    s[threadIdx.x] = 1.f; // one float more than the launch gives
+    __syncthreads();
+    if (threadIdx.x == 0) out[blockIdx.x] = s[0];
+}
+__device__ int deep_rec(int d) {
+    volatile char buf[512];
+    buf[d % 512] = (char)d;
+    return d == 0 ? buf[0] : deep_rec(d - 1) + buf[d % 512];
+}
+extern "C" __global__ void deep(int* out, int d) { out[0] = deep_rec(d); }
+extern "C" __global__ void diverge(int* out) {
+    if (threadIdx.x < 16) __syncthreads();
+    else out[0] = __shfl_sync(0xffffffffu, 1, 0);
+}
+extern "C" __global__ void check(int v) { assert(v == 1); }
+
+// lanes: per thread of a 64-thread block, 8 values: xor 1, up 1, down 1,
+// index 5, ballot of lane%3==0, index 2 within groups of 8, xor 16 of a
+// double, any of lane==7.
+extern "C" __global__ void lanes(int* out, double* dout) {
+    int t = threadIdx.x, lane = t & 31;
+    int* o = out + 8 * t;
+    o[0] = __shfl_xor_sync(0xffffffffu, t, 1);
+    o[1] = __shfl_up_sync(0xffffffffu, t, 1);
+    o[2] = __shfl_down_sync(0xffffffffu, t, 1);
+    o[3] = __shfl_sync(0xffffffffu, t, 5);
+    o[4] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
+    o[5] = __shfl_sync(0xffffffffu, t, 2, 8);
+    dout[t] = __shfl_xor_sync(0xffffffffu, t + 0.5, 16);
+    o[6] = __any_sync(0xffffffffu, lane == 7);
+    o[7] = __all_sync(0xffffffffu, t < 40);
+}
+
+// block_sums: out[b] = sum of in[b*n .. b*n+n) over a block of any size,
+// through shared memory and __syncthreads, and a grid-wide atomic count
+// and float sum.
+extern "C" __global__ void block_sums(const float* in, int n, float* out, unsigned* count, float* total) {
+    __shared__ float part[1024];
+    float s = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += in[(long long)blockIdx.x * n + i];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 1; w < (int)blockDim.x; w <<= 1) {
+        float v = ((threadIdx.x & (2 * w - 1)) == 0 && threadIdx.x + w < blockDim.x) ? part[threadIdx.x + w] : 0.f;
+        __syncthreads();
+        part[threadIdx.x] += v;
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = part[0];
+    atomicAdd(count, 1u);
+    atomicAdd(total, 1.f);
+}
+
+// early_exit: the upper half of the block returns before a barrier the
+// lower half meets twice (returned threads count as arrived).
+extern "C" __global__ void early_exit(int* out) {
+    __shared__ int x;
+    if (threadIdx.x >= blockDim.x / 2) return;
+    if (threadIdx.x == 0) x = 41;
+    __syncthreads();
+    if (threadIdx.x == 1) x++;
+    __syncthreads();
+    out[threadIdx.x] = x;
+}
+`
+
+// emuDevice opens device ordinal on the stand-ins with the test kernels
+// (compiled through the backend's kernel cache) loaded.
+func emuDevice(t *testing.T, ordinal int) *gpu {
+	t.Helper()
+	drv, rtc, blas, err := loadLibraries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, info, err := drv.init(ordinal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gpu{drv: drv, blas: blas, dev: dev, inf: info, funcs: map[string]uintptr{}}
+	if err := drv.check("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain.call(uintptr(unsafe.Pointer(&g.ctx)), uintptr(dev))); err != nil {
+		t.Fatal(err)
+	}
+	leave, err := g.enter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leave()
+	if err := drv.check("cuStreamCreate", drv.cuStreamCreate.call(uintptr(unsafe.Pointer(&g.stream)), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := blas.check("cublasCreate_v2", blas.create.call(uintptr(unsafe.Pointer(&g.handle)))); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := CacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(emuKernels))
+	img, _, err := cachedCompile(cache, "emu-test-"+hex.EncodeToString(sum[:8]), ".cubin", func() ([]byte, error) {
+		return rtc.Compile(emuKernels, "emu_test.cu", "sm_90")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mod uintptr
+	if err := drv.check("cuModuleLoadData", drv.cuModuleLoadData.call(uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&img[0])))); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums", "early_exit"} {
+		var f uintptr
+		cname := cstr(name)
+		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
+			t.Fatalf("%v (%s)", err, name)
+		}
+		g.funcs[name] = f
+	}
+	return g
+}
+
+func (g *gpu) mustMalloc(t *testing.T, n int64) uintptr {
+	t.Helper()
+	p, err := g.malloc(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func download[T any](t *testing.T, g *gpu, p uintptr, n int) []T {
+	t.Helper()
+	out := make([]T, n)
+	var zero T
+	if err := g.dtoh(unsafe.Pointer(&out[0]), p, int64(n)*int64(unsafe.Sizeof(zero))); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func upload[T any](t *testing.T, g *gpu, v []T) uintptr {
+	t.Helper()
+	var zero T
+	n := int64(len(v)) * int64(unsafe.Sizeof(zero))
+	p := g.mustMalloc(t, n)
+	if err := g.htod(p, unsafe.Pointer(&v[0]), n); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// wantStatus checks that err is the CUDA error named.
+func wantStatus(t *testing.T, err error, name string) {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) || e.Name != name {
+		t.Fatalf("got %v, want %s", err, name)
+	}
+}
+
+var one = [3]uint32{1, 1, 1}
+
+// emuHelpers are the cases of TestEmuStandIns, run in the subprocess.
+var emuHelpers = map[string]func(t *testing.T){
+	"semantics": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		out, dout := g.mustMalloc(t, 64*8*4), g.mustMalloc(t, 64*8)
+		if err := g.launch("lanes", one, [3]uint32{64, 1, 1}, 0, []arg{argPtr(out), argPtr(dout)}); err != nil {
+			t.Fatal(err)
+		}
+		got, dgot := download[int32](t, g, out, 64*8), download[float64](t, g, dout, 64)
+		for tid := 0; tid < 64; tid++ {
+			lane, base := tid&31, tid&^31
+			src := func(l int) int { return base + l }
+			up, down := tid-1, tid+1
+			if lane == 0 {
+				up = tid
+			}
+			if lane == 31 {
+				down = tid
+			}
+			ballot := int32(0)
+			for l := 0; l < 32; l += 3 {
+				ballot |= 1 << l
+			}
+			want := []int32{int32(tid ^ 1), int32(up), int32(down), int32(src(5)), ballot, int32(tid&^7 + 2), 1, 1}
+			if tid >= 32 {
+				want[7] = 0 // the second warp holds threads 40..63
+			}
+			for k, w := range want {
+				if got[8*tid+k] != w {
+					t.Errorf("thread %d value %d: %d, want %d", tid, k, got[8*tid+k], w)
+				}
+			}
+			if w := float64(tid^16) + 0.5; dgot[tid] != w {
+				t.Errorf("thread %d: double shuffle %v, want %v", tid, dgot[tid], w)
+			}
+		}
+		// Blocks of 1024, 96 and 33 threads, over 3 worker threads: sums
+		// through shared memory and barriers, and grid-wide atomics.
+		for _, bs := range []int{1024, 96, 33} {
+			const blocks, n = 40, 500
+			in := make([]float32, blocks*n)
+			for i := range in {
+				in[i] = float32(i%7) - 2
+			}
+			pin := upload(t, g, in)
+			res := g.mustMalloc(t, blocks*4)
+			acc := upload(t, g, []uint32{0, 0})
+			if err := g.launch("block_sums", [3]uint32{blocks, 1, 1}, [3]uint32{uint32(bs), 1, 1}, 0,
+				[]arg{argPtr(pin), argInt(n), argPtr(res), argPtr(acc), argPtr(acc + 4)}); err != nil {
+				t.Fatal(err)
+			}
+			sums := download[float32](t, g, res, blocks)
+			for b := range sums {
+				var w float32
+				for i := 0; i < n; i++ {
+					w += in[b*n+i]
+				}
+				if sums[b] != w {
+					t.Errorf("block size %d: block %d sum %v, want %v", bs, b, sums[b], w)
+				}
+			}
+			cnt := download[uint32](t, g, acc, 2)
+			if cnt[0] != uint32(blocks*bs) || math.Float32frombits(cnt[1]) != float32(blocks*bs) {
+				t.Errorf("block size %d: atomic count %d and sum %v, want %d", bs, cnt[0], math.Float32frombits(cnt[1]), blocks*bs)
+			}
+		}
+		eo := g.mustMalloc(t, 64*4)
+		if err := g.launch("early_exit", one, [3]uint32{64, 1, 1}, 0, []arg{argPtr(eo)}); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range download[int32](t, g, eo, 32) {
+			if v != 42 {
+				t.Fatalf("early_exit: thread %d read %d, want 42", i, v)
+			}
+		}
+	},
+	"write-past-end": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		p := g.mustMalloc(t, 100) // 25 floats
+		err := g.launch("write_at", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(p), argI64(25)})
+		wantStatus(t, err, "CUDA_ERROR_ILLEGAL_ADDRESS")
+		wantStatus(t, g.sync(), "CUDA_ERROR_ILLEGAL_ADDRESS") // sticky, as on a GPU
+	},
+	"write-before-start": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		p := g.mustMalloc(t, 256)
+		wantStatus(t, g.launch("write_at", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(p), argI64(-1)}), "CUDA_ERROR_ILLEGAL_ADDRESS")
+	},
+	"read-past-end": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		p, out := g.mustMalloc(t, 256), g.mustMalloc(t, 4)
+		g.launch("read_at", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(p), argI64(64), argPtr(out)})
+		t.Fatal("reading past the end of an allocation did not stop the process")
+	},
+	"shared-overrun": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		out := g.mustMalloc(t, 8)
+		err := g.launch("shared_overrun", [3]uint32{2, 1, 1}, [3]uint32{64, 1, 1}, 63*4, []arg{argPtr(out)})
+		wantStatus(t, err, "CUDA_ERROR_ILLEGAL_ADDRESS")
+	},
+	"stack-overflow": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		out := g.mustMalloc(t, 4)
+		g.launch("deep", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(out), argInt(10000)})
+		t.Fatal("a stack overflow did not stop the process")
+	},
+	"barrier-deadlock": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		out := g.mustMalloc(t, 4)
+		wantStatus(t, g.launch("diverge", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(out)}), "CUDA_ERROR_LAUNCH_FAILED")
+	},
+	"assert": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		if err := g.launch("check", [3]uint32{3, 1, 1}, [3]uint32{32, 1, 1}, 0, []arg{argInt(1)}); err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, g.launch("check", [3]uint32{3, 1, 1}, [3]uint32{32, 1, 1}, 0, []arg{argInt(2)}), "CUDA_ERROR_ASSERT")
+	},
+	"compile-error": func(t *testing.T) {
+		_, rtc, _, err := loadLibraries()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = rtc.Compile("extern \"C\" __global__ void k(int* p) {\n    p[0] = undefined_name;\n}\n", "broken.cu", "sm_90")
+		if err == nil || !strings.Contains(err.Error(), "broken.cu:2:12: error: use of undeclared identifier 'undefined_name'") {
+			t.Fatalf("compile error: %v", err)
+		}
+		if _, err := rtc.Compile("extern \"C\" __global__ void k() {}\n", "ok.cu", "sm_42"); err == nil || !strings.Contains(err.Error(), "NVRTC_ERROR_INVALID_OPTION") {
+			t.Fatalf("unknown architecture: %v", err)
+		}
+	},
+	"foreign-image": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		leave, err := g.enter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer leave()
+		cubin := append([]byte("\x7fELF\x02\x01\x01\x33"), make([]byte, 64)...) // an NVIDIA cubin's ELF header
+		var mod uintptr
+		wantStatus(t, g.drv.check("cuModuleLoadData", g.drv.cuModuleLoadData.call(uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0])))), "CUDA_ERROR_INVALID_IMAGE")
+	},
+	"two-gpus": func(t *testing.T) {
+		var bs [2]*Backend
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := range bs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				bs[i], errs[i] = Open(Options{Device: i})
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := Open(Options{Device: 2}); err == nil || !strings.Contains(err.Error(), "GPU 2 requested but 2 visible") {
+			t.Fatalf("a third device: %v", err)
+		}
+		// The same product on both devices at once, each from its own goroutine.
+		x := make([]float32, 64*48)
+		for i := range x {
+			x[i] = float32(i%13) - 6
+		}
+		res := make([][]float32, 2)
+		for i, b := range bs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a, err := b.FromFloat32(x, 64, 48)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				c, _ := b.New(backend.F32, 64, 64)
+				for range 20 {
+					if errs[i] = b.MatMul(c, a, a, false, true, 1, 0); errs[i] != nil {
+						return
+					}
+				}
+				res[i], errs[i] = b.ToFloat32(c)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range res[0] {
+			if res[0][i] != res[1][i] {
+				t.Fatalf("element %d: %v on GPU 0, %v on GPU 1", i, res[0][i], res[1][i])
+			}
+		}
+		if !strings.Contains(bs[1].Name(), "minitron CPU stand-in") {
+			t.Fatalf("name %q", bs[1].Name())
+		}
+	},
+	"memory-limit": func(t *testing.T) {
+		b, err := Open(Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, total, err := b.dev.memInfo(); err != nil || total != 64<<20 {
+			t.Fatalf("total memory %d (%v), want 64 MiB", total, err)
+		}
+		small, err := b.New(backend.F32, 4<<20) // 16 MiB
+		if err != nil {
+			t.Fatal(err)
+		}
+		if free, _, _ := b.dev.memInfo(); free > 48<<20 {
+			t.Fatalf("free memory %d after allocating 16 MiB of 64", free)
+		}
+		_, err = b.New(backend.F32, 16<<20) // 64 MiB more
+		if !errors.Is(err, ErrOutOfMemory) {
+			t.Fatalf("allocation beyond MINITRON_EMU_MEMORY: %v", err)
+		}
+		b.Free(small)
+	},
+	"cublas": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		// C (bf16) comes from a fresh allocation: garbage (NaN), which
+		// beta = 0 must not read. A is 5x3 (lda 7), B 3x4 (ldb 4), C 5x4
+		// (ldc 6), all column-major; alpha 2.
+		const m, n, k, lda, ldb, ldc = 5, 4, 3, 7, 4, 6
+		av := make([]float32, lda*k)
+		bv := make([]float32, ldb*n)
+		for i := range av {
+			av[i] = float32(i%5) - 1.5
+		}
+		for i := range bv {
+			bv[i] = float32(i%3) + 0.25
+		}
+		bf := func(v []float32) []uint16 {
+			out := make([]uint16, len(v))
+			for i, x := range v {
+				out[i] = backend.F32ToBF16(x)
+			}
+			return out
+		}
+		pa, pb := upload(t, g, bf(av)), upload(t, g, bf(bv))
+		pc := g.mustMalloc(t, 2*ldc*n)
+		if c0 := download[uint16](t, g, pc, ldc*n); !math.IsNaN(float64(backend.BF16ToF32(c0[0]))) {
+			t.Fatalf("fresh device memory is %#x, want NaN garbage", c0[0])
+		}
+		call := gemmCall{m: m, n: n, k: k, alpha: 2, beta: 0, a: pa, b: pb, c: pc, lda: lda, ldb: ldb, ldc: ldc, typeAB: dataBF16, typeC: dataBF16}
+		if err := g.gemm(call); err != nil {
+			t.Fatal(err)
+		}
+		got := download[uint16](t, g, pc, ldc*n)
+		for j := 0; j < n; j++ {
+			for i := 0; i < m; i++ {
+				var s float64
+				for l := 0; l < k; l++ {
+					s += float64(backend.BF16ToF32(backend.F32ToBF16(av[i+l*lda]))) * float64(backend.BF16ToF32(backend.F32ToBF16(bv[l+j*ldb])))
+				}
+				want := backend.BF16ToF32(backend.F32ToBF16(float32(2 * s)))
+				if g := backend.BF16ToF32(got[i+j*ldc]); g != want {
+					t.Errorf("C[%d,%d] = %v, want %v", i, j, g, want)
+				}
+			}
+		}
+		bad := call
+		bad.lda = m - 1
+		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_INVALID_VALUE")
+		bad = call
+		bad.typeC = dataF32 + 99
+		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_NOT_SUPPORTED")
+		bad = call
+		bad.a = pa + 64 // A then reaches past its allocation
+		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_EXECUTION_FAILED")
+	},
+	"go-faults": func(t *testing.T) {
+		b, err := Open(Options{}) // installs the stand-ins' fault handler
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, _ := b.New(backend.BF16, 1000)
+		if err := b.Fill(x, 1); err != nil { // a kernel ran on this thread
+			t.Fatal(err)
+		}
+		// Go's own nil dereferences still become panics.
+		var p *int
+		msg := func() (msg string) {
+			defer func() { msg = fmt.Sprint(recover()) }()
+			return fmt.Sprint(*p)
+		}()
+		if !strings.Contains(msg, "nil pointer dereference") {
+			t.Fatalf("recovered %q", msg)
+		}
+	},
+}
+
+// TestEmuHelper runs one case of TestEmuStandIns (in its subprocess).
+func TestEmuHelper(t *testing.T) {
+	name := os.Getenv("MINITRON_EMU_HELPER")
+	if name == "" {
+		t.Skip("runs as a subprocess of TestEmuStandIns")
+	}
+	f, ok := emuHelpers[name]
+	if !ok {
+		t.Fatalf("no helper %q", name)
+	}
+	f(t)
 }

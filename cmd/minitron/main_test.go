@@ -57,8 +57,14 @@ func runHelper(t *testing.T, name string, args ...string) {
 // run executes minitron with args.
 func run(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
+	return runEnv(t, os.Environ(), stdin, args...)
+}
+
+// runEnv executes minitron with args in the environment env.
+func runEnv(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "MINITRON_RUN_MAIN=1")
+	cmd.Env = append(env, "MINITRON_RUN_MAIN=1")
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -105,8 +105,11 @@ func build() (string, error) {
 	}
 	dir := filepath.Join(r, Hash()[:16])
 	if _, err := os.Stat(filepath.Join(dir, "libcuda.so.1")); err == nil {
+		now := time.Now()
+		os.Chtimes(dir, now, now) // in use: keep it from pruneOld
 		return dir, nil
 	}
+	defer pruneOld(r, dir)
 	if err := os.MkdirAll(r, 0o755); err != nil {
 		return "", fmt.Errorf("emu: %w", err)
 	}
@@ -164,6 +167,20 @@ func build() (string, error) {
 		return "", fmt.Errorf("emu: %w", err)
 	}
 	return dir, nil
+}
+
+// pruneOld removes builds of other sources unused for a week (builds in
+// use are touched by every Build).
+func pruneOld(root, keep string) {
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		p := filepath.Join(root, e.Name())
+		info, err := e.Info()
+		if err != nil || !e.IsDir() || p == keep || len(e.Name()) != 16 || time.Since(info.ModTime()) < 7*24*time.Hour {
+			continue
+		}
+		os.RemoveAll(p)
+	}
 }
 
 // Required reports whether the stand-ins must be available

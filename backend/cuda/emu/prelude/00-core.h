@@ -124,8 +124,7 @@ static inline T __emu_shfl(T v, unsigned src_of_lane(unsigned lane, int arg, int
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     EmuThread* t = __emu_self();
     EmuWarp* w = &t->block->warps[t->warp];
-    unsigned ph = t->phase;
-    t->phase = ph ^ 1;
+    unsigned ph = t->phase++ & 1;
     uint64_t bits = 0;
     memcpy(&bits, &v, sizeof(T));
     w->slot[ph][t->lane] = bits;
@@ -174,23 +173,35 @@ static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width =
     return __emu_shfl<T>(v, __emu_src_down, (int)delta, width);
 }
 
-static inline unsigned __ballot_sync(unsigned mask, int pred) {
+// __emu_vote returns the bits of the lanes that took part in this vote
+// with pred true (votes), or with it set (participants): a lane that took
+// part wrote its slot with this vote's sequence number; a lane that has
+// returned left an older one.
+static inline unsigned __emu_vote(int pred, unsigned* participants) {
     EmuThread* t = __emu_self();
     EmuWarp* w = &t->block->warps[t->warp];
-    unsigned ph = t->phase;
-    t->phase = ph ^ 1;
-    w->slot[ph][t->lane] = pred != 0;
+    unsigned seq = t->phase;
+    t->phase = seq + 1;
+    w->slot[seq & 1][t->lane] = (uint64_t)seq << 32 | (pred != 0);
     __emu_rt.sync_warp(t);
-    unsigned r = 0, live = w->live_mask;
-    for (unsigned l = 0; l < 32; l++)
-        if ((live >> l & 1) && w->slot[ph][l]) r |= 1u << l;
-    return r & mask;
+    unsigned votes = 0, part = 0;
+    for (unsigned l = 0; l < 32; l++) {
+        uint64_t v = w->slot[seq & 1][l];
+        if ((unsigned)(v >> 32) != seq) continue;
+        part |= 1u << l;
+        if (v & 1) votes |= 1u << l;
+    }
+    *participants = part;
+    return votes;
+}
+static inline unsigned __ballot_sync(unsigned mask, int pred) {
+    unsigned part;
+    return __emu_vote(pred, &part) & mask;
 }
 static inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 static inline int __all_sync(unsigned mask, int pred) {
-    EmuThread* t = __emu_self();
-    unsigned live = t->block->warps[t->warp].live_mask & mask;
-    return (__ballot_sync(mask, pred) & live) == live;
+    unsigned part, votes = __emu_vote(pred, &part);
+    return (votes & mask) == (part & mask);
 }
 static inline unsigned __activemask() {
     EmuThread* t = __emu_self();

@@ -53,7 +53,7 @@ struct EmuBlock {
 struct EmuThread {
     uint3 threadIdx;
     unsigned lane, warp; // lane within the warp, warp within the block
-    unsigned phase;      // shuffle buffer in use (toggled by each shuffle)
+    unsigned phase;      // warp-collective operations done: buffer phase&1 of EmuWarp::slot is next
     unsigned index;      // linear thread index within the block
     EmuBlock* block;
     // driver only

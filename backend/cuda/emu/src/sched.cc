@@ -329,19 +329,22 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
         wp.live_mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
         wp.arrived = 0;
         wp.gen = 0;
+        memset(wp.slot, 0xff, sizeof wp.slot); // no vote sequence number: stale values never count
     }
     b.live = (int)n;
     b.arrived = 0;
     b.gen = 0;
-    // Dynamic shared memory: garbage inside, canaries around.
-    size_t sh = ((size_t)L->shared + 15) & ~(size_t)15;
+    // Dynamic shared memory: garbage inside, canaries around (the one
+    // after it up to the next 16 bytes and 64 more).
+    size_t tail = kSmemCanary + (16 - L->shared % 16) % 16;
     char* front = w->smem + kSmemCanary;
+    char* data = front + kSmemCanary;
     if (L->shared > 0) {
         for (size_t i = 0; i < kSmemCanary; i++) front[i] = canary_byte(i);
-        memset(front + kSmemCanary, kGarbage, sh);
-        for (size_t i = 0; i < kSmemCanary; i++) front[kSmemCanary + sh + i] = canary_byte(i);
+        memset(data, kGarbage, L->shared);
+        for (size_t i = 0; i < tail; i++) data[L->shared + i] = canary_byte(i);
     }
-    b.dynsmem = L->shared > 0 ? front + kSmemCanary : nullptr;
+    b.dynsmem = L->shared > 0 ? data : nullptr;
     w->block_id = bid;
     memset(w->state, T_NEW, n);
 
@@ -402,20 +405,19 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
         return;
     }
     if (L->shared > 0) {
-        for (size_t i = 0; i < kSmemCanary; i++) {
-            bool under = (uint8_t)front[i] != canary_byte(i);
-            bool over = (uint8_t)front[kSmemCanary + sh + i] != canary_byte(i);
-            if (under || over) {
-                char msg[200];
-                if (over)
-                    snprintf(msg, sizeof msg, "wrote past the end of its %u bytes of dynamic shared memory (at byte %zu)",
-                             L->shared, sh + i);
-                else
-                    snprintf(msg, sizeof msg, "wrote before the start of its dynamic shared memory (at byte -%zu)",
-                             kSmemCanary - i);
-                L->fail(CUDA_ERROR_ILLEGAL_ADDRESS, std::string("kernel ") + L->name + ", " + where(L, bid, nullptr) + ": " + msg);
-                return;
-            }
+        long bad = 0;
+        for (size_t i = 0; i < kSmemCanary && !bad; i++)
+            if ((uint8_t)front[i] != canary_byte(i)) bad = (long)i - (long)kSmemCanary;
+        for (size_t i = 0; i < tail && !bad; i++)
+            if ((uint8_t)data[L->shared + i] != canary_byte(i)) bad = (long)(L->shared + i) + 1;
+        if (bad) {
+            char msg[200];
+            if (bad > 0)
+                snprintf(msg, sizeof msg, "wrote past the end of its %u bytes of dynamic shared memory (at byte %ld)",
+                         L->shared, bad - 1);
+            else
+                snprintf(msg, sizeof msg, "wrote before the start of its dynamic shared memory (at byte %ld)", bad);
+            L->fail(CUDA_ERROR_ILLEGAL_ADDRESS, std::string("kernel ") + L->name + ", " + where(L, bid, nullptr) + ": " + msg);
         }
     }
 }
