@@ -21,7 +21,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 // ManifestFile is the name of a dataset's manifest; it is written last, so
@@ -126,5 +126,5 @@ func writeManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(filepath.Join(dir, ManifestFile), append(b, '\n'))
+	return diskio.WriteFileAtomic(filepath.Join(dir, ManifestFile), append(b, '\n'))
 }

@@ -20,8 +20,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 )
 
@@ -253,7 +253,7 @@ func CacheTeacher(ctx context.Context, teacher *model.Model, opt CacheOptions) (
 		}
 	}
 	b, _ := json.MarshalIndent(man, "", "  ")
-	if err := checkpoints.WriteFileAtomic(filepath.Join(opt.Out, "manifest.json"), append(b, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(filepath.Join(opt.Out, "manifest.json"), append(b, '\n')); err != nil {
 		return nil, err
 	}
 	return man, nil

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 )
 
@@ -43,7 +44,7 @@ func ConvertTorch(src, out string, maxShard int64) (int, error) {
 		}
 		for _, f := range append([]string{"config.json"}, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json") {
 			if b, err := os.ReadFile(filepath.Join(src, f)); err == nil {
-				if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
+				if err := diskio.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
 					return err
 				}
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
 )
@@ -62,7 +63,7 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 		if b, err = json.MarshalIndent(m, "", "  "); err != nil {
 			return err
 		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "config.json"), append(b, '\n')); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "config.json"), append(b, '\n')); err != nil {
 			return err
 		}
 		gen := map[string]any{"_from_model_config": true}
@@ -75,7 +76,7 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 			gen["eos_token_id"] = cfg.EOS
 		}
 		gb, _ := json.MarshalIndent(gen, "", "  ")
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "generation_config.json"), append(gb, '\n')); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "generation_config.json"), append(gb, '\n')); err != nil {
 			return err
 		}
 		return tokenizerFiles(src, tmp, cfg)
@@ -90,7 +91,7 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 		if err != nil {
 			continue
 		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(dst, n), b); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(dst, n), b); err != nil {
 			return err
 		}
 		copied[n] = true
@@ -104,7 +105,7 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 	}
 	if !copied["tokenizer.json"] {
 		if b, err := sp.TokenizerJSON(); err == nil {
-			if err := checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer.json"), b); err != nil {
+			if err := diskio.WriteFileAtomic(filepath.Join(dst, "tokenizer.json"), b); err != nil {
 				return err
 			}
 			copied["tokenizer.json"] = true
@@ -125,7 +126,7 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 		}
 		tc["unk_token"] = sp.Piece(sp.Unknown())
 		b, _ := json.MarshalIndent(tc, "", "  ")
-		return checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer_config.json"), append(b, '\n'))
+		return diskio.WriteFileAtomic(filepath.Join(dst, "tokenizer_config.json"), append(b, '\n'))
 	}
 	return nil
 }
@@ -152,5 +153,5 @@ func atomicDir(out string, fill func(tmp string) error) error {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("export: %w", err)
 	}
-	return checkpoints.SyncDir(parent)
+	return diskio.SyncDir(parent)
 }

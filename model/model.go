@@ -8,6 +8,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 // Layer holds one transformer block's weights. Norm biases are nil for
@@ -204,7 +205,7 @@ func (m *Model) Save(dir string, dt backend.DType, maxShard int64) error {
 	if _, err := checkpoints.WriteSharded(dir, m.Entries(dt), maxShard, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(filepath.Join(dir, "config.json"), cfgJSON)
+	return diskio.WriteFileAtomic(filepath.Join(dir, "config.json"), cfgJSON)
 }
 
 // Free releases the weights.

@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 )
 
@@ -190,25 +191,25 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 	if err != nil {
 		return fail(err)
 	}
-	if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "config.json"), cfgJSON); err != nil {
+	if err := diskio.WriteFileAtomic(filepath.Join(tmp, "config.json"), cfgJSON); err != nil {
 		return fail(err)
 	}
 	for _, f := range tokenizerFiles {
 		if b, err := os.ReadFile(filepath.Join(srcDir, f)); err == nil {
-			if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
+			if err := diskio.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
 				return fail(err)
 			}
 		}
 	}
 	rb, _ := json.MarshalIndent(rep, "", "  ")
-	if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, ReportFile), append(rb, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(filepath.Join(tmp, ReportFile), append(rb, '\n')); err != nil {
 		return fail(err)
 	}
 	os.Remove(opt.Out) // an empty directory may stand in the way
 	if err := os.Rename(tmp, opt.Out); err != nil {
 		return fail(fmt.Errorf("prune: %w", err))
 	}
-	if err := checkpoints.SyncDir(parent); err != nil {
+	if err := diskio.SyncDir(parent); err != nil {
 		return nil, err
 	}
 	rep.SourceBytes, rep.BytesRead = size, rd.BytesRead()

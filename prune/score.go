@@ -12,7 +12,7 @@ import (
 	"sort"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
@@ -158,5 +158,5 @@ func writeResults(path string, done map[string]Scored) error {
 	if err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(path, append(b, '\n'))
+	return diskio.WriteFileAtomic(path, append(b, '\n'))
 }

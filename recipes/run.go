@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/export"
@@ -88,7 +88,7 @@ func (r *Recipe) done(stage, inputs string) bool {
 
 func (r *Recipe) finish(stage, inputs string) error {
 	b, _ := json.MarshalIndent(marker{Stage: stage, Inputs: inputs, Finished: time.Now().UTC()}, "", "  ")
-	return checkpoints.WriteFileAtomic(r.markerPath(stage), append(b, '\n'))
+	return diskio.WriteFileAtomic(r.markerPath(stage), append(b, '\n'))
 }
 
 // checksum hashes values (configs, upstream checksums) into a stage key.
@@ -308,7 +308,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			return false, err
 		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key)); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key)); err != nil {
 			return false, err
 		}
 		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt})
@@ -465,7 +465,7 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 	if err := os.MkdirAll(filepath.Join(r.Out, "eval"), 0o755); err != nil {
 		return err
 	}
-	if err := checkpoints.WriteFileAtomic(filepath.Join(r.Out, "eval", "report.json"), append(b, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(filepath.Join(r.Out, "eval", "report.json"), append(b, '\n')); err != nil {
 		return err
 	}
 	s.report = rep

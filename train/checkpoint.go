@@ -12,6 +12,7 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 )
 
@@ -74,7 +75,7 @@ func writeDir(dir string, fill func(tmp string) error) error {
 		os.RemoveAll(tmp)
 		return err
 	}
-	if err := checkpoints.SyncDir(tmp); err != nil {
+	if err := diskio.SyncDir(tmp); err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
@@ -91,7 +92,7 @@ func writeDir(dir string, fill func(tmp string) error) error {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("train: %w", err)
 	}
-	return checkpoints.SyncDir(parent)
+	return diskio.SyncDir(parent)
 }
 
 // copyFile copies a file (a tokenizer into a model directory).
@@ -101,7 +102,7 @@ func copyFile(src, dst string) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	defer in.Close()
-	return checkpoints.WriteAtomic(dst, func(w io.Writer) error {
+	return diskio.WriteAtomic(dst, func(w io.Writer) error {
 		_, err := io.Copy(w, in)
 		return err
 	})
@@ -175,16 +176,16 @@ func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
 		}
 		st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint()}
 		b, _ := json.MarshalIndent(st, "", "  ")
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
 			return err
 		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
 			return err
 		}
 		if err := CopyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
 			return err
 		}
-		return checkpoints.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))
+		return diskio.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))
 	})
 	return dir, err
 }

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 )
 
@@ -181,7 +181,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		res.ResumedFrom = st.Step
 		logf("resuming from %s (step %d of %d)", resumeDir, st.Step, t.Total)
 	}
-	if err := checkpoints.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
+	if err := diskio.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
 		return nil, err
 	}
 	mf, err := openMetrics(filepath.Join(opt.Out, MetricsFile), t.Step)
@@ -330,7 +330,7 @@ func openMetrics(path string, step int) (*metricsFile, error) {
 		}
 		f.Close()
 	}
-	err := checkpoints.WriteAtomic(path, func(w io.Writer) error {
+	err := diskio.WriteAtomic(path, func(w io.Writer) error {
 		for _, l := range keep {
 			if _, err := w.Write(l); err != nil {
 				return err
