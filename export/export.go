@@ -21,7 +21,8 @@ import (
 // transformers 4 and 5 read, safetensors in dtype dt sharded at maxShard
 // bytes with an index, the tokenizer files (tokenizer.json generated from a
 // SentencePiece BPE model when the source has none, so fast tokenizers
-// work) and generation_config.json. The directory appears when complete.
+// work) and generation_config.json (the source's, or made from config.json).
+// The directory appears when complete.
 func HF(src, out string, dt backend.DType, maxShard int64) error {
 	cfg, err := model.LoadConfig(filepath.Join(src, "config.json"))
 	if err != nil {
@@ -46,7 +47,7 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 			return checkpoints.EncodeFloat32(dt, v)
 		}})
 	}
-	return atomicDir(out, func(tmp string) error {
+	return diskio.WriteDir(out, false, func(tmp string) error {
 		if _, err := checkpoints.WriteSharded(tmp, es, maxShard, map[string]string{"format": "pt"}); err != nil {
 			return err
 		}
@@ -66,6 +67,12 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "config.json"), append(b, '\n')); err != nil {
 			return err
 		}
+		if err := tokenizerFiles(src, tmp, cfg); err != nil {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(tmp, "generation_config.json")); err == nil {
+			return nil // the source's, copied with the tokenizer
+		}
 		gen := map[string]any{"_from_model_config": true}
 		if cfg.BOS >= 0 {
 			gen["bos_token_id"] = cfg.BOS
@@ -76,17 +83,15 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 			gen["eos_token_id"] = cfg.EOS
 		}
 		gb, _ := json.MarshalIndent(gen, "", "  ")
-		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "generation_config.json"), append(gb, '\n')); err != nil {
-			return err
-		}
-		return tokenizerFiles(src, tmp, cfg)
+		return diskio.WriteFileAtomic(filepath.Join(tmp, "generation_config.json"), append(gb, '\n'))
 	})
 }
 
-// tokenizerFiles copies the tokenizer and writes what fast tokenizers need.
+// tokenizerFiles copies the tokenizer and generation files and writes what
+// fast tokenizers need.
 func tokenizerFiles(src, dst string, cfg *model.Config) error {
 	copied := map[string]bool{}
-	for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} {
+	for _, n := range tokenizer.DirFiles() {
 		b, err := os.ReadFile(filepath.Join(src, n))
 		if err != nil {
 			continue
@@ -129,29 +134,4 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 		return diskio.WriteFileAtomic(filepath.Join(dst, "tokenizer_config.json"), append(b, '\n'))
 	}
 	return nil
-}
-
-// atomicDir builds a directory under a temporary name and renames it into
-// place; a failure leaves nothing at out.
-func atomicDir(out string, fill func(tmp string) error) error {
-	if _, err := os.Stat(out); err == nil {
-		return fmt.Errorf("export: %s already exists; remove it or choose another --out", out)
-	}
-	parent := filepath.Dir(filepath.Clean(out))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	if err := fill(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("export: %w", err)
-	}
-	return diskio.SyncDir(parent)
 }

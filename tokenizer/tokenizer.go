@@ -46,3 +46,11 @@ func EncodePrompt(t interface {
 	}
 	return ids
 }
+
+// DirFiles are the files of a model directory, besides config.json and the
+// weights, that say how to tokenize and generate: the tokenizer itself,
+// its configuration and special tokens, and the generation defaults. They
+// go along with a model that is pruned, distilled, converted or exported.
+func DirFiles() []string {
+	return []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}
+}

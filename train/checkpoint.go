@@ -3,7 +3,6 @@ package train
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,6 +13,7 @@ import (
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
 )
 
 // A checkpoint directory is a Hugging Face model directory (config.json,
@@ -60,59 +60,11 @@ func Checkpoints(out string) ([]string, error) {
 	return dirs, nil
 }
 
-// writeDir builds a directory atomically: fill writes into a temporary
-// sibling, which is fsynced and renamed to dir (replacing an old one).
-func writeDir(dir string, fill func(tmp string) error) error {
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	if err := fill(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	if err := diskio.SyncDir(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	if _, err := os.Stat(dir); err == nil {
-		old := dir + ".old"
-		os.RemoveAll(old)
-		if err := os.Rename(dir, old); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("train: %w", err)
-		}
-		defer os.RemoveAll(old)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("train: %w", err)
-	}
-	return diskio.SyncDir(parent)
-}
-
-// copyFile copies a file (a tokenizer into a model directory).
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	defer in.Close()
-	return diskio.WriteAtomic(dst, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
-}
-
 // ExportModel writes m as a Hugging Face directory in dtype dt, with the
 // tokenizer file copied in when given (a .model becomes tokenizer.model, a
 // .json tokenizer.json).
 func ExportModel(dir string, m *model.Model, dt backend.DType, tokenizerPath string) error {
-	return writeDir(dir, func(tmp string) error {
+	return diskio.WriteDir(dir, true, func(tmp string) error {
 		if err := m.Save(tmp, dt, 2<<30); err != nil {
 			return err
 		}
@@ -120,16 +72,16 @@ func ExportModel(dir string, m *model.Model, dt backend.DType, tokenizerPath str
 	})
 }
 
-// CopyTokenizer copies a tokenizer file, or the tokenizer files of a model
-// directory, into dir.
+// CopyTokenizer copies a tokenizer file, or a model directory's tokenizer
+// and generation files (tokenizer.DirFiles), into dir.
 func CopyTokenizer(src, dir string) error {
 	if src == "" {
 		return nil
 	}
 	if st, err := os.Stat(src); err == nil && st.IsDir() {
-		for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} {
+		for _, n := range tokenizer.DirFiles() {
 			if _, err := os.Stat(filepath.Join(src, n)); err == nil {
-				if err := copyFile(filepath.Join(src, n), filepath.Join(dir, n)); err != nil {
+				if err := diskio.CopyFile(filepath.Join(src, n), filepath.Join(dir, n)); err != nil {
 					return err
 				}
 			}
@@ -140,13 +92,13 @@ func CopyTokenizer(src, dir string) error {
 	if strings.HasSuffix(src, ".json") {
 		name = "tokenizer.json"
 	}
-	return copyFile(src, filepath.Join(dir, name))
+	return diskio.CopyFile(src, filepath.Join(dir, name))
 }
 
 // save writes a checkpoint of the trainer's current step.
 func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
 	dir := filepath.Join(out, checkpointName(t.Step))
-	err := writeDir(dir, func(tmp string) error {
+	err := diskio.WriteDir(dir, true, func(tmp string) error {
 		if err := t.Model.Save(tmp, backend.F32, 2<<30); err != nil {
 			return err
 		}
@@ -258,23 +210,4 @@ func prune(out string, keep int) error {
 		}
 	}
 	return nil
-}
-
-// cleanTemporary removes directories left by interrupted writes.
-func cleanTemporary(out string) {
-	matches, _ := filepath.Glob(filepath.Join(out, ".*.tmp-*"))
-	for _, m := range matches {
-		os.RemoveAll(m)
-	}
-	// A directory replaced by writeDir is renamed to NAME.old first; if the
-	// process died before the new one took its place, put it back.
-	olds, _ := filepath.Glob(filepath.Join(out, "*.old"))
-	for _, m := range olds {
-		orig := strings.TrimSuffix(m, ".old")
-		if _, err := os.Stat(orig); os.IsNotExist(err) {
-			os.Rename(m, orig)
-			continue
-		}
-		os.RemoveAll(m)
-	}
 }

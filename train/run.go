@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	cleanTemporary(opt.Out)
+	diskio.CleanTemporary(opt.Out)
 	cfgYAML, err := cfg.YAML()
 	if err != nil {
 		return nil, err

@@ -386,3 +386,31 @@ func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestCopyTokenizer: a model directory's tokenizer and generation files go
+// along (a distilled student keeps generation_config.json); a single
+// tokenizer file is named as transformers expects.
+func TestCopyTokenizer(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	for _, f := range []string{"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "model.safetensors"} {
+		os.WriteFile(filepath.Join(src, f), []byte(f), 0o644)
+	}
+	if err := CopyTokenizer(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dst)
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if want := "generation_config.json,special_tokens_map.json,tokenizer.model,tokenizer_config.json"; strings.Join(got, ",") != want {
+		t.Fatalf("copied %v, want %s", got, want)
+	}
+	one := t.TempDir()
+	if err := CopyTokenizer(tokPath, one); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(one, "tokenizer.model")); err != nil {
+		t.Fatal(err)
+	}
+}

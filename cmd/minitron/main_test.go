@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,4 +184,33 @@ func TestSignals(t *testing.T) {
 	}
 	sig <- os.Interrupt
 	<-aborted
+}
+
+// checkReadable fails when a file or directory under dir is less readable
+// than the umask allows (0644 files, 0755 directories under umask 022):
+// outputs are for other users and tools too.
+func checkReadable(t *testing.T, dir string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		want := os.FileMode(0o644) &^ umask()
+		if d.IsDir() {
+			want = 0o755 &^ umask()
+		}
+		if got := info.Mode().Perm(); got&want != want {
+			t.Errorf("%s: mode %v, want at least %v", p, got, want)
+		}
+		n++
+		return nil
+	})
+	if err != nil || n < 2 {
+		t.Fatalf("walking %s: %d entries, %v", dir, n, err)
+	}
 }

@@ -59,6 +59,7 @@ func TestImportancePruneCommands(t *testing.T) {
 			out := filepath.Join(tmp, "pruned")
 			mustRun(t, "prune", "--model", dir, "--scores", scores, "--hidden-size", fmt.Sprint(pj.Hidden),
 				"--num-attention-heads", fmt.Sprint(pj.Heads), "--intermediate-size", fmt.Sprint(pj.FFN), "--out", out)
+			checkReadable(t, out)
 			lg := filepath.Join(tmp, "logits.safetensors")
 			mustRun(t, "logits", "--model", out, "--input", filepath.Join(dir, "importance.safetensors"), "--output", lg)
 			gl, _ := checkpoints.Open(lg)

@@ -169,6 +169,7 @@ func TestTrainSurvivesSIGKILL(t *testing.T) {
 	if a, b := lossLog(t, ref), lossLog(t, out); a != b {
 		t.Fatalf("loss logs differ:\n%s\nvs\n%s", a, b)
 	}
+	checkReadable(t, out)
 	// The exported model samples.
 	res := mustRun(t, "sample", "--model", filepath.Join(out, "final"), "--prompt", "func ", "--max-new-tokens", "8", "--seed", "1")
 	if !strings.HasPrefix(res.stdout, "func ") {
