@@ -1,6 +1,8 @@
 // Package checkpoints reads and writes model files: safetensors (memory-mapped,
-// lazy, single or sharded with an index), Hugging Face checkpoint directories,
-// and atomic writes that never leave a half-written file behind.
+// lazy, single or sharded with an index, or read in spans of kept rows with
+// many reads in flight), Hugging Face checkpoint directories, PyTorch .bin
+// checkpoints (read) and GGUF (written). Files are written through package
+// diskio, so none is ever left half-written.
 package checkpoints
 
 import (

@@ -1,3 +1,7 @@
+// Package model holds the architectures: config.json, the ordered parameter
+// table every other package uses, and the Nemotron and Llama blocks as
+// explicit forward (and backward) functions over backend ops, with a KV cache
+// for decoding and an observer hook for activation statistics.
 package model
 
 import (
