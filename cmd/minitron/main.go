@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -57,7 +59,9 @@ Models are Hugging Face checkpoint directories (config.json + safetensors);
 NemotronForCausalLM and LlamaForCausalLM are supported.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version(),
 	}
+	root.SetVersionTemplate("minitron {{.Version}}\n")
 	root.AddCommand(newInspect(), newLogits(), newSample(), newBench(), newTokenize(), newData(), newTrain(), newImportance(), newPrune(), newPlot(), newDistill(), newRun(), newExport(), newConvert(), newServe(), newEval())
 	return root
 }
@@ -77,4 +81,32 @@ func groupOnly(cmd *cobra.Command) {
 		}
 		return fmt.Errorf("%s (see %s --help)", msg, cmd.CommandPath())
 	}
+}
+
+// version describes the build: the module version, the commit it was built
+// from, the Go version and the cgo setting.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(no build information)"
+	}
+	set := map[string]string{}
+	for _, s := range bi.Settings {
+		set[s.Key] = s.Value
+	}
+	commit := "unknown (built without version control information)"
+	if c := set["vcs.revision"]; c != "" {
+		commit = c
+		if set["vcs.modified"] == "true" {
+			commit += " with local changes"
+		}
+		if t := set["vcs.time"]; t != "" {
+			commit += " of " + t
+		}
+	}
+	cgo := set["CGO_ENABLED"]
+	if cgo == "" {
+		cgo = "unset"
+	}
+	return fmt.Sprintf("%s\ncommit %s\n%s %s/%s, CGO_ENABLED=%s", bi.Main.Version, commit, bi.GoVersion, runtime.GOOS, runtime.GOARCH, cgo)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -212,5 +213,21 @@ func checkReadable(t *testing.T, dir string) {
 	})
 	if err != nil || n < 2 {
 		t.Fatalf("walking %s: %d entries, %v", dir, n, err)
+	}
+}
+
+// TestVersionAndNoRecipe: --version names the Go version and the cgo
+// setting; run without a recipe shows its usage and the shipped recipes.
+func TestVersionAndNoRecipe(t *testing.T) {
+	r := mustRun(t, "--version")
+	if !strings.HasPrefix(r.stdout, "minitron ") || !strings.Contains(r.stdout, runtime.Version()) || !strings.Contains(r.stdout, "CGO_ENABLED=") ||
+		!strings.Contains(r.stdout, "commit ") {
+		t.Errorf("--version: %q", r.stdout)
+	}
+	r = run(t, "", "run")
+	for _, want := range []string{"run needs a recipe file", "Usage:", "minitron run RECIPE.yaml", "tiny.yaml", "minitron-4b.yaml", "the default recipe"} {
+		if r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("run without a recipe: exit %d, stderr lacks %q:\n%s", r.code, want, r.stderr)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,7 +36,12 @@ distillation from its last checkpoint. --from STAGE redoes that stage and the
 ones after it; --until STAGE stops after it. Relative paths in the recipe are
 relative to the recipe file; $GOROOT is the Go installation. Outputs go to the
 recipe's out directory (default runs/NAME).`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New(noRecipe(cmd))
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			setGOROOT()
 			r, err := recipes.Load(args[0], sets)
@@ -129,4 +135,16 @@ func setGOROOT() {
 			os.Setenv("GOROOT", g)
 		}
 	}
+}
+
+// noRecipe is the message of run without a recipe: its usage and the
+// recipes that come with minitron.
+func noRecipe(cmd *cobra.Command) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "run needs a recipe file\n\nUsage:\n  %s\n\nRecipes shipped in recipes/ of the minitron source:\n", cmd.UseLine())
+	for _, r := range recipes.Shipped() {
+		fmt.Fprintf(&b, "  %-34s %s\n", r.File, r.Summary)
+	}
+	fmt.Fprintf(&b, "\nStart with: minitron run recipes/tiny.yaml (see minitron run --help)")
+	return b.String()
 }
