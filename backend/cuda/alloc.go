@@ -95,6 +95,20 @@ func (a *allocator) release() error {
 	return first
 }
 
+// releaseAll gives every block, cached or in use, back to the driver
+// (when the backend closes).
+func (a *allocator) releaseAll() error {
+	var first error
+	for p := range a.size {
+		if err := a.dev.free(p); err != nil && first == nil {
+			first = err
+		}
+	}
+	a.lists, a.size = map[int64][]uintptr{}, map[uintptr]int64{}
+	a.inUse, a.cached = 0, 0
+	return first
+}
+
 func human(n int64) string {
 	switch {
 	case n >= 1<<30:

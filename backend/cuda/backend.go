@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -51,20 +52,38 @@ var (
 	}
 )
 
-// loadLibraries finds and binds the CUDA libraries once per process.
+// loadLibraries finds and binds the CUDA libraries once per process: the
+// driver first, then an NVRTC and a cuBLAS of a CUDA major version the
+// driver supports.
 func loadLibraries() (*driver, *nvrtc, *cublas, error) {
 	openMu.Lock()
 	defer openMu.Unlock()
 	l := &openLibs
 	if !l.done {
 		l.done = true
-		if l.drv, l.err = openDriver(osEnv); l.err == nil {
-			if l.rtc, l.err = openNVRTC(osEnv); l.err == nil {
-				l.blas, l.err = openCuBLAS(osEnv)
-			}
-		}
+		l.drv, l.rtc, l.blas, l.err = loadLibrariesFrom(osEnv)
 	}
 	return l.drv, l.rtc, l.blas, l.err
+}
+
+func loadLibrariesFrom(e env) (*driver, *nvrtc, *cublas, error) {
+	drv, err := openDriver(e)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ver, err := drv.version()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rtc, err := openNVRTC(e, ver/1000)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	blas, err := openCuBLAS(e, ver/1000)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return drv, rtc, blas, nil
 }
 
 // Available reports whether the CUDA libraries load and a GPU is visible,
@@ -79,12 +98,18 @@ func Available() error {
 }
 
 // Open initializes the GPU, compiles (or loads from the cache) the kernels
-// and returns the backend.
+// and returns the backend. Close it when done.
 func Open(opt Options) (*Backend, error) {
 	drv, rtc, blas, err := loadLibraries()
 	if err != nil {
 		return nil, err
 	}
+	return open(drv, rtc, blas, opt)
+}
+
+// open is Open on bound libraries. Whatever it made before failing is
+// released.
+func open(drv *driver, rtc compiler, blas *cublas, opt Options) (*Backend, error) {
 	logf := func(format string, a ...any) {
 		if opt.Log != nil {
 			opt.Log(fmt.Sprintf(format, a...))
@@ -97,58 +122,80 @@ func Open(opt Options) (*Backend, error) {
 	if info.Major < 8 {
 		return nil, fmt.Errorf("cuda: %s has compute capability %d.%d; bfloat16 needs 8.0 (Ampere) or newer", info.Name, info.Major, info.Minor)
 	}
-	g := &gpu{drv: drv, blas: blas, dev: devID, inf: info}
-	if err := drv.check("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain.call(uintptr(unsafe.Pointer(&g.ctx)), uintptr(devID))); err != nil {
-		return nil, err
-	}
-	leave, err := g.enter()
-	if err != nil {
-		return nil, err
-	}
-	defer leave()
-	const streamNonBlocking = 1
-	if err := drv.check("cuStreamCreate", drv.cuStreamCreate.call(uintptr(unsafe.Pointer(&g.stream)), streamNonBlocking)); err != nil {
-		return nil, err
-	}
-	if err := blas.check("cublasCreate_v2", blas.create.call(uintptr(unsafe.Pointer(&g.handle)))); err != nil {
-		return nil, err
-	}
-	if err := blas.check("cublasSetStream_v2", blas.setStream.call(g.handle, g.stream)); err != nil {
-		return nil, err
-	}
 	kern, err := kernels.Kernels()
 	if err != nil {
 		return nil, err
 	}
-	img, err := compileKernels(rtc, info, opt.CacheDir, logf)
-	if err != nil {
+	g := &gpu{drv: drv, blas: blas, dev: devID, inf: info}
+	if err := drv.check("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain.call(uintptr(unsafe.Pointer(&g.ctx)), uintptr(devID))); err != nil {
 		return nil, err
 	}
-	var mod uintptr
-	if err := drv.check("cuModuleLoadData", drv.cuModuleLoadData.call(uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&img[0])))); err != nil {
+	if err := g.setup(rtc, kern, opt.CacheDir, logf); err != nil {
+		g.close() // the error that matters is the first
 		return nil, err
+	}
+	b, err := newBackend(g, kern)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// setup creates the stream and the cuBLAS handle in the retained context
+// and loads the kernels. What it made before failing is released by close.
+func (g *gpu) setup(rtc compiler, kern map[string]kernels.Kernel, cacheDir string, logf func(string, ...any)) error {
+	drv, blas, info := g.drv, g.blas, g.inf
+	leave, err := g.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	const streamNonBlocking = 1
+	if err := drv.check("cuStreamCreate", drv.cuStreamCreate.call(uintptr(unsafe.Pointer(&g.stream)), streamNonBlocking)); err != nil {
+		return err
+	}
+	if err := blas.check("cublasCreate_v2", blas.create.call(uintptr(unsafe.Pointer(&g.handle)))); err != nil {
+		return err
+	}
+	if err := blas.check("cublasSetStream_v2", blas.setStream.call(g.handle, g.stream)); err != nil {
+		return err
+	}
+	img, err := compileKernels(rtc, info, len(kern), cacheDir, logf)
+	if err != nil {
+		return err
+	}
+	if err := drv.check("cuModuleLoadData", drv.cuModuleLoadData.call(uintptr(unsafe.Pointer(&g.module)), uintptr(unsafe.Pointer(&img[0])))); err != nil {
+		return err
 	}
 	g.funcs = map[string]uintptr{}
 	for name := range kern {
 		var f uintptr
 		cname := cstr(name)
-		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
-			return nil, fmt.Errorf("%w (kernel %s)", err, name)
+		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), g.module, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
+			return fmt.Errorf("%w (kernel %s)", err, name)
 		}
 		g.funcs[name] = f
 		if _, big := attentionShared[name]; big && info.MaxShared > 48<<10 {
 			if err := drv.check("cuFuncSetAttribute", drv.cuFuncSetAttribute.call(f, funcAttrMaxDynamicShared, uintptr(info.MaxShared))); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return newBackend(g, kern)
+	return nil
 }
 
-// compileKernels returns the kernel image for the GPU, from the cache or
-// compiled by NVRTC (falling back to PTX for the driver to finish when
-// NVRTC does not know the GPU's architecture).
-func compileKernels(rtc *nvrtc, info deviceInfo, dir string, logf func(string, ...any)) ([]byte, error) {
+// compiler is what compileKernels needs of NVRTC.
+type compiler interface {
+	Version() (int, error)
+	Identity() string
+	Compile(src, name, arch string, extra ...string) (img []byte, log string, err error)
+}
+
+// compileKernels returns the image of the n kernels for the GPU, from the
+// cache or compiled by NVRTC (falling back to PTX for the driver to finish
+// when NVRTC does not know the GPU's architecture).
+func compileKernels(rtc compiler, info deviceInfo, n int, dir string, logf func(string, ...any)) ([]byte, error) {
 	if dir == "" {
 		d, err := CacheDir()
 		if err != nil {
@@ -166,17 +213,20 @@ func compileKernels(rtc *nvrtc, info deviceInfo, dir string, logf func(string, .
 		if arch[0] == 'c' {
 			ext = ".ptx"
 		}
-		key := cacheKey(kernels.Hash(), arch, info.Driver, ver, compileOptions(arch))
+		key := cacheKey(kernels.Hash(), arch, info.Driver, ver, rtc.Identity(), compileOptions(arch))
 		start := time.Now()
-		img, hit, err := cachedCompile(dir, key, ext, func() ([]byte, error) { return rtc.Compile(src, "minitron.cu", arch) })
+		img, hit, err := cachedCompile(dir, key, ext, func() ([]byte, error) {
+			img, _, err := rtc.Compile(src, "minitron.cu", arch)
+			return img, err
+		})
 		if err != nil {
-			if e, ok := err.(*Error); ok && e.Name == "NVRTC_ERROR_INVALID_OPTION" {
+			if e := (*Error)(nil); errors.As(err, &e) && e.Name == "NVRTC_ERROR_INVALID_OPTION" {
 				continue // this NVRTC does not know arch; try an older target
 			}
 			return nil, err
 		}
 		if !hit {
-			logf("cuda: compiled %d kernels for %s in %v (cached in %s)", len(src), arch, time.Since(start).Round(time.Millisecond), dir)
+			logf("cuda: compiled %d kernels for %s in %v (cached in %s)", n, arch, time.Since(start).Round(time.Millisecond), dir)
 		}
 		if ext == ".ptx" {
 			img = append(img, 0) // cuModuleLoadData reads PTX as a C string
@@ -187,20 +237,61 @@ func compileKernels(rtc *nvrtc, info deviceInfo, dir string, logf func(string, .
 }
 
 // newBackend finishes a backend on a device (real or fake).
+// On failure it frees what it allocated.
 func newBackend(d device, kern map[string]kernels.Kernel) (*Backend, error) {
 	b := &Backend{dev: d, mem: newAllocator(d), kern: kern, inf: d.info(), uploads: map[string]uintptr{}}
 	var err error
-	if b.errWord, err = b.mem.alloc(16); err != nil {
-		return nil, err
+	if b.errWord, err = b.mem.alloc(16); err == nil {
+		if b.dbl, err = b.mem.alloc(16); err == nil {
+			err = d.memset32(b.errWord, 0, 4)
+		}
 	}
-	if b.dbl, err = b.mem.alloc(16); err != nil {
-		return nil, err
-	}
-	if err := d.memset32(b.errWord, 0, 4); err != nil {
+	if err != nil {
+		b.mem.releaseAll()
 		return nil, err
 	}
 	return b, nil
 }
+
+// Close waits for queued work, frees every device allocation of the
+// backend, destroys its stream and cuBLAS handle, unloads the kernels and
+// releases the GPU's primary context. Its tensors must not be used
+// afterwards (operations then fail). Closing again does nothing.
+func (b *Backend) Close() error {
+	if _, done := b.dev.(closedDevice); done {
+		return nil
+	}
+	err := b.dev.sync()
+	clear(b.uploads)
+	if ferr := b.mem.releaseAll(); err == nil {
+		err = ferr
+	}
+	if cerr := b.dev.close(); err == nil {
+		err = cerr
+	}
+	b.dev = closedDevice{}
+	b.mem = newAllocator(b.dev)
+	return err
+}
+
+// closedDevice is the device of a closed backend: every call fails.
+type closedDevice struct{}
+
+var errClosed = errors.New("cuda: the backend is closed")
+
+func (closedDevice) info() deviceInfo                                      { return deviceInfo{} }
+func (closedDevice) malloc(int64) (uintptr, error)                         { return 0, errClosed }
+func (closedDevice) free(uintptr) error                                    { return errClosed }
+func (closedDevice) htod(uintptr, unsafe.Pointer, int64) error             { return errClosed }
+func (closedDevice) dtoh(unsafe.Pointer, uintptr, int64) error             { return errClosed }
+func (closedDevice) dtod(uintptr, uintptr, int64) error                    { return errClosed }
+func (closedDevice) memset32(uintptr, uint32, int64) error                 { return errClosed }
+func (closedDevice) launch(string, [3]uint32, [3]uint32, int, []arg) error { return errClosed }
+func (closedDevice) gemm(gemmCall) error                                   { return errClosed }
+func (closedDevice) sync() error                                           { return errClosed }
+func (closedDevice) memInfo() (int64, int64, error)                        { return 0, 0, errClosed }
+func (closedDevice) elapsed(func() error) (time.Duration, error)           { return 0, errClosed }
+func (closedDevice) close() error                                          { return nil }
 
 // Name describes the GPU.
 func (b *Backend) Name() string {
@@ -460,14 +551,16 @@ func (b *Backend) Fill(t backend.Tensor, v float32) error {
 	return b.launch("fill", b.grid1(n), block1, 0, ct.arg(), argI64(n), argF32(v))
 }
 
-// Free returns t's storage to the allocator's cache. Freeing a view does
-// nothing.
+// Free returns t's storage to the allocator's cache. Freeing a view, or
+// a tensor of a closed backend, does nothing.
 func (b *Backend) Free(t backend.Tensor) {
 	ct, ok := t.(*Tensor)
 	if !ok || ct.b != b || ct.base == 0 {
 		return
 	}
-	b.mem.free(ct.base)
+	if _, closed := b.dev.(closedDevice); !closed { // else Close freed it
+		b.mem.free(ct.base)
+	}
 	ct.base, ct.ptr, ct.host = 0, 0, nil
 }
 

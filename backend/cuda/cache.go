@@ -23,10 +23,13 @@ func CacheDir() (string, error) {
 }
 
 // cacheKey identifies one compilation: the kernel sources, the target
-// architecture, the driver and NVRTC versions, and the compile options.
-func cacheKey(sourceHash, arch string, driverVersion, nvrtcVersion int, opts []string) string {
+// architecture, the driver and NVRTC versions, the NVRTC library itself
+// (nvrtc.Identity: kernels compiled by one NVRTC are never loaded for
+// another of the same version, such as a CPU stand-in), and the compile
+// options.
+func cacheKey(sourceHash, arch string, driverVersion, nvrtcVersion int, nvrtcIdentity string, opts []string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "src %s\narch %s\ndriver %d\nnvrtc %d\n", sourceHash, arch, driverVersion, nvrtcVersion)
+	fmt.Fprintf(h, "src %s\narch %s\ndriver %d\nnvrtc %d\nnvrtc-id %s\n", sourceHash, arch, driverVersion, nvrtcVersion, nvrtcIdentity)
 	for _, o := range opts {
 		fmt.Fprintf(h, "opt %s\n", o)
 	}

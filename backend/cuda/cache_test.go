@@ -41,19 +41,21 @@ func TestCachedCompile(t *testing.T) {
 }
 
 func TestCacheKey(t *testing.T) {
-	base := cacheKey("abc", "sm_90", 13000, 13000, []string{"-x"})
+	const id = "/usr/lib/libnvrtc.so.13 100 1"
+	base := cacheKey("abc", "sm_90", 13000, 13000, id, []string{"-x"})
 	for name, k := range map[string]string{
-		"source":  cacheKey("abd", "sm_90", 13000, 13000, []string{"-x"}),
-		"arch":    cacheKey("abc", "sm_80", 13000, 13000, []string{"-x"}),
-		"driver":  cacheKey("abc", "sm_90", 12080, 13000, []string{"-x"}),
-		"nvrtc":   cacheKey("abc", "sm_90", 13000, 12080, []string{"-x"}),
-		"options": cacheKey("abc", "sm_90", 13000, 13000, []string{"-y"}),
+		"source":  cacheKey("abd", "sm_90", 13000, 13000, id, []string{"-x"}),
+		"arch":    cacheKey("abc", "sm_80", 13000, 13000, id, []string{"-x"}),
+		"driver":  cacheKey("abc", "sm_90", 12080, 13000, id, []string{"-x"}),
+		"nvrtc":   cacheKey("abc", "sm_90", 13000, 12080, id, []string{"-x"}),
+		"library": cacheKey("abc", "sm_90", 13000, 13000, "/tmp/emu/libnvrtc.so 100 1", []string{"-x"}),
+		"options": cacheKey("abc", "sm_90", 13000, 13000, id, []string{"-y"}),
 	} {
 		if k == base {
 			t.Errorf("changing the %s does not change the key", name)
 		}
 	}
-	if base != cacheKey("abc", "sm_90", 13000, 13000, []string{"-x"}) {
+	if base != cacheKey("abc", "sm_90", 13000, 13000, id, []string{"-x"}) {
 		t.Error("key is not deterministic")
 	}
 }

@@ -10,14 +10,13 @@ type cublas struct {
 	lib *library
 
 	create, destroy, setStream, gemmEx proc
+	getProperty                        proc // optional
 }
 
-func openCuBLAS(e env) (*cublas, error) {
-	path, err := e.find("cuBLAS", cublasNames)
-	if err != nil {
-		return nil, err
-	}
-	lib, err := openLibrary("cuBLAS", path)
+// openCuBLAS finds and binds cuBLAS. With maxMajor > 0 (the driver's CUDA
+// major version) a cuBLAS of a newer CUDA is skipped.
+func openCuBLAS(e env, maxMajor int) (*cublas, error) {
+	lib, err := e.openSpec(cublasSpec, maxMajor, func(l *library) int { return (&cublas{lib: l}).version() })
 	if err != nil {
 		return nil, err
 	}
@@ -26,6 +25,21 @@ func openCuBLAS(e env) (*cublas, error) {
 		"cublasCreate_v2": &c.create, "cublasDestroy_v2": &c.destroy, "cublasSetStream_v2": &c.setStream,
 		"cublasGemmEx": &c.gemmEx,
 	})
+}
+
+// version returns cuBLAS's version as major*1000 + minor*10 (its major
+// version is the CUDA major version), or 0 when it cannot tell.
+func (c *cublas) version() int {
+	if c.getProperty.addr == 0 && c.lib.bindFirst(&c.getProperty, "cublasGetProperty") != nil {
+		return 0
+	}
+	var major, minor int32
+	const majorVersion, minorVersion = 0, 1 // libraryPropertyType
+	if int32(c.getProperty.call(majorVersion, uintptr(unsafe.Pointer(&major)))) != 0 ||
+		int32(c.getProperty.call(minorVersion, uintptr(unsafe.Pointer(&minor)))) != 0 {
+		return 0
+	}
+	return int(major)*1000 + int(minor)*10
 }
 
 func (c *cublas) check(call string, status uintptr) error {

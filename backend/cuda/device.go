@@ -27,6 +27,9 @@ type device interface {
 	memInfo() (free, total int64, err error)
 	// elapsed runs f (which queues work) and returns the device time it took.
 	elapsed(f func() error) (time.Duration, error)
+	// close releases the device's resources (not its allocations, which
+	// the caller frees first).
+	close() error
 }
 
 // arg is one packed kernel argument.
@@ -80,9 +83,10 @@ type gpu struct {
 	drv    *driver
 	blas   *cublas
 	dev    int32
-	ctx    uintptr
+	ctx    uintptr // the retained primary context; 0 once released
 	stream uintptr
 	handle uintptr // cuBLAS
+	module uintptr
 	funcs  map[string]uintptr
 	inf    deviceInfo
 	args   argBlock
@@ -93,12 +97,63 @@ type gpu struct {
 // goroutine on the thread until the returned function runs: CUDA's
 // current context is per thread, and goroutines move between threads.
 func (g *gpu) enter() (func(), error) {
-	runtime.LockOSThread()
+	lockThread()
 	if err := g.drv.check("cuCtxSetCurrent", g.drv.cuCtxSetCurrent.call(g.ctx)); err != nil {
-		runtime.UnlockOSThread()
+		unlockThread()
 		return nil, err
 	}
-	return runtime.UnlockOSThread, nil
+	return unlockThread, nil
+}
+
+// lockThread and unlockThread pin the goroutine to its OS thread (tests
+// count them to check that context-bound calls happen inside enter).
+var lockThread, unlockThread = runtime.LockOSThread, runtime.UnlockOSThread
+
+// in runs f with the context current on the calling thread.
+func (g *gpu) in(f func() error) error {
+	leave, err := g.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	return f()
+}
+
+// close destroys what setup made (the cuBLAS handle, the module, the
+// stream) and releases the primary context; it is safe on a partly set up
+// gpu and a second time. It returns the first error.
+func (g *gpu) close() error {
+	if g.ctx == 0 {
+		return nil
+	}
+	d := g.drv
+	var errs []error
+	keep := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	keep(g.in(func() error {
+		if g.handle != 0 {
+			keep(g.blas.check("cublasDestroy_v2", g.blas.destroy.call(g.handle)))
+			g.handle = 0
+		}
+		if g.module != 0 {
+			keep(d.check("cuModuleUnload", d.cuModuleUnload.call(g.module)))
+			g.module, g.funcs = 0, nil
+		}
+		if g.stream != 0 {
+			keep(d.check("cuStreamDestroy_v2", d.cuStreamDestroy.call(g.stream)))
+			g.stream = 0
+		}
+		return nil
+	}))
+	keep(d.check("cuDevicePrimaryCtxRelease_v2", d.cuDevicePrimaryCtxRelease.call(uintptr(g.dev))))
+	g.ctx = 0
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
 }
 
 func (g *gpu) info() deviceInfo { return g.inf }
@@ -233,43 +288,43 @@ func (g *gpu) memInfo() (free, total int64, err error) {
 // elapsed runs f and returns the GPU time between two events recorded
 // around it on the stream (the time the device spent, not the host).
 func (g *gpu) elapsed(f func() error) (time.Duration, error) {
-	leave, err := g.enter()
-	if err != nil {
-		return 0, err
-	}
 	var start, stop uintptr
 	d := g.drv
-	if err := d.check("cuEventCreate", d.cuEventCreate.call(uintptr(unsafe.Pointer(&start)), 0)); err != nil {
-		leave()
-		return 0, err
-	}
-	defer d.cuEventDestroy.call(start)
-	if err := d.check("cuEventCreate", d.cuEventCreate.call(uintptr(unsafe.Pointer(&stop)), 0)); err != nil {
-		leave()
-		return 0, err
-	}
-	defer d.cuEventDestroy.call(stop)
-	err = d.check("cuEventRecord", d.cuEventRecord.call(start, g.stream))
-	leave()
+	// The events are destroyed with the context current, like every call.
+	defer g.in(func() error {
+		for _, e := range []uintptr{start, stop} {
+			if e != 0 {
+				d.cuEventDestroy.call(e)
+			}
+		}
+		return nil
+	})
+	err := g.in(func() error {
+		if err := d.check("cuEventCreate", d.cuEventCreate.call(uintptr(unsafe.Pointer(&start)), 0)); err != nil {
+			return err
+		}
+		if err := d.check("cuEventCreate", d.cuEventCreate.call(uintptr(unsafe.Pointer(&stop)), 0)); err != nil {
+			return err
+		}
+		return d.check("cuEventRecord", d.cuEventRecord.call(start, g.stream))
+	})
 	if err != nil {
 		return 0, err
 	}
 	if err := f(); err != nil {
 		return 0, err
 	}
-	leave, err = g.enter()
-	if err != nil {
-		return 0, err
-	}
-	defer leave()
-	if err := d.check("cuEventRecord", d.cuEventRecord.call(stop, g.stream)); err != nil {
-		return 0, err
-	}
-	if err := d.check("cuEventSynchronize", d.cuEventSynchronize.call(stop)); err != nil {
-		return 0, err
-	}
 	var ms float32
-	if err := d.check("cuEventElapsedTime", d.cuEventElapsedTime.call(uintptr(unsafe.Pointer(&ms)), start, stop)); err != nil {
+	err = g.in(func() error {
+		if err := d.check("cuEventRecord", d.cuEventRecord.call(stop, g.stream)); err != nil {
+			return err
+		}
+		if err := d.check("cuEventSynchronize", d.cuEventSynchronize.call(stop)); err != nil {
+			return err
+		}
+		return d.check("cuEventElapsedTime", d.cuEventElapsedTime.call(uintptr(unsafe.Pointer(&ms)), start, stop))
+	})
+	if err != nil {
 		return 0, err
 	}
 	return time.Duration(float64(ms) * float64(time.Millisecond)), nil

@@ -14,11 +14,18 @@ type library struct {
 	handle     uintptr
 }
 
-// openLibrary dlopens path; what names the library in errors ("cuBLAS").
+// openLibrary dlopens path (locally); what names the library in errors
+// ("cuBLAS"). A bare file name is resolved by the system loader, and the
+// library's path is then the file it found.
 func openLibrary(what, path string) (*library, error) {
-	h, err := dlopen(path)
+	h, err := dlopen(path, false)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: loading %s from %s: %w", what, path, err)
+	}
+	if bareName(path) {
+		if p := loadedPath(h); p != "" {
+			path = p
+		}
 	}
 	return &library{what: what, path: path, handle: h}, nil
 }

@@ -2,8 +2,8 @@ package cuda
 
 import "syscall"
 
-// dlopen loads a DLL.
-func dlopen(path string) (uintptr, error) {
+// dlopen loads a DLL (global has no meaning on Windows).
+func dlopen(path string, global bool) (uintptr, error) {
 	h, err := syscall.LoadLibrary(path)
 	return uintptr(h), err
 }
@@ -12,3 +12,6 @@ func dlopen(path string) (uintptr, error) {
 func dlsym(h uintptr, name string) (uintptr, error) {
 	return syscall.GetProcAddress(syscall.Handle(h), name)
 }
+
+// loadedPath is not implemented on Windows.
+func loadedPath(h uintptr) string { return "" }

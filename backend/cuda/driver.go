@@ -16,18 +16,15 @@ type driver struct {
 	cuDeviceTotalMem, cuDevicePrimaryCtxRetain, cuCtxSetCurrent               proc
 	cuMemGetInfo, cuMemAlloc, cuMemFree                                       proc
 	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD32Async proc
-	cuStreamCreate, cuStreamSynchronize                                       proc
+	cuStreamCreate, cuStreamSynchronize, cuStreamDestroy                      proc
 	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime      proc
-	cuEventDestroy                                                            proc
+	cuEventDestroy, cuDevicePrimaryCtxRelease                                 proc
 	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel proc
+	cuModuleUnload                                                            proc
 }
 
 func openDriver(e env) (*driver, error) {
-	path, err := e.find("the CUDA driver", driverNames)
-	if err != nil {
-		return nil, err
-	}
-	lib, err := openLibrary("the CUDA driver", path)
+	lib, err := e.openSpec(driverSpec, 0, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -45,15 +42,36 @@ func openDriver(e env) (*driver, error) {
 		"cuEventDestroy_v2": &d.cuEventDestroy,
 		"cuModuleLoadData":  &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction,
 		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuLaunchKernel": &d.cuLaunchKernel,
+		"cuModuleUnload": &d.cuModuleUnload,
 	})
 	if err != nil {
 		return nil, err
 	}
-	// CUDA 12.8 added cuEventElapsedTime_v2; later releases may drop the old name.
-	if err := lib.bindFirst(&d.cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime"); err != nil {
-		return nil, err
+	// Calls whose newer name replaced the old one (CUDA 11 and 12.8 added
+	// _v2 versions; later releases may drop the old names).
+	for _, b := range []struct {
+		p     *proc
+		names []string
+	}{
+		{&d.cuEventElapsedTime, []string{"cuEventElapsedTime_v2", "cuEventElapsedTime"}},
+		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},
+		{&d.cuDevicePrimaryCtxRelease, []string{"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"}},
+	} {
+		if err := lib.bindFirst(b.p, b.names...); err != nil {
+			return nil, err
+		}
 	}
 	return d, nil
+}
+
+// version returns the CUDA version the driver supports (major*1000 +
+// minor*10), which needs no cuInit and no GPU.
+func (d *driver) version() (int, error) {
+	var v int32
+	if err := d.check("cuDriverGetVersion", d.cuDriverGetVersion.call(uintptr(unsafe.Pointer(&v)))); err != nil {
+		return 0, err
+	}
+	return int(v), nil
 }
 
 // check turns a driver status into an error naming call, using the
@@ -62,7 +80,7 @@ func (d *driver) check(call string, status uintptr) error {
 	err := statusError(driverStatus, call, status)
 	if e, ok := err.(*Error); ok && e.Name == fmt.Sprintf("status %d", e.Status) && d.cuGetErrorName.addr != 0 {
 		var s *byte
-		if d.cuGetErrorName.call(status, uintptr(unsafe.Pointer(&s))) == 0 && s != nil {
+		if int32(d.cuGetErrorName.call(uintptr(uint32(e.Status)), uintptr(unsafe.Pointer(&s)))) == 0 && s != nil {
 			e.Name = cString(s)
 		}
 	}
@@ -101,18 +119,29 @@ type deviceInfo struct {
 // Arch returns the compute capability as NVRTC names it ("sm_90").
 func (i deviceInfo) Arch() string { return fmt.Sprintf("sm_%d%d", i.Major, i.Minor) }
 
+// start initializes the driver and returns the number of GPUs visible.
+func (d *driver) start() (int, error) {
+	if err := d.check("cuInit", d.cuInit.call(0)); err != nil {
+		return 0, err
+	}
+	var count int32
+	if err := d.check("cuDeviceGetCount", d.cuDeviceGetCount.call(uintptr(unsafe.Pointer(&count)))); err != nil {
+		return 0, err
+	}
+	return int(count), nil
+}
+
+// init initializes the driver and describes GPU ordinal.
 func (d *driver) init(ordinal int) (dev int32, info deviceInfo, err error) {
-	if err = d.check("cuInit", d.cuInit.call(0)); err != nil {
+	count, err := d.start()
+	if err != nil {
 		return
 	}
-	var ver, count int32
-	if err = d.check("cuDriverGetVersion", d.cuDriverGetVersion.call(uintptr(unsafe.Pointer(&ver)))); err != nil {
+	ver, err := d.version()
+	if err != nil {
 		return
 	}
-	if err = d.check("cuDeviceGetCount", d.cuDeviceGetCount.call(uintptr(unsafe.Pointer(&count)))); err != nil {
-		return
-	}
-	if ordinal < 0 || ordinal >= int(count) {
+	if ordinal < 0 || ordinal >= count {
 		err = fmt.Errorf("cuda: GPU %d requested but %d visible (check CUDA_VISIBLE_DEVICES)", ordinal, count)
 		return
 	}
@@ -126,7 +155,7 @@ func (d *driver) init(ordinal int) (dev int32, info deviceInfo, err error) {
 	if i := bytes.IndexByte(name, 0); i >= 0 {
 		name = name[:i]
 	}
-	info = deviceInfo{Ordinal: ordinal, Name: string(name), Driver: int(ver)}
+	info = deviceInfo{Ordinal: ordinal, Name: string(name), Driver: ver}
 	for _, a := range []struct {
 		attr int
 		dst  *int

@@ -46,10 +46,11 @@ func skipPattern(names []string) string {
 }
 
 // TestEmuGPUTests runs the GPU tests of gpu_test.go (the whole conformance
-// suite with bfloat16 tolerances, and the fixture parity) on the stand-ins.
+// suite with bfloat16 tolerances, the fixture parity, and every device
+// opened and closed through Probe) on the stand-ins.
 func TestEmuGPUTests(t *testing.T) {
 	dir := emu.Dir(t)
-	args := []string{"-test.run=^(TestGPUConformance|TestGPUFixtureParity)$", "-test.v", "-test.count=1"}
+	args := []string{"-test.run=^(TestGPUConformance|TestGPUFixtureParity|TestGPUDevices)$", "-test.v", "-test.count=1"}
 	if len(pendingOnEmu) > 0 {
 		args = append(args, "-test.skip="+skipPattern(pendingOnEmu))
 	}
@@ -229,7 +230,8 @@ func emuDevice(t *testing.T, ordinal int) *gpu {
 	}
 	sum := sha256.Sum256([]byte(emuKernels))
 	img, _, err := cachedCompile(cache, "emu-test-"+hex.EncodeToString(sum[:8]), ".cubin", func() ([]byte, error) {
-		return rtc.Compile(emuKernels, "emu_test.cu", "sm_90")
+		img, _, err := rtc.Compile(emuKernels, "emu_test.cu", "sm_90")
+		return img, err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -413,11 +415,11 @@ var emuHelpers = map[string]func(t *testing.T){
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = rtc.Compile("extern \"C\" __global__ void k(int* p) {\n    p[0] = undefined_name;\n}\n", "broken.cu", "sm_90")
+		_, _, err = rtc.Compile("extern \"C\" __global__ void k(int* p) {\n    p[0] = undefined_name;\n}\n", "broken.cu", "sm_90")
 		if err == nil || !strings.Contains(err.Error(), "broken.cu:2:12: error: use of undeclared identifier 'undefined_name'") {
 			t.Fatalf("compile error: %v", err)
 		}
-		if _, err := rtc.Compile("extern \"C\" __global__ void k() {}\n", "ok.cu", "sm_42"); err == nil || !strings.Contains(err.Error(), "NVRTC_ERROR_INVALID_OPTION") {
+		if _, _, err := rtc.Compile("extern \"C\" __global__ void k() {}\n", "ok.cu", "sm_42"); err == nil || !strings.Contains(err.Error(), "NVRTC_ERROR_INVALID_OPTION") {
 			t.Fatalf("unknown architecture: %v", err)
 		}
 	},

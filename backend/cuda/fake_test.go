@@ -24,6 +24,7 @@ type fakeDevice struct {
 	used     int64
 	mallocs  int
 	frees    int
+	closes   int
 	launches []fakeLaunch
 }
 
@@ -103,6 +104,8 @@ func (f *fakeDevice) memset32(dst uintptr, v uint32, n int64) error {
 }
 
 func (f *fakeDevice) sync() error { return nil }
+
+func (f *fakeDevice) close() error { f.closes++; return nil }
 
 func (f *fakeDevice) elapsed(fn func() error) (time.Duration, error) {
 	start := time.Now()

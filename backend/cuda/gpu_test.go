@@ -22,7 +22,8 @@ var (
 
 // device opens the GPU once for all tests, or skips the test on a machine
 // without one (the CPU-side logic is tested by the fake-device tests)
-// unless MINITRON_REQUIRE_GPU=1 (the stand-in tests set it, in emu_test.go).
+// unless MINITRON_REQUIRE_GPU=1 (bench/gpu.sh sets it, and the stand-in
+// tests in emu_test.go): then a missing GPU or library fails the test.
 func device(t *testing.T) *cuda.Backend {
 	t.Helper()
 	gpuOnce.Do(func() {
@@ -37,6 +38,28 @@ func device(t *testing.T) *cuda.Backend {
 		t.Skipf("no usable GPU: %v", gpuErr)
 	}
 	return gpu
+}
+
+// TestGPUDevices: every visible GPU opens, with the kernels compiled (or
+// cached) for it and loaded, and closes again.
+func TestGPUDevices(t *testing.T) {
+	device(t)
+	r := cuda.Probe(true, "", func(s string) { t.Log(s) })
+	for _, l := range []cuda.Library{r.Driver, r.NVRTC, r.CuBLAS} {
+		if l.Error != "" {
+			t.Errorf("%s: %s", l.What, l.Error)
+		}
+		t.Logf("%s: %s (CUDA %s)", l.What, l.Path, l.Version)
+	}
+	if len(r.GPUs) == 0 {
+		t.Fatalf("no GPU listed (%s)", r.GPUsErr)
+	}
+	for _, g := range r.GPUs {
+		if g.Kernels != "ok" {
+			t.Errorf("GPU %d (%s): kernels: %s", g.Ordinal, g.Name, g.Kernels)
+		}
+		t.Logf("GPU %d: %s, %s, %d bytes, driver %s", g.Ordinal, g.Name, g.Arch, g.Memory, r.DriverRelease)
+	}
 }
 
 // TestGPUConformance runs the whole conformance suite on the GPU with

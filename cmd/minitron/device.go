@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -42,9 +43,24 @@ func openBackend(dev string) (backend.Backend, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--device %s: %w (use --device cpu to run without a GPU)", dev, err)
 		}
+		opened = append(opened, b)
 		return b, nil
 	}
 	return nil, fmt.Errorf("unknown --device %q (use cpu, cuda or cuda:N)", dev)
+}
+
+// opened holds the backends openBackend opened, which closeBackends
+// closes when the command has finished.
+var opened []io.Closer
+
+// closeBackends closes the backends opened, reporting failures on stderr.
+func closeBackends() {
+	for _, b := range opened {
+		if err := b.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "minitron: closing the device:", err)
+		}
+	}
+	opened = nil
 }
 
 // onInterrupt returns a channel closed at the first SIGINT (the running

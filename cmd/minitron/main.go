@@ -27,6 +27,7 @@ func main() {
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
 	cancel()
+	closeBackends()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "minitron:", err)
 		os.Exit(1)
@@ -63,6 +64,7 @@ NemotronForCausalLM and LlamaForCausalLM are supported.`,
 	}
 	root.SetVersionTemplate("minitron {{.Version}}\n")
 	root.AddCommand(newInspect(), newLogits(), newSample(), newBench(), newTokenize(), newData(), newTrain(), newImportance(), newPrune(), newPlot(), newDistill(), newRun(), newExport(), newConvert(), newServe(), newEval())
+	root.AddCommand(newDevices())
 	return root
 }
 
