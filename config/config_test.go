@@ -127,3 +127,23 @@ func TestDistance(t *testing.T) {
 		}
 	}
 }
+
+func TestDiff(t *testing.T) {
+	old := []byte("kd:\n  temperature: 1\n  reverse: false\ntrain:\n  steps: 50\n  lr: 1e-3\ndata:\n  datasets:\n    - {path: a, weight: 1}\nteacher:\n  model: t1\n")
+	now := []byte("kd:\n  temperature: 3\n  reverse: false\ntrain:\n  steps: 100\n  lr: 1e-3\ndata:\n  datasets:\n    - {path: b, weight: 1}\nextra: [1, 2]\n")
+	got, err := Diff(old, now, func(k string) bool { return k == "train.steps" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, c := range got {
+		lines = append(lines, c.String())
+	}
+	want := "data.datasets: [{path: a, weight: 1}] → [{path: b, weight: 1}]|extra: (absent) → [1, 2]|kd.temperature: 1 → 3|teacher.model: t1 → (absent)"
+	if strings.Join(lines, "|") != want {
+		t.Fatalf("diff:\n%s\nwant\n%s", strings.Join(lines, "|"), want)
+	}
+	if same, err := Diff(old, old, nil); err != nil || len(same) != 0 {
+		t.Fatalf("no change: %v %v", same, err)
+	}
+}

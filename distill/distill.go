@@ -78,6 +78,10 @@ func Load(path string, overrides []string) (*Config, error) {
 	return &c, c.Validate()
 }
 
+// YAML renders the whole effective configuration, teacher and loss
+// included (what config.yaml of a run holds).
+func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
+
 // Validate checks the configuration. Its error is a *config.Invalid
 // listing every problem.
 func (c *Config) Validate() error {
@@ -665,9 +669,38 @@ func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result,
 	if opt.Extra == nil {
 		opt.Extra = obj.Extra
 	}
+	if err := cfg.Prepare(&opt); err != nil {
+		obj.Free()
+		return nil, nil, err
+	}
 	res, err := train.Run(ctx, &cfg.Config, opt)
 	obj.Free()
 	return res, obj, err
+}
+
+// Prepare sets what a run of cfg records beyond its training settings:
+// the whole configuration (config.yaml) and the identity of the teacher or
+// its cache, which a resumed run checks.
+func (c *Config) Prepare(opt *train.RunOptions) error {
+	opt.Settings = c
+	if opt.Identities == nil {
+		opt.Identities = map[string]string{}
+	}
+	if c.Teacher.Model != "" {
+		id, err := TeacherID(c.Teacher.Model)
+		if err != nil {
+			return err
+		}
+		opt.Identities["teacher.model"] = id
+	}
+	if c.Teacher.Cache != "" {
+		m, err := ReadCacheManifest(c.Teacher.Cache)
+		if err != nil {
+			return err
+		}
+		opt.Identities["teacher.cache"] = fmt.Sprintf("%s %s %d %g %s", m.TeacherID, m.DatasetID, m.K, m.Temperature, m.Missing)
+	}
+	return nil
 }
 
 // NewObjectiveFor builds the objective a config asks for: the teacher

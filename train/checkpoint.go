@@ -35,6 +35,8 @@ type State struct {
 	TotalSteps  int         `json:"total_steps"`
 	Cursor      data.Cursor `json:"data_cursor"`
 	Fingerprint string      `json:"config_fingerprint"`
+	// Identities are RunOptions.Identities and the datasets' (by key).
+	Identities map[string]string `json:"identities,omitempty"`
 }
 
 func checkpointName(step int) string { return fmt.Sprintf("checkpoint-%07d", step) }
@@ -126,7 +128,7 @@ func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
 		if err := checkpoints.WriteFile(filepath.Join(tmp, optimFile), es, map[string]string{"step": fmt.Sprint(t.Step)}); err != nil {
 			return err
 		}
-		st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint()}
+		st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint(), Identities: t.identities}
 		b, _ := json.MarshalIndent(st, "", "  ")
 		if err := diskio.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/config"
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
@@ -55,6 +56,18 @@ type RunOptions struct {
 	Interrupt <-chan struct{}
 	// Extra returns objective-specific values to log with each step.
 	Extra func() map[string]float64
+	// Settings is the run's whole configuration when it is more than the
+	// Config (a distillation's teacher and loss): config.yaml and every
+	// checkpoint hold it, and a resumed run is compared with it key by key.
+	// Nil: the Config.
+	Settings any
+	// Identities identify inputs the settings name only by path (a
+	// teacher's weights), by the key naming them; a resumed run refuses
+	// to go on when one changed. The datasets' are added by Run.
+	Identities map[string]string
+	// KeyName renames keys in resumption errors, for settings that are
+	// part of a larger file (a recipe); nil keeps them.
+	KeyName func(key string) string
 }
 
 // Result summarizes a finished run.
@@ -148,7 +161,11 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	diskio.CleanTemporary(opt.Out)
-	cfgYAML, err := cfg.YAML()
+	var settings any = cfg
+	if opt.Settings != nil {
+		settings = opt.Settings
+	}
+	cfgYAML, err := config.Marshal(settings)
 	if err != nil {
 		return nil, err
 	}
@@ -166,14 +183,18 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	}
 	defer t.Free()
 	res := &Result{ValLoss: nanValue()}
+	ids, err := identities(cfg, opt.Identities)
+	if err != nil {
+		return nil, err
+	}
+	t.identities = ids
 	if resumeDir != "" {
 		st, err := readState(resumeDir)
 		if err != nil {
 			return nil, err
 		}
-		if st.Fingerprint != cfg.fingerprint() {
-			return nil, fmt.Errorf("train: %s holds a run with a different configuration (model, data or optimizer changed); use another --out or restore the original config (saved in %s)",
-				opt.Out, filepath.Join(resumeDir, "training.yaml"))
+		if err := checkResume(cfg, opt, st, resumeDir, cfgYAML, ids); err != nil {
+			return nil, err
 		}
 		if err := t.restore(resumeDir, st); err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -208,6 +209,14 @@ func sameFile(t *testing.T, a, b string) {
 // per-step losses as an uninterrupted run.
 func TestResumeBitIdentical(t *testing.T) {
 	c := tinyRun(t, 12)
+	// A copy of the shared corpus: the test edits it at the end.
+	ds := t.TempDir()
+	files, _ := filepath.Glob(filepath.Join(c.Data.Datasets[0].Path, "*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		os.WriteFile(filepath.Join(ds, filepath.Base(f)), b, 0o644)
+	}
+	c.Data.Datasets[0].Path = ds
 	ref := t.TempDir()
 	if _, err := runTo(t, c, ref, nil); err != nil {
 		t.Fatal(err)
@@ -294,13 +303,43 @@ func TestResumeBitIdentical(t *testing.T) {
 	if len(dirs) != 2 || !strings.HasSuffix(dirs[1], "checkpoint-0000012") {
 		t.Fatalf("checkpoints kept: %v", dirs)
 	}
-	// A changed optimizer is refused on resume.
+	// A changed optimizer is refused on resume, naming the key and both
+	// values; a longer run of the same settings is allowed.
 	c2 := *c
 	c2.Optimizer.LR *= 2
 	c2.Train.Steps = 20
-	if _, err := runTo(t, &c2, out, nil); err == nil || !strings.Contains(err.Error(), "different configuration") {
+	if _, err := runTo(t, &c2, out, nil); err == nil || !strings.Contains(err.Error(), "optimizer.lr: 0.003 (the run's) → 0.006 (now)") ||
+		strings.Contains(err.Error(), "train.steps:") || !strings.Contains(err.Error(), "choose another output directory") {
 		t.Fatalf("resume with another config: %v", err)
 	}
+	c3 := *c
+	c3.Train.Steps = 14
+	res, err = runTo(t, &c3, out, nil)
+	if err != nil || res.ResumedFrom != 12 || res.Steps != 14 {
+		t.Fatalf("extending the run: %+v %v", res, err)
+	}
+	// The dataset re-prepared with other content under the same path is
+	// refused.
+	os.WriteFile(filepath.Join(c.Data.Datasets[0].Path, "manifest.json"), editShardSum(t, c.Data.Datasets[0].Path), 0o644)
+	c3.Train.Steps = 16
+	if _, err := runTo(t, &c3, out, nil); err == nil || !strings.Contains(err.Error(), "data.datasets[0].path: the same path, but not the same content") {
+		t.Fatalf("resume on other data: %v", err)
+	}
+}
+
+// editShardSum returns a dataset's manifest with its first shard's checksum
+// changed, as a dataset prepared again from other text would have.
+func editShardSum(t *testing.T, dir string) []byte {
+	t.Helper()
+	var m map[string]any
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	shards := m["shards"].([]any)
+	shards[0].(map[string]any)["sha256"] = strings.Repeat("0", 64)
+	out, _ := json.Marshal(m)
+	return out
 }
 
 // TestAccumulation: 2 micro-batches of 2 equal 1 micro-batch of 4.

@@ -88,6 +88,8 @@ type Trainer struct {
 	decay  []bool
 	extra  []Param // the objective's own parameters
 	em, ev []backend.Tensor
+	// identities are recorded in checkpoints (RunOptions.Identities).
+	identities map[string]string
 }
 
 // StepStats describes one optimizer step.

@@ -62,7 +62,7 @@ their KL, and exits.`,
 				return err
 			}
 			defer obj.Free()
-			res, err := runTraining(cmd, &cfg.Config, out, be, obj, obj.Extra)
+			res, err := runTraining(cmd, &cfg.Config, out, be, obj, obj.Extra, cfg.Prepare)
 			if err != nil {
 				return err
 			}

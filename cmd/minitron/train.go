@@ -43,7 +43,7 @@ current step, writes a checkpoint and exits.`,
 			if err != nil {
 				return err
 			}
-			res, err := runTraining(cmd, cfg, out, be, nil, nil)
+			res, err := runTraining(cmd, cfg, out, be, nil, nil, nil)
 			if err != nil {
 				return err
 			}
@@ -61,8 +61,10 @@ current step, writes a checkpoint and exits.`,
 }
 
 // runTraining runs train.Run with a progress bar, SIGINT handling and
-// optional objective (distillation).
-func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.Backend, obj train.Objective, extra func() map[string]float64) (*train.Result, error) {
+// optional objective (distillation); prepare, when given, adds to the run's
+// options what the objective records (distill.Config.Prepare).
+func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.Backend, obj train.Objective, extra func() map[string]float64,
+	prepare func(*train.RunOptions) error) (*train.Result, error) {
 	interrupt, stop := onInterrupt()
 	defer stop()
 	var bar *progressbar.ProgressBar
@@ -95,8 +97,13 @@ func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.B
 			lastLog = time.Now()
 		}
 	}
-	res, err := train.Run(cmd.Context(), cfg, train.RunOptions{Out: out, Backend: be, Objective: obj, OnStep: onStep,
-		Log: logWriter{}, Interrupt: interrupt, Extra: extra})
+	opt := train.RunOptions{Out: out, Backend: be, Objective: obj, OnStep: onStep, Log: logWriter{}, Interrupt: interrupt, Extra: extra}
+	if prepare != nil {
+		if err := prepare(&opt); err != nil {
+			return nil, err
+		}
+	}
+	res, err := train.Run(cmd.Context(), cfg, opt)
 	if bar != nil {
 		bar.Finish()
 		fmt.Fprintln(os.Stderr)
