@@ -618,20 +618,21 @@ func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
 	return o.val.student / r, o.val.teacher / r, o.val.kl / k
 }
 
-// Extra reports the latest step's KL and student CE, and after a
-// validation the teacher's loss and the KL on validation data.
+// Extra reports the latest step's kl (and train_ce, the student's
+// cross-entropy on the batch, when it is part of the loss), and after a
+// validation val_kl and val_teacher_ce on the held-out batches.
 func (o *Objective) Extra() map[string]float64 {
 	e := map[string]float64{"kl": o.sumKL / float64(max(o.rowsKL, 1))}
 	if o.proj != nil {
 		e["intermediate"], e["intermediate_alpha"] = o.lis, o.alpha
 	}
 	if o.rowsCE > 0 {
-		e["ce"] = o.sumCE / float64(o.rowsCE)
+		e["train_ce"] = o.sumCE / float64(o.rowsCE)
 	}
 	if o.val.ceRows > 0 {
 		_, teacher, kl := o.ValidationLosses()
 		if o.Teacher != nil {
-			e["val_teacher_loss"] = teacher
+			e["val_teacher_ce"] = teacher
 		}
 		e["val_kl"] = kl
 	}

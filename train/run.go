@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/minitron/minitron/backend"
@@ -28,18 +29,39 @@ const FinalDir = "final"
 // writing a checkpoint; rerunning resumes it.
 var ErrInterrupted = errors.New("train: interrupted; a checkpoint was written and rerunning the same command resumes")
 
-// Metric is one line of metrics.jsonl: a training step, or a validation.
+// Metric is one line of metrics.jsonl: a training step (loss, the
+// objective optimized) or a validation (val_ce, the model's cross-entropy
+// on the held-out split).
 type Metric struct {
 	Step     int      `json:"step"`
 	Loss     *float64 `json:"loss,omitempty"`
-	ValLoss  *float64 `json:"val_loss,omitempty"`
+	ValCE    *float64 `json:"val_ce,omitempty"`
 	LR       *float64 `json:"lr,omitempty"`
 	GradNorm *float64 `json:"grad_norm,omitempty"`
 	Tokens   int64    `json:"tokens"`
 	TokPerS  float64  `json:"tok_per_s,omitempty"`
 	Elapsed  float64  `json:"elapsed_s"`
-	// Extra holds objective-specific values (distillation's KL, teacher loss).
+	// Extra holds objective-specific values (distillation's kl on the
+	// step's batch; at a validation val_kl and val_teacher_ce).
 	Extra map[string]float64 `json:"extra,omitempty"`
+}
+
+// UnmarshalJSON reads a metrics line, val_loss (the name of val_ce in runs
+// made before it) included.
+func (m *Metric) UnmarshalJSON(b []byte) error {
+	type plain Metric
+	var v struct {
+		plain
+		Old *float64 `json:"val_loss"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*m = Metric(v.plain)
+	if m.ValCE == nil {
+		m.ValCE = v.Old
+	}
+	return nil
 }
 
 // RunOptions are the parts of a run that are not configuration.
@@ -75,7 +97,7 @@ type Result struct {
 	Steps       int
 	ResumedFrom int // step of the checkpoint resumed from, 0 if none
 	TrainLoss   float64
-	ValLoss     float64 // NaN without validation
+	ValLoss     float64 // cross-entropy on the held-out split; NaN without validation
 	FinalDir    string
 	Tokens      int64
 }
@@ -232,8 +254,8 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 			return err
 		}
 		res.ValLoss = v
-		logf("step %d: validation loss %.4f", t.Step, v)
-		return emit(Metric{Step: t.Step, ValLoss: &v, Tokens: t.Tokens, Extra: extra(opt)})
+		logf("step %d: validation ce %.4f", t.Step, v)
+		return emit(Metric{Step: t.Step, ValCE: &v, Tokens: t.Tokens, Extra: extra(opt, true)})
 	}
 	checkpoint := func() error {
 		dir, err := t.save(opt.Out, cfgYAML)
@@ -257,7 +279,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		el := time.Since(start).Seconds()
 		loss, lr, gn := st.Loss, st.LR, st.GradNorm
 		if err := emit(Metric{Step: st.Step, Loss: &loss, LR: &lr, GradNorm: &gn, Tokens: st.Tokens, Elapsed: el,
-			TokPerS: float64(st.Tokens-startTokens) / el, Extra: extra(opt)}); err != nil {
+			TokPerS: float64(st.Tokens-startTokens) / el, Extra: extra(opt, false)}); err != nil {
 			return nil, err
 		}
 		last := t.Step == t.Total
@@ -291,8 +313,8 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 				if mt.Loss != nil {
 					res.TrainLoss = *mt.Loss
 				}
-				if mt.ValLoss != nil {
-					res.ValLoss = *mt.ValLoss
+				if mt.ValCE != nil {
+					res.ValLoss = *mt.ValCE
 				}
 			}
 		}
@@ -306,11 +328,22 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	return res, nil
 }
 
-func extra(opt RunOptions) map[string]float64 {
+// extra returns the objective's values for a validation line (the val_
+// ones) or a step line (the others).
+func extra(opt RunOptions, validation bool) map[string]float64 {
 	if opt.Extra == nil {
 		return nil
 	}
-	return opt.Extra()
+	var out map[string]float64
+	for k, v := range opt.Extra() {
+		if strings.HasPrefix(k, "val_") == validation {
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func nanValue() float64 { var z float64; return z / z }

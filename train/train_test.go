@@ -180,7 +180,7 @@ func sameMetrics(t *testing.T, a, b []Metric) {
 	if len(a) != len(b) {
 		for _, x := range [][]Metric{a, b} {
 			for _, m := range x {
-				t.Logf("step %d loss %v val %v", m.Step, m.Loss != nil, m.ValLoss != nil)
+				t.Logf("step %d loss %v val %v", m.Step, m.Loss != nil, m.ValCE != nil)
 			}
 			t.Log("--")
 		}
@@ -189,7 +189,7 @@ func sameMetrics(t *testing.T, a, b []Metric) {
 	for i := range a {
 		x, y := a[i], b[i]
 		eq := func(p, q *float64) bool { return (p == nil) == (q == nil) && (p == nil || *p == *q) }
-		if x.Step != y.Step || x.Tokens != y.Tokens || !eq(x.Loss, y.Loss) || !eq(x.ValLoss, y.ValLoss) || !eq(x.LR, y.LR) || !eq(x.GradNorm, y.GradNorm) {
+		if x.Step != y.Step || x.Tokens != y.Tokens || !eq(x.Loss, y.Loss) || !eq(x.ValCE, y.ValCE) || !eq(x.LR, y.LR) || !eq(x.GradNorm, y.GradNorm) {
 			t.Fatalf("metric line %d differs: %+v vs %+v", i, x, y)
 		}
 	}
@@ -451,5 +451,20 @@ func TestCopyTokenizer(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(one, "tokenizer.model")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMetricNames: a validation line is val_ce, and lines written as
+// val_loss before the name changed still read.
+func TestMetricNames(t *testing.T) {
+	v := 2.5
+	b, _ := json.Marshal(Metric{Step: 3, ValCE: &v})
+	if !strings.Contains(string(b), `"val_ce":2.5`) {
+		t.Fatalf("written %s", b)
+	}
+	var m Metric
+	if err := json.Unmarshal([]byte(`{"step":3,"val_loss":1.5,"tokens":9,"extra":{"val_kl":0.1}}`), &m); err != nil || m.ValCE == nil || *m.ValCE != 1.5 ||
+		m.Tokens != 9 || m.Extra["val_kl"] != 0.1 {
+		t.Fatalf("read %+v %v", m, err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/minitron/minitron/train"
 )
 
 // TestMain lets the test binary act as the minitron command when
@@ -229,5 +231,28 @@ func TestVersionAndNoRecipe(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, want) {
 			t.Errorf("run without a recipe: exit %d, stderr lacks %q:\n%s", r.code, want, r.stderr)
 		}
+	}
+}
+
+// TestProgressLine: one name per quantity; a validation shows no
+// throughput of its own.
+func TestProgressLine(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	var p progress
+	for _, c := range []struct {
+		m    train.Metric
+		want string
+	}{
+		{train.Metric{Step: 1, Loss: f(0.25), TokPerS: 800, Extra: map[string]float64{"kl": 0.25}}, "kl 0.2500 | 800 tok/s"},
+		{train.Metric{Step: 1, ValCE: f(2.0306)}, "kl 0.2500 | val ce 2.0306 | 800 tok/s"},
+		{train.Metric{Step: 2, Loss: f(0.3), TokPerS: 810, Extra: map[string]float64{"kl": 0.2, "train_ce": 1}}, "loss 0.3000 (kl 0.2000) | val ce 2.0306 | 810 tok/s"},
+	} {
+		if got := p.update(c.m); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.m, got, c.want)
+		}
+	}
+	var q progress
+	if got := q.update(train.Metric{Step: 1, Loss: f(1.9), TokPerS: 5}); got != "loss 1.9000 | 5 tok/s" {
+		t.Errorf("training: %q", got)
 	}
 }

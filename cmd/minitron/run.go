@@ -57,6 +57,7 @@ recipe's out directory (default runs/NAME).`,
 			start := time.Now()
 			bars := map[string]*progressbar.ProgressBar{}
 			var stepBar *progressbar.ProgressBar
+			var p progress
 			lastLog := time.Now()
 			opt := recipes.RunOptions{From: from, Until: until, Backend: be, Log: logWriter{}, Interrupt: interrupt,
 				Progress: func(stage string, done, total int64) {
@@ -76,10 +77,7 @@ recipe's out directory (default runs/NAME).`,
 					}
 				},
 				OnStep: func(m train.Metric, total int) {
-					desc := "distill"
-					if m.Loss != nil {
-						desc = fmt.Sprintf("distill: loss %.4f | %.0f tok/s", *m.Loss, m.TokPerS)
-					}
+					desc := "distill: " + p.update(m)
 					if interactive() {
 						if stepBar == nil {
 							stepBar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(25),

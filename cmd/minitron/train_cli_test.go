@@ -53,7 +53,7 @@ checkpoint:
 type metricLine struct {
 	Step     int      `json:"step"`
 	Loss     *float64 `json:"loss"`
-	ValLoss  *float64 `json:"val_loss"`
+	ValCE    *float64 `json:"val_ce"`
 	LR       *float64 `json:"lr"`
 	GradNorm *float64 `json:"grad_norm"`
 	Tokens   int64    `json:"tokens"`
