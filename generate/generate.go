@@ -341,3 +341,18 @@ func topK(dst []cand, logits []float32, k int) []cand {
 	}
 	return h
 }
+
+// Logits returns the full-sequence logits of ids (b sequences of t tokens),
+// for tools and tests that compare them.
+func Logits(m *model.Model, b, t int, ids []int32) ([]float32, error) {
+	a, err := m.NewActivations(b*t, false)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Free(m.Backend)
+	out, err := m.Forward(a, model.Input{B: b, T: t, IDs: ids}, model.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return m.Backend.ToFloat32(out)
+}

@@ -96,7 +96,7 @@ func greedyOrSample(t *testing.T, m *model.Model, prompt []int32, opt Options, s
 	V := m.Config.VocabSize
 	var out []int32
 	for range opt.MaxNewTokens {
-		lg, err := logits(m, 1, len(seq), seq)
+		lg, err := Logits(m, 1, len(seq), seq)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,18 +183,4 @@ func TestSamplerDistribution(t *testing.T) {
 	if tok := NewSampler(Options{Temperature: 3, TopK: 1}, 0).Sample(logits); tok != 4 {
 		t.Fatalf("top-k 1: %d", tok)
 	}
-}
-
-// logits returns the full-sequence logits of ids.
-func logits(m *model.Model, b, t int, ids []int32) ([]float32, error) {
-	a, err := m.NewActivations(b*t, false)
-	if err != nil {
-		return nil, err
-	}
-	defer a.Free(m.Backend)
-	out, err := m.Forward(a, model.Input{B: b, T: t, IDs: ids}, model.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return m.Backend.ToFloat32(out)
 }
