@@ -220,67 +220,11 @@ func mapLinesOpt(r io.Reader, w io.Writer, keepEmpty bool, f func(line []byte, n
 	return ordered.Map(context.Background(), runtime.GOMAXPROCS(0), read, apply, write)
 }
 
-// textCodec is what sample needs from a tokenizer.
-type textCodec interface {
-	EncodePrompt(s string) ([]int32, error)
-	Decode(ids []int32) string
-}
-
-type promptCodec struct{ tokenizer.Tokenizer }
-
-// EncodePrompt encodes a prompt with BOS first, when the tokenizer has one.
-func (p promptCodec) EncodePrompt(s string) ([]int32, error) {
-	ids := tokenizer.EncodePrompt(p.Tokenizer, s)
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("the prompt encodes to no tokens")
-	}
-	return ids, nil
-}
-
 // openTokenizer finds a model directory's tokenizer.
-func openTokenizer(dir string) (textCodec, error) {
+func openTokenizer(dir string) (tokenizer.Tokenizer, error) {
 	tok, err := tokenizer.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("--prompt needs the model's tokenizer: %w (or use --prompt-ids)", err)
 	}
-	return promptCodec{tok}, nil
-}
-
-// textStream turns generated ids into text incrementally: it decodes the
-// whole sequence and emits what is new, holding back a trailing partial
-// UTF-8 character (shown as U+FFFD) until it completes.
-type textStream struct {
-	tok     textCodec
-	ids     []int32
-	emitted string
-	prompt  string
-}
-
-func newTextStream(tok textCodec, prompt []int32) *textStream {
-	s := &textStream{tok: tok, ids: append([]int32(nil), prompt...)}
-	s.prompt = tok.Decode(s.ids)
-	return s
-}
-
-func (s *textStream) text() string { return strings.TrimPrefix(s.tok.Decode(s.ids), s.prompt) }
-
-// Add appends a token and returns the newly complete text.
-func (s *textStream) Add(id int32) string {
-	s.ids = append(s.ids, id)
-	t := s.text()
-	if strings.HasSuffix(t, "\uFFFD") || !strings.HasPrefix(t, s.emitted) {
-		return ""
-	}
-	d := t[len(s.emitted):]
-	s.emitted = t
-	return d
-}
-
-// Flush returns whatever has not been emitted yet.
-func (s *textStream) Flush() string {
-	t := s.text()
-	if strings.HasPrefix(t, s.emitted) {
-		return t[len(s.emitted):]
-	}
-	return ""
+	return tok, nil
 }
