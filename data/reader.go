@@ -45,7 +45,10 @@ func Open(dir string) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Dataset{Dir: dir, Manifest: m, files: map[int]*shardFile{}, cache: list.New(), index: map[int64]*list.Element{}, limit: 16 * m.BatchTokens}
+	// The cache holds 16 batches, and at least 1M tokens (4 MB): a dataset
+	// of small batches would otherwise decompress one for nearly every
+	// shuffled read.
+	d := &Dataset{Dir: dir, Manifest: m, files: map[int]*shardFile{}, cache: list.New(), index: map[int64]*list.Element{}, limit: max(16*m.BatchTokens, 1<<20)}
 	var off int64
 	for _, s := range m.Shards {
 		st, err := os.Stat(filepath.Join(dir, s.File))
