@@ -76,8 +76,8 @@ end.`,
 				opt.MaxNewTokens = fit
 			}
 			if !ignoreEOS {
-				for _, e := range m.Config.EOS {
-					opt.Stop = append(opt.Stop, int32(e))
+				if opt.Stop, err = generate.StopTokens(modelDir, m.Config.EOS); err != nil {
+					return err
 				}
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -101,7 +99,7 @@ flight finish.`,
 				chat.Template, chat.Source = string(b), templatePath
 			}
 			opt.ChatTemplate, opt.SpecialTokens = chat.Template, chat.Specials
-			if opt.Stop, err = stopTokens(modelDir, m.Config.EOS); err != nil {
+			if opt.Stop, err = generate.StopTokens(modelDir, m.Config.EOS); err != nil {
 				return err
 			}
 			opt.MaxBodyBytes = int64(bodyMB * (1 << 20))
@@ -180,47 +178,4 @@ func contextLength(asked, model int, allowLong bool) (int, error) {
 		return 0, fmt.Errorf("--context %d is beyond the model's context of %d tokens (max_position_embeddings); pass --allow-long-context to use it anyway", asked, model)
 	}
 	return asked, nil
-}
-
-// stopTokens are the model's end-of-sequence ids: config.json's and
-// generation_config.json's eos_token_id (end-of-turn tokens of chat models
-// are often only in the latter).
-func stopTokens(dir string, eos []int) ([]int32, error) {
-	var out []int32
-	add := func(id int) {
-		if !slices.Contains(out, int32(id)) {
-			out = append(out, int32(id))
-		}
-	}
-	for _, e := range eos {
-		add(e)
-	}
-	p := filepath.Join(dir, "generation_config.json")
-	b, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var g struct {
-		EOS json.RawMessage `json:"eos_token_id"`
-	}
-	if err := json.Unmarshal(b, &g); err != nil {
-		return nil, fmt.Errorf("%s: invalid JSON: %v", p, err)
-	}
-	var one int
-	var list []int
-	switch {
-	case len(g.EOS) == 0 || string(g.EOS) == "null":
-	case json.Unmarshal(g.EOS, &one) == nil:
-		add(one)
-	case json.Unmarshal(g.EOS, &list) == nil:
-		for _, e := range list {
-			add(e)
-		}
-	default:
-		return nil, fmt.Errorf("%s: eos_token_id must be a number or a list of numbers", p)
-	}
-	return out, nil
 }
