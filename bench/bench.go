@@ -1,5 +1,5 @@
 // Package bench times minitron's hot paths the way llama-bench does: matrix
-// products in GFLOP/s; forward passes, decoding, training and distillation
+// products in GFLOP/s; attention alone in TFLOP/s; forward passes, decoding, training and distillation
 // steps in tokens per second, at standard shapes or a checkpoint's; and the
 // throughput and latency of a running server under concurrent clients. The
 // minitron bench command prints what it measures; the scripts beside this
@@ -9,6 +9,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -85,6 +86,14 @@ type Result struct {
 	TokensSec float64        `json:"tokens_per_second,omitempty"`
 	// PeakMemory is the most device memory held by tensors (GPU only).
 	PeakMemory int64 `json:"peak_device_memory,omitempty"`
+	// Attention alone: milliseconds per call and TFLOP/s of the forward and
+	// backward passes (backward counted as 2.5 forwards, as FlashAttention
+	// reports it), and for decoding the key/value bytes read per second.
+	FwdMs     float64 `json:"forward_ms,omitempty"`
+	BwdMs     float64 `json:"backward_ms,omitempty"`
+	FwdTFLOPS float64 `json:"forward_tflops,omitempty"`
+	BwdTFLOPS float64 `json:"backward_tflops,omitempty"`
+	KVGBs     float64 `json:"kv_gbytes_per_second,omitempty"`
 }
 
 // ModelShape records a model's dimensions in a result.
@@ -271,4 +280,100 @@ func RandomScores(cfg *model.Config, seed uint64, modelDir string) *importance.S
 		s.Neuron = append(s.Neuron, vec(cfg.IntermediateSize))
 	}
 	return s
+}
+
+// Attention times the backend's causal attention alone, at the shape's
+// heads, KV heads and head dimension, over batch × seq random queries: the
+// forward pass and, when there are no cached keys (past 0), the backward
+// pass, in milliseconds and TFLOP/s (the backward counted as 2.5
+// forwards, as FlashAttention reports it); with past > 0 the queries
+// follow past cached keys and the key/value bytes read per second are
+// reported (decoding).
+func Attention(be backend.Backend, s Shape, batch, seq, past int, minTime time.Duration, res *Result) error {
+	if batch < 1 || seq < 1 || past < 0 {
+		return fmt.Errorf("bench: attention: --batch %d, --seq %d, --past %d: want positive sizes and past >= 0", batch, seq, past)
+	}
+	a := backend.Attn{B: batch, T: seq, Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: s.HeadDim, KVRows: past + seq,
+		Scale: float32(1 / math.Sqrt(float64(s.HeadDim)))}
+	if past > 0 {
+		a.Past = make([]int, batch)
+		for i := range a.Past {
+			a.Past[i] = past
+		}
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	n, nkv, wq, wk := batch*seq, batch*a.KVRows, s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	var ts []backend.Tensor
+	defer func() {
+		for _, t := range ts {
+			be.Free(t)
+		}
+	}()
+	mk := func(rows, cols int, random bool) (backend.Tensor, error) {
+		var t backend.Tensor
+		var err error
+		if random {
+			t, err = randTensor(be, r, rows, cols)
+		} else {
+			t, err = be.New(be.FloatDType(), rows, cols)
+		}
+		if err == nil {
+			ts = append(ts, t)
+		}
+		return t, err
+	}
+	var q, k, v, out, dout, dq, dk, dv backend.Tensor
+	for _, p := range []struct {
+		t          *backend.Tensor
+		rows, cols int
+		random     bool
+	}{{&q, n, wq, true}, {&k, nkv, wk, true}, {&v, nkv, wk, true}, {&out, n, wq, false}, {&dout, n, wq, true},
+		{&dq, n, wq, false}, {&dk, nkv, wk, false}, {&dv, nkv, wk, false}} {
+		var err error
+		if *p.t, err = mk(p.rows, p.cols, p.random); err != nil {
+			return err
+		}
+	}
+	lse, err := be.New(backend.F32, n, s.Heads)
+	if err != nil {
+		return err
+	}
+	ts = append(ts, lse)
+	// Causal FLOPs: query i sees past+i+1 keys; q·k and p·v are 2 FLOPs per
+	// multiply-add each.
+	keys := float64(seq)*float64(past) + float64(seq)*float64(seq+1)/2
+	fwdFLOPs := 4 * float64(batch) * float64(s.Heads) * float64(s.HeadDim) * keys
+	timeIt := func(f func() error) (float64, error) {
+		inner := 1
+		if be.FloatDType() != backend.F32 {
+			inner = 20 // a GPU queues: synchronize once per 20 calls
+		}
+		runs, d, err := repeat(minTime, func() error {
+			for range inner {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			return be.Sync()
+		})
+		res.Runs += runs * inner
+		res.Seconds += d.Seconds()
+		return d.Seconds() / float64(runs*inner), err
+	}
+	sec, err := timeIt(func() error { return be.Attention(out, lse, q, k, v, a) })
+	if err != nil {
+		return err
+	}
+	res.FwdMs, res.FwdTFLOPS = sec*1e3, fwdFLOPs/sec/1e12
+	if past > 0 {
+		// Keys and values of every KV head, bf16 or the float dtype, read once.
+		res.KVGBs = 2 * float64(batch) * float64(past+seq) * float64(wk) * float64(be.FloatDType().Size()) / sec / 1e9
+		return nil
+	}
+	sec, err = timeIt(func() error { return be.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, a) })
+	if err != nil {
+		return err
+	}
+	res.BwdMs, res.BwdTFLOPS = sec*1e3, 2.5*fwdFLOPs/sec/1e12
+	return nil
 }

@@ -22,6 +22,8 @@ func newBench() *cobra.Command {
 		Long: `bench times the hot paths on standard shapes, like llama-bench:
 
   matmul      C = A·Bᵀ of float32 matrices (default 1024³), GFLOP/s
+  attention   causal attention alone at a shape's heads: forward and
+              backward ms and TFLOP/s, or decoding after cached keys
   forward     forward passes of --batch × --seq tokens, tokens/s and GFLOP/s
   decode      greedy decoding after a short prompt, batch 1, tokens/s
   train       AdamW training steps on random tokens, tokens/s
@@ -37,7 +39,7 @@ object. bench/cpu.sh and bench/gpu.sh compare the figures with PyTorch's on
 the same machine.`,
 	}
 	groupOnly(cmd)
-	cmd.AddCommand(newBenchMatmul())
+	cmd.AddCommand(newBenchMatmul(), newBenchAttention())
 	for _, mode := range []string{"forward", "decode", "train", "kd"} {
 		cmd.AddCommand(newBenchModel(mode))
 	}
@@ -66,7 +68,7 @@ func (b *benchFlags) print(cmd *cobra.Command, res *bench.Result) {
 		return
 	}
 	var dims []string
-	for _, k := range []string{"m", "n", "k", "params", "vocab", "hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "batch", "seq",
+	for _, k := range []string{"m", "n", "k", "params", "past", "vocab", "hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "batch", "seq",
 		"prompt", "new_tokens", "teacher_params", "teacher_hidden", "teacher_layers"} {
 		if v, ok := res.Shape[k]; ok {
 			dims = append(dims, fmt.Sprintf("%s %d", k, v))
@@ -78,6 +80,15 @@ func (b *benchFlags) print(cmd *cobra.Command, res *bench.Result) {
 	}
 	if res.TokensSec > 0 {
 		fmt.Fprintf(w, "  %.1f tokens/s", res.TokensSec)
+	}
+	if res.FwdMs > 0 {
+		fmt.Fprintf(w, "  forward %.3f ms (%.4g TFLOP/s)", res.FwdMs, res.FwdTFLOPS)
+	}
+	if res.BwdMs > 0 {
+		fmt.Fprintf(w, "  backward %.3f ms (%.4g TFLOP/s)", res.BwdMs, res.BwdTFLOPS)
+	}
+	if res.KVGBs > 0 {
+		fmt.Fprintf(w, "  keys and values read at %.1f GB/s", res.KVGBs)
 	}
 	if res.PeakMemory > 0 {
 		fmt.Fprintf(w, "  peak device memory %.2f GiB", float64(res.PeakMemory)/(1<<30))
@@ -116,6 +127,90 @@ every layer, and reports GFLOP/s (2·m·n·k per product).`,
 	return cmd
 }
 
+// shapeFlags choose a random model's shape: a --shape preset, with the
+// dimension flags changing single dimensions of it.
+type shapeFlags struct {
+	name  string
+	shape bench.Shape
+}
+
+func (s *shapeFlags) add(cmd *cobra.Command) {
+	s.shape, _ = bench.Preset("standard")
+	f := cmd.Flags()
+	f.StringVar(&s.name, "shape", "standard", "shape preset of the random model: "+strings.Join(bench.Presets(), ", "))
+	f.IntVar(&s.shape.Vocab, "vocab", s.shape.Vocab, "vocabulary size of the random model")
+	f.IntVar(&s.shape.Hidden, "hidden", s.shape.Hidden, "hidden size of the random model")
+	f.IntVar(&s.shape.Layers, "layers", s.shape.Layers, "layers of the random model")
+	f.IntVar(&s.shape.Heads, "heads", s.shape.Heads, "attention heads of the random model")
+	f.IntVar(&s.shape.KVHeads, "kv-heads", s.shape.KVHeads, "KV heads of the random model")
+	f.IntVar(&s.shape.HeadDim, "head-dim", s.shape.HeadDim, "head dimension of the random model")
+	f.IntVar(&s.shape.FFN, "ffn", s.shape.FFN, "MLP size of the random model")
+}
+
+// get returns the preset with the dimensions given explicitly.
+func (s *shapeFlags) get(cmd *cobra.Command) (bench.Shape, error) {
+	preset, err := bench.Preset(s.name)
+	if err != nil {
+		return preset, err
+	}
+	for name, d := range map[string]struct{ dst, src *int }{"vocab": {&preset.Vocab, &s.shape.Vocab}, "hidden": {&preset.Hidden, &s.shape.Hidden},
+		"layers": {&preset.Layers, &s.shape.Layers}, "heads": {&preset.Heads, &s.shape.Heads}, "kv-heads": {&preset.KVHeads, &s.shape.KVHeads},
+		"head-dim": {&preset.HeadDim, &s.shape.HeadDim}, "ffn": {&preset.FFN, &s.shape.FFN}} {
+		if cmd.Flags().Changed(name) {
+			*d.dst = *d.src
+		}
+	}
+	return preset, nil
+}
+
+const shapeHelp = `The model is --model DIR, or random weights of a --shape preset: standard
+(26M parameters: vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV heads,
+head_dim 64, MLP 1536), standard-teacher, minitron-4b or nemotron-15b; the
+dimension flags (--hidden, --layers, ...) change single dimensions of it.`
+
+func newBenchAttention() *cobra.Command {
+	var bf benchFlags
+	var sf shapeFlags
+	var batch, seq, past int
+	cmd := &cobra.Command{
+		Use:   "attention [--shape NAME] [--batch B --seq T] [--past N]",
+		Short: "Time causal attention alone, in ms and TFLOP/s (or GB/s of keys and values when decoding)",
+		Long: `attention times the backend's causal attention alone at a --shape's heads,
+KV heads and head_dim, over --batch × --seq random queries: the forward and
+backward passes in ms and TFLOP/s (the backward counted as 2.5 forwards, as
+FlashAttention reports it). With --past N the queries follow N cached keys
+and only the forward pass runs: --batch 1 --seq 1 --past 4095 is decoding
+at a 4096-token context, reported as the keys and values read per second.
+
+` + shapeHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			shape, err := sf.get(cmd)
+			if err != nil {
+				return err
+			}
+			be, err := openBackend(bf.dev)
+			if err != nil {
+				return err
+			}
+			res := bench.Result{Bench: "attention", Device: be.Name(), Threads: runtime.GOMAXPROCS(0),
+				Shape: map[string]int{"batch": batch, "seq": seq, "past": past, "heads": shape.Heads, "kv_heads": shape.KVHeads, "head_dim": shape.HeadDim}}
+			if err := bench.Attention(be, shape, batch, seq, past, bf.minTime, &res); err != nil {
+				return err
+			}
+			bf.print(cmd, &res)
+			return nil
+		},
+	}
+	bf.add(cmd)
+	sf.add(cmd)
+	f := cmd.Flags()
+	f.IntVar(&batch, "batch", 8, "sequences per batch")
+	f.IntVar(&seq, "seq", 256, "queries per sequence")
+	f.IntVar(&past, "past", 0, "cached keys before the queries (forward only)")
+	return cmd
+}
+
 // benchModes describe the model benchmarks.
 var benchModes = map[string]struct{ short, long string }{
 	"forward": {"Time forward passes, in tokens/s and GFLOP/s",
@@ -130,32 +225,19 @@ var benchModes = map[string]struct{ short, long string }{
 
 func newBenchModel(mode string) *cobra.Command {
 	var bf benchFlags
-	var modelDir, arch, shapeName, teacherShape, stateDType string
+	var sf shapeFlags
+	var modelDir, arch, teacherShape, stateDType string
 	var batch, seq, prompt, newTokens int
-	shape, _ := bench.Preset("standard")
 	usage := mode + " [--model DIR | --shape NAME] [flags]"
 	cmd := &cobra.Command{
 		Use:   usage,
 		Short: benchModes[mode].short,
-		Long: benchModes[mode].long + `
-
-The model is --model DIR, or random weights of a --shape preset: standard
-(26M parameters: vocab 8192, hidden 512, 8 layers, 8 heads, 2 KV heads,
-head_dim 64, MLP 1536), standard-teacher, minitron-4b or nemotron-15b; the
-dimension flags (--hidden, --layers, ...) change single dimensions of it.`,
-		Args: cobra.NoArgs,
+		Long:  benchModes[mode].long + "\n\n" + shapeHelp,
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			preset, err := bench.Preset(shapeName)
+			shape, err := sf.get(cmd)
 			if err != nil {
 				return err
-			}
-			// Explicit dimension flags win over the preset.
-			for name, p := range map[string]struct{ dst, src *int }{"vocab": {&shape.Vocab, &preset.Vocab}, "hidden": {&shape.Hidden, &preset.Hidden},
-				"layers": {&shape.Layers, &preset.Layers}, "heads": {&shape.Heads, &preset.Heads}, "kv-heads": {&shape.KVHeads, &preset.KVHeads},
-				"head-dim": {&shape.HeadDim, &preset.HeadDim}, "ffn": {&shape.FFN, &preset.FFN}} {
-				if !cmd.Flags().Changed(name) {
-					*p.dst = *p.src
-				}
 			}
 			be, err := openBackend(bf.dev)
 			if err != nil {
@@ -213,17 +295,10 @@ dimension flags (--hidden, --layers, ...) change single dimensions of it.`,
 		},
 	}
 	bf.add(cmd)
+	sf.add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "benchmark this checkpoint instead of random weights")
 	f.StringVar(&arch, "arch", "nemotron", "architecture of the random model: nemotron or llama")
-	f.StringVar(&shapeName, "shape", "standard", "shape preset of the random model: "+strings.Join(bench.Presets(), ", "))
-	f.IntVar(&shape.Vocab, "vocab", shape.Vocab, "vocabulary size of the random model")
-	f.IntVar(&shape.Hidden, "hidden", shape.Hidden, "hidden size of the random model")
-	f.IntVar(&shape.Layers, "layers", shape.Layers, "layers of the random model")
-	f.IntVar(&shape.Heads, "heads", shape.Heads, "attention heads of the random model")
-	f.IntVar(&shape.KVHeads, "kv-heads", shape.KVHeads, "KV heads of the random model")
-	f.IntVar(&shape.HeadDim, "head-dim", shape.HeadDim, "head dimension of the random model")
-	f.IntVar(&shape.FFN, "ffn", shape.FFN, "MLP size of the random model")
 	switch mode {
 	case "decode":
 		f.IntVar(&prompt, "prompt-tokens", 16, "prompt length")
