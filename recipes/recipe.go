@@ -109,10 +109,13 @@ type Sample struct {
 	Seed         uint64  `yaml:"seed"`
 }
 
-// EvalStage measures teacher, pruned and distilled models.
+// EvalStage measures teacher, pruned and distilled models: their
+// cross-entropy on the held-out sequences the distillation validates on
+// (distill.eval.batches micro-batches of distill.train.micro_batch), so
+// the student's compares with the distillation's val_ce; the benchmarks
+// in Tasks; and samples from the student.
 type EvalStage struct {
-	Sequences int      `yaml:"sequences"` // validation sequences (0: all)
-	Samples   []Sample `yaml:"samples"`
+	Samples []Sample `yaml:"samples"`
 	// Tasks are benchmarks scored on every model, as lm-evaluation-harness
 	// scores them (see minitron eval --help).
 	Tasks []EvalTask `yaml:"tasks"`
@@ -159,7 +162,7 @@ func Default() Recipe {
 		Importance:  ImportanceStage{SeqAgg: "mean", BatchAgg: "l2", NeuronSite: "post", Depth: true},
 		Prune:       PruneStage{DepthMetric: "bi", Divisor: 1},
 		Distill:     DistillStage{Train: t.Train, Optimizer: t.Optimizer, Eval: t.Eval, Checkpoint: t.Checkpoint, KD: distill.KD{Temperature: 1}},
-		Eval:        EvalStage{Sequences: 256, HumanEval: HumanEvalStage{Samples: 20, Temperature: 0.2, TopP: 0.95, Seed: 1234, MaxNewTokens: 1024}},
+		Eval:        EvalStage{HumanEval: HumanEvalStage{Samples: 20, Temperature: 0.2, TopP: 0.95, Seed: 1234, MaxNewTokens: 1024}},
 		Export:      ExportStage{Formats: []string{"hf"}, DType: "bf16", GGUFDType: "f16"},
 	}
 }

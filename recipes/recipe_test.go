@@ -3,6 +3,7 @@ package recipes
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/train"
 )
 
 const tokPath = "../testdata/tokenizer/spm-nemotron-style.model"
@@ -67,7 +69,6 @@ distill:
   eval: {every: 3, batches: 2}
   checkpoint: {every: 3, keep: 1}
 eval:
-  sequences: 8
   samples: [{prompt: "func ", max_new_tokens: 5, temperature: 0}]
   tasks:
     - {name: arc_challenge, path: `+evalData(t, "arc_challenge")+`, num_fewshot: 1}
@@ -113,6 +114,21 @@ func TestRecipeStages(t *testing.T) {
 	}
 	if tb := sum.Report.Table(); !strings.Contains(tb, "winogrande(0)") || !strings.Contains(tb, "arc_challenge(1) acc_norm") {
 		t.Fatalf("table:\n%s", tb)
+	}
+	// The student's val ce is the distillation's last val_ce: the same
+	// held-out sequences (up to the bf16 rounding of the exported model).
+	ms, err := train.ReadMetrics(filepath.Join(r.Out, "distill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last float64
+	for _, m := range ms {
+		if m.ValCE != nil {
+			last = *m.ValCE
+		}
+	}
+	if got := sum.Report.Models[2].ValCE; math.Abs(got-last) > 2e-3*last {
+		t.Fatalf("student val ce %v in the table, %v in the distillation", got, last)
 	}
 	// A rerun skips every stage but data (which checks its inputs itself).
 	sum, err = Run(context.Background(), r, RunOptions{Backend: cpu.New()})
@@ -191,9 +207,9 @@ func TestReportTable(t *testing.T) {
 	acc := func(v float64) eval.Metric { return eval.Metric{Value: v} }
 	norm := acc(0.75)
 	rep := &Report{Models: []ModelReport{
-		{Name: "teacher", Params: 15_600_000_000, NonEmbParams: 12_500_000_000, TrainTokens: -1, Loss: 1.5, Perplexity: 4.48,
+		{Name: "teacher", Params: 15_600_000_000, NonEmbParams: 12_500_000_000, TrainTokens: -1, ValCE: 1.5, Perplexity: 4.48,
 			Tasks: []*eval.TaskResult{{Task: "hellaswag", Shots: 10, Acc: acc(0.6), AccNorm: &norm}, {Task: "winogrande", Shots: 5, Acc: acc(0.74)}}},
-		{Name: "student (distilled)", Params: 4_190_000_000, NonEmbParams: 2_600_000_000, TrainTokens: 94_000_000_000, Loss: 2, Perplexity: 7.39,
+		{Name: "student (distilled)", Params: 4_190_000_000, NonEmbParams: 2_600_000_000, TrainTokens: 94_000_000_000, ValCE: 2, Perplexity: 7.39,
 			Tasks: []*eval.TaskResult{{Task: "winogrande", Shots: 5, Acc: acc(0.7)}, {Task: "humaneval", Samples: 20, PassAt: map[int]eval.Metric{1: acc(0.233)}}}},
 	}}
 	// A 28-character label column, then one right-aligned column per
@@ -207,7 +223,7 @@ func TestReportTable(t *testing.T) {
 		{"winogrande(5)", "74.0", "70.0"},
 		{"hellaswag(10) acc_norm", "75.0", "-"},
 		{"humaneval(n=20)(0) pass@1", "-", "23.3"},
-		{"Validation loss", "1.5000", "2.0000"},
+		{"val ce", "1.5000", "2.0000"},
 		{"Perplexity", "4.48", "7.39"},
 	} {
 		want += fmt.Sprintf("%-28s%21s%21s\n", r[0], r[1], r[2])

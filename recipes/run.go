@@ -41,13 +41,16 @@ type RunOptions struct {
 
 // ModelReport is one column of the final table.
 type ModelReport struct {
-	Name         string  `json:"name"`
-	Dir          string  `json:"dir"`
-	Params       int64   `json:"params"`
-	NonEmbParams int64   `json:"non_embedding_params"`
-	Loss         float64 `json:"val_loss"`
-	Perplexity   float64 `json:"perplexity"`
-	Tokens       int64   `json:"tokens"`
+	Name         string `json:"name"`
+	Dir          string `json:"dir"`
+	Params       int64  `json:"params"`
+	NonEmbParams int64  `json:"non_embedding_params"`
+	// ValCE is the cross-entropy on the distillation's validation
+	// sequences (Tokens of them), the student's the same quantity as the
+	// distillation's val_ce; Perplexity is its exponential.
+	ValCE      float64 `json:"val_ce"`
+	Perplexity float64 `json:"perplexity"`
+	Tokens     int64   `json:"tokens"`
 	// TrainTokens are the tokens the recipe trained the model on (the
 	// student's distillation), -1 when unknown (the teacher).
 	TrainTokens int64              `json:"train_tokens"`
@@ -321,7 +324,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		s.logf("distilled %d steps (%d tokens): validation loss %.4f", res.Steps, res.Tokens, res.ValLoss)
+		s.logf("distilled %d steps (%d tokens): val ce %.4f", res.Steps, res.Tokens, res.ValLoss)
 		return false, r.finish(stage, key)
 
 	case "eval":
@@ -426,17 +429,15 @@ func (s *state) importance(ctx context.Context, key string) error {
 // student.
 func (s *state) evaluate(ctx context.Context, key string) error {
 	r := s.r
-	ds, err := data.Open(s.datasets[0].Path)
+	tcfg, err := model.LoadConfig(filepath.Join(r.path(r.Teacher), "config.json"))
 	if err != nil {
 		return err
 	}
-	defer ds.Close()
-	_, val, err := ds.Split(r.Data.SeqLen, r.Data.ValFraction)
+	// The held-out sequences the distillation validates on.
+	dc := r.distillConfig(filepath.Join(r.Out, "pruned"), s.datasets)
+	val, err := train.ValidationSequences(&dc.Config, tcfg.VocabSize)
 	if err != nil {
 		return err
-	}
-	if val.Count == 0 {
-		return fmt.Errorf("the first dataset has no validation split; set data.val_fraction above 0")
 	}
 	var sandbox *eval.Sandbox
 	for _, t := range r.Eval.Tasks {
@@ -461,12 +462,12 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		if err != nil {
 			return err
 		}
-		res, err := eval.Perplexity(ctx, m, val, r.Eval.Sequences, max(1, 2048/r.Data.SeqLen))
+		res, err := eval.PerplexityOn(ctx, m, val, r.Distill.Train.MicroBatch)
 		if err != nil {
 			return err
 		}
 		total, nonEmb := m.Config.NumParams()
-		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, Loss: res.Loss, Perplexity: res.Perplexity,
+		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, ValCE: res.Loss, Perplexity: res.Perplexity,
 			Tokens: res.Tokens, TrainTokens: mm.tokens}
 		for _, t := range r.Eval.Tasks {
 			start := time.Now()
@@ -619,7 +620,7 @@ func (rep *Report) Table() string {
 			return "-"
 		})
 	}
-	row("Validation loss", func(m ModelReport) string { return fmt.Sprintf("%.4f", m.Loss) })
+	row("val ce", func(m ModelReport) string { return fmt.Sprintf("%.4f", m.ValCE) })
 	row("Perplexity", func(m ModelReport) string { return fmt.Sprintf("%.2f", m.Perplexity) })
 	return b.String()
 }

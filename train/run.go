@@ -141,6 +141,29 @@ func OpenData(cfg *Config, vocab int) (train, val *data.Loader, err error) {
 	return train, val, nil
 }
 
+// ValidationSequences returns the held-out sequences (SeqLen+1 tokens
+// each) a run of cfg validates on: eval.batches micro-batches, always the
+// same ones. eval.PerplexityOn measures other models on them, so their
+// cross-entropy compares with the run's val_ce.
+func ValidationSequences(cfg *Config, vocab int) ([][]int32, error) {
+	_, val, err := OpenData(cfg, vocab)
+	if err != nil {
+		return nil, err
+	}
+	if val == nil || cfg.Eval.Batches == 0 {
+		return nil, fmt.Errorf("train: no validation data (data.val_fraction %v, eval.batches %d)", cfg.Data.ValFraction, cfg.Eval.Batches)
+	}
+	var out [][]int32
+	for range cfg.Eval.Batches * cfg.Train.MicroBatch {
+		seq, _, err := val.Next(nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, seq)
+	}
+	return out, nil
+}
+
 // StartModel makes the model a run starts from: the newest checkpoint in
 // out when resuming, else the configured checkpoint or fresh weights.
 func StartModel(cfg *Config, out string, b backend.Backend) (*model.Model, string, error) {

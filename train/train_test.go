@@ -16,6 +16,7 @@ import (
 
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
@@ -466,5 +467,35 @@ func TestMetricNames(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"step":3,"val_loss":1.5,"tokens":9,"extra":{"val_kl":0.1}}`), &m); err != nil || m.ValCE == nil || *m.ValCE != 1.5 ||
 		m.Tokens != 9 || m.Extra["val_kl"] != 0.1 {
 		t.Fatalf("read %+v %v", m, err)
+	}
+}
+
+// TestValidationSequences: a model measured by eval on the run's
+// validation sequences gets the run's val_ce (the same data, the same
+// sequence length), whoever reports it.
+func TestValidationSequences(t *testing.T) {
+	c := tinyRun(t, 6)
+	c.Checkpoint.ExportDType = "f32"
+	res, err := runTo(t, c, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := ValidationSequences(c, 4000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != c.Eval.Batches*c.Train.MicroBatch || len(seqs[0]) != c.Data.SeqLen+1 {
+		t.Fatalf("%d sequences of %d tokens", len(seqs), len(seqs[0]))
+	}
+	m, err := model.Load(res.FinalDir, cpu.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := eval.PerplexityOn(context.Background(), m, seqs, c.Train.MicroBatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(got.Loss-res.ValLoss) > 1e-5*res.ValLoss {
+		t.Fatalf("eval on the validation sequences: %v, the run's val_ce %v", got.Loss, res.ValLoss)
 	}
 }

@@ -127,8 +127,8 @@ model is built.
 With --score-steps N, each candidate is then pruned (with --scores), distilled
 from the source for N steps on --data, and validated on --eval-batches
 batches of its validation split; the candidates are listed again ranked by
-validation loss, lowest first (the paper's lightweight retraining, which
-picks the architecture that recovers best). Each candidate works in its own
+val ce (the held-out cross-entropy), lowest first (the paper's lightweight
+retraining, which picks the architecture that recovers best). Each candidate works in its own
 directory under --out, and search-results.json there records every finished
 one: rerunning the command after an interruption skips those and resumes the
 one in training from its checkpoint.`,
@@ -179,9 +179,9 @@ one in training from its checkpoint.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "ranked by validation loss after %d distillation steps:\n", steps)
+			fmt.Fprintf(w, "ranked by val ce after %d distillation steps:\n", steps)
 			for i, r := range ranked {
-				fmt.Fprintf(w, "  %d. val loss %.4f  %v\n", i+1, r.ValLoss, r.Candidate)
+				fmt.Fprintf(w, "  %d. val ce %.4f  %v\n", i+1, r.ValLoss, r.Candidate)
 			}
 			return nil
 		},
@@ -194,7 +194,7 @@ one in training from its checkpoint.`,
 	f.IntSliceVar(&space.Heads, "heads", space.Heads, "candidate query head counts")
 	f.IntSliceVar(&space.Hidden, "hidden", space.Hidden, "candidate hidden sizes")
 	f.Var((*floatList)(&space.MLPFactors), "mlp-factors", "candidate MLP sizes as multiples of the hidden size")
-	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank by validation loss (0: only list)")
+	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank by val ce (0: only list)")
 	f.StringVar(&scores, "scores", "", "with --score-steps: importance scores to prune with")
 	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: a prepared `DATASET` directory (repeatable; equal weights)")
 	f.StringVar(&out, "out", "", "with --score-steps: working directory (one subdirectory per candidate)")

@@ -27,7 +27,8 @@ func newRun() *cobra.Command {
   importance  score heads, neurons, embedding channels and layers on calibration data
   prune       slice the teacher to the target shape
   distill     retrain the student against the teacher's logits
-  eval        validation loss and perplexity of teacher, pruned and student; samples
+  eval        val ce (cross-entropy on the distillation's held-out sequences)
+              and benchmarks of teacher, pruned and student; samples
   export      write the student as a Hugging Face directory
 
 Every stage records a checksum of its inputs; rerunning the recipe skips the
