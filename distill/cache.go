@@ -81,24 +81,6 @@ func DatasetID(m *data.Manifest) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// TeacherID identifies a model directory by its config and weight files.
-func TeacherID(dir string) (string, error) {
-	h := sha256.New()
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return "", fmt.Errorf("distill: %w", err)
-	}
-	h.Write(b)
-	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
-	sort.Strings(files)
-	for _, f := range files {
-		if st, err := os.Stat(f); err == nil {
-			fmt.Fprintf(h, "%s %d %d\n", filepath.Base(f), st.Size(), st.ModTime().UnixNano())
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // CacheTeacher runs the teacher once over every sequence of the dataset and
 // stores its top-k log-probabilities. A finished cache of the same teacher,
 // dataset and settings is kept.
@@ -133,7 +115,7 @@ func CacheTeacher(ctx context.Context, teacher *model.Model, opt CacheOptions) (
 	if v := ds.Manifest.Tokenizer.VocabSize; v > teacher.Config.VocabSize {
 		return nil, fmt.Errorf("distill: %s was tokenized with %d tokens, the teacher knows %d", opt.DatasetDir, v, teacher.Config.VocabSize)
 	}
-	tid, err := TeacherID(opt.TeacherDir)
+	tid, err := model.DirIdentity(opt.TeacherDir)
 	if err != nil {
 		return nil, err
 	}

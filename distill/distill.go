@@ -688,7 +688,7 @@ func (c *Config) Prepare(opt *train.RunOptions) error {
 		opt.Identities = map[string]string{}
 	}
 	if c.Teacher.Model != "" {
-		id, err := TeacherID(c.Teacher.Model)
+		id, err := model.DirIdentity(c.Teacher.Model)
 		if err != nil {
 			return err
 		}

@@ -343,6 +343,8 @@ func recipeKey(key string) string {
 		return "distill." + key
 	case "teacher":
 		return "teacher"
+	case "model":
+		return "the pruned student (" + key + ", the prune stage's output)"
 	}
 	return key
 }

@@ -138,13 +138,34 @@ func TestRecipeStages(t *testing.T) {
 	if strings.Join(sum.Skipped, ",") != "importance,prune,distill,eval,export" {
 		t.Fatalf("rerun skipped %v", sum.Skipped)
 	}
-	// Changing the prune target redoes prune and what follows, not importance.
+	// A distillation setting changed after the fact is refused, naming the
+	// recipe's key and both values; nothing is deleted.
+	r1, _ := Load(path, []string{"distill.kd.temperature=2"})
+	if _, err := Run(context.Background(), r1, RunOptions{Backend: cpu.New()}); err == nil ||
+		!strings.Contains(err.Error(), "distill.kd.temperature: 1 (the run's) → 2 (now)") || !strings.Contains(err.Error(), "--from distill") {
+		t.Fatalf("a changed temperature: %v", err)
+	}
+	// A longer distillation resumes where the run stopped.
+	r1, _ = Load(path, []string{"distill.train.steps=8"})
+	if sum, err = Run(context.Background(), r1, RunOptions{Backend: cpu.New()}); err != nil || strings.Join(sum.Skipped, ",") != "importance,prune" {
+		t.Fatalf("a longer distillation: skipped %v, %v", sum, err)
+	}
+	if ms, _ := train.ReadMetrics(filepath.Join(r.Out, "distill")); len(ms) == 0 || ms[len(ms)-1].Step != 8 {
+		t.Fatalf("the distillation did not go on to step 8")
+	}
+	// Changing the prune target redoes prune, not importance; the
+	// distillation of the former student is not resumed with the new one:
+	// --from distill starts it over.
 	r2, _ := Load(path, []string{"prune.intermediate_size=48"})
-	sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New()})
+	if _, err := Run(context.Background(), r2, RunOptions{Backend: cpu.New()}); err == nil || !strings.Contains(err.Error(), "the pruned student") ||
+		!strings.Contains(err.Error(), "not the same content") {
+		t.Fatalf("after changing the prune target: %v", err)
+	}
+	sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New(), From: "distill"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(sum.Skipped, ",") != "importance" {
+	if strings.Join(sum.Skipped, ",") != "importance,prune" {
 		t.Fatalf("after changing the prune target, skipped %v", sum.Skipped)
 	}
 	// --from redoes a stage; --until stops.

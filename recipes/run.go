@@ -110,23 +110,6 @@ func checksum(parts ...any) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// modelIdentity identifies a model directory without reading its weights:
-// config.json and the names, sizes and times of its files.
-func modelIdentity(dir string) (string, error) {
-	cfg, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return "", fmt.Errorf("recipes: %w", err)
-	}
-	var files []string
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".safetensors") {
-			files = append(files, fmt.Sprintf("%s %d %d", e.Name(), info.Size(), info.ModTime().UnixNano()))
-		}
-	}
-	return checksum(string(cfg), files), nil
-}
-
 // Run executes the recipe's stages.
 func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err := r.Validate(); err != nil {
@@ -169,7 +152,7 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	teacherID, err := modelIdentity(r.path(r.Teacher))
+	teacherID, err := model.DirIdentity(r.path(r.Teacher))
 	if err != nil {
 		return nil, err
 	}
@@ -309,18 +292,12 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if r.done(stage, key) {
 			return true, nil
 		}
+		// A distillation already under way resumes, when nothing but its
+		// length changed; train.Run refuses any other change, naming the
+		// recipe's keys (its checkpoints are not thrown away).
 		out := filepath.Join(r.Out, "distill")
-		if b, err := os.ReadFile(filepath.Join(out, ".inputs")); err == nil && string(b) != key {
-			s.logf("the distillation inputs changed: starting it over")
-			os.RemoveAll(out)
-		}
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return false, err
-		}
-		if err := diskio.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key)); err != nil {
-			return false, err
-		}
-		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt})
+		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt,
+			KeyName: recipeKey, NewRun: "rerun the recipe with --from distill, which deletes its checkpoints (or from an earlier stage)"})
 		if err != nil {
 			return false, err
 		}

@@ -1,6 +1,8 @@
 package train
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/minitron/minitron/config"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/model"
 )
 
 // extendable are the keys a resumed run may change: its length and the
@@ -20,12 +23,28 @@ var extendable = map[string]bool{"train.steps": true, "train.tokens": true, "tra
 // trainKeys are the top-level keys of Config.
 var trainKeys = map[string]bool{"model": true, "data": true, "train": true, "optimizer": true, "eval": true, "checkpoint": true, "device": true}
 
-// identities returns the datasets' identities (their shards' checksums,
-// from the manifests) with the caller's.
+// identities returns the identities of the starting point (the checkpoint
+// directory, or the config.json of fresh weights) and of the datasets
+// (their shards' checksums, from the manifests) with the caller's.
 func identities(cfg *Config, extra map[string]string) (map[string]string, error) {
 	ids := map[string]string{}
 	for k, v := range extra {
 		ids[k] = v
+	}
+	if p := cfg.Model.Checkpoint; p != "" {
+		id, err := model.DirIdentity(p)
+		if err != nil {
+			return nil, err
+		}
+		ids["model.checkpoint"] = id
+	}
+	if p := cfg.Model.Config; p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+		sum := sha256.Sum256(b)
+		ids["model.config"] = hex.EncodeToString(sum[:])
 	}
 	for i, d := range cfg.Data.Datasets {
 		m, err := data.ReadManifest(d.Path)
@@ -91,8 +110,12 @@ func checkResume(cfg *Config, opt RunOptions, st *State, dir string, settings []
 	if len(lines) == 0 {
 		return nil
 	}
-	return fmt.Errorf("train: %s holds a run with other settings:\n  %s\nits settings are in %s; to resume it, undo the changes (only %s may change); to start a new run with them, choose another output directory",
-		opt.Out, strings.Join(lines, "\n  "), filepath.Join(opt.Out, "config.yaml"), extendableList(name))
+	newRun := opt.NewRun
+	if newRun == "" {
+		newRun = "choose another output directory"
+	}
+	return fmt.Errorf("train: %s holds a run with other settings:\n  %s\nits settings are in %s; to resume it, undo the changes (only %s may change); to start a new run with them, %s",
+		opt.Out, strings.Join(lines, "\n  "), filepath.Join(opt.Out, "config.yaml"), extendableList(name), newRun)
 }
 
 func extendableList(name func(string) string) string {

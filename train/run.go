@@ -90,6 +90,9 @@ type RunOptions struct {
 	// KeyName renames keys in resumption errors, for settings that are
 	// part of a larger file (a recipe); nil keeps them.
 	KeyName func(key string) string
+	// NewRun says, in a resumption error, how to start a new run instead;
+	// empty: with another output directory.
+	NewRun string
 }
 
 // Result summarizes a finished run.
