@@ -99,6 +99,16 @@ func TestRecipeStages(t *testing.T) {
 	if len(sum.Skipped) != 0 || len(sum.Report.Models) != 3 || len(sum.Report.Samples) != 1 {
 		t.Fatalf("summary %+v", sum)
 	}
+	// Every output the recipe lists is there.
+	outs := r.Outputs()
+	if len(outs) != 7 { // dataset, scores, pruned, run, student, report, hf
+		t.Fatalf("outputs %+v", outs)
+	}
+	for _, o := range outs {
+		if _, err := os.Stat(o.Path); err != nil {
+			t.Errorf("%s (%s stage): %v", o.What, o.Stage, err)
+		}
+	}
 	st, err := model.LoadConfig(filepath.Join(r.Out, "export", "hf", "config.json"))
 	if err != nil || st.HiddenSize != 16 || st.NumLayers != 2 || st.NumHeads != 2 {
 		t.Fatalf("exported student %+v %v", st, err)

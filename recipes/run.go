@@ -144,7 +144,7 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 		if opt.From != "" {
 			os.Remove(r.markerPath(stages[i]))
 			if stages[i] == "distill" {
-				os.RemoveAll(filepath.Join(r.Out, "distill"))
+				os.RemoveAll(r.distillDir())
 			}
 		}
 	}
@@ -177,7 +177,7 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 			logf("stage %-10s done in %v", stage, time.Since(start).Round(time.Millisecond))
 		}
 	}
-	sum.Report, sum.Student = st.report, filepath.Join(r.Out, "distill", train.FinalDir)
+	sum.Report, sum.Student = st.report, r.studentDir()
 	return sum, nil
 }
 
@@ -208,7 +208,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		for _, d := range r.Data.Datasets {
 			dir := r.path(d.Path)
 			if dir == "" {
-				dir = filepath.Join(r.Out, "data", d.Name)
+				dir = r.datasetDir(d.Name)
 				var inputs []string
 				for _, in := range d.Inputs {
 					inputs = append(inputs, r.path(in))
@@ -257,9 +257,9 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if r.done(stage, key) {
 			return true, nil
 		}
-		out := filepath.Join(r.Out, "pruned")
+		out := r.prunedDir()
 		os.RemoveAll(out)
-		scores, err := importance.Load(filepath.Join(r.Out, "importance", "scores.safetensors"))
+		scores, err := importance.Load(r.scoresPath())
 		if err != nil {
 			return false, err
 		}
@@ -273,7 +273,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		rep, err := prune.Apply(ctx, plan, r.path(r.Teacher), prune.ApplyOptions{Out: out, ScoresPath: filepath.Join(r.Out, "importance", "scores.safetensors"), ScoresMeta: scores.Meta})
+		rep, err := prune.Apply(ctx, plan, r.path(r.Teacher), prune.ApplyOptions{Out: out, ScoresPath: r.scoresPath(), ScoresMeta: scores.Meta})
 		if err != nil {
 			return false, err
 		}
@@ -286,7 +286,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		return false, r.finish(stage, key)
 
 	case "distill":
-		cfg := r.distillConfig(filepath.Join(r.Out, "pruned"), s.datasets)
+		cfg := r.distillConfig(r.prunedDir(), s.datasets)
 		key = checksum(s.key("prune"), s.key("data"), s.teacherID, cfg.Data, cfg.Train, cfg.Optimizer, cfg.KD)
 		s.keys[stage] = key
 		if r.done(stage, key) {
@@ -295,7 +295,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		// A distillation already under way resumes, when nothing but its
 		// length changed; train.Run refuses any other change, naming the
 		// recipe's keys (its checkpoints are not thrown away).
-		out := filepath.Join(r.Out, "distill")
+		out := r.distillDir()
 		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt,
 			KeyName: recipeKey, NewRun: "rerun the recipe with --from distill, which deletes its checkpoints (or from an earlier stage)"})
 		if err != nil {
@@ -308,7 +308,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		key = checksum(s.key("distill"), r.Eval)
 		s.keys[stage] = key
 		if r.done(stage, key) {
-			b, err := os.ReadFile(filepath.Join(r.Out, "eval", "report.json"))
+			b, err := os.ReadFile(r.reportPath())
 			if err == nil {
 				var rep Report
 				if json.Unmarshal(b, &rep) == nil {
@@ -325,13 +325,13 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if r.done(stage, key) {
 			return true, nil
 		}
-		final := filepath.Join(r.Out, "distill", train.FinalDir)
-		os.RemoveAll(filepath.Join(r.Out, "export"))
+		final := r.studentDir()
+		os.RemoveAll(r.exportDir())
 		for _, f := range r.Export.Formats {
 			var dir string
 			switch f {
 			case "hf":
-				dir = filepath.Join(r.Out, "export", "hf")
+				dir = r.exportPath(f)
 				dt, err := backend.ParseDType(r.Export.DType)
 				if err != nil {
 					return false, err
@@ -340,7 +340,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 					return false, err
 				}
 			case "gguf":
-				dir = filepath.Join(r.Out, "export", r.Name+"-"+r.Export.GGUFDType+".gguf")
+				dir = r.exportPath(f)
 				if err := export.GGUF(final, dir, r.Export.GGUFDType); err != nil {
 					return false, err
 				}
@@ -391,10 +391,10 @@ func (s *state) importance(ctx context.Context, key string) error {
 	sc.Meta["calibration_source"] = dir
 	sc.Meta["calibration_seed"] = fmt.Sprint(r.Calibration.Seed)
 	sc.Meta["calibration_indices"] = string(idx)
-	if err := os.MkdirAll(filepath.Join(r.Out, "importance"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.scoresPath()), 0o755); err != nil {
 		return err
 	}
-	if err := sc.Save(filepath.Join(r.Out, "importance", "scores.safetensors")); err != nil {
+	if err := sc.Save(r.scoresPath()); err != nil {
 		return err
 	}
 	s.logf("scored %d calibration sequences of %d tokens (teacher loss %.4f)", r.Calibration.Samples, r.Calibration.SeqLen, sc.CalibrationLoss)
@@ -411,7 +411,7 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		return err
 	}
 	// The held-out sequences the distillation validates on.
-	dc := r.distillConfig(filepath.Join(r.Out, "pruned"), s.datasets)
+	dc := r.distillConfig(r.prunedDir(), s.datasets)
 	val, err := train.ValidationSequences(&dc.Config, tcfg.VocabSize)
 	if err != nil {
 		return err
@@ -426,14 +426,14 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		}
 	}
 	rep := &Report{}
-	student := filepath.Join(r.Out, "distill", train.FinalDir)
+	student := r.studentDir()
 	for _, mm := range []struct {
 		name, dir string
 		tokens    int64
 	}{
 		{"teacher", r.path(r.Teacher), -1},
-		{"pruned, before distillation", filepath.Join(r.Out, "pruned"), 0},
-		{"student (distilled)", student, distilledTokens(filepath.Join(r.Out, "distill"))},
+		{"pruned, before distillation", r.prunedDir(), 0},
+		{"student (distilled)", student, distilledTokens(r.distillDir())},
 	} {
 		m, err := model.Load(mm.dir, s.opt.Backend, nil)
 		if err != nil {
@@ -473,10 +473,10 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		m.Free()
 	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.MkdirAll(filepath.Join(r.Out, "eval"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.reportPath()), 0o755); err != nil {
 		return err
 	}
-	if err := diskio.WriteFileAtomic(filepath.Join(r.Out, "eval", "report.json"), append(b, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(r.reportPath(), append(b, '\n')); err != nil {
 		return err
 	}
 	s.report = rep

@@ -108,6 +108,17 @@ recipe's out directory (default runs/NAME).`,
 				for _, s := range sum.Report.Samples {
 					fmt.Fprintf(w, "\nsample from the student (prompt %q):\n%s\n", s.Prompt, indent(s.Text))
 				}
+				fmt.Fprintln(w)
+			}
+			last := len(recipes.Stages()) - 1
+			if until != "" {
+				last, _ = recipes.StageIndex(until)
+			}
+			fmt.Fprintln(w, "outputs:")
+			for _, o := range r.Outputs() {
+				if i, _ := recipes.StageIndex(o.Stage); i <= last {
+					fmt.Fprintf(w, "  %-60s %s\n", o.What, o.Path)
+				}
 			}
 			return nil
 		},
