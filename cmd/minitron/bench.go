@@ -60,6 +60,16 @@ func (b *benchFlags) add(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&b.minTime, "min-time", 2*time.Second, "repeat each measurement for at least this long")
 }
 
+// open returns the shape the flags choose and the device's backend.
+func (b *benchFlags) open(cmd *cobra.Command, sf *shapeFlags) (bench.Shape, backend.Backend, error) {
+	shape, err := sf.get(cmd)
+	if err != nil {
+		return shape, nil, err
+	}
+	be, err := openBackend(b.dev)
+	return shape, be, err
+}
+
 func (b *benchFlags) print(cmd *cobra.Command, res *bench.Result) {
 	w := cmd.OutOrStdout()
 	if b.asJSON {
@@ -185,11 +195,7 @@ at a 4096-token context, reported as the keys and values read per second.
 ` + shapeHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			shape, err := sf.get(cmd)
-			if err != nil {
-				return err
-			}
-			be, err := openBackend(bf.dev)
+			shape, be, err := bf.open(cmd, &sf)
 			if err != nil {
 				return err
 			}
@@ -235,11 +241,7 @@ func newBenchModel(mode string) *cobra.Command {
 		Long:  benchModes[mode].long + "\n\n" + shapeHelp,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			shape, err := sf.get(cmd)
-			if err != nil {
-				return err
-			}
-			be, err := openBackend(bf.dev)
+			shape, be, err := bf.open(cmd, &sf)
 			if err != nil {
 				return err
 			}
