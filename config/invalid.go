@@ -24,8 +24,9 @@ type problem struct {
 
 var braced = regexp.MustCompile(`\{([A-Za-z0-9_.\[\]]+)\}`)
 
-// Addf records a problem. Keys are written in braces in the format; the
-// values are formatted as fmt.Sprintf does.
+// Addf records a problem. Keys are written in braces in the format, an
+// index after the braces ("{data.datasets}[%d].path"); the values are
+// formatted as fmt.Sprintf does.
 func (e *Invalid) Addf(format string, a ...any) {
 	var keys []string
 	for _, m := range braced.FindAllStringSubmatch(format, -1) {

@@ -142,10 +142,10 @@ func (c *Config) Check(e *config.Invalid) {
 	}
 	for i, d := range c.Data.Datasets {
 		if d.Path == "" {
-			e.Addf("{data.datasets[%d].path}: no path", i)
+			e.Addf("{data.datasets}[%d].path: no path", i)
 		}
 		if d.Weight <= 0 {
-			e.Addf("{data.datasets[%d].weight} %v (%s) must be positive", i, d.Weight, d.Path)
+			e.Addf("{data.datasets}[%d].weight %v (%s) must be positive", i, d.Weight, d.Path)
 		}
 	}
 	if c.Data.SeqLen < 1 {

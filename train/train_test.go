@@ -499,3 +499,20 @@ func TestValidationSequences(t *testing.T) {
 		t.Fatalf("eval on the validation sequences: %v, the run's val_ce %v", got.Loss, res.ValLoss)
 	}
 }
+
+// TestValidateMessages: every problem is named by its key, indexes filled in.
+func TestValidateMessages(t *testing.T) {
+	c := Default()
+	c.Model.Config = "x.json"
+	c.Data.Datasets = []Dataset{{Path: "a", Weight: 1}, {Weight: -1}}
+	c.Train.Steps = 10
+	err := c.Validate()
+	for _, want := range []string{"data.datasets[1].path: no path", "data.datasets[1].weight -1 () must be positive"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want %q", err, want)
+		}
+	}
+	if err != nil && strings.ContainsAny(err.Error(), "{}") {
+		t.Errorf("braces left in %q", err)
+	}
+}
