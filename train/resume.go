@@ -80,7 +80,7 @@ func checkResume(cfg *Config, opt RunOptions, st *State, dir string, settings []
 	// The training keys are compared through the fingerprint, which knows
 	// which older spellings of a setting are the same run; the others
 	// (a distillation's teacher and loss) key by key.
-	sameTraining := st.Fingerprint == cfg.fingerprint()
+	sameTraining := st.Fingerprint == cfg.fingerprint() || (cfg.legacyFingerprint() != "" && st.Fingerprint == cfg.legacyFingerprint())
 	var lines []string
 	changed := map[string]bool{}
 	for _, c := range changes {
@@ -104,7 +104,9 @@ func checkResume(cfg *Config, opt RunOptions, st *State, dir string, settings []
 			lines = append(lines, fmt.Sprintf("%s: the same path, but not the same content as when the run started", name(k)))
 		}
 	}
-	if len(lines) == 0 && !sameTraining {
+	if !sameTraining && strings.Contains(string(saved), "decay_norms_and_embeddings:") {
+		lines = append(lines, "the run was started before optimizer.decay existed: to resume it, set optimizer.decay: no_embeddings (what decay_norms_and_embeddings: false did) or all (true)")
+	} else if len(lines) == 0 && !sameTraining {
 		lines = append(lines, "a setting this version reads differently from the one that started the run")
 	}
 	if len(lines) == 0 {

@@ -347,7 +347,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	}
 	dt, _ := backend.ParseDType(cfg.Checkpoint.ExportDType)
 	res.FinalDir = filepath.Join(opt.Out, FinalDir)
-	if err := ExportModel(res.FinalDir, m, dt, cfg.Model.Tokenizer); err != nil {
+	if err := ExportModel(res.FinalDir, m, t.modelWeights(), dt, cfg.Model.Tokenizer); err != nil {
 		return nil, err
 	}
 	res.Steps, res.Tokens = t.Step, t.Tokens
