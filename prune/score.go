@@ -11,12 +11,9 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/diskio"
-	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
-	"github.com/minitron/minitron/train"
 )
 
 // ScoreOptions configure ScoreCandidates.
@@ -27,15 +24,12 @@ type ScoreOptions struct {
 	// Out holds one directory per candidate (the pruned model and its short
 	// distillation run) and ResultsFile.
 	Out string
-	// Distill is the short distillation each candidate gets: data, sequence
-	// length, batch, optimizer, steps and validation batches. Its model
-	// and teacher are filled in.
-	Distill distill.Config
-	Backend backend.Backend
+	// Retrain is the short retraining each candidate gets (the paper's
+	// lightweight distillation; distill.Retrainer): it trains the model in
+	// modelDir, keeps its run in runDir (so an interrupted one resumes
+	// there on a rerun) and returns the validation cross-entropy.
+	Retrain func(ctx context.Context, modelDir, runDir string) (float64, error)
 	Log     io.Writer
-	// Interrupt, when closed, stops the candidate in training after its
-	// current step with a checkpoint; rerunning resumes it.
-	Interrupt <-chan struct{}
 }
 
 // ResultsFile records the candidates scored so far in ScoreOptions.Out.
@@ -59,8 +53,8 @@ func (c Candidate) Name() string {
 // finished candidate is recorded at once, so a rerun after an interruption
 // skips it; an interrupted distillation resumes from its checkpoint.
 func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]Scored, error) {
-	if opt.Distill.Train.Steps <= 0 || opt.Distill.Eval.Batches <= 0 {
-		return nil, fmt.Errorf("prune: scoring needs a number of distillation steps and validation batches (--score-steps, --eval-batches)")
+	if opt.Retrain == nil {
+		panic("prune: ScoreCandidates without ScoreOptions.Retrain")
 	}
 	src, err := model.LoadConfig(filepath.Join(opt.Source, "config.json"))
 	if err != nil {
@@ -100,23 +94,16 @@ func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]S
 				return nil, err
 			}
 		}
-		cfg := opt.Distill
-		cfg.Model = train.ModelConfig{Checkpoint: mdir, Tokenizer: opt.Distill.Model.Tokenizer}
-		cfg.Teacher = distill.Teacher{Model: opt.Source}
-		cfg.Eval.Every = 0 // once, at the end
-		logf("candidate %d/%d %s: distilling %d steps", i+1, len(cs), c.Name(), cfg.Train.Steps)
-		res, _, err := distill.Run(ctx, &cfg, train.RunOptions{Out: filepath.Join(dir, "run"), Backend: opt.Backend, Interrupt: opt.Interrupt})
+		logf("candidate %d/%d %s: retraining", i+1, len(cs), c.Name())
+		loss, err := opt.Retrain(ctx, mdir, filepath.Join(dir, "run"))
 		if err != nil {
-			if errors.Is(err, train.ErrInterrupted) {
-				return nil, fmt.Errorf("prune: candidate %s interrupted; rerun the same command to resume: %w", c.Name(), err)
-			}
 			return nil, fmt.Errorf("prune: candidate %s: %w", c.Name(), err)
 		}
-		if math.IsNaN(res.ValLoss) {
-			return nil, fmt.Errorf("prune: candidate %s: no validation loss (is the validation split empty?)", c.Name())
+		if math.IsNaN(loss) {
+			return nil, fmt.Errorf("prune: candidate %s: no validation cross-entropy (is the validation split empty?)", c.Name())
 		}
-		done[c.Name()] = Scored{Candidate: c, ValLoss: res.ValLoss, Dir: dir}
-		logf("candidate %d/%d %s: validation loss %.4f", i+1, len(cs), c.Name(), res.ValLoss)
+		done[c.Name()] = Scored{Candidate: c, ValLoss: loss, Dir: dir}
+		logf("candidate %d/%d %s: val ce %.4f", i+1, len(cs), c.Name(), loss)
 		if err := writeResults(filepath.Join(opt.Out, ResultsFile), done); err != nil {
 			return nil, err
 		}

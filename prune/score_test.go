@@ -61,8 +61,9 @@ func TestScoreCandidates(t *testing.T) {
 	dc.Train.MicroBatch, dc.Train.Steps = 4, 3
 	dc.Optimizer.Warmup = 1
 	dc.Eval.Batches = 2
+	dc.Teacher = distill.Teacher{Model: tdir}
 	var log bytes.Buffer
-	opt := ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "search"), Distill: dc, Backend: cpu.New(), Log: &log}
+	opt := ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "search"), Retrain: distill.Retrainer(dc, train.RunOptions{Backend: cpu.New()}), Log: &log}
 	got, err := ScoreCandidates(context.Background(), cs, opt)
 	if err != nil {
 		t.Fatal(err)

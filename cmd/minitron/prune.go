@@ -157,6 +157,9 @@ one in training from its checkpoint.`,
 			if scores == "" || out == "" || len(datasets) == 0 {
 				return fmt.Errorf("--score-steps needs --scores, --data and --out")
 			}
+			if evalBatches <= 0 {
+				return fmt.Errorf("--score-steps ranks by val ce: give --eval-batches of at least 1")
+			}
 			s, err := importance.Load(scores)
 			if err != nil {
 				return err
@@ -174,8 +177,10 @@ one in training from its checkpoint.`,
 			}
 			interrupt, stop := onInterrupt()
 			defer stop()
+			dc.Teacher = distill.Teacher{Model: modelDir}
+			retrain := distill.Retrainer(dc, train.RunOptions{Backend: be, Interrupt: interrupt})
 			ranked, err := prune.ScoreCandidates(cmd.Context(), cs, prune.ScoreOptions{Source: modelDir, Scores: s, ScoresPath: scores, Out: out,
-				Distill: dc, Backend: be, Log: cmd.ErrOrStderr(), Interrupt: interrupt})
+				Retrain: retrain, Log: cmd.ErrOrStderr()})
 			if err != nil {
 				return err
 			}
