@@ -474,6 +474,16 @@ func TestCalibration(t *testing.T) {
 			t.Fatalf("sample %d is not sequence %d", i, idx)
 		}
 	}
+	// The metadata records the draw: the same indices, seed and dataset,
+	// and the tokenizer the dataset was prepared with.
+	meta := c1.Meta()
+	var idx []int64
+	if err := json.Unmarshal([]byte(meta["calibration_indices"]), &idx); err != nil || !slices.Equal(idx, c1.Indices) {
+		t.Fatalf("calibration_indices %q (%v), drew %v", meta["calibration_indices"], err, c1.Indices)
+	}
+	if meta["calibration_seed"] != "9" || meta["calibration_source"] != ds.Dir || meta["calibration_dataset_tokenizer"] != ds.Manifest.Tokenizer.Hash || ds.Manifest.Tokenizer.Hash == "" {
+		t.Fatalf("calibration metadata %v (dataset %s, tokenizer %q)", meta, ds.Dir, ds.Manifest.Tokenizer.Hash)
+	}
 	if _, err := Calibration(ds, 1<<20, 6, 1); err == nil {
 		t.Fatal("over-sized draw accepted")
 	}

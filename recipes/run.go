@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -386,11 +387,8 @@ func (s *state) importance(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	idx, _ := json.Marshal(c.Indices)
 	sc.Meta["model"] = r.path(r.Teacher)
-	sc.Meta["calibration_source"] = dir
-	sc.Meta["calibration_seed"] = fmt.Sprint(r.Calibration.Seed)
-	sc.Meta["calibration_indices"] = string(idx)
+	maps.Copy(sc.Meta, c.Meta())
 	if err := os.MkdirAll(filepath.Dir(r.scoresPath()), 0o755); err != nil {
 		return err
 	}

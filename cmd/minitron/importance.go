@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -121,9 +120,7 @@ func calibration(path string, samples, seqLen int, seed uint64) ([]int32, int, i
 	if err != nil {
 		return nil, 0, 0, nil, err
 	}
-	idx, _ := json.Marshal(c.Indices)
-	return c.IDs, samples, seqLen, map[string]string{"calibration_source": path, "calibration_seed": fmt.Sprint(seed),
-		"calibration_indices": string(idx), "calibration_dataset_tokenizer": ds.Manifest.Tokenizer.Hash}, nil
+	return c.IDs, samples, seqLen, c.Meta(), nil
 }
 
 func newImportanceShow() *cobra.Command {
