@@ -35,10 +35,11 @@ type ScoreOptions struct {
 // ResultsFile records the candidates scored so far in ScoreOptions.Out.
 const ResultsFile = "search-results.json"
 
-// Scored is a candidate and its validation loss after the short distillation.
+// Scored is a candidate and its validation cross-entropy after the short
+// distillation.
 type Scored struct {
 	Candidate
-	ValLoss float64 `json:"val_loss"`
+	ValLoss float64 `json:"val_ce"`
 	Dir     string  `json:"dir"`
 }
 
@@ -48,7 +49,7 @@ func (c Candidate) Name() string {
 }
 
 // ScoreCandidates prunes each candidate, distills it briefly against the
-// source and ranks the candidates by validation loss, lowest first (the
+// source and ranks the candidates by validation cross-entropy, lowest first (the
 // paper's lightweight retraining before choosing an architecture). Every
 // finished candidate is recorded at once, so a rerun after an interruption
 // skips it; an interrupted distillation resumes from its checkpoint.
@@ -125,12 +126,18 @@ func readResults(path string) (map[string]Scored, error) {
 	if err != nil {
 		return nil, err
 	}
-	var list []Scored
+	var list []struct {
+		Scored
+		Old *float64 `json:"val_loss"` // the name of val_ce in searches made before it
+	}
 	if err := json.Unmarshal(b, &list); err != nil {
 		return nil, fmt.Errorf("prune: %s: %w; delete it to score every candidate again", path, err)
 	}
 	for _, s := range list {
-		done[s.Name()] = s
+		if s.Old != nil {
+			s.ValLoss = *s.Old
+		}
+		done[s.Name()] = s.Scored
 	}
 	return done, nil
 }
