@@ -520,7 +520,7 @@ func distilledTokens(dir string) int64 {
 // Table renders the report in the layout of the Minitron papers' Table 2:
 // a column per model, rows for the parameters, the training tokens, each
 // benchmark with its shots (in the papers' order; HellaSwag and ARC as
-// acc_norm, HumanEval as pass@1, in percent), and the validation loss.
+// acc_norm, HumanEval as pass@1, in percent), and the val ce (cross-entropy on the held-out split).
 func (rep *Report) Table() string {
 	var b strings.Builder
 	w := 16
