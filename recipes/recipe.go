@@ -316,8 +316,8 @@ func (r *Recipe) Validate() error {
 		add("%v", err)
 	}
 	for i, t := range r.Eval.Tasks {
-		if _, ok := eval.Tasks[t.Name]; !ok {
-			add("eval.tasks[%d]: unknown task %q (tasks: %s)", i, t.Name, strings.Join(eval.TaskNames, ", "))
+		if _, ok := eval.LookupTask(t.Name); !ok {
+			add("eval.tasks[%d]: unknown task %q (tasks: %s)", i, t.Name, strings.Join(eval.TaskNames(), ", "))
 		}
 		if _, err := os.Stat(r.path(t.Path)); t.Path == "" || err != nil {
 			add("eval.tasks[%d] (%s): no data at %q: give the folder of its hub files, or one file", i, t.Name, r.path(t.Path))

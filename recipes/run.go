@@ -560,12 +560,12 @@ func (rep *Report) Table() string {
 		}
 	}
 	order := func(name string) int {
-		for i, n := range eval.TaskNames {
+		for i, n := range eval.TaskNames() {
 			if n == name {
 				return i
 			}
 		}
-		return len(eval.TaskNames)
+		return len(eval.TaskNames())
 	}
 	sort.SliceStable(benches, func(i, j int) bool { return order(benches[i].task) < order(benches[j].task) })
 	for _, bn := range benches {
