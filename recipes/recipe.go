@@ -229,7 +229,7 @@ func (r *Recipe) Validate() error {
 	var errs []string
 	add := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
 	if r.Teacher == "" {
-		add("teacher: no teacher model directory")
+		add("teacher: no teacher model directory (set teacher: to the Hugging Face directory of the model to prune and distill from)")
 	} else if _, err := os.Stat(filepath.Join(r.path(r.Teacher), "config.json")); err != nil {
 		add("teacher: %s is not a model directory (no config.json): %v", r.path(r.Teacher), err)
 	}
