@@ -495,10 +495,7 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 				continue
 			}
 			xt := row[t]
-			mx := row[0]
-			for _, x := range row {
-				mx = max(mx, x)
-			}
+			mx := vec.Max(row)
 			// e^(x-max) into the gradient row (which may be the logits
 			// row itself) or a scratch row.
 			var e []float32
@@ -510,14 +507,7 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 				}
 				e = scratch
 			}
-			for j, x := range row {
-				e[j] = x - mx
-			}
-			vec.Exp(e)
-			var s float64
-			for _, x := range e {
-				s += float64(x)
-			}
+			s := vec.ExpSum(e, row, 1, mx)
 			loss[i] = float32(float64(mx) + math.Log(s) - float64(xt))
 			if df != nil {
 				inv := float32(float64(scale) / s)

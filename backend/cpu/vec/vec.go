@@ -1,6 +1,7 @@
 // Package vec holds vectorized elementwise kernels of the CPU backend:
 // exp over slices (AVX-512 or AVX2 assembly, chosen at run time, with a
-// pure Go fallback), accurate to about 1e-7 relative.
+// pure Go fallback), accurate to about 1e-7 relative; exp with a sum, and
+// the maximum, for softmax rows (AVX2, also used on AVX-512 machines).
 package vec
 
 import "math"
@@ -61,4 +62,67 @@ func expf(x float32) float32 {
 		p, n = 2*p, 127
 	}
 	return p * math.Float32frombits(uint32(int32(n)+127)<<23)
+}
+
+// ExpSum sets dst[i] = e^(src[i]*scale - shift) (with Exp's handling of
+// large, small and NaN arguments) and returns the sum of the results,
+// accumulated in float64. dst may be src; len(dst) must be len(src).
+func ExpSum(dst, src []float32, scale, shift float32) float64 {
+	if len(dst) != len(src) {
+		panic("vec: ExpSum of slices of different lengths")
+	}
+	var s float64
+	n := 0
+	if expSumKernel != nil {
+		if n = len(src) / 8 * 8; n > 0 {
+			s = expSumKernel(dst[:n], src[:n], scale, shift)
+		}
+	}
+	for i := n; i < len(src); i++ {
+		e := expf(src[i]*scale - shift)
+		dst[i] = e
+		s += float64(e)
+	}
+	return s
+}
+
+// Max returns the largest element of v (len(v) > 0). Where v holds a NaN
+// the result may or may not be NaN; callers that exponentiate v see the
+// NaN there.
+func Max(v []float32) float32 {
+	m := v[0]
+	n := 0
+	if maxKernel != nil {
+		if n = len(v) / 32 * 32; n > 0 {
+			m = maxKernel(v[:n])
+		}
+	}
+	for _, x := range v[n:] {
+		m = max(m, x)
+	}
+	return m
+}
+
+// expSumKernel processes a multiple of 8 elements, or is nil.
+var expSumKernel func(dst, src []float32, scale, shift float32) float64
+
+// maxKernel reduces a multiple of 32 elements, or is nil.
+var maxKernel func(v []float32) float32
+
+// DotDiff returns Σ w[i]·(x[i]−y[i]) accumulated in float64; x and y are
+// at least as long as w.
+func DotDiff(w, x, y []float32) float64 {
+	x, y = x[:len(w)], y[:len(w)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(w); i += 4 {
+		s0 += float64(w[i]) * (float64(x[i]) - float64(y[i]))
+		s1 += float64(w[i+1]) * (float64(x[i+1]) - float64(y[i+1]))
+		s2 += float64(w[i+2]) * (float64(x[i+2]) - float64(y[i+2]))
+		s3 += float64(w[i+3]) * (float64(x[i+3]) - float64(y[i+3]))
+	}
+	for ; i < len(w); i++ {
+		s0 += float64(w[i]) * (float64(x[i]) - float64(y[i]))
+	}
+	return (s0 + s1) + (s2 + s3)
 }

@@ -70,3 +70,109 @@ func BenchmarkExp(b *testing.B) {
 		Exp(v)
 	}
 }
+
+func TestExpSum(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	run := func(t *testing.T) {
+		for _, n := range []int{1, 7, 8, 9, 31, 64, 1000, 4003} {
+			for _, c := range []struct{ scale, shift float32 }{{1, 0}, {1, 3.5}, {0.5, -2}, {2, 10}} {
+				src := make([]float32, n)
+				for i := range src {
+					src[i] = float32(r.NormFloat64() * 5)
+				}
+				if n > 8 {
+					src[3] = -200 // underflows to 0
+				}
+				dst := make([]float32, n)
+				got := ExpSum(dst, src, c.scale, c.shift)
+				var want float64
+				for i, x := range src {
+					w := math.Exp(float64(x*c.scale - c.shift))
+					if float32(w) == 0 {
+						w = 0
+					}
+					want += w
+					if e := math.Abs(float64(dst[i])-w) / max(w, 1e-30); e > 3e-7 && w > 1e-37 {
+						t.Fatalf("n=%d %+v: element %d: exp(%v*%v-%v) = %v, want %v", n, c, i, x, c.scale, c.shift, dst[i], w)
+					}
+				}
+				if e := math.Abs(got-want) / want; e > 1e-6 {
+					t.Fatalf("n=%d %+v: sum %v, want %v (relative error %.3g)", n, c, got, want, e)
+				}
+				// In place.
+				in := append([]float32(nil), src...)
+				if s := ExpSum(in, in, c.scale, c.shift); s != got {
+					t.Fatalf("n=%d %+v: in place sum %v, want %v", n, c, s, got)
+				}
+				for i := range in {
+					if in[i] != dst[i] {
+						t.Fatalf("n=%d %+v: in place element %d: %v, want %v", n, c, i, in[i], dst[i])
+					}
+				}
+			}
+		}
+		// NaN and infinity.
+		v := []float32{0, float32(math.NaN()), 1, 2, 3, 4, 5, 6, 7}
+		if s := ExpSum(v, v, 1, 0); !math.IsNaN(s) || !math.IsNaN(float64(v[1])) {
+			t.Fatalf("NaN: sum %v, element %v", s, v[1])
+		}
+		v = []float32{0, 100, 1, 2, 3, 4, 5, 6}
+		if s := ExpSum(v, v, 1, 0); !math.IsInf(s, 1) || !math.IsInf(float64(v[1]), 1) {
+			t.Fatalf("overflow: sum %v, element %v", s, v[1])
+		}
+	}
+	t.Run("dispatch", run)
+	saved := expSumKernel
+	defer func() { expSumKernel = saved }()
+	expSumKernel = nil
+	t.Run("generic", run)
+}
+
+func TestMax(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	run := func(t *testing.T) {
+		for _, n := range []int{1, 5, 31, 32, 33, 64, 100, 4000} {
+			for pos := range []int{0, 1, 2} {
+				v := make([]float32, n)
+				for i := range v {
+					v[i] = float32(r.NormFloat64()) - 10
+				}
+				at := []int{0, n / 2, n - 1}[pos]
+				v[at] = 3.25
+				if got := Max(v); got != 3.25 {
+					t.Fatalf("n=%d: max %v at %d, got %v", n, v[at], at, got)
+				}
+			}
+		}
+	}
+	t.Run("dispatch", run)
+	saved := maxKernel
+	defer func() { maxKernel = saved }()
+	maxKernel = nil
+	t.Run("generic", run)
+}
+
+func BenchmarkExpSum(b *testing.B) {
+	v := make([]float32, 4000)
+	for i := range v {
+		v[i] = float32(i%200) * 0.05
+	}
+	d := make([]float32, len(v))
+	for range b.N {
+		ExpSum(d, v, 1, 10)
+	}
+}
+
+func TestDotDiff(t *testing.T) {
+	for _, n := range []int{0, 1, 3, 4, 5, 13} {
+		w, x, y := make([]float32, n), make([]float32, n+2), make([]float32, n+1)
+		var want float64
+		for i := range w {
+			w[i], x[i], y[i] = float32(i+1), float32(2*i), float32(i*i)
+			want += float64(i+1) * float64(2*i-i*i)
+		}
+		if got := DotDiff(w, x, y); got != want {
+			t.Fatalf("n=%d: %v, want %v", n, got, want)
+		}
+	}
+}
