@@ -1,7 +1,7 @@
 //go:build ignore
 
 // asm_gen writes kernels_amd64.s: the AVX-512 and AVX2 FMA micro-kernels and
-// dot-product kernels of the float32 GEMM. Run: go run asm_gen.go
+// the row dot-product kernels of the float32 GEMM. Run: go run asm_gen.go
 package main
 
 import (
@@ -14,20 +14,33 @@ var out strings.Builder
 
 func p(format string, args ...any) { fmt.Fprintf(&out, format+"\n", args...) }
 
-// kernel writes a micro-kernel computing C[MR×NR] += Apanel·Bpanel, where the
-// packed A panel is kc×MR (k-major) and the packed B panel kc×NR.
+// kernel writes a micro-kernel computing C[MR×NR] = alpha·A·B (acc == 0)
+// or C += alpha·A·B (acc != 0) over a depth of kc, where A(r, p) is
+// a[r*rs + p*ks] (a packed panel has rs = 1, ks = MR; a row-major matrix
+// rs = lda, ks = 1) and B is a packed panel, B(p, q) = b[p*NR + q].
 // vecs is the number of vector registers per row of C (NR = vecs*lanes).
+// Rows are reached from bases three rows apart (rows 3i, 3i+1, 3i+2 at
+// base i, base i + rs, base i + 2rs), so MR is a multiple of 3 up to 12.
 func kernel(name, reg string, lanes, mr, vecs int, zero string) {
 	nr := lanes * vecs
 	vbytes := lanes * 4
-	p("// func %s(kc int, a, b, c *float32, ldc int)", name)
-	p("TEXT ·%s(SB), NOSPLIT, $0-40", name)
+	bases := []string{"AX", "R10", "R11", "R12"}[:mr/3]
+	p("// func %s(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-72", name)
 	p("\tMOVQ kc+0(FP), CX")
 	p("\tMOVQ a+8(FP), AX")
-	p("\tMOVQ b+16(FP), BX")
-	p("\tMOVQ c+24(FP), DI")
-	p("\tMOVQ ldc+32(FP), SI")
+	p("\tMOVQ rs+16(FP), R8")
+	p("\tMOVQ ks+24(FP), R9")
+	p("\tMOVQ b+32(FP), BX")
+	p("\tMOVQ c+40(FP), DI")
+	p("\tMOVQ ldc+48(FP), SI")
+	p("\tSHLQ $2, R8")
+	p("\tSHLQ $2, R9")
 	p("\tSHLQ $2, SI")
+	for i := 1; i < len(bases); i++ {
+		p("\tLEAQ (%s)(R8*2), %s", bases[i-1], bases[i])
+		p("\tADDQ R8, %s", bases[i])
+	}
 	nacc := mr * vecs
 	for i := 0; i < nacc; i++ {
 		p("\t%s %s%d, %s%d, %s%d", zero, reg, i, reg, i, reg, i)
@@ -42,71 +55,51 @@ func kernel(name, reg string, lanes, mr, vecs int, zero string) {
 	}
 	for r := 0; r < mr; r++ {
 		br := bc[r%2]
-		p("\tVBROADCASTSS %d(AX), %s%d", r*4, reg, br)
+		addr := "(" + bases[r/3] + ")"
+		switch r % 3 {
+		case 1:
+			addr += "(R8*1)"
+		case 2:
+			addr += "(R8*2)"
+		}
+		p("\tVBROADCASTSS %s, %s%d", addr, reg, br)
 		for v := 0; v < vecs; v++ {
 			p("\tVFMADD231PS %s%d, %s%d, %s%d", reg, bReg+v, reg, br, reg, r*vecs+v)
 		}
 	}
-	p("\tADDQ $%d, AX", mr*4)
+	for _, b := range bases {
+		p("\tADDQ R9, %s", b)
+	}
 	p("\tADDQ $%d, BX", nr*4)
 	p("\tDECQ CX")
 	p("\tJNZ %s_loop", name)
 	p("%s_store:", name)
-	for r := 0; r < mr; r++ {
-		for v := 0; v < vecs; v++ {
-			p("\tVADDPS %d(DI), %s%d, %s%d", v*vbytes, reg, r*vecs+v, reg, r*vecs+v)
-			p("\tVMOVUPS %s%d, %d(DI)", reg, r*vecs+v, v*vbytes)
+	al := bc[0]
+	p("\tVBROADCASTSS alpha+56(FP), %s%d", reg, al)
+	p("\tMOVQ acc+64(FP), DX")
+	p("\tTESTQ DX, DX")
+	p("\tJZ %s_set", name)
+	store := func(acc bool) {
+		for r := 0; r < mr; r++ {
+			for v := 0; v < vecs; v++ {
+				a := r*vecs + v
+				if acc {
+					p("\tVFMADD213PS %d(DI), %s%d, %s%d", v*vbytes, reg, al, reg, a)
+				} else {
+					p("\tVMULPS %s%d, %s%d, %s%d", reg, al, reg, a, reg, a)
+				}
+				p("\tVMOVUPS %s%d, %d(DI)", reg, a, v*vbytes)
+			}
+			if r < mr-1 {
+				p("\tADDQ SI, DI")
+			}
 		}
-		if r < mr-1 {
-			p("\tADDQ SI, DI")
-		}
+		p("\tVZEROUPPER")
+		p("\tRET")
 	}
-	p("\tVZEROUPPER")
-	p("\tRET")
-	p("")
-}
-
-// dot writes a kernel that stores, for r in 0..3, the lane-wise partial sums
-// of a[0:n]·b[r*ldb : r*ldb+n] into out[r*lanes : (r+1)*lanes]; n is a
-// multiple of 2*lanes. The caller reduces the lanes and handles tails.
-func dot(name, reg string, lanes int, zero string) {
-	vbytes := lanes * 4
-	p("// func %s(n int, a, b *float32, ldb int, out *float32)", name)
-	p("TEXT ·%s(SB), NOSPLIT, $0-40", name)
-	p("\tMOVQ n+0(FP), CX")
-	p("\tMOVQ a+8(FP), AX")
-	p("\tMOVQ b+16(FP), BX")
-	p("\tMOVQ ldb+24(FP), SI")
-	p("\tMOVQ out+32(FP), DI")
-	p("\tSHLQ $2, SI")
-	p("\tLEAQ (BX)(SI*1), R8")
-	p("\tLEAQ (R8)(SI*1), R9")
-	p("\tLEAQ (R9)(SI*1), R10")
-	for i := 0; i < 8; i++ {
-		p("\t%s %s%d, %s%d, %s%d", zero, reg, i, reg, i, reg, i)
-	}
-	p("\tSHRQ $%d, CX", map[int]int{8: 4, 16: 5}[lanes])
-	p("\tJZ %s_done", name)
-	p("%s_loop:", name)
-	p("\tVMOVUPS (AX), %s8", reg)
-	p("\tVMOVUPS %d(AX), %s9", vbytes, reg)
-	for r, base := range []string{"BX", "R8", "R9", "R10"} {
-		p("\tVFMADD231PS (%s), %s8, %s%d", base, reg, reg, r)
-		p("\tVFMADD231PS %d(%s), %s9, %s%d", vbytes, base, reg, reg, r+4)
-	}
-	p("\tADDQ $%d, AX", 2*vbytes)
-	for _, base := range []string{"BX", "R8", "R9", "R10"} {
-		p("\tADDQ $%d, %s", 2*vbytes, base)
-	}
-	p("\tDECQ CX")
-	p("\tJNZ %s_loop", name)
-	p("%s_done:", name)
-	for r := 0; r < 4; r++ {
-		p("\tVADDPS %s%d, %s%d, %s%d", reg, r+4, reg, r, reg, r)
-		p("\tVMOVUPS %s%d, %d(DI)", reg, r, r*vbytes)
-	}
-	p("\tVZEROUPPER")
-	p("\tRET")
+	store(true)
+	p("%s_set:", name)
+	store(false)
 	p("")
 }
 
@@ -170,6 +163,35 @@ func rows(name, reg string, lanes int, zero string) {
 	_ = half
 }
 
+// prefetch writes a function issuing PREFETCHT0 for every cache line of
+// rows rows of n bytes each, stride bytes apart: the next row panel of A,
+// fetched while the current one is multiplied.
+func prefetch(name string) {
+	p("// func %s(a *float32, stride, rows, n int)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-32", name)
+	p("\tMOVQ a+0(FP), AX")
+	p("\tMOVQ stride+8(FP), R8")
+	p("\tMOVQ rows+16(FP), CX")
+	p("\tMOVQ n+24(FP), DX")
+	p("\tSHLQ $2, R8")
+	p("\tSHLQ $2, DX")
+	p("\tTESTQ CX, CX")
+	p("\tJZ %s_done", name)
+	p("%s_row:", name)
+	p("\tXORQ BX, BX")
+	p("%s_line:", name)
+	p("\tPREFETCHT0 (AX)(BX*1)")
+	p("\tADDQ $64, BX")
+	p("\tCMPQ BX, DX")
+	p("\tJLT %s_line", name)
+	p("\tADDQ R8, AX")
+	p("\tDECQ CX")
+	p("\tJNZ %s_row", name)
+	p("%s_done:", name)
+	p("\tRET")
+	p("")
+}
+
 func main() {
 	p("// Code generated by asm_gen.go; DO NOT EDIT.")
 	p("")
@@ -179,8 +201,10 @@ func main() {
 	p("")
 	kernel("kernelAVX512", "Z", 16, mrAVX512, 2, "VPXORD")
 	kernel("kernelAVX2", "Y", 8, mrAVX2, 2, "VXORPS")
-	dot("dot4AVX512", "Z", 16, "VPXORD")
-	dot("dot4AVX2", "Y", 8, "VXORPS")
+	// The AVX-512 kernel's twelve-row addressing in AVX2 registers, for
+	// the tests on machines without AVX-512.
+	kernel("kernelAVX2x12", "Y", 8, mrAVX512, 1, "VXORPS")
+	prefetch("prefetchRows")
 	rows("dotRowsAVX512", "Z", 16, "VPXORD")
 	rows("dotRowsAVX2", "Y", 8, "VXORPS")
 	if err := os.WriteFile("kernels_amd64.s", []byte(out.String()), 0o644); err != nil {

@@ -42,21 +42,21 @@ func kernels(t *testing.T) []archImpl {
 	// Every kernel this machine can run, plus the portable one.
 	impls := []archImpl{arch}
 	if arch.name != "generic" {
-		impls = append(impls, archImpl{name: "generic", mr: 4, nr: 8, kernel: kernelGeneric})
+		impls = append(impls, generic)
+	}
+	if avx2x12.kernel != nil {
+		impls = append(impls, avx2x12)
 	}
 	return impls
 }
 
 func TestSgemm(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	shapes := [][3]int{{1, 1, 1}, {1, 7, 5}, {3, 100, 70}, {2, 33, 64}, {5, 64, 300}, {13, 33, 17}, {12, 32, 256}, {37, 71, 300}, {150, 40, 600}, {200, 2100, 9}, {64, 64, 0}}
+	shapes := [][3]int{{1, 1, 1}, {1, 7, 5}, {3, 100, 70}, {2, 33, 64}, {5, 64, 300}, {13, 33, 17}, {12, 32, 256}, {37, 71, 300}, {150, 40, 600}, {200, 2100, 9}, {20, 700, 300}, {64, 64, 0}}
 	saved := arch
 	defer func() { arch = saved }()
 	for _, impl := range kernels(t) {
 		arch = impl
-		pool.New = func() any {
-			return &workspace{a: make([]float32, (mc+arch.mr)*kc), b: make([]float32, kc*(nc+arch.nr)), tile: make([]float32, arch.mr*arch.nr)}
-		}
 		for _, s := range shapes {
 			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
 				for _, ab := range [][2]float32{{1, 0}, {0.5, 1}, {-2, 0.25}} {
@@ -151,6 +151,50 @@ func BenchmarkGemvStream(bm *testing.B) {
 	for range bm.N {
 		for i, s := range shapes {
 			Sgemm(false, true, 1, s.n, s.k, 1, x, s.k, ws[i], s.k, 0, y, s.n)
+		}
+	}
+}
+
+func TestMulPanels(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	saved := arch
+	defer func() { arch = saved }()
+	for _, impl := range kernels(t) {
+		arch = impl
+		for _, s := range [][4]int{{1, 1, 1, 1}, {7, 5, 9, 9}, {64, 32, 100, 64}, {13, 33, 300, 300}, {30, 17, 40, 0}} {
+			m, n, kp, k := s[0], s[1], s[2], s[3] // panels of depth kp, used to depth k
+			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+				for _, acc := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%s/%dx%dx%d/of%d/tA=%v/tB=%v/acc=%v", impl.name, m, n, k, kp, tr[0], tr[1], acc), func(t *testing.T) {
+						lda, ldb, ldc := k+2, n+3, n+1
+						if tr[0] {
+							lda = m + 2
+						}
+						if tr[1] {
+							ldb = kp + 3
+						}
+						a := randSlice(r, max(m, k)*lda+1)
+						b := randSlice(r, max(n, kp)*ldb+1)
+						c := randSlice(r, m*ldc)
+						var p Panels
+						p.Pack(tr[1], kp, n, b, ldb)
+						beta := float32(0)
+						if acc {
+							beta = 1
+						}
+						want := ref(tr[0], tr[1], m, n, k, 0.75, a, lda, b, ldb, beta, c, ldc)
+						MulPanels(tr[0], m, k, 0.75, a, lda, &p, acc, c, ldc)
+						for i := range m {
+							for j := range n {
+								got, w := float64(c[i*ldc+j]), want[i*n+j]
+								if math.Abs(got-w) > 1e-4*(1+math.Abs(w)) {
+									t.Fatalf("C[%d,%d] = %v, want %v", i, j, got, w)
+								}
+							}
+						}
+					})
+				}
+			}
 		}
 	}
 }

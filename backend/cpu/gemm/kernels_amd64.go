@@ -5,16 +5,16 @@ package gemm
 import "golang.org/x/sys/cpu"
 
 //go:noescape
-func kernelAVX512(kc int, a, b, c *float32, ldc int)
+func kernelAVX512(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
 
 //go:noescape
-func kernelAVX2(kc int, a, b, c *float32, ldc int)
+func kernelAVX2(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
 
 //go:noescape
-func dot4AVX512(n int, a, b *float32, ldb int, out *float32)
+func kernelAVX2x12(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
 
 //go:noescape
-func dot4AVX2(n int, a, b *float32, ldb int, out *float32)
+func prefetchRows(a *float32, stride, rows, n int)
 
 //go:noescape
 func dotRowsAVX512(n int, a, b *float32, ldb int, rows int, out *float32)
@@ -22,13 +22,37 @@ func dotRowsAVX512(n int, a, b *float32, ldb int, rows int, out *float32)
 //go:noescape
 func dotRowsAVX2(n int, a, b *float32, ldb int, rows int, out *float32)
 
+// asmKernel wraps an assembly micro-kernel of mr×nr with the bounds checks
+// that keep it inside its slices.
+func asmKernel(mr, nr int, k func(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)) func(kc int, a []float32, rs, ks int, b, c []float32, ldc int, alpha float32, acc bool) {
+	return func(kc int, a []float32, rs, ks int, b, c []float32, ldc int, alpha float32, acc bool) {
+		_ = a[(mr-1)*rs+(kc-1)*ks]
+		_ = b[kc*nr-1]
+		_ = c[(mr-1)*ldc+nr-1]
+		k(kc, &a[0], rs, ks, &b[0], &c[0], ldc, alpha, b2i(acc))
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func init() {
+	prefetch = func(a []float32, stride, rows, n int) {
+		_ = a[(rows-1)*stride+n-1]
+		prefetchRows(&a[0], stride, rows, n)
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		avx2x12 = archImpl{name: "avx2x12", mr: 12, nr: 8, lanes: 8, kernel: asmKernel(12, 8, kernelAVX2x12)}
+	}
 	switch {
 	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && !forceGeneric("avx512"):
 		arch = archImpl{
 			name: "avx512", mr: 12, nr: 32, lanes: 16,
-			kernel: func(kc int, a, b, c []float32, ldc int) { kernelAVX512(kc, &a[0], &b[0], &c[0], ldc) },
-			dot4:   func(n int, a, b []float32, ldb int, out []float32) { dot4AVX512(n, &a[0], &b[0], ldb, &out[0]) },
+			kernel: asmKernel(12, 32, kernelAVX512),
 			dotRows: func(n int, a, b []float32, ldb, rows int, out []float32) {
 				dotRowsAVX512(n, &a[0], &b[0], ldb, rows, &out[0])
 			},
@@ -36,8 +60,7 @@ func init() {
 	case cpu.X86.HasAVX2 && cpu.X86.HasFMA && !forceGeneric("avx2"):
 		arch = archImpl{
 			name: "avx2", mr: 6, nr: 16, lanes: 8,
-			kernel: func(kc int, a, b, c []float32, ldc int) { kernelAVX2(kc, &a[0], &b[0], &c[0], ldc) },
-			dot4:   func(n int, a, b []float32, ldb int, out []float32) { dot4AVX2(n, &a[0], &b[0], ldb, &out[0]) },
+			kernel: asmKernel(6, 16, kernelAVX2),
 			dotRows: func(n int, a, b []float32, ldb, rows int, out []float32) {
 				dotRowsAVX2(n, &a[0], &b[0], ldb, rows, &out[0])
 			},
