@@ -38,6 +38,15 @@ var avx2x12 archImpl
 // stride apart, to be brought into the L1 cache.
 var prefetch func(a []float32, stride, rows, n int)
 
+// copyRows, where the machine has it, copies rows rows of w floats from
+// src (row stride ss) to dst (row stride ds) and returns true, or returns
+// false when w is not one of the widths it has (6, 12, 16, 32).
+var copyRows func(w int, dst []float32, ds int, src []float32, ss, rows int) bool
+
+// transpose, where the machine has it, writes dst[p*ds + q] = src[q*ss + p]
+// for q < 8 and p < k rounded down to a multiple of 8.
+var transpose func(dst []float32, ds int, src []float32, ss, k int)
+
 // forceGeneric lets MINITRON_GEMM=generic|avx2 cap the kernel choice, for
 // testing every path on one machine.
 func forceGeneric(level string) bool {
@@ -53,6 +62,10 @@ func forceGeneric(level string) bool {
 
 // Kernel names the micro-kernel in use ("avx512", "avx2" or "generic").
 func Kernel() string { return arch.name }
+
+// RowsPerTile is the number of rows of C the micro-kernel computes at once;
+// products whose row count is a multiple of it need no padding.
+func RowsPerTile() int { return arch.mr }
 
 // Cache blocking: a kc×nr panel of B and an mr×kc block of A are the
 // micro-kernel's working set (L1); a kc×nc block of packed B (bBlock floats
@@ -303,20 +316,8 @@ func packA(dst, a []float32, rs, ks, rows, k int) []float32 {
 	if rows < mr {
 		clear(panel)
 	}
-	if rs == 1 && rows == mr {
-		// Each depth step is mr contiguous values.
-		switch mr {
-		case 6:
-			for p := range k {
-				*(*[6]float32)(panel[p*6:]) = *(*[6]float32)(a[p*ks:])
-			}
-			return panel
-		case 12:
-			for p := range k {
-				*(*[12]float32)(panel[p*12:]) = *(*[12]float32)(a[p*ks:])
-			}
-			return panel
-		}
+	if rs == 1 && rows == mr && copyRows != nil && copyRows(mr, panel, mr, a, ks, k) {
+		return panel // each depth step was mr contiguous values
 	}
 	for r := range rows {
 		for p := range k {
@@ -338,7 +339,21 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, kp int) {
 			clear(panel)
 		}
 		if trans {
-			for q := range cols {
+			q0 := 0
+			if transpose != nil {
+				// Blocks of 8 columns by 8 depth steps, transposed in registers.
+				k8 := kb &^ 7
+				for ; q0+8 <= cols && k8 > 0; q0 += 8 {
+					transpose(panel[q0:], nr, b[(j0+jr+q0)*ldb+p0:], ldb, k8)
+					for q := q0; q < q0+8; q++ {
+						src := b[(j0+jr+q)*ldb+p0 : (j0+jr+q)*ldb+p0+kb]
+						for p := k8; p < kb; p++ {
+							panel[p*nr+q] = src[p]
+						}
+					}
+				}
+			}
+			for q := q0; q < cols; q++ {
 				src := b[(j0+jr+q)*ldb+p0 : (j0+jr+q)*ldb+p0+kb]
 				for p, v := range src {
 					panel[p*nr+q] = v
@@ -346,20 +361,8 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, kp int) {
 			}
 			continue
 		}
-		if cols == nr {
-			off := p0*ldb + j0 + jr
-			switch nr {
-			case 16:
-				for p := range kb {
-					*(*[16]float32)(panel[p*16:]) = *(*[16]float32)(b[off+p*ldb:])
-				}
-				continue
-			case 32:
-				for p := range kb {
-					*(*[32]float32)(panel[p*32:]) = *(*[32]float32)(b[off+p*ldb:])
-				}
-				continue
-			}
+		if cols == nr && copyRows != nil && copyRows(nr, panel, nr, b[p0*ldb+j0+jr:], ldb, kb) {
+			continue
 		}
 		for p := range kb {
 			row := (p0+p)*ldb + j0 + jr
@@ -413,19 +416,19 @@ func (p *Panels) Pack(trans bool, k, n int, b []float32, ldb int) {
 	}
 }
 
-// MulPanels computes C[m×n] = alpha·op(A)·B[0:k, :] (+ C when acc) on the
-// calling goroutine, where B is p (n = its width) and op(A) is m×k, k ≤ its
-// depth: A is stored m×k, or k×m when transA, with row stride lda.
-func MulPanels(transA bool, m, k int, alpha float32, a []float32, lda int, p *Panels, acc bool, c []float32, ldc int) {
-	if k > p.k {
-		panic("gemm: MulPanels deeper than its panels")
+// MulPanels computes C[m×n] = alpha·op(A)·B[0:k, 0:n] (+ C when acc) on
+// the calling goroutine, where B is p (n ≤ its width, k ≤ its depth) and
+// op(A) is m×k: A is stored m×k, or k×m when transA, with row stride lda.
+func MulPanels(transA bool, m, n, k int, alpha float32, a []float32, lda int, p *Panels, acc bool, c []float32, ldc int) {
+	if k > p.k || n > p.n {
+		panic("gemm: MulPanels beyond its panels")
 	}
-	if m == 0 || p.n == 0 {
+	if m == 0 || n == 0 {
 		return
 	}
 	if k == 0 {
 		if !acc {
-			scaleC(m, p.n, 0, c, ldc)
+			scaleC(m, n, 0, c, ldc)
 		}
 		return
 	}
@@ -434,7 +437,7 @@ func MulPanels(transA bool, m, k int, alpha float32, a []float32, lda int, p *Pa
 	rs, ks := strides(transA, lda)
 	for p0 := 0; p0 < k; p0 += kc {
 		kb := min(kc, k-p0)
-		mul(m, p.n, kb, alpha, a[p0*ks:], rs, ks, transA, p.buf[p0*arch.nr:], p.k, acc || p0 > 0, c, ldc, ws)
+		mul(m, n, kb, alpha, a[p0*ks:], rs, ks, transA, p.buf[p0*arch.nr:], p.k, acc || p0 > 0, c, ldc, ws)
 	}
 }
 

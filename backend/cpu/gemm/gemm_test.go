@@ -161,12 +161,12 @@ func TestMulPanels(t *testing.T) {
 	defer func() { arch = saved }()
 	for _, impl := range kernels(t) {
 		arch = impl
-		for _, s := range [][4]int{{1, 1, 1, 1}, {7, 5, 9, 9}, {64, 32, 100, 64}, {13, 33, 300, 300}, {30, 17, 40, 0}} {
-			m, n, kp, k := s[0], s[1], s[2], s[3] // panels of depth kp, used to depth k
+		for _, s := range [][5]int{{1, 1, 1, 1, 1}, {7, 5, 9, 9, 5}, {64, 32, 100, 64, 40}, {13, 33, 300, 300, 33}, {30, 7, 40, 0, 10}} {
+			m, n, kp, k, np := s[0], s[1], s[2], s[3], s[4] // panels of depth kp and width np, used to depth k and width n
 			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
 				for _, acc := range []bool{false, true} {
-					t.Run(fmt.Sprintf("%s/%dx%dx%d/of%d/tA=%v/tB=%v/acc=%v", impl.name, m, n, k, kp, tr[0], tr[1], acc), func(t *testing.T) {
-						lda, ldb, ldc := k+2, n+3, n+1
+					t.Run(fmt.Sprintf("%s/%dx%dx%d/of%dx%d/tA=%v/tB=%v/acc=%v", impl.name, m, n, k, kp, np, tr[0], tr[1], acc), func(t *testing.T) {
+						lda, ldb, ldc := k+2, np+3, n+1
 						if tr[0] {
 							lda = m + 2
 						}
@@ -174,16 +174,16 @@ func TestMulPanels(t *testing.T) {
 							ldb = kp + 3
 						}
 						a := randSlice(r, max(m, k)*lda+1)
-						b := randSlice(r, max(n, kp)*ldb+1)
+						b := randSlice(r, max(np, kp)*ldb+1)
 						c := randSlice(r, m*ldc)
 						var p Panels
-						p.Pack(tr[1], kp, n, b, ldb)
+						p.Pack(tr[1], kp, np, b, ldb)
 						beta := float32(0)
 						if acc {
 							beta = 1
 						}
 						want := ref(tr[0], tr[1], m, n, k, 0.75, a, lda, b, ldb, beta, c, ldc)
-						MulPanels(tr[0], m, k, 0.75, a, lda, &p, acc, c, ldc)
+						MulPanels(tr[0], m, n, k, 0.75, a, lda, &p, acc, c, ldc)
 						for i := range m {
 							for j := range n {
 								got, w := float64(c[i*ldc+j]), want[i*n+j]
@@ -193,6 +193,52 @@ func TestMulPanels(t *testing.T) {
 							}
 						}
 					})
+				}
+			}
+		}
+	}
+}
+
+func TestCopyRowsAndTranspose(t *testing.T) {
+	if copyRows == nil {
+		t.Skip("no assembly copies on this machine")
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, w := range []int{6, 12, 16, 32} {
+		for _, rows := range []int{0, 1, 7} {
+			src := randSlice(r, 7*(w+5))
+			dst := make([]float32, 7*(w+3))
+			if !copyRows(w, dst, w+3, src, w+5, rows) {
+				t.Fatalf("width %d not copied", w)
+			}
+			for i := range 7 {
+				for j := range w + 3 {
+					want := float32(0)
+					if i < rows && j < w {
+						want = src[i*(w+5)+j]
+					}
+					if dst[i*(w+3)+j] != want {
+						t.Fatalf("width %d, %d rows: dst[%d][%d] = %v, want %v", w, rows, i, j, dst[i*(w+3)+j], want)
+					}
+				}
+			}
+		}
+	}
+	if copyRows(5, nil, 0, nil, 0, 0) {
+		t.Fatal("width 5 claimed")
+	}
+	for _, k := range []int{8, 13, 24} {
+		src := randSlice(r, 8*(k+3))
+		dst := make([]float32, k*10)
+		transpose(dst, 10, src, k+3, k)
+		for p := range k {
+			for q := range 10 {
+				want := float32(0)
+				if q < 8 && p < k&^7 {
+					want = src[q*(k+3)+p]
+				}
+				if dst[p*10+q] != want {
+					t.Fatalf("k=%d: dst[%d][%d] = %v, want %v", k, p, q, dst[p*10+q], want)
 				}
 			}
 		}

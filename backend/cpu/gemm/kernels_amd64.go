@@ -17,6 +17,21 @@ func kernelAVX2x12(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha
 func prefetchRows(a *float32, stride, rows, n int)
 
 //go:noescape
+func copyRows6(dst *float32, ds int, src *float32, ss, rows int)
+
+//go:noescape
+func copyRows12(dst *float32, ds int, src *float32, ss, rows int)
+
+//go:noescape
+func copyRows16(dst *float32, ds int, src *float32, ss, rows int)
+
+//go:noescape
+func copyRows32(dst *float32, ds int, src *float32, ss, rows int)
+
+//go:noescape
+func transpose8(dst *float32, ds int, src *float32, ss, k int)
+
+//go:noescape
 func dotRowsAVX512(n int, a, b *float32, ldb int, rows int, out *float32)
 
 //go:noescape
@@ -41,6 +56,27 @@ func b2i(b bool) int {
 }
 
 func init() {
+	if cpu.X86.HasAVX {
+		copies := map[int]func(dst *float32, ds int, src *float32, ss, rows int){6: copyRows6, 12: copyRows12, 16: copyRows16, 32: copyRows32}
+		copyRows = func(w int, dst []float32, ds int, src []float32, ss, rows int) bool {
+			f := copies[w]
+			if f == nil || rows == 0 {
+				return f != nil
+			}
+			_ = dst[(rows-1)*ds+w-1]
+			_ = src[(rows-1)*ss+w-1]
+			f(&dst[0], ds, &src[0], ss, rows)
+			return true
+		}
+		transpose = func(dst []float32, ds int, src []float32, ss, k int) {
+			if k < 8 {
+				return
+			}
+			_ = dst[(k-1)*ds+7]
+			_ = src[7*ss+k-1]
+			transpose8(&dst[0], ds, &src[0], ss, k)
+		}
+	}
 	prefetch = func(a []float32, stride, rows, n int) {
 		_ = a[(rows-1)*stride+n-1]
 		prefetchRows(&a[0], stride, rows, n)

@@ -515,6 +515,170 @@ prefetchRows_line:
 prefetchRows_done:
 	RET
 
+// func copyRows6(dst *float32, ds int, src *float32, ss, rows int)
+TEXT ·copyRows6(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ ds+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ ss+24(FP), R8
+	MOVQ rows+32(FP), CX
+	SHLQ $2, DX
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ copyRows6_done
+copyRows6_loop:
+	VMOVUPS 0(SI), X0
+	VMOVSD 16(SI), X1
+	VMOVUPS X0, 0(DI)
+	VMOVSD X1, 16(DI)
+	ADDQ R8, SI
+	ADDQ DX, DI
+	DECQ CX
+	JNZ copyRows6_loop
+	VZEROUPPER
+copyRows6_done:
+	RET
+
+// func copyRows12(dst *float32, ds int, src *float32, ss, rows int)
+TEXT ·copyRows12(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ ds+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ ss+24(FP), R8
+	MOVQ rows+32(FP), CX
+	SHLQ $2, DX
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ copyRows12_done
+copyRows12_loop:
+	VMOVUPS 0(SI), Y0
+	VMOVUPS 32(SI), X1
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS X1, 32(DI)
+	ADDQ R8, SI
+	ADDQ DX, DI
+	DECQ CX
+	JNZ copyRows12_loop
+	VZEROUPPER
+copyRows12_done:
+	RET
+
+// func copyRows16(dst *float32, ds int, src *float32, ss, rows int)
+TEXT ·copyRows16(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ ds+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ ss+24(FP), R8
+	MOVQ rows+32(FP), CX
+	SHLQ $2, DX
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ copyRows16_done
+copyRows16_loop:
+	VMOVUPS 0(SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ R8, SI
+	ADDQ DX, DI
+	DECQ CX
+	JNZ copyRows16_loop
+	VZEROUPPER
+copyRows16_done:
+	RET
+
+// func copyRows32(dst *float32, ds int, src *float32, ss, rows int)
+TEXT ·copyRows32(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ ds+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ ss+24(FP), R8
+	MOVQ rows+32(FP), CX
+	SHLQ $2, DX
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ copyRows32_done
+copyRows32_loop:
+	VMOVUPS 0(SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ R8, SI
+	ADDQ DX, DI
+	DECQ CX
+	JNZ copyRows32_loop
+	VZEROUPPER
+copyRows32_done:
+	RET
+
+// func transpose8(dst *float32, ds int, src *float32, ss, k int)
+TEXT ·transpose8(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ ds+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ ss+24(FP), R8
+	MOVQ k+32(FP), CX
+	SHLQ $2, DX
+	SHLQ $2, R8
+	SHRQ $3, CX
+	JZ transpose8_done
+	LEAQ (R8)(R8*2), R9
+	LEAQ (DX)(DX*2), R10
+transpose8_loop:
+	LEAQ (SI)(R8*4), R11
+	VMOVUPS (SI), Y0
+	VMOVUPS (SI)(R8*1), Y1
+	VMOVUPS (SI)(R8*2), Y2
+	VMOVUPS (SI)(R9*1), Y3
+	VMOVUPS (R11), Y4
+	VMOVUPS (R11)(R8*1), Y5
+	VMOVUPS (R11)(R8*2), Y6
+	VMOVUPS (R11)(R9*1), Y7
+	VUNPCKLPS Y1, Y0, Y8
+	VUNPCKHPS Y1, Y0, Y9
+	VUNPCKLPS Y3, Y2, Y10
+	VUNPCKHPS Y3, Y2, Y11
+	VUNPCKLPS Y5, Y4, Y12
+	VUNPCKHPS Y5, Y4, Y13
+	VUNPCKLPS Y7, Y6, Y14
+	VUNPCKHPS Y7, Y6, Y15
+	VSHUFPS $0x44, Y10, Y8, Y0
+	VSHUFPS $0xee, Y10, Y8, Y1
+	VSHUFPS $0x44, Y11, Y9, Y2
+	VSHUFPS $0xee, Y11, Y9, Y3
+	VSHUFPS $0x44, Y14, Y12, Y4
+	VSHUFPS $0xee, Y14, Y12, Y5
+	VSHUFPS $0x44, Y15, Y13, Y6
+	VSHUFPS $0xee, Y15, Y13, Y7
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x20, Y5, Y1, Y9
+	VPERM2F128 $0x20, Y6, Y2, Y10
+	VPERM2F128 $0x20, Y7, Y3, Y11
+	VPERM2F128 $0x31, Y4, Y0, Y12
+	VPERM2F128 $0x31, Y5, Y1, Y13
+	VPERM2F128 $0x31, Y6, Y2, Y14
+	VPERM2F128 $0x31, Y7, Y3, Y15
+	LEAQ (DI)(DX*4), R12
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, (DI)(DX*1)
+	VMOVUPS Y10, (DI)(DX*2)
+	VMOVUPS Y11, (DI)(R10*1)
+	VMOVUPS Y12, (R12)
+	VMOVUPS Y13, (R12)(DX*1)
+	VMOVUPS Y14, (R12)(DX*2)
+	VMOVUPS Y15, (R12)(R10*1)
+	ADDQ $32, SI
+	LEAQ (DI)(DX*8), DI
+	DECQ CX
+	JNZ transpose8_loop
+	VZEROUPPER
+transpose8_done:
+	RET
+
 // func dotRowsAVX512(n int, a, b *float32, ldb int, rows int, out *float32)
 TEXT ·dotRowsAVX512(SB), NOSPLIT, $0-48
 	MOVQ n+0(FP), DX
