@@ -257,7 +257,7 @@ func transpose(name string) {
 	p("\tSHLQ $2, R8")
 	p("\tSHRQ $3, CX")
 	p("\tJZ %s_done", name)
-	p("\tLEAQ (R8)(R8*2), R9") // 3*ss
+	p("\tLEAQ (R8)(R8*2), R9")  // 3*ss
 	p("\tLEAQ (DX)(DX*2), R10") // 3*ds
 	p("%s_loop:", name)
 	// Rows q = 0..7 of the 8×8 block: SI, SI+ss, SI+2ss, SI+3ss, then R11 = SI+4ss onward.
