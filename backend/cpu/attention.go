@@ -263,11 +263,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 				for i := range qb {
 					orow := os[(i0+i)*ldq : (i0+i)*ldq+hd]
 					drow := ds[(i0+i)*ldq : (i0+i)*ldq+hd]
-					var dsum float64
-					for d, x := range orow {
-						dsum += float64(x * drow[d])
-					}
-					dd := float32(dsum)
+					dd := float32(dot64(orow, drow))
 					prow, dprow := p[i*nk:(i+1)*nk], dp[i*nk:(i+1)*nk]
 					for j := range prow {
 						dprow[j] = prow[j] * (dprow[j] - dd)

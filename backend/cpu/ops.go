@@ -98,17 +98,8 @@ func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset 
 	b.parallelRows(n, 4*d, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := xf[i*d : (i+1)*d]
-			var s float64
-			for _, v := range row {
-				s += float64(v)
-			}
-			mean := s / float64(d)
-			var ss float64
-			for _, v := range row {
-				dv := float64(v) - mean
-				ss += dv * dv
-			}
-			rstd := 1 / math.Sqrt(ss/float64(d)+float64(eps))
+			mean := sum64(row) / float64(d)
+			rstd := 1 / math.Sqrt(sumSqDev64(row, mean)/float64(d)+float64(eps))
 			m32, r32 := float32(mean), float32(rstd)
 			o := of[i*d : (i+1)*d]
 			for j, v := range row {
@@ -138,28 +129,79 @@ func (b *Backend) LayerNormBackward(dx, dw, dbias, dout, x, w, stats backend.Ten
 	xf, df, dxf, wf, dwf, sf, dbf := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6]
 	b.parallelReduce(n, 8*d, d, func(lo, hi int, acc []float64) {
 		xhat := make([]float32, d)
+		dys := make([]float32, d)
 		for i := lo; i < hi; i++ {
 			mean, rstd := sf[2*i], sf[2*i+1]
 			row, g := xf[i*d:(i+1)*d], df[i*d:(i+1)*d]
-			var sumDy, sumDyX float64
+			aw, ab := acc[:d], acc[d:2*d]
 			for j, v := range row {
 				xh := (v - mean) * rstd
 				xhat[j] = xh
-				dy := g[j] * (wf[j] + wOffset)
-				sumDy += float64(dy)
-				sumDyX += float64(dy * xh)
-				acc[j] += float64(g[j] * xh)
-				acc[d+j] += float64(g[j])
+				dys[j] = g[j] * (wf[j] + wOffset)
+				aw[j] += float64(g[j] * xh)
+				ab[j] += float64(g[j])
 			}
+			sumDy, sumDyX := sum64(dys), dot64(dys, xhat)
 			mDy, mDyX := float32(sumDy/float64(d)), float32(sumDyX/float64(d))
 			o := dxf[i*d : (i+1)*d]
 			for j := range o {
-				dy := g[j] * (wf[j] + wOffset)
-				o[j] = rstd * (dy - mDy - xhat[j]*mDyX)
+				o[j] = rstd * (dys[j] - mDy - xhat[j]*mDyX)
 			}
 		}
 	}, dwf, dbf)
 	return nil
+}
+
+// sum64 returns the sum of v in float64 (four partial sums, so the adds
+// overlap).
+func sum64(v []float32) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(v); i += 4 {
+		s0 += float64(v[i])
+		s1 += float64(v[i+1])
+		s2 += float64(v[i+2])
+		s3 += float64(v[i+3])
+	}
+	for ; i < len(v); i++ {
+		s0 += float64(v[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// sumSqDev64 returns Σ (v−mean)² in float64.
+func sumSqDev64(v []float32, mean float64) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(v); i += 4 {
+		d0, d1, d2, d3 := float64(v[i])-mean, float64(v[i+1])-mean, float64(v[i+2])-mean, float64(v[i+3])-mean
+		s0 += d0 * d0
+		s1 += d1 * d1
+		s2 += d2 * d2
+		s3 += d3 * d3
+	}
+	for ; i < len(v); i++ {
+		d := float64(v[i]) - mean
+		s0 += d * d
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dot64 returns Σ x·y of float32 products accumulated in float64.
+func dot64(x, y []float32) float64 {
+	y = y[:len(x)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		s0 += float64(x[i] * y[i])
+		s1 += float64(x[i+1] * y[i+1])
+		s2 += float64(x[i+2] * y[i+2])
+		s3 += float64(x[i+3] * y[i+3])
+	}
+	for ; i < len(x); i++ {
+		s0 += float64(x[i] * y[i])
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // RMSNorm normalizes rows: x*rstd*w.
@@ -241,14 +283,32 @@ func (b *Backend) RoPE(x, pos backend.Tensor, r backend.RoPE, inverse bool) erro
 	if inverse {
 		sign = -1
 	}
+	angles := func(p int32, cos, sin []float32) {
+		for j, f := range r.InvFreq {
+			s, c := math.Sincos(float64(p) * float64(f))
+			cos[j], sin[j] = float32(c), float32(sign*s)
+		}
+	}
+	// Rows of a batch share positions (every sequence starts at 0): with
+	// fewer positions than rows, each position's angles are computed once.
+	var table []float32 // [maxPos+1][cos half, sin half]
+	if maxPos := maxInt32(pf); half > 0 && int(maxPos)+1 <= n/2 {
+		table = make([]float32, (int(maxPos)+1)*2*half)
+		for p := range int(maxPos) + 1 {
+			t := table[p*2*half : (p+1)*2*half]
+			angles(int32(p), t[:half], t[half:])
+		}
+	}
 	b.parallelRows(n, width*2, func(lo, hi int) {
-		cos := make([]float32, half)
-		sin := make([]float32, half)
+		cosBuf := make([]float32, half)
+		sinBuf := make([]float32, half)
 		for i := lo; i < hi; i++ {
-			p := float64(pf[i])
-			for j, f := range r.InvFreq {
-				s, c := math.Sincos(p * float64(f))
-				cos[j], sin[j] = float32(c), float32(sign*s)
+			cos, sin := cosBuf, sinBuf
+			if table != nil && pf[i] >= 0 {
+				t := table[int(pf[i])*2*half : (int(pf[i])+1)*2*half]
+				cos, sin = t[:half], t[half:]
+			} else {
+				angles(pf[i], cos, sin)
 			}
 			row := xf[i*width : (i+1)*width]
 			for h := 0; h < width; h += r.HeadDim {
@@ -263,6 +323,14 @@ func (b *Backend) RoPE(x, pos backend.Tensor, r backend.RoPE, inverse bool) erro
 		}
 	})
 	return nil
+}
+
+func maxInt32(v []int32) int32 {
+	m := int32(0)
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
 }
 
 // ReLU2 computes max(x,0)².

@@ -55,3 +55,43 @@ func TestAttentionPanels(t *testing.T) {
 		})
 	}
 }
+
+// TestRoPESharedPositions checks RoPE on a batch whose rows share
+// positions (computed from a table of angles per position) against the
+// same rows rotated one at a time (angles computed per row; checked
+// against a float64 reference by the conformance suite).
+func TestRoPESharedPositions(t *testing.T) {
+	const seqs, T, width = 3, 7, 2 * 16
+	r := backend.RoPE{HeadDim: 16, RotDim: 8, InvFreq: []float32{1, 0.1, 0.01, 0.001}}
+	rng := rand.New(rand.NewPCG(4, 4))
+	x := make([]float32, seqs*T*width)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	pos := make([]int32, seqs*T)
+	for i := range pos {
+		pos[i] = int32(i % T)
+	}
+	b := New()
+	for _, inverse := range []bool{false, true} {
+		batch := append([]float32(nil), x...)
+		bt, _ := b.FromFloat32(batch, seqs*T, width)
+		pt, _ := b.FromInt32(pos, seqs*T)
+		if err := b.RoPE(bt, pt, r, inverse); err != nil {
+			t.Fatal(err)
+		}
+		for i := range seqs * T {
+			row := append([]float32(nil), x[i*width:(i+1)*width]...)
+			rt, _ := b.FromFloat32(row, 1, width)
+			p1, _ := b.FromInt32([]int32{pos[i]}, 1)
+			if err := b.RoPE(rt, p1, r, inverse); err != nil {
+				t.Fatal(err)
+			}
+			for j, v := range row {
+				if batch[i*width+j] != v {
+					t.Fatalf("inverse=%v: row %d col %d: %v, want %v", inverse, i, j, batch[i*width+j], v)
+				}
+			}
+		}
+	}
+}
