@@ -163,35 +163,6 @@ func rows(name, reg string, lanes int, zero string) {
 	_ = half
 }
 
-// prefetch writes a function issuing PREFETCHT0 for every cache line of
-// rows rows of n bytes each, stride bytes apart: the next row panel of A,
-// fetched while the current one is multiplied.
-func prefetch(name string) {
-	p("// func %s(a *float32, stride, rows, n int)", name)
-	p("TEXT ·%s(SB), NOSPLIT, $0-32", name)
-	p("\tMOVQ a+0(FP), AX")
-	p("\tMOVQ stride+8(FP), R8")
-	p("\tMOVQ rows+16(FP), CX")
-	p("\tMOVQ n+24(FP), DX")
-	p("\tSHLQ $2, R8")
-	p("\tSHLQ $2, DX")
-	p("\tTESTQ CX, CX")
-	p("\tJZ %s_done", name)
-	p("%s_row:", name)
-	p("\tXORQ BX, BX")
-	p("%s_line:", name)
-	p("\tPREFETCHT0 (AX)(BX*1)")
-	p("\tADDQ $64, BX")
-	p("\tCMPQ BX, DX")
-	p("\tJLT %s_line", name)
-	p("\tADDQ R8, AX")
-	p("\tDECQ CX")
-	p("\tJNZ %s_row", name)
-	p("%s_done:", name)
-	p("\tRET")
-	p("")
-}
-
 // copyRows writes a function copying rows rows of w floats (w in 6, 12,
 // 16, 32), from src with row stride ss to dst with row stride ds: the
 // packing of A panels (mr values per depth step) and B panels (nr values).
@@ -326,7 +297,6 @@ func main() {
 	// The AVX-512 kernel's twelve-row addressing in AVX2 registers, for
 	// the tests on machines without AVX-512.
 	kernel("kernelAVX2x12", "Y", 8, mrAVX512, 1, "VXORPS")
-	prefetch("prefetchRows")
 	for _, w := range []int{6, 12, 16, 32} {
 		copyRows(fmt.Sprintf("copyRows%d", w), w)
 	}

@@ -34,10 +34,6 @@ var arch = generic
 // missing.
 var avx2x12 archImpl
 
-// prefetch, where the machine has it, asks for rows rows of n floats,
-// stride apart, to be brought into the L1 cache.
-var prefetch func(a []float32, stride, rows, n int)
-
 // copyRows, where the machine has it, copies rows rows of w floats from
 // src (row stride ss) to dst (row stride ds) and returns true, or returns
 // false when w is not one of the widths it has (6, 12, 16, 32).
@@ -279,10 +275,6 @@ func mul(m, n, k int, alpha float32, a []float32, rs, ks int, pack bool, bp []fl
 		ap, ars, aks := a[i*rs:], rs, ks
 		if rows < mr || pack {
 			ap, ars, aks = packA(ws.a, ap, rs, ks, rows, k), 1, mr
-		}
-		if next := min(mr, m-i-mr); next > 0 && ks == 1 && !pack && prefetch != nil {
-			// The next row panel streams in while this one runs.
-			prefetch(a[(i+mr)*rs:], rs, next, k)
 		}
 		for j := 0; j < n; j += nr {
 			cols := min(nr, n-j)

@@ -14,9 +14,6 @@ func kernelAVX2(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha fl
 func kernelAVX2x12(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
 
 //go:noescape
-func prefetchRows(a *float32, stride, rows, n int)
-
-//go:noescape
 func copyRows6(dst *float32, ds int, src *float32, ss, rows int)
 
 //go:noescape
@@ -76,10 +73,6 @@ func init() {
 			_ = src[7*ss+k-1]
 			transpose8(&dst[0], ds, &src[0], ss, k)
 		}
-	}
-	prefetch = func(a []float32, stride, rows, n int) {
-		_ = a[(rows-1)*stride+n-1]
-		prefetchRows(&a[0], stride, rows, n)
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		avx2x12 = archImpl{name: "avx2x12", mr: 12, nr: 8, lanes: 8, kernel: asmKernel(12, 8, kernelAVX2x12)}

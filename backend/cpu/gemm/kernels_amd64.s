@@ -492,29 +492,6 @@ kernelAVX2x12_set:
 	VZEROUPPER
 	RET
 
-// func prefetchRows(a *float32, stride, rows, n int)
-TEXT ·prefetchRows(SB), NOSPLIT, $0-32
-	MOVQ a+0(FP), AX
-	MOVQ stride+8(FP), R8
-	MOVQ rows+16(FP), CX
-	MOVQ n+24(FP), DX
-	SHLQ $2, R8
-	SHLQ $2, DX
-	TESTQ CX, CX
-	JZ prefetchRows_done
-prefetchRows_row:
-	XORQ BX, BX
-prefetchRows_line:
-	PREFETCHT0 (AX)(BX*1)
-	ADDQ $64, BX
-	CMPQ BX, DX
-	JLT prefetchRows_line
-	ADDQ R8, AX
-	DECQ CX
-	JNZ prefetchRows_row
-prefetchRows_done:
-	RET
-
 // func copyRows6(dst *float32, ds int, src *float32, ss, rows int)
 TEXT ·copyRows6(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DI
