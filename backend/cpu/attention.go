@@ -84,18 +84,19 @@ func expRow(row []float32, valid int) (lse, inv float32) {
 
 // expRowPadded is expRow for a row whose storage extends to a multiple of
 // 8 past valid: the exponentials run over whole vectors, the scores past
-// valid set to -Inf (whose exponential is 0).
-func expRowPadded(row []float32, valid, width int) (lse, inv float32) {
-	mx := vec.Max(row[:valid])
+// valid set to -Inf (whose exponential is 0). It returns the row's maximum
+// and the sum of the exponentials; the log-sum-exp is max + log(sum).
+func expRowPadded(row []float32, valid, width int) (mx float32, sum float64) {
+	mx = vec.Max(row[:valid])
 	v8 := min((valid+7)&^7, len(row))
 	for j := valid; j < v8; j++ {
 		row[j] = float32(math.Inf(-1))
 	}
-	sum := vec.ExpSum(row[:v8], row[:v8], 1, mx)
+	sum = vec.ExpSum(row[:v8], row[:v8], 1, mx)
 	if v8 < width {
 		clear(row[v8:width])
 	}
-	return mx + float32(math.Log(sum)), float32(1 / sum)
+	return mx, sum
 }
 
 // queryBlock is the number of queries whose scores the panel path holds at
@@ -138,10 +139,10 @@ func (b *Backend) attentionPanels(qf, kf, vf, of, lf []float32, a backend.Attn) 
 					p := sc.s[:qb*ld]
 					gemm.MulPanels(false, qb, nk, hd, a.Scale, qs[i0*ldq:], ldq, &sc.kt, false, p, ld)
 					for i := range qb {
-						l, inv := expRowPadded(p[i*ld:(i+1)*ld], past+i0+i+1, nk)
-						sc.inv[i] = inv
+						mx, sum := expRowPadded(p[i*ld:(i+1)*ld], past+i0+i+1, nk)
+						sc.inv[i] = float32(1 / sum)
 						if lf != nil {
-							lf[(s*a.T+i0+i)*a.Heads+h] = l
+							lf[(s*a.T+i0+i)*a.Heads+h] = mx + float32(math.Log(sum))
 						}
 					}
 					// O = e^(S−max) V, each row then divided by its sum.
