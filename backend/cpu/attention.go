@@ -265,10 +265,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 					orow := os[(i0+i)*ldq : (i0+i)*ldq+hd]
 					drow := ds[(i0+i)*ldq : (i0+i)*ldq+hd]
 					dd := float32(dot64(orow, drow))
-					prow, dprow := p[i*nk:(i+1)*nk], dp[i*nk:(i+1)*nk]
-					for j := range prow {
-						dprow[j] = prow[j] * (dprow[j] - dd)
-					}
+					vec.MulSub(dp[i*nk:(i+1)*nk], p[i*nk:(i+1)*nk], dp[i*nk:(i+1)*nk], dd)
 				}
 				// dQ = scale dS K ; dK += scale dSᵀ Q
 				gemm.MulPanels(false, qb, hd, nk, a.Scale, dp, nk, &sc.kn, false, dqs[i0*ldq:], ldq)

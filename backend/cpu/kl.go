@@ -85,10 +85,7 @@ func klRow(d, s, t, ea, eb []float32, p backend.KL) float32 {
 	if !p.Reverse {
 		kl = vec.DotDiff(eb, t, s)*float64(it)/zb + logRatio
 		if d != nil {
-			ga, gb := float32(g/za), float32(g/zb)
-			for j := range d {
-				d[j] = ga*ea[j] - gb*eb[j]
-			}
+			vec.AXPBY(d, ea, eb, float32(g/za), -float32(g/zb))
 		}
 	} else {
 		sq := vec.DotDiff(ea, s, t) * float64(it) / za // Σ q·(a−b)

@@ -339,12 +339,7 @@ func (b *Backend) ReLU2(out, x backend.Tensor) error {
 	if err != nil {
 		return err
 	}
-	b.parallelRows(len(xf), 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			v := max(xf[i], 0)
-			of[i] = v * v
-		}
-	})
+	b.parallelRows(len(xf), 1, func(lo, hi int) { vec.ReLU2(of[lo:hi], xf[lo:hi]) })
 	return nil
 }
 
@@ -358,11 +353,7 @@ func (b *Backend) ReLU2Backward(dx, dout, x backend.Tensor) error {
 	if err != nil {
 		return err
 	}
-	b.parallelRows(len(xf), 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			dxf[i] = df[i] * 2 * max(xf[i], 0)
-		}
-	})
+	b.parallelRows(len(xf), 1, func(lo, hi int) { vec.ReLU2Grad(dxf[lo:hi], df[lo:hi], xf[lo:hi]) })
 	return nil
 }
 

@@ -21,6 +21,18 @@ func expSumAVX2(dst, src *float32, n int, scale, shift float32) float64
 //go:noescape
 func maxAVX2(p *float32, n int) float32
 
+//go:noescape
+func relu2AVX2(out, x *float32, n int)
+
+//go:noescape
+func relu2GradAVX2(dx, dout, x *float32, n int)
+
+//go:noescape
+func axpbyAVX2(dst, x, y *float32, n int, a, b float32)
+
+//go:noescape
+func mulSubAVX2(dst, p, d *float32, n int, c float32)
+
 func init() {
 	level := strings.ToLower(os.Getenv("MINITRON_GEMM")) // the same switch as the matmul kernels
 	switch {
@@ -35,5 +47,9 @@ func init() {
 			return expSumAVX2(&dst[0], &src[0], len(src), scale, shift)
 		}
 		maxKernel = func(v []float32) float32 { return maxAVX2(&v[0], len(v)) }
+		relu2Kernel = func(out, x []float32) { relu2AVX2(&out[0], &x[0], len(x)) }
+		relu2GradKernel = func(dx, dout, x []float32) { relu2GradAVX2(&dx[0], &dout[0], &x[0], len(x)) }
+		axpbyKernel = func(dst, x, y []float32, a, b float32) { axpbyAVX2(&dst[0], &x[0], &y[0], len(x), a, b) }
+		mulSubKernel = func(dst, p, d []float32, c float32) { mulSubAVX2(&dst[0], &p[0], &d[0], len(p), c) }
 	}
 }

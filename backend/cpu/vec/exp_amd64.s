@@ -221,26 +221,34 @@ sumdone:
 	RET
 
 // func maxAVX2(p *float32, n int) float32
-// n is a positive multiple of 32.
+// n is a positive multiple of 8.
 TEXT ·maxAVX2(SB), NOSPLIT, $0-20
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
-	SHRQ $5, CX
-	VMOVUPS 0(SI), Y0
-	VMOVUPS 32(SI), Y1
-	VMOVUPS 64(SI), Y2
-	VMOVUPS 96(SI), Y3
-	ADDQ $128, SI
-	DECQ CX
-	JZ   maxreduce
-maxloop:
+	VMOVUPS (SI), Y0
+	VMOVAPS Y0, Y1
+	VMOVAPS Y0, Y2
+	VMOVAPS Y0, Y3
+	MOVQ CX, DX
+	SHRQ $5, DX
+	JZ   max8
+max32:
 	VMAXPS 0(SI), Y0, Y0
 	VMAXPS 32(SI), Y1, Y1
 	VMAXPS 64(SI), Y2, Y2
 	VMAXPS 96(SI), Y3, Y3
 	ADDQ $128, SI
+	DECQ DX
+	JNZ  max32
+max8:
+	ANDQ $31, CX
+	SHRQ $3, CX
+	JZ   maxreduce
+max8loop:
+	VMAXPS (SI), Y0, Y0
+	ADDQ $32, SI
 	DECQ CX
-	JNZ  maxloop
+	JNZ  max8loop
 maxreduce:
 	VMAXPS Y1, Y0, Y0
 	VMAXPS Y3, Y2, Y2

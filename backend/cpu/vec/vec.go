@@ -93,7 +93,7 @@ func Max(v []float32) float32 {
 	m := v[0]
 	n := 0
 	if maxKernel != nil {
-		if n = len(v) / 32 * 32; n > 0 {
+		if n = len(v) &^ 7; n > 0 {
 			m = maxKernel(v[:n])
 		}
 	}
@@ -106,7 +106,7 @@ func Max(v []float32) float32 {
 // expSumKernel processes a multiple of 8 elements, or is nil.
 var expSumKernel func(dst, src []float32, scale, shift float32) float64
 
-// maxKernel reduces a multiple of 32 elements, or is nil.
+// maxKernel reduces a multiple of 8 elements, or is nil.
 var maxKernel func(v []float32) float32
 
 // DotDiff returns Σ w[i]·(x[i]−y[i]) accumulated in float64; x and y are
@@ -126,3 +126,68 @@ func DotDiff(w, x, y []float32) float64 {
 	}
 	return (s0 + s1) + (s2 + s3)
 }
+
+// ReLU2 sets out[i] = max(x[i], 0)²; out may be x.
+func ReLU2(out, x []float32) {
+	out = out[:len(x)]
+	n := 0
+	if relu2Kernel != nil {
+		if n = len(x) &^ 7; n > 0 {
+			relu2Kernel(out[:n], x[:n])
+		}
+	}
+	for i := n; i < len(x); i++ {
+		v := max(x[i], 0)
+		out[i] = v * v
+	}
+}
+
+// ReLU2Grad sets dx[i] = dout[i]·2·max(x[i], 0); dx may be dout or x.
+func ReLU2Grad(dx, dout, x []float32) {
+	dx, dout = dx[:len(x)], dout[:len(x)]
+	n := 0
+	if relu2GradKernel != nil {
+		if n = len(x) &^ 7; n > 0 {
+			relu2GradKernel(dx[:n], dout[:n], x[:n])
+		}
+	}
+	for i := n; i < len(x); i++ {
+		dx[i] = dout[i] * 2 * max(x[i], 0)
+	}
+}
+
+// AXPBY sets dst[i] = a·x[i] + b·y[i]; dst may be x or y.
+func AXPBY(dst, x, y []float32, a, b float32) {
+	dst, y = dst[:len(x)], y[:len(x)]
+	n := 0
+	if axpbyKernel != nil {
+		if n = len(x) &^ 7; n > 0 {
+			axpbyKernel(dst[:n], x[:n], y[:n], a, b)
+		}
+	}
+	for i := n; i < len(x); i++ {
+		dst[i] = a*x[i] + b*y[i]
+	}
+}
+
+// MulSub sets dst[i] = p[i]·(d[i] − c); dst may be p or d.
+func MulSub(dst, p, d []float32, c float32) {
+	dst, d = dst[:len(p)], d[:len(p)]
+	n := 0
+	if mulSubKernel != nil {
+		if n = len(p) &^ 7; n > 0 {
+			mulSubKernel(dst[:n], p[:n], d[:n], c)
+		}
+	}
+	for i := n; i < len(p); i++ {
+		dst[i] = p[i] * (d[i] - c)
+	}
+}
+
+// Elementwise kernels over a multiple of 8 elements, or nil.
+var (
+	relu2Kernel     func(out, x []float32)
+	relu2GradKernel func(dx, dout, x []float32)
+	axpbyKernel     func(dst, x, y []float32, a, b float32)
+	mulSubKernel    func(dst, p, d []float32, c float32)
+)

@@ -131,7 +131,7 @@ func TestExpSum(t *testing.T) {
 func TestMax(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
 	run := func(t *testing.T) {
-		for _, n := range []int{1, 5, 31, 32, 33, 64, 100, 4000} {
+		for _, n := range []int{1, 5, 8, 9, 17, 31, 32, 33, 40, 64, 100, 4000} {
 			for pos := range []int{0, 1, 2} {
 				v := make([]float32, n)
 				for i := range v {
@@ -175,4 +175,68 @@ func TestDotDiff(t *testing.T) {
 			t.Fatalf("n=%d: %v, want %v", n, got, want)
 		}
 	}
+}
+
+func TestElementwise(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	rnd := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	run := func(t *testing.T) {
+		for _, n := range []int{0, 1, 7, 8, 9, 23, 64, 101} {
+			x, y, z := rnd(n), rnd(n), rnd(n)
+			if n > 2 {
+				x[1] = 0
+			}
+			out := make([]float32, n)
+			ReLU2(out, x)
+			for i := range n {
+				if v := max(x[i], 0); out[i] != v*v {
+					t.Fatalf("ReLU2 n=%d [%d]: %v, want %v", n, i, out[i], v*v)
+				}
+			}
+			ReLU2Grad(out, y, x)
+			for i := range n {
+				if w := y[i] * 2 * max(x[i], 0); out[i] != w {
+					t.Fatalf("ReLU2Grad n=%d [%d]: %v, want %v", n, i, out[i], w)
+				}
+			}
+			AXPBY(out, x, y, 0.75, -1.5)
+			for i := range n {
+				if w := 0.75*x[i] + -1.5*y[i]; out[i] != w {
+					t.Fatalf("AXPBY n=%d [%d]: %v, want %v", n, i, out[i], w)
+				}
+			}
+			MulSub(out, x, z, 0.25)
+			for i := range n {
+				if w := x[i] * (z[i] - 0.25); out[i] != w {
+					t.Fatalf("MulSub n=%d [%d]: %v, want %v", n, i, out[i], w)
+				}
+			}
+			// In place: the output over one of the inputs.
+			in := append([]float32(nil), z...)
+			MulSub(in, x, in, 0.25)
+			for i := range n {
+				if in[i] != out[i] {
+					t.Fatalf("MulSub in place n=%d [%d]: %v, want %v", n, i, in[i], out[i])
+				}
+			}
+			in = append([]float32(nil), x...)
+			ReLU2(in, in)
+			for i := range n {
+				if v := max(x[i], 0); in[i] != v*v {
+					t.Fatalf("ReLU2 in place n=%d [%d]: %v", n, i, in[i])
+				}
+			}
+		}
+	}
+	t.Run("dispatch", run)
+	r2, r2g, ab, ms := relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel
+	defer func() { relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel = r2, r2g, ab, ms }()
+	relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel = nil, nil, nil, nil
+	t.Run("generic", run)
 }
