@@ -264,7 +264,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 				for i := range qb {
 					orow := os[(i0+i)*ldq : (i0+i)*ldq+hd]
 					drow := ds[(i0+i)*ldq : (i0+i)*ldq+hd]
-					dd := float32(dot64(orow, drow))
+					dd := float32(vec.Dot(orow, drow))
 					vec.MulSub(dp[i*nk:(i+1)*nk], p[i*nk:(i+1)*nk], dp[i*nk:(i+1)*nk], dd)
 				}
 				// dQ = scale dS K ; dK += scale dSᵀ Q

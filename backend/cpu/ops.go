@@ -95,26 +95,32 @@ func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset 
 		return err
 	}
 	xf, of, wf, bf, sf := fs[0], fs[1], fs[2], fs[3], fs[4]
+	w1 := offsetWeight(wf, wOffset)
 	b.parallelRows(n, 4*d, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := xf[i*d : (i+1)*d]
-			mean := sum64(row) / float64(d)
-			rstd := 1 / math.Sqrt(sumSqDev64(row, mean)/float64(d)+float64(eps))
+			mean := vec.Sum(row) / float64(d)
+			rstd := 1 / math.Sqrt(vec.SumSqDev(row, mean)/float64(d)+float64(eps))
 			m32, r32 := float32(mean), float32(rstd)
-			o := of[i*d : (i+1)*d]
-			for j, v := range row {
-				y := (v - m32) * r32 * (wf[j] + wOffset)
-				if bf != nil {
-					y += bf[j]
-				}
-				o[j] = y
-			}
+			vec.Norm(of[i*d:(i+1)*d], row, w1, bf, m32, r32)
 			if sf != nil {
 				sf[2*i], sf[2*i+1] = m32, r32
 			}
 		}
 	})
 	return nil
+}
+
+// offsetWeight returns w+off elementwise (w itself when off is 0).
+func offsetWeight(w []float32, off float32) []float32 {
+	if off == 0 {
+		return w
+	}
+	w1 := make([]float32, len(w))
+	for j, v := range w {
+		w1[j] = v + off
+	}
+	return w1
 }
 
 // LayerNormBackward overwrites dx and accumulates dw and dbias.
@@ -127,81 +133,19 @@ func (b *Backend) LayerNormBackward(dx, dw, dbias, dout, x, w, stats backend.Ten
 		return err
 	}
 	xf, df, dxf, wf, dwf, sf, dbf := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6]
+	w1 := offsetWeight(wf, wOffset)
 	b.parallelReduce(n, 8*d, d, func(lo, hi int, acc []float64) {
 		xhat := make([]float32, d)
 		dys := make([]float32, d)
 		for i := lo; i < hi; i++ {
 			mean, rstd := sf[2*i], sf[2*i+1]
-			row, g := xf[i*d:(i+1)*d], df[i*d:(i+1)*d]
-			aw, ab := acc[:d], acc[d:2*d]
-			for j, v := range row {
-				xh := (v - mean) * rstd
-				xhat[j] = xh
-				dys[j] = g[j] * (wf[j] + wOffset)
-				aw[j] += float64(g[j] * xh)
-				ab[j] += float64(g[j])
-			}
-			sumDy, sumDyX := sum64(dys), dot64(dys, xhat)
-			mDy, mDyX := float32(sumDy/float64(d)), float32(sumDyX/float64(d))
-			o := dxf[i*d : (i+1)*d]
-			for j := range o {
-				o[j] = rstd * (dys[j] - mDy - xhat[j]*mDyX)
-			}
+			// xhat, dy = g·(w+off); dw += g·xhat, dbias += g
+			vec.NormGradIn(xhat, dys, xf[i*d:(i+1)*d], df[i*d:(i+1)*d], w1, acc[:d], acc[d:2*d], mean, rstd)
+			mDy, mDyX := float32(vec.Sum(dys)/float64(d)), float32(vec.Dot(dys, xhat)/float64(d))
+			vec.NormGradOut(dxf[i*d:(i+1)*d], dys, xhat, rstd, mDy, mDyX)
 		}
 	}, dwf, dbf)
 	return nil
-}
-
-// sum64 returns the sum of v in float64 (four partial sums, so the adds
-// overlap).
-func sum64(v []float32) float64 {
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(v); i += 4 {
-		s0 += float64(v[i])
-		s1 += float64(v[i+1])
-		s2 += float64(v[i+2])
-		s3 += float64(v[i+3])
-	}
-	for ; i < len(v); i++ {
-		s0 += float64(v[i])
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-// sumSqDev64 returns Σ (v−mean)² in float64.
-func sumSqDev64(v []float32, mean float64) float64 {
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(v); i += 4 {
-		d0, d1, d2, d3 := float64(v[i])-mean, float64(v[i+1])-mean, float64(v[i+2])-mean, float64(v[i+3])-mean
-		s0 += d0 * d0
-		s1 += d1 * d1
-		s2 += d2 * d2
-		s3 += d3 * d3
-	}
-	for ; i < len(v); i++ {
-		d := float64(v[i]) - mean
-		s0 += d * d
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-// dot64 returns Σ x·y of float32 products accumulated in float64.
-func dot64(x, y []float32) float64 {
-	y = y[:len(x)]
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(x); i += 4 {
-		s0 += float64(x[i] * y[i])
-		s1 += float64(x[i+1] * y[i+1])
-		s2 += float64(x[i+2] * y[i+2])
-		s3 += float64(x[i+3] * y[i+3])
-	}
-	for ; i < len(x); i++ {
-		s0 += float64(x[i] * y[i])
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // RMSNorm normalizes rows: x*rstd*w.

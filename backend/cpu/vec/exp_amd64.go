@@ -22,6 +22,27 @@ func expSumAVX2(dst, src *float32, n int, scale, shift float32) float64
 func maxAVX2(p *float32, n int) float32
 
 //go:noescape
+func sumAVX2(v *float32, n int) float64
+
+//go:noescape
+func sumSqDevAVX2(v *float32, n int, mean float64) float64
+
+//go:noescape
+func dotAVX2(x, y *float32, n int) float64
+
+//go:noescape
+func dotDiffAVX2(w, x, y *float32, n int) float64
+
+//go:noescape
+func normAVX2(out, x, w, b *float32, n int, mean, rstd float32)
+
+//go:noescape
+func normGradInAVX2(xhat, dy, x, grad, w *float32, aw, ab *float64, n int, mean, rstd float32)
+
+//go:noescape
+func normGradOutAVX2(dx, dy, xhat *float32, n int, rstd, mdy, mdyx float32)
+
+//go:noescape
 func relu2AVX2(out, x *float32, n int)
 
 //go:noescape
@@ -47,6 +68,23 @@ func init() {
 			return expSumAVX2(&dst[0], &src[0], len(src), scale, shift)
 		}
 		maxKernel = func(v []float32) float32 { return maxAVX2(&v[0], len(v)) }
+		sumKernel = func(v []float32) float64 { return sumAVX2(&v[0], len(v)) }
+		sumSqDevKernel = func(v []float32, mean float64) float64 { return sumSqDevAVX2(&v[0], len(v), mean) }
+		dotKernel = func(x, y []float32) float64 { return dotAVX2(&x[0], &y[0], len(x)) }
+		dotDiffKernel = func(w, x, y []float32) float64 { return dotDiffAVX2(&w[0], &x[0], &y[0], len(w)) }
+		normKernel = func(out, x, w, b []float32, mean, rstd float32) {
+			var bp *float32
+			if b != nil {
+				bp = &b[0]
+			}
+			normAVX2(&out[0], &x[0], &w[0], bp, len(x), mean, rstd)
+		}
+		normGradInKernel = func(xhat, dy, x, g, w []float32, aw, ab []float64, mean, rstd float32) {
+			normGradInAVX2(&xhat[0], &dy[0], &x[0], &g[0], &w[0], &aw[0], &ab[0], len(x), mean, rstd)
+		}
+		normGradOutKernel = func(dx, dy, xhat []float32, rstd, mdy, mdyx float32) {
+			normGradOutAVX2(&dx[0], &dy[0], &xhat[0], len(dy), rstd, mdy, mdyx)
+		}
 		relu2Kernel = func(out, x []float32) { relu2AVX2(&out[0], &x[0], len(x)) }
 		relu2GradKernel = func(dx, dout, x []float32) { relu2GradAVX2(&dx[0], &dout[0], &x[0], len(x)) }
 		axpbyKernel = func(dst, x, y []float32, a, b float32) { axpbyAVX2(&dst[0], &x[0], &y[0], len(x), a, b) }

@@ -113,19 +113,138 @@ var maxKernel func(v []float32) float32
 // at least as long as w.
 func DotDiff(w, x, y []float32) float64 {
 	x, y = x[:len(w)], y[:len(w)]
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(w); i += 4 {
-		s0 += float64(w[i]) * (float64(x[i]) - float64(y[i]))
-		s1 += float64(w[i+1]) * (float64(x[i+1]) - float64(y[i+1]))
-		s2 += float64(w[i+2]) * (float64(x[i+2]) - float64(y[i+2]))
-		s3 += float64(w[i+3]) * (float64(x[i+3]) - float64(y[i+3]))
+	var s float64
+	n := 0
+	if dotDiffKernel != nil {
+		if n = len(w) &^ 7; n > 0 {
+			s = dotDiffKernel(w[:n], x[:n], y[:n])
+		}
 	}
-	for ; i < len(w); i++ {
-		s0 += float64(w[i]) * (float64(x[i]) - float64(y[i]))
+	for i := n; i < len(w); i++ {
+		s += float64(w[i]) * (float64(x[i]) - float64(y[i]))
 	}
-	return (s0 + s1) + (s2 + s3)
+	return s
 }
+
+// Sum returns Σ v[i] accumulated in float64.
+func Sum(v []float32) float64 {
+	var s float64
+	n := 0
+	if sumKernel != nil {
+		if n = len(v) &^ 7; n > 0 {
+			s = sumKernel(v[:n])
+		}
+	}
+	for _, x := range v[n:] {
+		s += float64(x)
+	}
+	return s
+}
+
+// SumSqDev returns Σ (v[i]−mean)² accumulated in float64.
+func SumSqDev(v []float32, mean float64) float64 {
+	var s float64
+	n := 0
+	if sumSqDevKernel != nil {
+		if n = len(v) &^ 7; n > 0 {
+			s = sumSqDevKernel(v[:n], mean)
+		}
+	}
+	for _, x := range v[n:] {
+		d := float64(x) - mean
+		s += d * d
+	}
+	return s
+}
+
+// Dot returns Σ x[i]·y[i], each product rounded to float32 and the sum
+// accumulated in float64; y is at least as long as x.
+func Dot(x, y []float32) float64 {
+	y = y[:len(x)]
+	var s float64
+	n := 0
+	if dotKernel != nil {
+		if n = len(x) &^ 7; n > 0 {
+			s = dotKernel(x[:n], y[:n])
+		}
+	}
+	for i := n; i < len(x); i++ {
+		s += float64(x[i] * y[i])
+	}
+	return s
+}
+
+// Norm sets out[i] = (x[i]−mean)·rstd·w[i] + b[i] (no b term when b is nil),
+// a normalization's row; out may be x.
+func Norm(out, x, w, b []float32, mean, rstd float32) {
+	out, w = out[:len(x)], w[:len(x)]
+	if b != nil {
+		b = b[:len(x)]
+	}
+	n := 0
+	if normKernel != nil {
+		if n = len(x) &^ 7; n > 0 {
+			var bn []float32
+			if b != nil {
+				bn = b[:n]
+			}
+			normKernel(out[:n], x[:n], w[:n], bn, mean, rstd)
+		}
+	}
+	for i := n; i < len(x); i++ {
+		y := (x[i] - mean) * rstd * w[i]
+		if b != nil {
+			y += b[i]
+		}
+		out[i] = y
+	}
+}
+
+// NormGradIn is the first pass of a normalization's backward over a row:
+// xhat[i] = (x[i]−mean)·rstd, dy[i] = g[i]·w[i], and the parameter
+// gradients aw[i] += g[i]·xhat[i], ab[i] += g[i] in float64.
+func NormGradIn(xhat, dy, x, g, w []float32, aw, ab []float64, mean, rstd float32) {
+	xhat, dy, g, w, aw, ab = xhat[:len(x)], dy[:len(x)], g[:len(x)], w[:len(x)], aw[:len(x)], ab[:len(x)]
+	n := 0
+	if normGradInKernel != nil {
+		if n = len(x) &^ 7; n > 0 {
+			normGradInKernel(xhat[:n], dy[:n], x[:n], g[:n], w[:n], aw[:n], ab[:n], mean, rstd)
+		}
+	}
+	for i := n; i < len(x); i++ {
+		xh := (x[i] - mean) * rstd
+		xhat[i] = xh
+		dy[i] = g[i] * w[i]
+		aw[i] += float64(g[i] * xh)
+		ab[i] += float64(g[i])
+	}
+}
+
+// NormGradOut is the last pass of a normalization's backward over a row:
+// dx[i] = rstd·(dy[i] − mdy − xhat[i]·mdyx).
+func NormGradOut(dx, dy, xhat []float32, rstd, mdy, mdyx float32) {
+	dx, xhat = dx[:len(dy)], xhat[:len(dy)]
+	n := 0
+	if normGradOutKernel != nil {
+		if n = len(dy) &^ 7; n > 0 {
+			normGradOutKernel(dx[:n], dy[:n], xhat[:n], rstd, mdy, mdyx)
+		}
+	}
+	for i := n; i < len(dy); i++ {
+		dx[i] = rstd * (dy[i] - mdy - xhat[i]*mdyx)
+	}
+}
+
+// Reductions and normalization passes over a multiple of 8 elements, or nil.
+var (
+	sumKernel         func(v []float32) float64
+	sumSqDevKernel    func(v []float32, mean float64) float64
+	dotKernel         func(x, y []float32) float64
+	dotDiffKernel     func(w, x, y []float32) float64
+	normKernel        func(out, x, w, b []float32, mean, rstd float32)
+	normGradInKernel  func(xhat, dy, x, g, w []float32, aw, ab []float64, mean, rstd float32)
+	normGradOutKernel func(dx, dy, xhat []float32, rstd, mdy, mdyx float32)
+)
 
 // ReLU2 sets out[i] = max(x[i], 0)²; out may be x.
 func ReLU2(out, x []float32) {

@@ -240,3 +240,80 @@ func TestElementwise(t *testing.T) {
 	relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel = nil, nil, nil, nil
 	t.Run("generic", run)
 }
+
+func TestReductionsAndNorm(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	rnd := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64()) + 0.5
+		}
+		return v
+	}
+	near := func(what string, n int, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > 1e-12*(1+math.Abs(want)) {
+			t.Fatalf("%s n=%d: %v, want %v", what, n, got, want)
+		}
+	}
+	near32 := func(what string, n, i int, got, want float32) {
+		t.Helper()
+		if math.Abs(float64(got-want)) > 1e-6*(1+math.Abs(float64(want))) {
+			t.Fatalf("%s n=%d [%d]: %v, want %v", what, n, i, got, want)
+		}
+	}
+	run := func(t *testing.T) {
+		for _, n := range []int{0, 1, 7, 8, 9, 23, 96, 101} {
+			x, y, w, b, g := rnd(n), rnd(n), rnd(n), rnd(n), rnd(n)
+			var sum, ssd, dot, dd float64
+			mean := 0.3
+			for i := range n {
+				sum += float64(x[i])
+				d := float64(x[i]) - mean
+				ssd += d * d
+				dot += float64(x[i] * y[i])
+				dd += float64(w[i]) * (float64(x[i]) - float64(y[i]))
+			}
+			near("Sum", n, Sum(x), sum)
+			near("SumSqDev", n, SumSqDev(x, mean), ssd)
+			near("Dot", n, Dot(x, y), dot)
+			near("DotDiff", n, DotDiff(w, x, y), dd)
+			const m, rs = float32(0.25), float32(1.5)
+			out := make([]float32, n)
+			for _, bias := range [][]float32{b, nil} {
+				Norm(out, x, w, bias, m, rs)
+				for i := range n {
+					want := (x[i] - m) * rs * w[i]
+					if bias != nil {
+						want += bias[i]
+					}
+					near32("Norm", n, i, out[i], want)
+				}
+			}
+			xhat, dy := make([]float32, n), make([]float32, n)
+			aw, ab := make([]float64, n), make([]float64, n)
+			for i := range n {
+				aw[i], ab[i] = 1, 2
+			}
+			NormGradIn(xhat, dy, x, g, w, aw, ab, m, rs)
+			for i := range n {
+				xh := (x[i] - m) * rs
+				near32("NormGradIn xhat", n, i, xhat[i], xh)
+				near32("NormGradIn dy", n, i, dy[i], g[i]*w[i])
+				near("NormGradIn aw", n, aw[i], 1+float64(g[i]*xh))
+				near("NormGradIn ab", n, ab[i], 2+float64(g[i]))
+			}
+			NormGradOut(out, dy, xhat, rs, 0.125, -0.5)
+			for i := range n {
+				near32("NormGradOut", n, i, out[i], rs*(dy[i]-0.125-xhat[i]*-0.5))
+			}
+		}
+	}
+	t.Run("dispatch", run)
+	k1, k2, k3, k4, k5, k6, k7 := sumKernel, sumSqDevKernel, dotKernel, dotDiffKernel, normKernel, normGradInKernel, normGradOutKernel
+	defer func() {
+		sumKernel, sumSqDevKernel, dotKernel, dotDiffKernel, normKernel, normGradInKernel, normGradOutKernel = k1, k2, k3, k4, k5, k6, k7
+	}()
+	sumKernel, sumSqDevKernel, dotKernel, dotDiffKernel, normKernel, normGradInKernel, normGradOutKernel = nil, nil, nil, nil, nil, nil, nil
+	t.Run("generic", run)
+}
