@@ -14,29 +14,37 @@ var out strings.Builder
 
 func p(format string, args ...any) { fmt.Fprintf(&out, format+"\n", args...) }
 
-// kernel writes a micro-kernel computing C[MR×NR] = alpha·A·B (acc == 0)
-// or C += alpha·A·B (acc != 0) over a depth of kc, where A(r, p) is
-// a[r*rs + p*ks] (a packed panel has rs = 1, ks = MR; a row-major matrix
-// rs = lda, ks = 1) and B is a packed panel, B(p, q) = b[p*NR + q].
-// vecs is the number of vector registers per row of C (NR = vecs*lanes).
-// Rows are reached from bases three rows apart (rows 3i, 3i+1, 3i+2 at
-// base i, base i + rs, base i + 2rs), so MR is a multiple of 3 up to 12.
+// kernel writes a micro-kernel that runs one row panel of A against
+// panels consecutive column panels of B: for each panel t it computes
+// C_t[MR×NR] = alpha·A·B_t (acc == 0) or C_t += alpha·A·B_t (acc != 0) over
+// a depth of kc, where A(r, p) is a[r*rs + p*ks] (a packed panel has
+// rs = 1, ks = MR; a row-major matrix rs = lda, ks = 1), B_t is the packed
+// panel at b[t*bp:] (B_t(p, q) = b[t*bp + p*NR + q]) and C_t starts at
+// c[t*NR] with row stride ldc. vecs is the number of vector registers per row of C (NR =
+// vecs*lanes). Rows are reached from bases three rows apart (rows 3i,
+// 3i+1, 3i+2 at base i, base i + rs, base i + 2rs), so MR is a multiple
+// of 3 up to 12.
 func kernel(name, reg string, lanes, mr, vecs int, zero string) {
 	nr := lanes * vecs
 	vbytes := lanes * 4
 	bases := []string{"AX", "R10", "R11", "R12"}[:mr/3]
-	p("// func %s(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)", name)
-	p("TEXT ·%s(SB), NOSPLIT, $0-72", name)
-	p("\tMOVQ kc+0(FP), CX")
-	p("\tMOVQ a+8(FP), AX")
+	p("// func %s(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $24-88", name)
 	p("\tMOVQ rs+16(FP), R8")
 	p("\tMOVQ ks+24(FP), R9")
-	p("\tMOVQ b+32(FP), BX")
-	p("\tMOVQ c+40(FP), DI")
-	p("\tMOVQ ldc+48(FP), SI")
+	p("\tMOVQ ldc+56(FP), SI")
 	p("\tSHLQ $2, R8")
 	p("\tSHLQ $2, R9")
 	p("\tSHLQ $2, SI")
+	p("\tMOVQ b+32(FP), BX")
+	p("\tMOVQ c+48(FP), DI")
+	p("\tMOVQ panels+80(FP), DX")
+	p("\tMOVQ DX, 16(SP)") // panels left
+	p("%s_panel:", name)
+	p("\tMOVQ BX, 0(SP)") // this panel's B and C
+	p("\tMOVQ DI, 8(SP)")
+	p("\tMOVQ kc+0(FP), CX")
+	p("\tMOVQ a+8(FP), AX")
 	for i := 1; i < len(bases); i++ {
 		p("\tLEAQ (%s)(R8*2), %s", bases[i-1], bases[i])
 		p("\tADDQ R8, %s", bases[i])
@@ -75,8 +83,8 @@ func kernel(name, reg string, lanes, mr, vecs int, zero string) {
 	p("\tJNZ %s_loop", name)
 	p("%s_store:", name)
 	al := bc[0]
-	p("\tVBROADCASTSS alpha+56(FP), %s%d", reg, al)
-	p("\tMOVQ acc+64(FP), DX")
+	p("\tVBROADCASTSS alpha+64(FP), %s%d", reg, al)
+	p("\tMOVQ acc+72(FP), DX")
 	p("\tTESTQ DX, DX")
 	p("\tJZ %s_set", name)
 	store := func(acc bool) {
@@ -94,12 +102,22 @@ func kernel(name, reg string, lanes, mr, vecs int, zero string) {
 				p("\tADDQ SI, DI")
 			}
 		}
-		p("\tVZEROUPPER")
-		p("\tRET")
 	}
 	store(true)
+	p("\tJMP %s_next", name)
 	p("%s_set:", name)
 	store(false)
+	p("%s_next:", name)
+	p("\tMOVQ bp+40(FP), DX")
+	p("\tSHLQ $2, DX")
+	p("\tMOVQ 0(SP), BX")
+	p("\tADDQ DX, BX")
+	p("\tMOVQ 8(SP), DI")
+	p("\tADDQ $%d, DI", nr*4)
+	p("\tDECQ 16(SP)")
+	p("\tJNZ %s_panel", name)
+	p("\tVZEROUPPER")
+	p("\tRET")
 	p("")
 }
 

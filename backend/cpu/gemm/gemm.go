@@ -16,14 +16,18 @@ type archImpl struct {
 	name   string
 	mr, nr int // micro-tile rows and columns
 	lanes  int // float32 lanes per vector register
-	// kernel computes C[mr×nr] = alpha·A·B, or C += alpha·A·B when acc,
-	// over a depth of kc, where A(r, p) = a[r*rs + p*ks] and B is a packed
-	// panel: B(p, q) = b[p*nr + q].
-	kernel func(kc int, a []float32, rs, ks int, b, c []float32, ldc int, alpha float32, acc bool)
+	kernel kernelFunc
 	// dotRows writes out[r] = a[:n]·b[r*ldb:][:n] for r < rows; n is a
 	// multiple of 4*lanes.
 	dotRows func(n int, a, b []float32, ldb, rows int, out []float32)
 }
+
+// kernelFunc computes, for t < panels, C_t[mr×nr] = alpha·A·B_t, or
+// C_t += alpha·A·B_t when acc, over a depth of kc, where A(r, p) =
+// a[r*rs + p*ks], B_t is the packed panel at b[t*bp:] (B_t(p, q) =
+// b[t*bp + p*nr + q]) and C_t starts at c[t*nr] with row stride ldc: one
+// row panel of A against consecutive column panels of B.
+type kernelFunc func(kc int, a []float32, rs, ks int, b []float32, bp int, c []float32, ldc int, alpha float32, acc bool, panels int)
 
 var generic = archImpl{name: "generic", mr: 4, nr: 8, kernel: kernelGeneric}
 
@@ -270,21 +274,23 @@ func blocked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda i
 // all of B's panels from L1.
 func mul(m, n, k int, alpha float32, a []float32, rs, ks int, pack bool, bp []float32, kp int, acc bool, c []float32, ldc int, ws *workspace) {
 	mr, nr := arch.mr, arch.nr
+	full := n / nr // column panels the kernel stores in place
 	for i := 0; i < m; i += mr {
 		rows := min(mr, m-i)
 		ap, ars, aks := a[i*rs:], rs, ks
 		if rows < mr || pack {
 			ap, ars, aks = packA(ws.a, ap, rs, ks, rows, k), 1, mr
 		}
-		for j := 0; j < n; j += nr {
+		j0 := 0
+		if rows == mr && full > 0 {
+			arch.kernel(k, ap, ars, aks, bp, kp*nr, c[i*ldc:], ldc, alpha, acc, full)
+			j0 = full * nr
+		}
+		for j := j0; j < n; j += nr {
+			// A partial tile: computed aside, its rows and columns copied.
 			cols := min(nr, n-j)
-			bj := bp[j*kp:]
-			if rows == mr && cols == nr {
-				arch.kernel(k, ap, ars, aks, bj, c[i*ldc+j:], ldc, alpha, acc)
-				continue
-			}
 			t := ws.tile
-			arch.kernel(k, ap, ars, aks, bj, t, nr, alpha, false)
+			arch.kernel(k, ap, ars, aks, bp[j*kp:], kp*nr, t, nr, alpha, false, 1)
 			for r := range rows {
 				dst := c[(i+r)*ldc+j : (i+r)*ldc+j+cols]
 				src := t[r*nr : r*nr+cols]
@@ -363,26 +369,29 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, kp int) {
 	}
 }
 
-// kernelGeneric is the portable micro-kernel for a 4×8 tile.
-func kernelGeneric(kb int, a []float32, rs, ks int, b, c []float32, ldc int, alpha float32, acc bool) {
-	var t [4][8]float32
-	for p := range kb {
-		bp := b[p*8 : p*8+8]
-		for r := range 4 {
-			av := a[r*rs+p*ks]
-			row := &t[r]
-			for q, bv := range bp {
-				row[q] += av * bv
+// kernelGeneric is the portable micro-kernel for 4×8 tiles.
+func kernelGeneric(kb int, a []float32, rs, ks int, b []float32, bp int, c []float32, ldc int, alpha float32, acc bool, panels int) {
+	for pn := range panels {
+		var t [4][8]float32
+		bt := b[pn*bp:]
+		for p := range kb {
+			bv := bt[p*8 : p*8+8]
+			for r := range 4 {
+				av := a[r*rs+p*ks]
+				row := &t[r]
+				for q, x := range bv {
+					row[q] += av * x
+				}
 			}
 		}
-	}
-	for r := range 4 {
-		dst := c[r*ldc : r*ldc+8]
-		for q := range dst {
-			if acc {
-				dst[q] += alpha * t[r][q]
-			} else {
-				dst[q] = alpha * t[r][q]
+		for r := range 4 {
+			dst := c[r*ldc+pn*8 : r*ldc+pn*8+8]
+			for q := range dst {
+				if acc {
+					dst[q] += alpha * t[r][q]
+				} else {
+					dst[q] = alpha * t[r][q]
+				}
 			}
 		}
 	}

@@ -5,13 +5,13 @@ package gemm
 import "golang.org/x/sys/cpu"
 
 //go:noescape
-func kernelAVX512(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
+func kernelAVX512(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)
 
 //go:noescape
-func kernelAVX2(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
+func kernelAVX2(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)
 
 //go:noescape
-func kernelAVX2x12(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
+func kernelAVX2x12(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)
 
 //go:noescape
 func copyRows6(dst *float32, ds int, src *float32, ss, rows int)
@@ -36,12 +36,12 @@ func dotRowsAVX2(n int, a, b *float32, ldb int, rows int, out *float32)
 
 // asmKernel wraps an assembly micro-kernel of mr×nr with the bounds checks
 // that keep it inside its slices.
-func asmKernel(mr, nr int, k func(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)) func(kc int, a []float32, rs, ks int, b, c []float32, ldc int, alpha float32, acc bool) {
-	return func(kc int, a []float32, rs, ks int, b, c []float32, ldc int, alpha float32, acc bool) {
+func asmKernel(mr, nr int, k func(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)) kernelFunc {
+	return func(kc int, a []float32, rs, ks int, b []float32, bp int, c []float32, ldc int, alpha float32, acc bool, panels int) {
 		_ = a[(mr-1)*rs+(kc-1)*ks]
-		_ = b[kc*nr-1]
-		_ = c[(mr-1)*ldc+nr-1]
-		k(kc, &a[0], rs, ks, &b[0], &c[0], ldc, alpha, b2i(acc))
+		_ = b[(panels-1)*bp+kc*nr-1]
+		_ = c[(mr-1)*ldc+panels*nr-1]
+		k(kc, &a[0], rs, ks, &b[0], bp, &c[0], ldc, alpha, b2i(acc), panels)
 	}
 }
 

@@ -4,18 +4,23 @@
 
 #include "textflag.h"
 
-// func kernelAVX512(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
-TEXT ·kernelAVX512(SB), NOSPLIT, $0-72
-	MOVQ kc+0(FP), CX
-	MOVQ a+8(FP), AX
+// func kernelAVX512(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)
+TEXT ·kernelAVX512(SB), NOSPLIT, $24-88
 	MOVQ rs+16(FP), R8
 	MOVQ ks+24(FP), R9
-	MOVQ b+32(FP), BX
-	MOVQ c+40(FP), DI
-	MOVQ ldc+48(FP), SI
+	MOVQ ldc+56(FP), SI
 	SHLQ $2, R8
 	SHLQ $2, R9
 	SHLQ $2, SI
+	MOVQ b+32(FP), BX
+	MOVQ c+48(FP), DI
+	MOVQ panels+80(FP), DX
+	MOVQ DX, 16(SP)
+kernelAVX512_panel:
+	MOVQ BX, 0(SP)
+	MOVQ DI, 8(SP)
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), AX
 	LEAQ (AX)(R8*2), R10
 	ADDQ R8, R10
 	LEAQ (R10)(R8*2), R11
@@ -95,8 +100,8 @@ kernelAVX512_loop:
 	DECQ CX
 	JNZ kernelAVX512_loop
 kernelAVX512_store:
-	VBROADCASTSS alpha+56(FP), Z26
-	MOVQ acc+64(FP), DX
+	VBROADCASTSS alpha+64(FP), Z26
+	MOVQ acc+72(FP), DX
 	TESTQ DX, DX
 	JZ kernelAVX512_set
 	VFMADD213PS 0(DI), Z26, Z0
@@ -158,8 +163,7 @@ kernelAVX512_store:
 	VMOVUPS Z22, 0(DI)
 	VFMADD213PS 64(DI), Z26, Z23
 	VMOVUPS Z23, 64(DI)
-	VZEROUPPER
-	RET
+	JMP kernelAVX512_next
 kernelAVX512_set:
 	VMULPS Z26, Z0, Z0
 	VMOVUPS Z0, 0(DI)
@@ -220,21 +224,35 @@ kernelAVX512_set:
 	VMOVUPS Z22, 0(DI)
 	VMULPS Z26, Z23, Z23
 	VMOVUPS Z23, 64(DI)
+kernelAVX512_next:
+	MOVQ bp+40(FP), DX
+	SHLQ $2, DX
+	MOVQ 0(SP), BX
+	ADDQ DX, BX
+	MOVQ 8(SP), DI
+	ADDQ $128, DI
+	DECQ 16(SP)
+	JNZ kernelAVX512_panel
 	VZEROUPPER
 	RET
 
-// func kernelAVX2(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
-TEXT ·kernelAVX2(SB), NOSPLIT, $0-72
-	MOVQ kc+0(FP), CX
-	MOVQ a+8(FP), AX
+// func kernelAVX2(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)
+TEXT ·kernelAVX2(SB), NOSPLIT, $24-88
 	MOVQ rs+16(FP), R8
 	MOVQ ks+24(FP), R9
-	MOVQ b+32(FP), BX
-	MOVQ c+40(FP), DI
-	MOVQ ldc+48(FP), SI
+	MOVQ ldc+56(FP), SI
 	SHLQ $2, R8
 	SHLQ $2, R9
 	SHLQ $2, SI
+	MOVQ b+32(FP), BX
+	MOVQ c+48(FP), DI
+	MOVQ panels+80(FP), DX
+	MOVQ DX, 16(SP)
+kernelAVX2_panel:
+	MOVQ BX, 0(SP)
+	MOVQ DI, 8(SP)
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), AX
 	LEAQ (AX)(R8*2), R10
 	ADDQ R8, R10
 	VXORPS Y0, Y0, Y0
@@ -278,8 +296,8 @@ kernelAVX2_loop:
 	DECQ CX
 	JNZ kernelAVX2_loop
 kernelAVX2_store:
-	VBROADCASTSS alpha+56(FP), Y14
-	MOVQ acc+64(FP), DX
+	VBROADCASTSS alpha+64(FP), Y14
+	MOVQ acc+72(FP), DX
 	TESTQ DX, DX
 	JZ kernelAVX2_set
 	VFMADD213PS 0(DI), Y14, Y0
@@ -311,8 +329,7 @@ kernelAVX2_store:
 	VMOVUPS Y10, 0(DI)
 	VFMADD213PS 32(DI), Y14, Y11
 	VMOVUPS Y11, 32(DI)
-	VZEROUPPER
-	RET
+	JMP kernelAVX2_next
 kernelAVX2_set:
 	VMULPS Y14, Y0, Y0
 	VMOVUPS Y0, 0(DI)
@@ -343,21 +360,35 @@ kernelAVX2_set:
 	VMOVUPS Y10, 0(DI)
 	VMULPS Y14, Y11, Y11
 	VMOVUPS Y11, 32(DI)
+kernelAVX2_next:
+	MOVQ bp+40(FP), DX
+	SHLQ $2, DX
+	MOVQ 0(SP), BX
+	ADDQ DX, BX
+	MOVQ 8(SP), DI
+	ADDQ $64, DI
+	DECQ 16(SP)
+	JNZ kernelAVX2_panel
 	VZEROUPPER
 	RET
 
-// func kernelAVX2x12(kc int, a *float32, rs, ks int, b, c *float32, ldc int, alpha float32, acc int)
-TEXT ·kernelAVX2x12(SB), NOSPLIT, $0-72
-	MOVQ kc+0(FP), CX
-	MOVQ a+8(FP), AX
+// func kernelAVX2x12(kc int, a *float32, rs, ks int, b *float32, bp int, c *float32, ldc int, alpha float32, acc, panels int)
+TEXT ·kernelAVX2x12(SB), NOSPLIT, $24-88
 	MOVQ rs+16(FP), R8
 	MOVQ ks+24(FP), R9
-	MOVQ b+32(FP), BX
-	MOVQ c+40(FP), DI
-	MOVQ ldc+48(FP), SI
+	MOVQ ldc+56(FP), SI
 	SHLQ $2, R8
 	SHLQ $2, R9
 	SHLQ $2, SI
+	MOVQ b+32(FP), BX
+	MOVQ c+48(FP), DI
+	MOVQ panels+80(FP), DX
+	MOVQ DX, 16(SP)
+kernelAVX2x12_panel:
+	MOVQ BX, 0(SP)
+	MOVQ DI, 8(SP)
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), AX
 	LEAQ (AX)(R8*2), R10
 	ADDQ R8, R10
 	LEAQ (R10)(R8*2), R11
@@ -412,8 +443,8 @@ kernelAVX2x12_loop:
 	DECQ CX
 	JNZ kernelAVX2x12_loop
 kernelAVX2x12_store:
-	VBROADCASTSS alpha+56(FP), Y13
-	MOVQ acc+64(FP), DX
+	VBROADCASTSS alpha+64(FP), Y13
+	MOVQ acc+72(FP), DX
 	TESTQ DX, DX
 	JZ kernelAVX2x12_set
 	VFMADD213PS 0(DI), Y13, Y0
@@ -451,8 +482,7 @@ kernelAVX2x12_store:
 	ADDQ SI, DI
 	VFMADD213PS 0(DI), Y13, Y11
 	VMOVUPS Y11, 0(DI)
-	VZEROUPPER
-	RET
+	JMP kernelAVX2x12_next
 kernelAVX2x12_set:
 	VMULPS Y13, Y0, Y0
 	VMOVUPS Y0, 0(DI)
@@ -489,6 +519,15 @@ kernelAVX2x12_set:
 	ADDQ SI, DI
 	VMULPS Y13, Y11, Y11
 	VMOVUPS Y11, 0(DI)
+kernelAVX2x12_next:
+	MOVQ bp+40(FP), DX
+	SHLQ $2, DX
+	MOVQ 0(SP), BX
+	ADDQ DX, BX
+	MOVQ 8(SP), DI
+	ADDQ $32, DI
+	DECQ 16(SP)
+	JNZ kernelAVX2x12_panel
 	VZEROUPPER
 	RET
 
