@@ -256,13 +256,7 @@ func (b *Backend) RoPE(x, pos backend.Tensor, r backend.RoPE, inverse bool) erro
 			}
 			row := xf[i*width : (i+1)*width]
 			for h := 0; h < width; h += r.HeadDim {
-				x1 := row[h : h+half]
-				x2 := row[h+half : h+2*half]
-				for j := range half {
-					a, c := x1[j], x2[j]
-					x1[j] = a*cos[j] - c*sin[j]
-					x2[j] = c*cos[j] + a*sin[j]
-				}
+				vec.Rotate(row[h:h+half], row[h+half:h+2*half], cos, sin)
 			}
 		}
 	})

@@ -101,3 +101,36 @@ mulsubloop:
 	VZEROUPPER
 mulsubdone:
 	RET
+
+// func rotateAVX2(x1, x2, cos, sin *float32, n int)
+// (x1, x2) = (x1·cos − x2·sin, x2·cos + x1·sin), products rounded, then summed
+TEXT ·rotateAVX2(SB), NOSPLIT, $0-40
+	MOVQ x1+0(FP), DI
+	MOVQ x2+8(FP), SI
+	MOVQ cos+16(FP), DX
+	MOVQ sin+24(FP), R8
+	MOVQ n+32(FP), CX
+	SHRQ $3, CX
+	JZ   rotdone
+rotloop:
+	VMOVUPS (DI), Y0      // a
+	VMOVUPS (SI), Y1      // c
+	VMOVUPS (DX), Y2      // cos
+	VMOVUPS (R8), Y3      // sin
+	VMULPS Y2, Y0, Y4     // a·cos
+	VMULPS Y3, Y1, Y5     // c·sin
+	VSUBPS Y5, Y4, Y4
+	VMULPS Y2, Y1, Y5     // c·cos
+	VMULPS Y3, Y0, Y6     // a·sin
+	VADDPS Y6, Y5, Y5
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, (SI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, R8
+	DECQ CX
+	JNZ  rotloop
+	VZEROUPPER
+rotdone:
+	RET

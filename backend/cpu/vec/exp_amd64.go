@@ -43,6 +43,9 @@ func normGradInAVX2(xhat, dy, x, grad, w *float32, aw, ab *float64, n int, mean,
 func normGradOutAVX2(dx, dy, xhat *float32, n int, rstd, mdy, mdyx float32)
 
 //go:noescape
+func rotateAVX2(x1, x2, cos, sin *float32, n int)
+
+//go:noescape
 func relu2AVX2(out, x *float32, n int)
 
 //go:noescape
@@ -85,6 +88,7 @@ func init() {
 		normGradOutKernel = func(dx, dy, xhat []float32, rstd, mdy, mdyx float32) {
 			normGradOutAVX2(&dx[0], &dy[0], &xhat[0], len(dy), rstd, mdy, mdyx)
 		}
+		rotateKernel = func(x1, x2, cos, sin []float32) { rotateAVX2(&x1[0], &x2[0], &cos[0], &sin[0], len(x1)) }
 		relu2Kernel = func(out, x []float32) { relu2AVX2(&out[0], &x[0], len(x)) }
 		relu2GradKernel = func(dx, dout, x []float32) { relu2GradAVX2(&dx[0], &dout[0], &x[0], len(x)) }
 		axpbyKernel = func(dst, x, y []float32, a, b float32) { axpbyAVX2(&dst[0], &x[0], &y[0], len(x), a, b) }

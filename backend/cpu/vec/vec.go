@@ -310,3 +310,24 @@ var (
 	axpbyKernel     func(dst, x, y []float32, a, b float32)
 	mulSubKernel    func(dst, p, d []float32, c float32)
 )
+
+// Rotate turns each pair (x1[i], x2[i]) by the angle whose cosine and sine
+// are cos[i], sin[i]: x1 = x1·cos − x2·sin, x2 = x2·cos + x1·sin (rotary
+// position embedding).
+func Rotate(x1, x2, cos, sin []float32) {
+	x2, cos, sin = x2[:len(x1)], cos[:len(x1)], sin[:len(x1)]
+	n := 0
+	if rotateKernel != nil {
+		if n = len(x1) &^ 7; n > 0 {
+			rotateKernel(x1[:n], x2[:n], cos[:n], sin[:n])
+		}
+	}
+	for i := n; i < len(x1); i++ {
+		a, c := x1[i], x2[i]
+		x1[i] = a*cos[i] - c*sin[i]
+		x2[i] = c*cos[i] + a*sin[i]
+	}
+}
+
+// rotateKernel rotates a multiple of 8 pairs, or is nil.
+var rotateKernel func(x1, x2, cos, sin []float32)

@@ -211,6 +211,14 @@ func TestElementwise(t *testing.T) {
 					t.Fatalf("AXPBY n=%d [%d]: %v, want %v", n, i, out[i], w)
 				}
 			}
+			c, s := rnd(n), rnd(n)
+			r1, r2 := append([]float32(nil), x...), append([]float32(nil), y...)
+			Rotate(r1, r2, c, s)
+			for i := range n {
+				if w1, w2 := x[i]*c[i]-y[i]*s[i], y[i]*c[i]+x[i]*s[i]; r1[i] != w1 || r2[i] != w2 {
+					t.Fatalf("Rotate n=%d [%d]: (%v, %v), want (%v, %v)", n, i, r1[i], r2[i], w1, w2)
+				}
+			}
 			MulSub(out, x, z, 0.25)
 			for i := range n {
 				if w := x[i] * (z[i] - 0.25); out[i] != w {
@@ -235,9 +243,9 @@ func TestElementwise(t *testing.T) {
 		}
 	}
 	t.Run("dispatch", run)
-	r2, r2g, ab, ms := relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel
-	defer func() { relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel = r2, r2g, ab, ms }()
-	relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel = nil, nil, nil, nil
+	r2, r2g, ab, ms, rot := relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel
+	defer func() { relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel = r2, r2g, ab, ms, rot }()
+	relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel = nil, nil, nil, nil, nil
 	t.Run("generic", run)
 }
 
