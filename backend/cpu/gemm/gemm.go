@@ -68,11 +68,14 @@ func Kernel() string { return arch.name }
 func RowsPerTile() int { return arch.mr }
 
 // Cache blocking: a kc×nr panel of B and an mr×kc block of A are the
-// micro-kernel's working set (L1); a kc×nc block of packed B (bBlock floats
-// at most) stays in L2 while every row panel of A passes over it.
+// micro-kernel's working set (L1); a kc×nc block of packed B (bBlock floats,
+// 1 MB, at most: L2 or L3) stays cached while every row panel of A passes
+// over it. A larger block reads A fewer times; at the tiny recipe's shapes
+// 1 MB ran 1–6% faster than 512 KB and as fast as 2 or 4 MB (interleaved
+// single-core measurements).
 const (
 	kc     = 256
-	bBlock = 128 << 10
+	bBlock = 256 << 10
 )
 
 // ncFor is the width of the packed B block for a depth of kb.
