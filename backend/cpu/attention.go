@@ -110,10 +110,7 @@ func queryBlock(t int) int { return min(t, 4*gemm.RowsPerTile()) }
 func (b *Backend) attentionPanels(qf, kf, vf, of, lf []float32, a backend.Attn) {
 	hd, ldq, ldk := a.HeadDim, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	group := a.Heads / a.KVHeads
-	maxKeys := 0
-	for s := range a.B {
-		maxKeys = max(maxKeys, a.PastOf(s)+a.T)
-	}
+	maxKeys := longestKeys(a)
 	qbMax := queryBlock(a.T)
 	type scratch struct {
 		s, inv []float32
@@ -164,10 +161,7 @@ func (b *Backend) attentionPanels(qf, kf, vf, of, lf []float32, a backend.Attn) 
 func (b *Backend) attentionByHead(qf, kf, vf, of, lf []float32, a backend.Attn) {
 	hd, ldq, ldk := a.HeadDim, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	group := a.Heads / a.KVHeads
-	maxKeys := 0
-	for s := range a.B {
-		maxKeys = max(maxKeys, a.PastOf(s)+a.T)
-	}
+	maxKeys := longestKeys(a)
 	runTasks(b, a.B*a.Heads, func() []float32 { return make([]float32, min(qBlock, a.T)*maxKeys) },
 		func(task int, sc []float32) {
 			s, h := task/a.Heads, task%a.Heads
@@ -214,10 +208,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 	qf, kf, vf, of, df, lf, dqf, dkf, dvf := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6], fs[7], fs[8]
 	hd, ldq, ldk := a.HeadDim, wq, wkv
 	group := a.Heads / a.KVHeads
-	maxKeys := 0
-	for s := range a.B {
-		maxKeys = max(maxKeys, a.PastOf(s)+a.T)
-	}
+	maxKeys := longestKeys(a)
 	type scratch struct {
 		p, dp      []float32
 		kt, vt, kn gemm.Panels // Kᵀ, Vᵀ and K of the head
@@ -274,4 +265,14 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 		}
 	})
 	return nil
+}
+
+// longestKeys is the largest number of keys a sequence of the batch attends
+// to (its cached past and its new rows).
+func longestKeys(a backend.Attn) int {
+	n := 0
+	for s := range a.B {
+		n = max(n, a.PastOf(s)+a.T)
+	}
+	return n
 }
