@@ -88,6 +88,8 @@ type Trainer struct {
 	// slots are the tensors AdamW updates: the model's parameters in table
 	// order, then the objective's.
 	slots []slot
+	// identities are recorded in checkpoints (RunOptions.Identities).
+	identities map[string]string
 }
 
 // slot is one parameter as the optimizer sees it.

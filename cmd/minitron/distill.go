@@ -34,9 +34,12 @@ without gradients. The file is a training configuration (see train) plus
     reverse: false
 
 The loop is train's: same checkpoints, bit-identical resumption, metrics
-(with the KL and, at validation, the teacher's loss) and progress.
---validate-only measures the student's and the teacher's validation loss and
-their KL, and exits.`,
+and progress. metrics.jsonl names each quantity once: loss (the objective
+optimized), kl (KL(teacher ‖ student) on the step's batch), train_ce (the
+student's cross-entropy on it, with ce_weight), and at each validation
+val_ce (the student's cross-entropy on the held-out split), val_kl and
+val_teacher_ce. --validate-only measures val_ce, val_teacher_ce and val_kl,
+and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := distill.Load(cfgPath, sets)
@@ -62,19 +65,19 @@ their KL, and exits.`,
 				return err
 			}
 			defer obj.Free()
-			res, err := runTraining(cmd, &cfg.Config, out, be, obj, obj.Extra)
+			res, err := runTraining(cmd, &cfg.Config, out, be, obj, obj.Extra, cfg.Prepare)
 			if err != nil {
 				return err
 			}
 			_, tl, kl := obj.ValidationLosses()
-			fmt.Fprintf(cmd.OutOrStdout(), "distilled %d steps (%d tokens): validation loss %.4f (teacher %.4f, KL %.4f); model in %s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "distilled %d steps (%d tokens): validation ce %.4f (teacher %.4f), validation kl %.4f; model in %s\n",
 				res.Steps, res.Tokens, res.ValLoss, tl, kl, res.FinalDir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "distillation configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (an existing run there is resumed)")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set kd.temperature=2 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set kd.temperature=2 (repeatable)")
 	cmd.Flags().BoolVar(&validateOnly, "validate-only", false, "only measure student and teacher on the validation data")
 	cmd.MarkFlagRequired("config")
 	cmd.AddCommand(newCacheTeacher())
@@ -170,7 +173,7 @@ func validateDistill(cmd *cobra.Command, cfg *distill.Config) error {
 		return err
 	}
 	s, tl, kl := obj.ValidationLosses()
-	fmt.Fprintf(cmd.OutOrStdout(), "validation over %d batches of %d×%d tokens: student loss %.4f, teacher loss %.4f, KL(teacher‖student) %.4f\n",
+	fmt.Fprintf(cmd.OutOrStdout(), "validation over %d batches of %d×%d tokens: student ce %.4f, teacher ce %.4f, kl(teacher‖student) %.4f\n",
 		max(1, cfg.Eval.Batches), cfg.Train.MicroBatch, cfg.Data.SeqLen, s, tl, kl)
 	return nil
 }
