@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
@@ -216,8 +217,29 @@ func (c *Config) TotalSteps() int {
 func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
 
 // fingerprint identifies what a resumed run must share with the saved one:
-// everything but the length of the run and the checkpoint cadence.
+// everything but the length of the run and the checkpoint cadence, and
+// which GPUs and how many (a run resumes on another number of GPUs).
 func (c *Config) fingerprint() string {
+	d := *c
+	d.Device = DeviceKind(d.Device)
+	return d.rawFingerprint()
+}
+
+// resumes reports whether a checkpoint of fingerprint fp continues this
+// configuration (also when fp was made with the device as given, by a
+// version that did not leave out the GPUs).
+func (c *Config) resumes(fp string) bool { return fp == c.fingerprint() || fp == c.rawFingerprint() }
+
+// DeviceKind is a device setting without its GPU numbers: cpu or cuda.
+func DeviceKind(dev string) string {
+	d := strings.ToLower(strings.TrimSpace(dev))
+	if d == "gpu" || strings.HasPrefix(d, "cuda") {
+		return "cuda"
+	}
+	return d
+}
+
+func (c *Config) rawFingerprint() string {
 	d := *c
 	d.Train.Steps, d.Train.Tokens, d.Train.LogEvery = 0, 0, 0
 	d.Checkpoint.Every, d.Checkpoint.Keep = 0, 0

@@ -54,15 +54,6 @@ type RefsConsumer interface{ SetRefs(refs []data.SeqRef) }
 
 type refsBatcher interface{ Refs() []data.SeqRef }
 
-// passRefs tells the objective where a batch came from.
-func passRefs(obj Objective, b Batcher) {
-	rc, ok1 := obj.(RefsConsumer)
-	rb, ok2 := b.(refsBatcher)
-	if ok1 && ok2 {
-		rc.SetRefs(rb.Refs())
-	}
-}
-
 // Batcher supplies sequences of SeqLen()+1 tokens (inputs and targets).
 type Batcher interface {
 	Batch(n int) ([]int32, error)
@@ -88,6 +79,9 @@ type Trainer struct {
 	decay  []bool
 	extra  []Param // the objective's own parameters
 	em, ev []backend.Tensor
+	// dp is the rank's part of a data-parallel run (NewShardedTrainer),
+	// which replaces the per-tensor moments above; nil on one device.
+	dp *sharded
 }
 
 // StepStats describes one optimizer step.
@@ -119,7 +113,7 @@ func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*T
 			return nil, err
 		}
 		t.m1, t.m2 = append(t.m1, a), append(t.m2, v)
-		t.decay = append(t.decay, cfg.Optimizer.DecayAll || !(p.Role.IsNorm() || p.Role == model.Embed || p.Role == model.LMHead))
+		t.decay = append(t.decay, decays(cfg, p))
 	}
 	if po, ok := obj.(ParamOwner); ok {
 		t.extra = po.Params()
@@ -141,10 +135,16 @@ func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*T
 	return t, nil
 }
 
-// Free releases the trainer's buffers (not the model).
+// Free releases the trainer's buffers (not the model, except in a
+// data-parallel run, whose model weights live in the trainer's buffer).
 func (t *Trainer) Free() {
 	b := t.Model.Backend
-	t.grads.Free(b)
+	if t.dp != nil {
+		t.freeSharded()
+	}
+	if t.grads != nil {
+		t.grads.Free(b)
+	}
 	for i := range t.m1 {
 		b.Free(t.m1[i])
 		b.Free(t.m2[i])
@@ -153,7 +153,9 @@ func (t *Trainer) Free() {
 		b.Free(t.em[i])
 		b.Free(t.ev[i])
 	}
-	t.acts.Free(b)
+	if t.acts != nil {
+		t.acts.Free(b)
+	}
 }
 
 // split turns a batch of sequences into inputs and next-token targets.
@@ -172,7 +174,6 @@ func split(seqs []int32, n, seqLen int) (ids, targets []int32) {
 // norm clipping, AdamW.
 func (t *Trainer) TrainStep() (StepStats, error) {
 	cfg, m, b := t.Cfg, t.Model, t.Model.Backend
-	n, T := cfg.Train.MicroBatch, cfg.Data.SeqLen
 	if err := t.grads.Zero(b); err != nil {
 		return StepStats{}, err
 	}
@@ -181,15 +182,16 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 			return StepStats{}, err
 		}
 	}
+	if ss, ok := t.Obj.(StepSummer); ok {
+		ss.BeginStep()
+	}
 	var loss float64
 	for range cfg.Train.Accumulation {
-		seqs, err := t.Data.Batch(n)
+		mb, err := draw(t.Data, cfg.Train.MicroBatch)
 		if err != nil {
 			return StepStats{}, err
 		}
-		ids, targets := split(seqs, n, T)
-		passRefs(t.Obj, t.Data)
-		l, err := t.Obj.LossAndGrad(m, t.acts, model.Input{B: n, T: T, IDs: ids}, targets, 1/float32(cfg.Train.Accumulation), t.grads)
+		l, err := t.lossAndGrad(mb, 1/float32(cfg.Train.Accumulation))
 		if err != nil {
 			return StepStats{}, err
 		}
@@ -249,16 +251,13 @@ func (t *Trainer) Evaluate(val Batcher, batches int) (float64, error) {
 	if s, ok := t.Obj.(EvalStarter); ok {
 		s.BeginEval()
 	}
-	n, T := t.Cfg.Train.MicroBatch, t.Cfg.Data.SeqLen
 	var sum float64
 	for range batches {
-		seqs, err := val.Batch(n)
+		mb, err := draw(val, t.Cfg.Train.MicroBatch)
 		if err != nil {
 			return 0, err
 		}
-		ids, targets := split(seqs, n, T)
-		passRefs(t.Obj, val)
-		l, err := t.Obj.Loss(t.Model, t.acts, model.Input{B: n, T: T, IDs: ids}, targets)
+		l, err := t.evalLoss(mb)
 		if err != nil {
 			return 0, err
 		}
@@ -294,6 +293,9 @@ func (r *RandomBatcher) Cursor() data.Cursor {
 
 // SetCursor implements Batcher.
 func (r *RandomBatcher) SetCursor(c data.Cursor) error { r.drawn = c.Drawn; return nil }
+
+// Skip moves past n sequences.
+func (r *RandomBatcher) Skip(n int) { r.drawn += int64(n) }
 
 // SeqLen implements Batcher.
 func (r *RandomBatcher) SeqLen() int { return r.Len }
