@@ -130,6 +130,12 @@ type Objective struct {
 		student, teacher, kl float64
 		ceRows, klRows       int
 	}
+	// the current step's sums over its micro-batches, since BeginStep
+	step struct {
+		kl, ce         float64
+		klRows, ceRows int
+		open           bool
+	}
 
 	// intermediate-state loss
 	proj, projG backend.Tensor   // W [Dt, Ds] and its gradient
@@ -547,10 +553,19 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 		return 0, err
 	}
 	defer free()
+	var l float64
 	if o.proj == nil {
-		return m.LossAndGradWith(a, in, f, scale, g)
+		l, err = m.LossAndGradWith(a, in, f, scale, g)
+	} else {
+		l, err = m.LossAndGradHidden(a, in, f, o.hiddenLoss(a), scale, g)
 	}
-	return m.LossAndGradHidden(a, in, f, o.hiddenLoss(a), scale, g)
+	if o.step.open {
+		o.step.kl += o.sumKL
+		o.step.ce += o.sumCE
+		o.step.klRows += o.rowsKL
+		o.step.ceRows += o.rowsCE
+	}
+	return l, err
 }
 
 // Loss implements train.Objective for validation: it returns the student's
@@ -597,15 +612,22 @@ func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
 	return o.val.student / r, o.val.teacher / r, o.val.kl / k
 }
 
-// Extra reports the latest step's KL and student CE, and after a
-// validation the teacher's loss and the KL on validation data.
+// Extra reports the latest step's KL and student CE (over its
+// micro-batches, of every GPU, in a training run; else over the latest
+// micro-batch), and after a validation the teacher's loss and the KL on
+// validation data. The intermediate loss and its α are the latest
+// micro-batch's.
 func (o *Objective) Extra() map[string]float64 {
-	e := map[string]float64{"kl": o.sumKL / float64(max(o.rowsKL, 1))}
+	kl, ce, klRows, ceRows := o.sumKL, o.sumCE, o.rowsKL, o.rowsCE
+	if o.step.open {
+		kl, ce, klRows, ceRows = o.step.kl, o.step.ce, o.step.klRows, o.step.ceRows
+	}
+	e := map[string]float64{"kl": kl / float64(max(klRows, 1))}
 	if o.proj != nil {
 		e["intermediate"], e["intermediate_alpha"] = o.lis, o.alpha
 	}
-	if o.rowsCE > 0 {
-		e["ce"] = o.sumCE / float64(o.rowsCE)
+	if ceRows > 0 {
+		e["ce"] = ce / float64(ceRows)
 	}
 	if o.val.ceRows > 0 {
 		_, teacher, kl := o.ValidationLosses()
@@ -634,6 +656,9 @@ func (o *Objective) Free() {
 func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result, *Objective, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
+	}
+	if len(opt.Replicas) > 0 {
+		return runParallel(ctx, cfg, opt)
 	}
 	student, _, err := train.StartModel(&cfg.Config, opt.Out, opt.Backend)
 	if err != nil {
