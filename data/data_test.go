@@ -211,6 +211,36 @@ func TestPrepareErrors(t *testing.T) {
 	if _, err := Prepare(context.Background(), PrepareOptions{Inputs: []string{filepath.Join(dir, "text.parquet")}, Out: t.TempDir(), Tokenizer: tok(t)}); err == nil || !strings.Contains(err.Error(), "text.parquet") {
 		t.Fatalf("bad parquet: %v", err)
 	}
+	// A failed run leaves no directory it made behind.
+	fresh := filepath.Join(t.TempDir(), "new", "ds")
+	if _, err := Prepare(context.Background(), PrepareOptions{Inputs: []string{filepath.Join(dir, "text.parquet")}, Out: fresh, Tokenizer: tok(t)}); err == nil {
+		t.Fatal("bad parquet accepted")
+	}
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Fatalf("a failed run left %s: %v", fresh, err)
+	}
+}
+
+// TestPrepareWhitespace: documents of only spaces, tabs and newlines are
+// skipped and counted with the empty ones.
+func TestPrepareWhitespace(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "w.jsonl"), []byte("{\"text\": \"a\"}\n{\"text\": \" \\t\\n \"}\n{\"text\": \"\"}\n{\"text\": \"\\r\\n\"}\n{\"text\": \" b \"}\n"))
+	m, err := Prepare(context.Background(), PrepareOptions{Inputs: []string{filepath.Join(dir, "w.jsonl")}, Out: filepath.Join(t.TempDir(), "ds"), Tokenizer: tok(t), AddEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Documents != 2 || m.EmptyDocuments != 3 {
+		t.Fatalf("documents %d, empty %d; want 2 and 3", m.Documents, m.EmptyDocuments)
+	}
+	empty := filepath.Join(t.TempDir(), "ds")
+	write(t, filepath.Join(dir, "blank.txt"), []byte(" \n\t\n"))
+	if _, err := Prepare(context.Background(), PrepareOptions{Inputs: []string{filepath.Join(dir, "blank.txt")}, Out: empty, Tokenizer: tok(t)}); err == nil || !strings.Contains(err.Error(), "1 empty or whitespace-only") {
+		t.Fatalf("whitespace-only input: %v", err)
+	}
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		t.Fatalf("a failed run left %s", empty)
+	}
 }
 
 // TestInterruptedPrepare: a killed run leaves temporary and orphan shard

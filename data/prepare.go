@@ -87,7 +87,9 @@ type chunk struct {
 
 // Prepare tokenizes the inputs into a dataset directory. If the directory
 // already holds a complete dataset of the same inputs (same checksums),
-// tokenizer and options, it is kept and returned.
+// tokenizer and options, it is kept and returned. Documents that are empty
+// or only whitespace are skipped and counted (EmptyDocuments). A run that
+// fails removes the directory when it made it.
 func Prepare(ctx context.Context, opt PrepareOptions) (*Manifest, error) {
 	if err := opt.defaults(); err != nil {
 		return nil, err
@@ -96,9 +98,19 @@ func Prepare(ctx context.Context, opt PrepareOptions) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, statErr := os.Stat(opt.Out)
+	made := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
+	m, err := prepareFiles(ctx, opt, files)
+	if err != nil && made {
+		os.RemoveAll(opt.Out)
+	}
+	return m, err
+}
+
+func prepareFiles(ctx context.Context, opt PrepareOptions, files []inputFile) (*Manifest, error) {
 	if m, err := ReadManifest(opt.Out); err == nil && m.sameSource(files, opt) {
 		return m, nil
 	}
@@ -227,7 +239,7 @@ func Prepare(ctx context.Context, opt PrepareOptions) (*Manifest, error) {
 		return nil, err
 	}
 	if w.tokens == 0 {
-		return nil, fmt.Errorf("data: the inputs hold no text (%d empty documents, %d skipped records)", m.EmptyDocuments, m.SkippedRecords)
+		return nil, fmt.Errorf("data: the inputs hold no text (%d empty or whitespace-only documents, %d skipped records)", m.EmptyDocuments, m.SkippedRecords)
 	}
 	m.Shards, m.Tokens = w.shards, w.tokens
 	if err := writeManifest(opt.Out, m); err != nil {

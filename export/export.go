@@ -104,6 +104,9 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 	}
 	if !copied["tokenizer.json"] {
 		if b, err := sp.TokenizerJSON(); err == nil {
+			if b, err = withBOS(b, sp); err != nil {
+				return err
+			}
 			if err := checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer.json"), b); err != nil {
 				return err
 			}
@@ -128,6 +131,56 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 		return checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer_config.json"), append(b, '\n'))
 	}
 	return nil
+}
+
+// withBOS gives a generated tokenizer.json the post-processor that adds
+// BOS, as tokenizer_config.json's add_bos_token (written true) says:
+// Hugging Face's tokenizers libraries take BOS from the post-processor
+// alone. It is the TemplateProcessing transformers' Llama converter writes:
+// "<s> $A" for one sequence, "<s> $A <s> $B" for a pair.
+func withBOS(tokJSON []byte, sp *tokenizer.SentencePiece) ([]byte, error) {
+	b := sp.BOS()
+	if b < 0 {
+		return tokJSON, nil
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(tokJSON, &doc); err != nil {
+		return nil, fmt.Errorf("export: generated tokenizer.json: %v", err)
+	}
+	bos := sp.Piece(b)
+	special := func(typeID int) map[string]any {
+		return map[string]any{"SpecialToken": map[string]any{"id": bos, "type_id": typeID}}
+	}
+	seq := func(id string, typeID int) map[string]any {
+		return map[string]any{"Sequence": map[string]any{"id": id, "type_id": typeID}}
+	}
+	doc["post_processor"] = map[string]any{
+		"type":           "TemplateProcessing",
+		"single":         []any{special(0), seq("A", 0)},
+		"pair":           []any{special(0), seq("A", 0), special(1), seq("B", 1)},
+		"special_tokens": map[string]any{bos: map[string]any{"id": bos, "ids": []int32{b}, "tokens": []string{bos}}},
+	}
+	return json.MarshalIndent(doc, "", "  ")
+}
+
+// SourceDType is the dtype of a checkpoint's weights (of its first matrix),
+// the default of an export.
+func SourceDType(src string) (backend.DType, error) {
+	cfg, err := model.LoadConfig(filepath.Join(src, "config.json"))
+	if err != nil {
+		return 0, err
+	}
+	ts, err := checkpoints.Open(src)
+	if err != nil {
+		return 0, err
+	}
+	defer ts.Close()
+	for _, p := range cfg.Params() {
+		if info, ok := ts.Info(p.Name); ok && len(p.Shape) == 2 {
+			return info.DType, nil
+		}
+	}
+	return 0, fmt.Errorf("export: %s holds none of the model's matrices", src)
 }
 
 // atomicDir builds a directory under a temporary name and renames it into

@@ -8,7 +8,6 @@ import (
 
 	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/model"
-	"github.com/minitron/minitron/tokenizer"
 )
 
 // GGUF dtypes and their llama.cpp file types (general.file_type).
@@ -79,16 +78,39 @@ func permuteRotary(w []float32, heads, headDim, cols int) []float32 {
 	return out
 }
 
-// GGUF writes the model in src as a GGUF v3 file for llama.cpp: its tensor
-// names; Nemotron's LayerNorm1P weights with the +1 folded in; Llama's Q/K
-// rows permuted for interleaved rotary; the rotary dimension count, and key
-// and value lengths (head_dim, which may differ from hidden/heads after
-// pruning); the SentencePiece vocabulary with scores and token types.
-// Matrices are stored as dtype (f32, f16, bf16, q8_0), vectors as f32.
-func GGUF(src, out, dtype string) error {
-	ty, ok := ggufTypes[dtype]
+// GGUFOptions configure a GGUF export.
+type GGUFOptions struct {
+	DType string // f32, f16, bf16 or q8_0
+	// Warn receives what llama.cpp users should know (tensors kept in f16,
+	// shapes llama.cpp refuses); nil prints to stderr.
+	Warn func(msg string)
+}
+
+// GGUF writes the model in src as a GGUF v3 file for llama.cpp, warning on
+// stderr; see ExportGGUF.
+func GGUF(src, out, dtype string) error { return ExportGGUF(src, out, GGUFOptions{DType: dtype}) }
+
+// ggufQuantVersion is ggml's GGML_QNT_VERSION, the layout version of its
+// quantized types (q8_0's blocks).
+const ggufQuantVersion = 2
+
+// ExportGGUF writes the model in src as a GGUF v3 file for llama.cpp: its
+// tensor names; Nemotron's LayerNorm1P weights with the +1 folded in;
+// Llama's Q/K rows permuted for interleaved rotary; the rotary dimension
+// count, and key and value lengths (head_dim, which may differ from
+// hidden/heads after pruning); the vocabulary (SentencePiece with scores and
+// token types, or byte-level BPE with its merges and llama.cpp's name for
+// its pre-tokenizer). Matrices are stored as the dtype (f32, f16, bf16,
+// q8_0), vectors as f32; under q8_0 a matrix whose rows are not blocks of
+// 32 stays f16, as llama.cpp's converter does.
+func ExportGGUF(src, out string, opt GGUFOptions) error {
+	warn := opt.Warn
+	if warn == nil {
+		warn = func(msg string) { fmt.Fprintln(os.Stderr, "warning: "+msg) }
+	}
+	ty, ok := ggufTypes[opt.DType]
 	if !ok {
-		return fmt.Errorf("export: GGUF dtype %q: use f32, f16, bf16 or q8_0", dtype)
+		return fmt.Errorf("export: GGUF dtype %q: use f32, f16, bf16 or q8_0", opt.DType)
 	}
 	cfg, err := model.LoadConfig(filepath.Join(src, "config.json"))
 	if err != nil {
@@ -101,16 +123,13 @@ func GGUF(src, out, dtype string) error {
 	if cfg.RotaryDim() != cfg.HeadDim && cfg.Arch == model.Llama {
 		return fmt.Errorf("export: partial rotary on the llama architecture is not expressible in GGUF")
 	}
-	spPath := filepath.Join(src, "tokenizer.model")
-	sp, err := tokenizer.LoadSentencePiece(spPath)
-	if err != nil {
-		if os.IsNotExist(err) || strings.Contains(err.Error(), "no such file") {
-			return fmt.Errorf("export: GGUF export needs the SentencePiece tokenizer.model in %s (byte-level tokenizer.json vocabularies are not supported yet)", src)
-		}
-		return err
+	if cfg.Arch == model.Nemotron && cfg.NumHeads*cfg.HeadDim != cfg.HiddenSize {
+		warn(fmt.Sprintf("llama.cpp's nemotron architecture needs num_attention_heads × head_dim = hidden_size (here %d × %d = %d, hidden_size %d): llama.cpp will refuse this file (\"tensor 'blk.0.attn_q.weight' has wrong shape\"); prune to heads × head_dim = hidden for llama.cpp",
+			cfg.NumHeads, cfg.HeadDim, cfg.NumHeads*cfg.HeadDim, cfg.HiddenSize))
 	}
-	if sp.VocabSize() > cfg.VocabSize {
-		return fmt.Errorf("export: the tokenizer has %d pieces, the model's vocabulary %d", sp.VocabSize(), cfg.VocabSize)
+	voc, err := readVocab(src, cfg)
+	if err != nil {
+		return err
 	}
 	ts, err := checkpoints.Open(src)
 	if err != nil {
@@ -118,18 +137,12 @@ func GGUF(src, out, dtype string) error {
 	}
 	defer ts.Close()
 	params := cfg.Params()
-	if ty.ggml == checkpoints.GGMLQ8_0 {
-		for _, p := range params {
-			if len(p.Shape) == 2 && p.Shape[1]%32 != 0 {
-				return fmt.Errorf("export: %s has rows of %d values; q8_0 stores blocks of 32 (export as f16 or bf16, or prune to multiples of 32)", p.Name, p.Shape[1])
-			}
-		}
-	}
 	a := func(k string) string { return arch + "." + k }
 	kvs := []checkpoints.GGUFKV{
 		{Key: "general.architecture", Value: arch},
 		{Key: "general.name", Value: filepath.Base(filepath.Clean(src))},
 		{Key: "general.file_type", Value: ty.ftype},
+		{Key: "general.quantization_version", Value: uint32(ggufQuantVersion)},
 		{Key: "general.alignment", Value: uint32(checkpoints.GGUFAlignment)},
 		{Key: a("context_length"), Value: uint32(cfg.MaxPositions)},
 		{Key: a("embedding_length"), Value: uint32(cfg.HiddenSize)},
@@ -166,48 +179,19 @@ func GGUF(src, out, dtype string) error {
 				Data: func() ([]float32, error) { return factors, nil }})
 		}
 	}
-	pieces := sp.Pieces()
-	var toks []string
-	var scores []float32
-	var types []int32
-	for _, p := range pieces {
-		toks, scores, types = append(toks, p.Text), append(scores, p.Score), append(types, int32(p.Type))
-	}
-	for i := len(pieces); i < cfg.VocabSize; i++ { // padded embeddings beyond the tokenizer
-		toks, scores, types = append(toks, fmt.Sprintf("[PAD%d]", i)), append(scores, 0), append(types, 5)
-	}
-	kvs = append(kvs,
-		checkpoints.GGUFKV{Key: "tokenizer.ggml.model", Value: "llama"},
-		checkpoints.GGUFKV{Key: "tokenizer.ggml.tokens", Value: toks},
-		checkpoints.GGUFKV{Key: "tokenizer.ggml.scores", Value: scores},
-		checkpoints.GGUFKV{Key: "tokenizer.ggml.token_type", Value: types},
-		checkpoints.GGUFKV{Key: "tokenizer.ggml.unknown_token_id", Value: uint32(sp.Unknown())},
-		checkpoints.GGUFKV{Key: "tokenizer.ggml.add_bos_token", Value: true},
-		checkpoints.GGUFKV{Key: "tokenizer.ggml.add_eos_token", Value: false},
-	)
-	bos, eos := int(sp.BOS()), int(sp.EOS())
-	if cfg.BOS >= 0 {
-		bos = cfg.BOS
-	}
-	if len(cfg.EOS) > 0 {
-		eos = cfg.EOS[0]
-	}
-	if bos >= 0 {
-		kvs = append(kvs, checkpoints.GGUFKV{Key: "tokenizer.ggml.bos_token_id", Value: uint32(bos)})
-	}
-	if eos >= 0 {
-		kvs = append(kvs, checkpoints.GGUFKV{Key: "tokenizer.ggml.eos_token_id", Value: uint32(eos)})
-	}
-	if p := sp.Pad(); p >= 0 {
-		kvs = append(kvs, checkpoints.GGUFKV{Key: "tokenizer.ggml.padding_token_id", Value: uint32(p)})
-	}
+	kvs = append(kvs, voc.kvs()...)
+	var fallback []string
 	for _, p := range params {
 		if _, ok := ts.Info(p.Name); !ok {
 			return fmt.Errorf("export: %s: missing tensor %q", src, p.Name)
 		}
 		t := ty.ggml
-		if len(p.Shape) == 1 {
+		switch {
+		case len(p.Shape) == 1:
 			t = checkpoints.GGMLF32
+		case t == checkpoints.GGMLQ8_0 && p.Shape[len(p.Shape)-1]%32 != 0:
+			t = checkpoints.GGMLF16
+			fallback = append(fallback, fmt.Sprintf("%s (rows of %d)", ggufName(p), p.Shape[len(p.Shape)-1]))
 		}
 		tensors = append(tensors, checkpoints.GGUFTensor{Name: ggufName(p), Shape: p.Shape, Type: t, Data: func() ([]float32, error) {
 			v, err := ts.Float32(p.Name, p.Shape...)
@@ -227,6 +211,9 @@ func GGUF(src, out, dtype string) error {
 			}
 			return v, nil
 		}})
+	}
+	if len(fallback) > 0 {
+		warn(fmt.Sprintf("q8_0 stores rows in blocks of 32 values; %d tensor(s) stay f16: %s", len(fallback), strings.Join(fallback, ", ")))
 	}
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
 		return fmt.Errorf("export: %w", err)

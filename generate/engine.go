@@ -25,20 +25,38 @@ type Engine struct {
 
 	mu      sync.Mutex
 	running int // admitted or queued jobs
+
+	// promptChunk is how many prompt positions scorePrompt runs at once;
+	// 0 sizes the chunk from the vocabulary.
+	promptChunk int
 }
 
 // Request is one generation.
 type Request struct {
 	Prompt  []int32
 	Options Options // OnToken is ignored; tokens arrive as Events
+	// Seq selects the sampler's random stream (choice j of a request with
+	// several uses j), as Generate's sequence number does.
+	Seq uint64
+	// Logprobs attaches each new token's log-probability, and TopLogprobs
+	// alternatives, to its event (also to the stop token that ends it).
+	Logprobs    bool
+	TopLogprobs int
+	// PromptLogprobs sends the log-probability of every prompt token after
+	// the first, given the tokens before it, as the first event.
+	PromptLogprobs bool
 }
 
-// Event is one step of a request: a token, or the end (Finish set, or Err
-// when the request failed or was cancelled).
+// Event is one step of a request: prompt log-probabilities (Prompt set,
+// first), a token, or the end (Finish set, or Err when the request failed or
+// was cancelled). An end by a stop token carries that token in Token (not
+// part of the output) with its Logprob.
 type Event struct {
-	Token  int32
-	Finish string
-	Err    error
+	Token   int32
+	Logprob *Logprob
+	Prompt  []Logprob
+	Finish  string
+	Err     error
 }
 
 type job struct {
@@ -76,6 +94,9 @@ func (e *Engine) Check(r Request) error {
 	if len(r.Prompt) == 0 {
 		return errors.New("generate: the prompt is empty")
 	}
+	if r.TopLogprobs < 0 || r.TopLogprobs > e.m.Config.VocabSize {
+		return fmt.Errorf("generate: %d top log-probabilities asked; the vocabulary has %d tokens", r.TopLogprobs, e.m.Config.VocabSize)
+	}
 	for _, id := range r.Prompt {
 		if id < 0 || int(id) >= e.m.Config.VocabSize {
 			return fmt.Errorf("generate: token id %d is outside the vocabulary (size %d)", id, e.m.Config.VocabSize)
@@ -93,7 +114,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (<-chan Event, error) {
 	if err := e.Check(r); err != nil {
 		return nil, err
 	}
-	j := &job{ctx: ctx, req: r, events: make(chan Event, r.Options.MaxNewTokens+2), sampler: NewSampler(r.Options, 0)}
+	j := &job{ctx: ctx, req: r, events: make(chan Event, r.Options.MaxNewTokens+3), sampler: NewSampler(r.Options, r.Seq)}
 	e.mu.Lock()
 	e.running++
 	e.mu.Unlock()
@@ -207,7 +228,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		kept := active[:0]
 		for i, j := range active {
 			j.past++
-			if e.emit(j, j.sampler.Sample(lv[i*V:(i+1)*V]), end) {
+			if e.emit(j, lv[i*V:(i+1)*V], end) {
 				kept = append(kept, j)
 			}
 		}
@@ -219,47 +240,104 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) admit(j *job, free *[]int, active []*job, end func(*job, Event)) []*job {
 	j.slot = (*free)[len(*free)-1]
 	*free = (*free)[:len(*free)-1]
-	if j.req.Options.MaxNewTokens == 0 {
+	r := j.req
+	if r.Options.MaxNewTokens == 0 && !r.PromptLogprobs {
 		end(j, Event{Finish: FinishLength})
 		return active
 	}
-	n := len(j.req.Prompt)
-	a, err := e.m.NewActivations(n, false)
-	if err != nil {
-		end(j, Event{Err: err})
-		return active
-	}
-	defer a.Free(e.m.Backend)
-	lg, err := e.m.Forward(a, model.Input{B: 1, T: n, IDs: j.req.Prompt, Past: []int{0}, Slots: []int{j.slot}, LogitRows: []int32{int32(n - 1)}},
-		model.Options{Cache: e.cache})
+	n := len(r.Prompt)
 	var lv []float32
-	if err == nil {
-		lv, err = e.m.Backend.ToFloat32(lg)
-	}
-	if err != nil {
+	var err error
+	if r.PromptLogprobs {
+		var lps []Logprob
+		if lps, lv, err = e.scorePrompt(j); err != nil {
+			end(j, Event{Err: err})
+			return active
+		}
+		j.events <- Event{Prompt: lps}
+		if r.Options.MaxNewTokens == 0 {
+			end(j, Event{Finish: FinishLength})
+			return active
+		}
+	} else if lv, err = e.prefill(j.slot, r.Prompt, 0, false); err != nil {
 		end(j, Event{Err: err})
 		return active
 	}
 	j.past = n
-	if e.emit(j, j.sampler.Sample(lv), end) {
+	if e.emit(j, lv, end) {
 		active = append(active, j)
 	}
 	return active
 }
 
-// emit delivers a sampled token and reports whether the request goes on.
-func (e *Engine) emit(j *job, tok int32, end func(*job, Event)) bool {
+// prefill runs ids at positions past, past+1, ... of a cache slot and
+// returns the logits of every row (all) or of the last.
+func (e *Engine) prefill(slot int, ids []int32, past int, all bool) ([]float32, error) {
+	n := len(ids)
+	a, err := e.m.NewActivations(n, false)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Free(e.m.Backend)
+	in := model.Input{B: 1, T: n, IDs: ids, Past: []int{past}, Slots: []int{slot}}
+	if !all {
+		in.LogitRows = []int32{int32(n - 1)}
+	}
+	lg, err := e.m.Forward(a, in, model.Options{Cache: e.cache})
+	if err != nil {
+		return nil, err
+	}
+	return e.m.Backend.ToFloat32(lg)
+}
+
+// scorePrompt prefills a prompt in chunks, scoring every token after the
+// first (row i of the logits scores token i+1), so that the logits held
+// at once stay near 64 MB whatever the vocabulary; it returns the scores
+// and the last row's logits.
+func (e *Engine) scorePrompt(j *job) ([]Logprob, []float32, error) {
+	r := j.req
+	n, V := len(r.Prompt), e.m.Config.VocabSize
+	chunk := e.promptChunk
+	if chunk <= 0 {
+		chunk = max(16, (64<<20)/(4*V))
+	}
+	lps := make([]Logprob, n-1)
+	var last []float32
+	for start := 0; start < n; start += chunk {
+		ids := r.Prompt[start:min(n, start+chunk)]
+		lv, err := e.prefill(j.slot, ids, start, true)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range ids {
+			if p := start + i; p+1 < n {
+				lps[p] = TokenLogprob(lv[i*V:(i+1)*V], r.Prompt[p+1], r.TopLogprobs)
+			}
+		}
+		last = lv[(len(ids)-1)*V:]
+	}
+	return lps, last, nil
+}
+
+// emit samples a request's next token from its logits, delivers it and
+// reports whether the request goes on.
+func (e *Engine) emit(j *job, logits []float32, end func(*job, Event)) bool {
+	tok := j.sampler.Sample(logits)
+	var lp *Logprob
+	if j.req.Logprobs {
+		l := TokenLogprob(logits, tok, j.req.TopLogprobs)
+		lp = &l
+	}
 	if slices.Contains(j.req.Options.Stop, tok) {
-		end(j, Event{Finish: FinishStop})
+		end(j, Event{Token: tok, Logprob: lp, Finish: FinishStop})
 		return false
 	}
 	j.count++
 	j.next = tok
+	j.events <- Event{Token: tok, Logprob: lp}
 	if j.count >= j.req.Options.MaxNewTokens || j.past >= e.maxT {
-		j.events <- Event{Token: tok}
 		end(j, Event{Finish: FinishLength})
 		return false
 	}
-	j.events <- Event{Token: tok}
 	return true
 }

@@ -30,18 +30,25 @@ type testServer struct {
 
 // startServer runs an engine and server on loopback over a random model
 // with the 4000-piece tokenizer.
-func startServer(t *testing.T, opt ServerOptions) *testServer {
+func startServer(t testing.TB, opt ServerOptions) *testServer {
 	t.Helper()
-	cfg, err := model.ParseConfig([]byte(`{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":2,
-		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"initializer_range":0.3,"bos_token_id":1,"eos_token_id":2}`))
+	tok, err := tokenizer.LoadSentencePiece("../testdata/tokenizer/spm-nemotron-style.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServerWith(t, tok, opt)
+}
+
+// startServerWith runs a server over a random model sized for tok.
+func startServerWith(t testing.TB, tok tokenizer.Tokenizer, opt ServerOptions) *testServer {
+	t.Helper()
+	cfg, err := model.ParseConfig([]byte(fmt.Sprintf(`{"architectures":["NemotronForCausalLM"],"vocab_size":%d,"hidden_size":32,"num_hidden_layers":2,
+		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"initializer_range":0.3,"bos_token_id":%d,"eos_token_id":%d}`,
+		tok.VocabSize(), tok.BOS(), tok.EOS())))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := model.Random(cfg, cpu.New(), 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.LoadSentencePiece("../testdata/tokenizer/spm-nemotron-style.model")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +59,10 @@ func startServer(t *testing.T, opt ServerOptions) *testServer {
 	ctx, stop := context.WithCancel(context.Background())
 	go eng.Run(ctx)
 	opt.ModelName = "tiny"
-	s := NewServer(eng, tok, opt)
+	s, err := NewServer(eng, tok, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -221,44 +231,114 @@ func TestServerStopStrings(t *testing.T) {
 	}
 }
 
+// apiCall sends a request and decodes the JSON answer.
+func apiCall(t *testing.T, method, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s %s: answer is not JSON: %q", method, url, b)
+	}
+	return resp.StatusCode, m
+}
+
+// TestServerErrors: every error is OpenAI's error object with a message
+// saying what is wrong (and no package prefix), the right status, type
+// and code.
 func TestServerErrors(t *testing.T) {
-	ts := startServer(t, ServerOptions{MaxTokens: 32, MaxPromptTokens: 20})
+	ts := startServer(t, ServerOptions{MaxTokens: 32, MaxPromptTokens: 20, MaxBodyBytes: 1 << 10})
 	long := strings.Repeat("func main() {} ", 20)
 	cases := []struct {
-		body string
-		code int
-		want string
+		method, path, body string
+		code               int
+		typ, errCode, want string
 	}{
-		{`{"prompt": "x", "max_tokens": `, 400, "invalid JSON"},
-		{`{"max_tokens": 3}`, 400, "prompt is required"},
-		{`{"prompt": "x", "max_tokens": 33}`, 400, "max_tokens 33"},
-		{`{"prompt": "` + long + `"}`, 400, "at most 20"},
-		{`{"prompt": "x", "n": 2}`, 400, "n must be 1"},
-		{`{"prompt": "x", "temperature": 3}`, 400, "temperature"},
-		{`{"prompt": [1, 2, 99999]}`, 400, "outside the vocabulary"},
-		{`{"prompt": {"a": 1}}`, 400, "prompt must be"},
+		{"POST", "/v1/completions", `{"prompt": "x", "max_tokens": `, 400, "invalid_request_error", "", "invalid JSON"},
+		{"POST", "/v1/completions", `{"max_tokens": 3}`, 400, "invalid_request_error", "", "prompt is required"},
+		{"POST", "/v1/completions", `{"prompt": "x", "max_tokens": 33}`, 400, "invalid_request_error", "", "max_tokens 33"},
+		{"POST", "/v1/completions", `{"prompt": "` + long + `"}`, 400, "invalid_request_error", "", "at most 20"},
+		{"POST", "/v1/completions", `{"prompt": "x", "n": 0}`, 400, "invalid_request_error", "", "n 0"},
+		{"POST", "/v1/completions", `{"prompt": "x", "temperature": 3}`, 400, "invalid_request_error", "", "temperature"},
+		{"POST", "/v1/completions", `{"prompt": [1, 2, 99999]}`, 400, "invalid_request_error", "", "token id 99999 is outside the vocabulary"},
+		{"POST", "/v1/completions", `{"prompt": {"a": 1}}`, 400, "invalid_request_error", "", "prompt must be"},
+		{"POST", "/v1/completions", `{"prompt": "x", "logprobs": 21}`, 400, "invalid_request_error", "", "logprobs 21"},
+		{"POST", "/v1/completions", `{"prompt": [` + strings.Repeat("5,", 240) + `5], "max_tokens": 30}`, 400, "invalid_request_error", "", "at most 20"},
+		{"POST", "/v1/completions", `{"prompt": "x", "model": "gpt-4"}`, 404, "invalid_request_error", "model_not_found", `"gpt-4" does not exist`},
+		{"POST", "/v1/completions", `{"prompt": "` + strings.Repeat("x", 2000) + `"}`, 413, "invalid_request_error", "", "larger than 1024 bytes"},
+		{"POST", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}]}`, 400, "invalid_request_error", "", "no chat template"},
+		{"GET", "/v1/completions", ``, 405, "invalid_request_error", "method_not_allowed", "use POST"},
+		{"POST", "/v1/models", `{}`, 405, "invalid_request_error", "method_not_allowed", "use GET"},
+		{"GET", "/v1/nothing", ``, 404, "invalid_request_error", "not_found", "no such endpoint"},
+		{"GET", "/v1/models/gpt-4", ``, 404, "invalid_request_error", "model_not_found", `"gpt-4" does not exist`},
 	}
 	for _, c := range cases {
-		code, r := post(t, ts.url, c.body)
-		if code != c.code || r.Error == nil || !strings.Contains(r.Error.Message, c.want) {
-			t.Errorf("%s: status %d, error %+v; want %d and %q", c.body, code, r.Error, c.code, c.want)
+		t.Run(c.method+" "+c.path+" "+c.body[:min(len(c.body), 40)], func(t *testing.T) {
+			code, r := apiCall(t, c.method, ts.url+c.path, c.body)
+			e, _ := r["error"].(map[string]any)
+			if code != c.code || e == nil {
+				t.Fatalf("status %d, body %v; want %d and an error object", code, r, c.code)
+			}
+			msg, _ := e["message"].(string)
+			if !strings.Contains(msg, c.want) || strings.HasPrefix(msg, "generate:") {
+				t.Errorf("message %q, want one saying %q without a package prefix", msg, c.want)
+			}
+			for _, k := range []string{"message", "type", "param", "code"} {
+				if _, ok := e[k]; !ok {
+					t.Errorf("error object lacks %q: %v", k, e)
+				}
+			}
+			if e["type"] != c.typ {
+				t.Errorf("type %v, want %s", e["type"], c.typ)
+			}
+			if want := any(c.errCode); c.errCode == "" {
+				if e["code"] != nil {
+					t.Errorf("code %v, want null", e["code"])
+				}
+			} else if e["code"] != want {
+				t.Errorf("code %v, want %s", e["code"], c.errCode)
+			}
+		})
+	}
+	code, r := apiCall(t, "GET", ts.url+"/v1/models", "")
+	data, _ := r["data"].([]any)
+	if code != 200 || len(data) != 1 || data[0].(map[string]any)["id"] != "tiny" {
+		t.Errorf("models: %d %v", code, r)
+	}
+	if code, r := apiCall(t, "GET", ts.url+"/v1/models/tiny", ""); code != 200 || r["id"] != "tiny" || r["object"] != "model" {
+		t.Errorf("models/tiny: %d %v", code, r)
+	}
+	if code, _ := apiCall(t, "GET", ts.url+"/health", ""); code != 200 {
+		t.Errorf("health %d", code)
+	}
+}
+
+// TestServerAliases: a model is found by its name and its aliases only.
+func TestServerAliases(t *testing.T) {
+	ts := startServer(t, ServerOptions{Aliases: []string{"gpt-3.5-turbo-instruct", "org/tiny-v2"}})
+	for _, name := range []string{"tiny", "gpt-3.5-turbo-instruct", "org/tiny-v2", ""} {
+		code, r := post(t, ts.url, map[string]any{"prompt": "x", "max_tokens": 2, "model": name})
+		if code != 200 {
+			t.Errorf("model %q: status %d %+v", name, code, r.Error)
 		}
 	}
-	resp, _ := http.Get(ts.url + "/v1/completions")
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("GET completions: %d", resp.StatusCode)
+	if code, r := apiCall(t, "GET", ts.url+"/v1/models/org/tiny-v2", ""); code != 200 || r["id"] != "org/tiny-v2" {
+		t.Errorf("models/org/tiny-v2: %d %v", code, r)
 	}
-	resp, _ = http.Get(ts.url + "/v1/models")
-	var models struct {
-		Data []struct{ ID string } `json:"data"`
+	_, r := apiCall(t, "GET", ts.url+"/v1/models", "")
+	if data, _ := r["data"].([]any); len(data) != 3 {
+		t.Errorf("models list %v", r)
 	}
-	json.NewDecoder(resp.Body).Decode(&models)
-	if len(models.Data) != 1 || models.Data[0].ID != "tiny" {
-		t.Errorf("models %+v", models)
-	}
-	resp, _ = http.Get(ts.url + "/health")
-	if resp.StatusCode != 200 {
-		t.Errorf("health %d", resp.StatusCode)
+	if code, _ := post(t, ts.url, map[string]any{"prompt": "x", "model": "tiny-v2"}); code != 404 {
+		t.Errorf("unknown name: status %d", code)
 	}
 }
 
@@ -277,8 +357,8 @@ func TestServerLimitsAndDisconnects(t *testing.T) {
 	if _, err := r.ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
-	if code, c := post(t, ts.url, map[string]any{"prompt": "x"}); code != http.StatusTooManyRequests || c.Error == nil {
-		t.Fatalf("over the limit: status %d", code)
+	if code, r := apiCall(t, "POST", ts.url+"/v1/completions", `{"prompt": "x"}`); code != http.StatusTooManyRequests || r["error"].(map[string]any)["type"] != "rate_limit_exceeded" {
+		t.Fatalf("over the limit: status %d %v", code, r)
 	}
 	cancel() // the client goes away mid-stream
 	resp.Body.Close()

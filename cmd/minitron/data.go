@@ -38,10 +38,13 @@ Inputs: plain text files (a file is a document; --split-lines makes each line
 one), directories (walked in order, hidden entries skipped, --include to
 filter), JSON lines (.jsonl, .jsonl.gz, .jsonl.zst; --text-field picks the
 field) and Parquet files (--text-field picks the string column). Documents are
-separated by EOS, and start with BOS when --bos is given.
+separated by EOS, and start with BOS when --bos is given. Documents that are
+empty or only whitespace (spaces, tabs, newlines) are skipped: the summary
+counts them.
 
 Rerunning on the same inputs keeps a finished dataset; an interrupted run
-leaves nothing a reader accepts and is redone from the start.`,
+leaves nothing a reader accepts and is redone from the start; a failed run
+removes --out when it created it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tok, err := tokenizer.Open(tokPath)
@@ -70,7 +73,7 @@ leaves nothing a reader accepts and is redone from the start.`,
 			for _, i := range m.Inputs {
 				in += i.Bytes
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d documents, %d tokens in %d shard(s) from %d input file(s) (%s); %d empty, %d skipped; %.1fs, %.1f MB/s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d documents, %d tokens in %d shard(s) from %d input file(s) (%s); skipped %d empty or whitespace-only documents, %d bad records; %.1fs, %.1f MB/s\n",
 				opt.Out, m.Documents, m.Tokens, len(m.Shards), len(m.Inputs), human(in), m.EmptyDocuments, m.SkippedRecords, secs, float64(in)/1e6/secs)
 			return nil
 		},

@@ -17,7 +17,7 @@ func newSample() *cobra.Command {
 	var (
 		modelDir, tokPath, prompt, promptIDs, dev string
 		opt                                       generate.Options
-		printIDs, ignoreEOS                       bool
+		printIDs, ignoreEOS, allowLong            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sample --model DIR (--prompt TEXT | --prompt-ids 1,2,3)",
@@ -26,8 +26,11 @@ func newSample() *cobra.Command {
 --temperature 0 decodes greedily; otherwise tokens are drawn at that
 temperature from the top-k / top-p candidates with a seeded generator, so the
 same seed gives the same text. Decoding stops at an end-of-sequence token
-(unless --ignore-eos) or after --max-new-tokens. Tokens per second go to
-stderr at the end.`,
+(unless --ignore-eos) or after --max-new-tokens. The prompt and the new
+tokens together stay within the model's context (max_position_embeddings):
+--max-new-tokens is cut to fit, with a note, and a longer prompt is
+refused, unless --allow-long-context. Tokens per second go to stderr at the
+end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (prompt == "") == (promptIDs == "") {
@@ -61,6 +64,15 @@ stderr at the end.`,
 				if ids, err = tok.EncodePrompt(prompt); err != nil {
 					return err
 				}
+			}
+			if n := len(ids) + opt.MaxNewTokens; n > m.Config.MaxPositions && !allowLong {
+				if len(ids) >= m.Config.MaxPositions {
+					return fmt.Errorf("the prompt has %d tokens; the model's context is %d (max_position_embeddings); shorten it or pass --allow-long-context", len(ids), m.Config.MaxPositions)
+				}
+				fit := m.Config.MaxPositions - len(ids)
+				fmt.Fprintf(os.Stderr, "note: --max-new-tokens %d cut to %d: the prompt's %d tokens and the new ones fill the model's context of %d (--allow-long-context to go past it)\n",
+					opt.MaxNewTokens, fit, len(ids), m.Config.MaxPositions)
+				opt.MaxNewTokens = fit
 			}
 			if !ignoreEOS {
 				for _, e := range m.Config.EOS {
@@ -117,6 +129,7 @@ stderr at the end.`,
 	f.Uint64Var(&opt.Seed, "seed", 0, "random seed; the same seed gives the same output")
 	f.BoolVar(&printIDs, "ids", false, "print the whole id sequence (prompt then generated) on one line instead of text")
 	f.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-sequence tokens")
+	f.BoolVar(&allowLong, "allow-long-context", false, "generate past the model's context (max_position_embeddings)")
 	addDevice(cmd, &dev)
 	cmd.MarkFlagRequired("model")
 	return cmd
