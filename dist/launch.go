@@ -40,7 +40,9 @@ func (l Launch) Single() bool { return l.Size <= 1 }
 
 // FromEnv reads the launcher's variables: torchrun's (WORLD_SIZE, RANK,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, NNODES,
-// NODE_RANK or GROUP_RANK) take precedence over SLURM's (SLURM_PROCID,
+// NODE_RANK or GROUP_RANK; the port after MASTER_PORT when torchrun's
+// agent keeps MASTER_PORT for its own store, TORCHELASTIC_USE_AGENT_STORE)
+// take precedence over SLURM's (SLURM_PROCID,
 // SLURM_NTASKS, SLURM_NODEID, SLURM_NNODES, SLURM_JOB_NODELIST, whose
 // first host is rank 0's unless MASTER_ADDR says otherwise). Without
 // either, the process runs alone. Each process drives every GPU of its
@@ -97,6 +99,13 @@ func FromEnv(getenv func(string) string) (Launch, error) {
 			}
 			if port == "" {
 				port = strconv.Itoa(DefaultPort)
+			}
+			if getenv("TORCHELASTIC_USE_AGENT_STORE") == "True" {
+				// torchrun's agent serves its own store on MASTER_PORT of
+				// rank 0's node: the rendezvous takes the next port.
+				if n, err := strconv.Atoi(port); err == nil {
+					port = strconv.Itoa(n + 1)
+				}
 			}
 			l.Addr = net.JoinHostPort(addr, port)
 		}

@@ -18,6 +18,8 @@ func TestFromEnv(t *testing.T) {
 		{name: "torchrun, four nodes", env: map[string]string{"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
 			"MASTER_ADDR": "node01", "MASTER_PORT": "29400", "NNODES": "4", "NODE_RANK": "2", "TORCHELASTIC_RUN_ID": "j7"},
 			want: Launch{Launcher: "torchrun", Rank: 2, Size: 4, Node: 2, Nodes: 4, Addr: "node01:29400", Job: "j7"}},
+		{name: "torchrun whose agent keeps MASTER_PORT", env: map[string]string{"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "n1", "MASTER_PORT": "29500",
+			"TORCHELASTIC_USE_AGENT_STORE": "True"}, want: Launch{Launcher: "torchrun", Size: 2, Nodes: 2, Addr: "n1:29501"}},
 		{name: "torchrun's GROUP_RANK, default port", env: map[string]string{"WORLD_SIZE": "2", "RANK": "1", "GROUP_RANK": "1", "MASTER_ADDR": "10.0.0.1"},
 			want: Launch{Launcher: "torchrun", Rank: 1, Size: 2, Node: 1, Nodes: 2, Addr: "10.0.0.1:29500"}},
 		{name: "IPv6 rank 0", env: map[string]string{"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "fe80::1", "MASTER_PORT": "1234"},

@@ -136,20 +136,29 @@ func NewUniqueID() (UniqueID, error) {
 	return id, n.check("ncclGetUniqueId", 0, n.getUniqueID.call(uintptr(unsafe.Pointer(&id[0]))))
 }
 
+// release returns NCCL's version as it names it ("2.21.5"), or "" when
+// it cannot tell.
+func (n *nccl) release() string {
+	var v int32
+	if int32(n.getVersion.call(uintptr(unsafe.Pointer(&v)))) != 0 || v <= 0 {
+		return ""
+	}
+	if v >= 10000 {
+		return fmt.Sprintf("%d.%d.%d", v/10000, v%10000/100, v%100)
+	}
+	return fmt.Sprintf("%d.%d.%d", v/1000, v%1000/100, v%100)
+}
+
 // NCCLVersion returns the version of the NCCL found ("2.21.5").
 func NCCLVersion() (string, error) {
 	n, err := loadNCCL()
 	if err != nil {
 		return "", err
 	}
-	var v int32
-	if err := n.check("ncclGetVersion", 0, n.getVersion.call(uintptr(unsafe.Pointer(&v)))); err != nil {
-		return "", err
+	if v := n.release(); v != "" {
+		return v, nil
 	}
-	if v >= 10000 {
-		return fmt.Sprintf("%d.%d.%d", v/10000, v%10000/100, v%100), nil
-	}
-	return fmt.Sprintf("%d.%d.%d", v/1000, v%1000/100, v%100), nil
+	return "", fmt.Errorf("cuda: %s does not tell its version (ncclGetVersion failed)", n.lib.path)
 }
 
 // initRank calls ncclCommInitRank, whose id argument is a 128-byte

@@ -18,6 +18,7 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/backend/cuda/emu"
+	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/model"
 )
 
@@ -284,4 +285,37 @@ func freePort(t *testing.T) string {
 	defer ln.Close()
 	_, p, _ := net.SplitHostPort(ln.Addr().String())
 	return p
+}
+
+// TestClusterExamples: the cluster examples' configuration is valid and
+// splits its global batch over 8, 16 and 32 GPUs; the scripts parse and
+// run minitron distill with it.
+func TestClusterExamples(t *testing.T) {
+	const dir = "../../recipes/examples"
+	cfg, err := distill.Load(filepath.Join(dir, "distill-minitron-4b.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := cfg.Train.MicroBatch * cfg.Train.Accumulation; g != 1152 || cfg.Data.SeqLen != 4096 {
+		t.Errorf("global batch %d × %d, want the paper's 1152 × 4096", g, cfg.Data.SeqLen)
+	}
+	for _, gpus := range []int{8, 16, 32} {
+		if cfg.Train.Accumulation%gpus != 0 {
+			t.Errorf("accumulation %d does not divide among %d GPUs", cfg.Train.Accumulation, gpus)
+		}
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	for _, s := range []string{"slurm-minitron-4b.sh", "torchrun-minitron-4b.sh"} {
+		p := filepath.Join(dir, s)
+		if out, err := exec.Command(bash, "-n", p).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", s, err, out)
+		}
+		b, _ := os.ReadFile(p)
+		if !strings.Contains(string(b), "distill --config") || !strings.Contains(string(b), "distill-minitron-4b.yaml") {
+			t.Errorf("%s does not run minitron distill with the example configuration", s)
+		}
+	}
 }
