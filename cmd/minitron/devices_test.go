@@ -138,7 +138,7 @@ func TestDevicesCUDAStandIns(t *testing.T) {
 	var rep struct {
 		CUDA struct {
 			Driver, NVRTC, CuBLAS, NCCL struct{ Path, Version, Error string }
-			GPUs                  []struct {
+			GPUs                        []struct {
 				Ordinal int
 				Name    string
 				Arch    string
