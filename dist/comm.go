@@ -310,3 +310,47 @@ func (g *Group) Close() {
 	g.wg.Wait()
 	g.jobs = nil
 }
+
+// LocalJob runs, in this process, a stand-in for a job of len(procs)
+// processes of procs[p] ranks each: the ranks' backends come from
+// newBackend and share one Local communicator, and run(p, g, bs, cs) is
+// called for every process at once, on a goroutine of its own, with a
+// Group g of its ranks and their backends and communicators. A process
+// that fails aborts the communicator, so the others return too. It
+// returns each process's error. Tests of multi-process runs use it.
+func LocalJob(procs []int, newBackend func() backend.Backend, run func(p int, g *Group, bs []backend.Backend, cs []Comm) error) []error {
+	var bs []backend.Backend
+	for _, n := range procs {
+		for range n {
+			bs = append(bs, newBackend())
+		}
+	}
+	locals := NewLocal(bs)
+	abort := func() {
+		for _, c := range locals {
+			c.Abort()
+		}
+	}
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	first := 0
+	for p, n := range procs {
+		cs := make([]Comm, n)
+		for i := range cs {
+			cs[i] = locals[first+i]
+		}
+		pbs := bs[first : first+n]
+		first += n
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := NewGroup(n, abort)
+			defer g.Close()
+			if errs[p] = run(p, g, pbs, cs); errs[p] != nil {
+				abort()
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}

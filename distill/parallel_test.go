@@ -2,12 +2,12 @@ package distill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/minitron/minitron/backend"
@@ -93,45 +93,10 @@ func TestDataParallelDistillation(t *testing.T) {
 
 // runRanks distills on CPU ranks, as processes of the given numbers of ranks.
 func runRanks(cfg *Config, out string, procs []int) error {
-	var bs []backend.Backend
-	for _, n := range procs {
-		for range n {
-			bs = append(bs, cpu.New())
-		}
-	}
-	comms := dist.NewLocal(bs)
-	abort := func() {
-		for _, c := range comms {
-			c.Abort()
-		}
-	}
-	errs := make([]error, len(procs))
-	var wg sync.WaitGroup
-	first := 0
-	for p, n := range procs {
-		var reps []train.Replica
-		for i := range n {
-			reps = append(reps, train.Replica{Backend: bs[first+i], Comm: comms[first+i]})
-		}
-		first += n
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g := dist.NewGroup(n, abort)
-			defer g.Close()
-			_, _, errs[p] = Run(context.Background(), cfg, train.RunOptions{Out: out, Replicas: reps, Group: g})
-			if errs[p] != nil {
-				abort()
-			}
-		}()
-	}
-	wg.Wait()
-	for p, err := range errs {
-		if err != nil {
-			return fmt.Errorf("process %d: %w", p, err)
-		}
-	}
-	return nil
+	return errors.Join(dist.LocalJob(procs, func() backend.Backend { return cpu.New() }, func(p int, g *dist.Group, bs []backend.Backend, cs []dist.Comm) error {
+		_, _, err := Run(context.Background(), cfg, train.RunOptions{Out: out, Replicas: train.Replicas(bs, cs), Group: g})
+		return err
+	})...)
 }
 
 // validationDataset is a dataset large enough for a validation split at

@@ -2,7 +2,6 @@ package train
 
 import (
 	"fmt"
-	"math"
 	"path/filepath"
 
 	"github.com/minitron/minitron/backend"
@@ -389,33 +388,19 @@ func (t *Trainer) shardedStep(mbs []microBatch) (StepStats, error) {
 		ss.SetStepSums(sums[2:])
 	}
 	loss = sums[1]
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return StepStats{}, fmt.Errorf("train: step %d: the loss is %v; lower the learning rate or check the data", t.Step+1, loss)
+	if err := t.checkLoss(loss); err != nil {
+		return StepStats{}, err
 	}
-	norm := math.Sqrt(sums[0])
-	scale := float32(1)
-	if c := cfg.Optimizer.Clip; c > 0 && norm > c {
-		scale = float32(c / norm)
-	}
-	step := t.Step + 1
-	lr := cfg.LR(step, t.Total)
-	o := cfg.Optimizer
+	u := t.update(sums[0])
 	for _, sg := range s.segs {
-		wd := float32(0)
-		if s.lay.entries[sg.e].decay {
-			wd = float32(o.WeightDecay)
-		}
-		p := backend.AdamW{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), WeightDecay: wd, Step: step, GradScale: scale}
-		if err := b.AdamW(sg.w, sg.g, sg.m, sg.v, p); err != nil {
+		if err := b.AdamW(sg.w, sg.g, sg.m, sg.v, u.adamW(s.lay.entries[sg.e].decay)); err != nil {
 			return StepStats{}, err
 		}
 	}
 	if err := t.gatherWeights(); err != nil {
 		return StepStats{}, err
 	}
-	t.Step = step
-	t.Tokens += cfg.TokensPerStep()
-	return StepStats{Step: step, Loss: loss, LR: lr, GradNorm: norm, Tokens: t.Tokens}, b.Sync()
+	return t.finishStep(u, loss)
 }
 
 // gatherWeights makes every rank's weights the bfloat16 rounding of the

@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/minitron/minitron/backend"
@@ -29,50 +28,19 @@ import (
 // interrupts, when not nil, are the processes' interrupt channels.
 func runRanks(t *testing.T, c *Config, out string, procs []int, interrupts []chan struct{}) (*Result, error) {
 	t.Helper()
-	var bs []backend.Backend
-	for _, n := range procs {
-		for range n {
-			bs = append(bs, cpu.New())
+	var res *Result
+	errs := dist.LocalJob(procs, func() backend.Backend { return cpu.New() }, func(p int, g *dist.Group, bs []backend.Backend, cs []dist.Comm) error {
+		opt := RunOptions{Out: out, Replicas: Replicas(bs, cs), Group: g, Log: testLog{t}}
+		if interrupts != nil {
+			opt.Interrupt = interrupts[p]
 		}
-	}
-	comms := dist.NewLocal(bs)
-	abort := func() {
-		for _, c := range comms {
-			c.Abort()
+		r, err := Run(context.Background(), c, opt)
+		if p == 0 {
+			res = r
 		}
-	}
-	results := make([]*Result, len(procs))
-	errs := make([]error, len(procs))
-	var wg sync.WaitGroup
-	first := 0
-	for p, n := range procs {
-		var reps []Replica
-		for i := range n {
-			reps = append(reps, Replica{Backend: bs[first+i], Comm: comms[first+i]})
-		}
-		first += n
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g := dist.NewGroup(n, abort)
-			defer g.Close()
-			opt := RunOptions{Out: out, Replicas: reps, Group: g, Log: testLog{t}}
-			if interrupts != nil {
-				opt.Interrupt = interrupts[p]
-			}
-			results[p], errs[p] = Run(context.Background(), c, opt)
-			if errs[p] != nil && !errors.Is(errs[p], ErrInterrupted) {
-				abort()
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return results[0], nil
+		return err
+	})
+	return res, errors.Join(errs...)
 }
 
 // closeAt closes stop once the run in out has logged step.

@@ -70,6 +70,16 @@ type Replica struct {
 	Objective Objective // nil: CrossEntropy
 }
 
+// Replicas pairs the backends of a process's GPUs with their members of
+// the communicator.
+func Replicas(bs []backend.Backend, cs []dist.Comm) []Replica {
+	out := make([]Replica, len(bs))
+	for i := range out {
+		out[i] = Replica{Backend: bs[i], Comm: cs[i]}
+	}
+	return out
+}
+
 // Result summarizes a finished run.
 type Result struct {
 	Steps       int

@@ -197,8 +197,8 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 		}
 		loss += l / float64(cfg.Train.Accumulation)
 	}
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return StepStats{}, fmt.Errorf("train: step %d: the loss is %v; lower the learning rate or check the data", t.Step+1, loss)
+	if err := t.checkLoss(loss); err != nil {
+		return StepStats{}, err
 	}
 	var sq float64
 	all := t.grads.T
@@ -212,33 +212,62 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 		}
 		sq += s
 	}
-	norm := math.Sqrt(sq)
-	scale := float32(1)
-	if c := cfg.Optimizer.Clip; c > 0 && norm > c {
-		scale = float32(c / norm)
-	}
-	step := t.Step + 1
-	lr := cfg.LR(step, t.Total)
-	o := cfg.Optimizer
+	u := t.update(sq)
 	for i, w := range m.Weights {
-		wd := float32(0)
-		if t.decay[i] {
-			wd = float32(o.WeightDecay)
-		}
-		p := backend.AdamW{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), WeightDecay: wd, Step: step, GradScale: scale}
-		if err := b.AdamW(w, t.grads.T[i], t.m1[i], t.m2[i], p); err != nil {
+		if err := b.AdamW(w, t.grads.T[i], t.m1[i], t.m2[i], u.adamW(t.decay[i])); err != nil {
 			return StepStats{}, err
 		}
 	}
 	for i, p := range t.extra {
-		ap := backend.AdamW{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), Step: step, GradScale: scale}
-		if err := b.AdamW(p.W, p.G, t.em[i], t.ev[i], ap); err != nil {
+		if err := b.AdamW(p.W, p.G, t.em[i], t.ev[i], u.adamW(false)); err != nil {
 			return StepStats{}, err
 		}
 	}
-	t.Step = step
-	t.Tokens += cfg.TokensPerStep()
-	return StepStats{Step: step, Loss: loss, LR: lr, GradNorm: norm, Tokens: t.Tokens}, b.Sync()
+	return t.finishStep(u, loss)
+}
+
+// checkLoss refuses a step whose loss is not finite.
+func (t *Trainer) checkLoss(loss float64) error {
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return fmt.Errorf("train: step %d: the loss is %v; lower the learning rate or check the data", t.Step+1, loss)
+	}
+	return nil
+}
+
+// stepUpdate is what the optimizer applies in a step: the global gradient
+// norm, the clipping scale it implies and the learning rate.
+type stepUpdate struct {
+	step      int
+	lr, norm  float64
+	scale     float32
+	optimizer OptimizerConfig
+}
+
+// update prepares the next step's update from the squared global norm.
+func (t *Trainer) update(sq float64) stepUpdate {
+	u := stepUpdate{step: t.Step + 1, norm: math.Sqrt(sq), scale: 1, optimizer: t.Cfg.Optimizer}
+	if c := u.optimizer.Clip; c > 0 && u.norm > c {
+		u.scale = float32(c / u.norm)
+	}
+	u.lr = t.Cfg.LR(u.step, t.Total)
+	return u
+}
+
+// adamW is the AdamW step of a tensor, with weight decay or without.
+func (u stepUpdate) adamW(decay bool) backend.AdamW {
+	o := u.optimizer
+	p := backend.AdamW{LR: float32(u.lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), Step: u.step, GradScale: u.scale}
+	if decay {
+		p.WeightDecay = float32(o.WeightDecay)
+	}
+	return p
+}
+
+// finishStep advances the position past a step and waits for its work.
+func (t *Trainer) finishStep(u stepUpdate, loss float64) (StepStats, error) {
+	t.Step = u.step
+	t.Tokens += t.Cfg.TokensPerStep()
+	return StepStats{Step: u.step, Loss: loss, LR: u.lr, GradNorm: u.norm, Tokens: t.Tokens}, t.Model.Backend.Sync()
 }
 
 // EvalStarter is implemented by objectives that accumulate their own

@@ -1,4 +1,4 @@
-package cuda_test
+package cuda
 
 import (
 	"encoding/hex"
@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/backend/cuda"
 	"github.com/minitron/minitron/backend/cuda/emu"
 )
 
@@ -55,10 +54,17 @@ func TestEmuNCCL(t *testing.T) {
 	t.Run("peer-exits", func(t *testing.T) { ncclProcesses(t, dir, "peer-exits", true) })
 }
 
+// ncclHelper runs a case of ncclHelpers through TestEmuHelper.
 func ncclHelper(dir, name string, env ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNCCLHelper$", "-test.v", "-test.count=1")
-	cmd.Env = emu.Env(dir, append(env, "MINITRON_NCCL_HELPER="+name, "MINITRON_EMU_NCCL_TIMEOUT=60")...)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEmuHelper$", "-test.v", "-test.count=1")
+	cmd.Env = emu.Env(dir, append(env, "MINITRON_EMU_HELPER=nccl-"+name, "MINITRON_EMU_NCCL_TIMEOUT=60")...)
 	return cmd
+}
+
+func init() {
+	for name, f := range ncclHelpers {
+		emuHelpers["nccl-"+name] = f
+	}
 }
 
 // ncclProcesses runs two ranks as two processes of one emulated GPU each;
@@ -66,17 +72,11 @@ func ncclHelper(dir, name string, env ...string) *exec.Cmd {
 func ncclProcesses(t *testing.T, dir, name string, peerExits bool) {
 	idFile := filepath.Join(t.TempDir(), "id")
 	outs := make([][]byte, 2)
-	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	for r := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmd := ncclHelper(dir, name, "MINITRON_EMU_GPUS=1", "MINITRON_NCCL_RANK="+strconv.Itoa(r), "MINITRON_NCCL_ID_FILE="+idFile)
-			outs[r], errs[r] = cmd.CombinedOutput()
-		}()
-	}
-	wg.Wait()
+	errs := each(2, func(r int) error {
+		var err error
+		outs[r], err = ncclHelper(dir, name, "MINITRON_EMU_GPUS=1", "MINITRON_NCCL_RANK="+strconv.Itoa(r), "MINITRON_NCCL_ID_FILE="+idFile).CombinedOutput()
+		return err
+	})
 	for r := range 2 {
 		if errs[r] != nil && !(peerExits && r == 1) {
 			t.Errorf("rank %d: %v:\n%s", r, errs[r], outs[r])
@@ -87,31 +87,18 @@ func ncclProcesses(t *testing.T, dir, name string, peerExits bool) {
 	}
 }
 
-// TestNCCLHelper runs one case of TestEmuNCCL (in its subprocess).
-func TestNCCLHelper(t *testing.T) {
-	name := os.Getenv("MINITRON_NCCL_HELPER")
-	if name == "" {
-		t.Skip("runs as a subprocess of TestEmuNCCL")
-	}
-	f, ok := ncclHelpers[name]
-	if !ok {
-		t.Fatalf("no helper %q", name)
-	}
-	f(t)
-}
-
 // ranks opens one backend per emulated GPU and joins them in one
 // communicator, each from a goroutine of its own.
-func ranks(t *testing.T, n int) ([]*cuda.Backend, []*cuda.Comm) {
+func ranks(t *testing.T, n int) ([]*Backend, []*Comm) {
 	t.Helper()
-	id, err := cuda.NewUniqueID()
+	id, err := NewUniqueID()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs := make([]*cuda.Backend, n)
-	cs := make([]*cuda.Comm, n)
+	bs := make([]*Backend, n)
+	cs := make([]*Comm, n)
 	for r := range n {
-		if bs[r], err = cuda.Open(cuda.Options{Device: r}); err != nil {
+		if bs[r], err = Open(Options{Device: r}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { bs[r].Close() })
@@ -127,10 +114,9 @@ func ranks(t *testing.T, n int) ([]*cuda.Backend, []*cuda.Comm) {
 	return bs, cs
 }
 
-// parallel runs f for every rank, each on a goroutine locked to its
-// thread, and fails the test with the errors.
-func parallel(t *testing.T, n int, f func(r int) error) {
-	t.Helper()
+// each runs f for every rank, each on a goroutine locked to its thread,
+// and returns their errors.
+func each(n int, f func(r int) error) []error {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for r := range n {
@@ -143,7 +129,13 @@ func parallel(t *testing.T, n int, f func(r int) error) {
 		}()
 	}
 	wg.Wait()
-	for r, err := range errs {
+	return errs
+}
+
+// parallel is each, failing the test with the errors.
+func parallel(t *testing.T, n int, f func(r int) error) {
+	t.Helper()
+	for r, err := range each(n, f) {
 		if err != nil {
 			t.Errorf("rank %d: %v", r, err)
 		}
@@ -172,7 +164,7 @@ func sumInOrder(n, i int, in func(r, i int) float32) float32 {
 
 // checkCollectives runs every collective as rank r of n and checks the
 // results exactly against sums in rank order.
-func checkCollectives(b *cuda.Backend, c *cuda.Comm) error {
+func checkCollectives(b *Backend, c *Comm) error {
 	r, n := c.Rank(), c.Size()
 	f32 := func(count int, in func(r, i int) float32) (backend.Tensor, error) {
 		t, err := b.New(backend.F32, count)
@@ -197,32 +189,31 @@ func checkCollectives(b *cuda.Backend, c *cuda.Comm) error {
 		}
 		return nil
 	}
-	// AllReduce, float32, larger than a staging slot of the stand-in.
-	const big = 1<<20 + 77
-	t, err := f32(big, input)
-	if err != nil {
-		return err
+	// AllReduce in float32, of more than a staging slot of the stand-in,
+	// and in bfloat16.
+	bf16 := func(count int, in func(r, i int) float32) (backend.Tensor, error) {
+		v := make([]float32, count)
+		for i := range v {
+			v[i] = in(r, i)
+		}
+		return b.FromFloat32(v, count)
 	}
-	if err := c.AllReduce(t); err != nil {
-		return err
-	}
-	if err := expect("AllReduce float32", t, func(i int) float32 { return sumInOrder(n, i, input) }); err != nil {
-		return err
-	}
-	// AllReduce, bfloat16.
-	bv := make([]float32, 1000)
-	for i := range bv {
-		bv[i] = bf16Input(r, i)
-	}
-	bt, err := b.FromFloat32(bv, len(bv))
-	if err != nil {
-		return err
-	}
-	if err := c.AllReduce(bt); err != nil {
-		return err
-	}
-	if err := expect("AllReduce bfloat16", bt, func(i int) float32 { return sumInOrder(n, i, bf16Input) }); err != nil {
-		return err
+	for _, c2 := range []struct {
+		name  string
+		count int
+		make  func(int, func(r, i int) float32) (backend.Tensor, error)
+		in    func(r, i int) float32
+	}{{"AllReduce float32", 1<<20 + 77, f32, input}, {"AllReduce bfloat16", 1000, bf16, bf16Input}} {
+		t, err := c2.make(c2.count, c2.in)
+		if err != nil {
+			return err
+		}
+		if err := c.AllReduce(t); err != nil {
+			return err
+		}
+		if err := expect(c2.name, t, func(i int) float32 { return sumInOrder(n, i, c2.in) }); err != nil {
+			return err
+		}
 	}
 	// ReduceScatter in place (dst is this rank's part of src), with a
 	// part larger than a slot holds for all ranks.
@@ -297,13 +288,13 @@ func checkCollectives(b *cuda.Backend, c *cuda.Comm) error {
 
 // processRank joins rank MINITRON_NCCL_RANK of a two-process communicator
 // whose id rank 0 writes to MINITRON_NCCL_ID_FILE.
-func processRank(t *testing.T) (*cuda.Backend, *cuda.Comm) {
+func processRank(t *testing.T) (*Backend, *Comm) {
 	r, _ := strconv.Atoi(os.Getenv("MINITRON_NCCL_RANK"))
 	file := os.Getenv("MINITRON_NCCL_ID_FILE")
-	var id cuda.UniqueID
+	var id UniqueID
 	if r == 0 {
 		var err error
-		if id, err = cuda.NewUniqueID(); err != nil {
+		if id, err = NewUniqueID(); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(file+".tmp", []byte(hex.EncodeToString(id[:])), 0o644); err != nil {
@@ -322,7 +313,7 @@ func processRank(t *testing.T) (*cuda.Backend, *cuda.Comm) {
 			}
 		}
 	}
-	b, err := cuda.Open(cuda.Options{})
+	b, err := Open(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +326,7 @@ func processRank(t *testing.T) (*cuda.Backend, *cuda.Comm) {
 
 var ncclHelpers = map[string]func(t *testing.T){
 	"collectives": func(t *testing.T) {
-		if v, err := cuda.NCCLVersion(); err != nil || v != "2.21.5" {
+		if v, err := NCCLVersion(); err != nil || v != "2.21.5" {
 			t.Fatalf("version %q, %v", v, err)
 		}
 		bs, cs := ranks(t, 3)
@@ -365,20 +356,13 @@ var ncclHelpers = map[string]func(t *testing.T){
 	},
 	"mismatch": func(t *testing.T) {
 		bs, cs := ranks(t, 2)
-		errs := make([]error, 2)
-		var wg sync.WaitGroup
-		for r := range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				x, err := bs[r].New(backend.F32, 10+2*r)
-				if err == nil {
-					err = cs[r].AllReduce(x)
-				}
-				errs[r] = err
-			}()
-		}
-		wg.Wait()
+		errs := each(2, func(r int) error {
+			x, err := bs[r].New(backend.F32, 10+2*r)
+			if err == nil {
+				err = cs[r].AllReduce(x)
+			}
+			return err
+		})
 		for r, err := range errs {
 			if err == nil || !strings.Contains(err.Error(), "ncclInvalidUsage") || !strings.Contains(err.Error(), "the same collectives in the same order") {
 				t.Errorf("rank %d: %v, want ncclInvalidUsage", r, err)

@@ -38,13 +38,7 @@ func (d *trainingDevices) parallel() bool { return d.group != nil }
 func (d *trainingDevices) writes() bool { return d.plan == nil || d.plan.First == 0 }
 
 // replicas returns the data-parallel ranks of this process.
-func (d *trainingDevices) replicas() []train.Replica {
-	out := make([]train.Replica, len(d.backends))
-	for i := range out {
-		out[i] = train.Replica{Backend: d.backends[i], Comm: d.comms[i]}
-	}
-	return out
-}
+func (d *trainingDevices) replicas() []train.Replica { return train.Replicas(d.backends, d.comms) }
 
 // addRendezvousTimeout registers --rendezvous-timeout.
 func addRendezvousTimeout(cmd *cobra.Command, timeout *time.Duration) {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -31,13 +30,7 @@ import (
 // student trained from scratch (tiny shapes: the stand-ins are slow).
 func dpSetup(t *testing.T) string {
 	t.Helper()
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
-	dir := t.TempDir()
-	ds := filepath.Join(dir, "ds")
-	mustRun(t, "data", "prepare", "--tokenizer", "../../testdata/tokenizer/spm-nemotron-style.model", "--input", src, "--include", "*.go", "--out", ds)
+	dir, ds := goDataset(t)
 	shape := func(hidden, inter int) string {
 		return fmt.Sprintf(`{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":%d,"num_hidden_layers":2,
 "num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":%d,"initializer_range":0.05,"bos_token_id":1,"eos_token_id":2}`, hidden, inter)

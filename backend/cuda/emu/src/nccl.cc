@@ -184,7 +184,9 @@ void abort_comm(Header* h, const char* why) {
     if (h->aborted.compare_exchange_strong(zero, 1)) {
         snprintf(h->why, sizeof h->why, "%s", why);
     }
-    h->bar_gen.fetch_add(0x10000); // any change wakes the barrier's waiters
+    // Waiters wake and find the flag (or see it within their next 50 ms
+    // poll); the barrier's generation is left alone, so a barrier that
+    // completed before the abort still counts as completed.
     futex_wake(&h->bar_gen);
     futex_wake(&h->joined);
 }
@@ -235,7 +237,6 @@ ncclResult_t barrier(Comm* c, const char* call) {
             return fail(ncclSystemError, "%s", why);
         }
     }
-    if (h->aborted.load()) return health(c, call);
     return ncclSuccess;
 }
 
