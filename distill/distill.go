@@ -129,6 +129,9 @@ type Objective struct {
 	val struct {
 		student, teacher, kl float64
 		ceRows, klRows       int
+		// since is set by BeginEval and cleared by BeginStep: Extra shows
+		// the validation on the validation's line only.
+		since bool
 	}
 	// the current step's sums over its micro-batches, since BeginStep
 	step struct {
@@ -603,6 +606,7 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 // BeginEval starts a new validation (train.EvalStarter).
 func (o *Objective) BeginEval() {
 	o.val.student, o.val.teacher, o.val.kl, o.val.ceRows, o.val.klRows = 0, 0, 0, 0, 0
+	o.val.since = true
 }
 
 // ValidationLosses returns the student's and teacher's cross-entropy and
@@ -614,9 +618,9 @@ func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
 
 // Extra reports the latest step's KL and student CE (over its
 // micro-batches, of every GPU, in a training run; else over the latest
-// micro-batch), and after a validation the teacher's loss and the KL on
-// validation data. The intermediate loss and its α are the latest
-// micro-batch's.
+// micro-batch), and after a validation (until the next step) the
+// teacher's loss and the KL on validation data. The intermediate loss and
+// its α are the latest micro-batch's.
 func (o *Objective) Extra() map[string]float64 {
 	kl, ce, klRows, ceRows := o.sumKL, o.sumCE, o.rowsKL, o.rowsCE
 	if o.step.open {
@@ -629,7 +633,7 @@ func (o *Objective) Extra() map[string]float64 {
 	if ceRows > 0 {
 		e["ce"] = ce / float64(ceRows)
 	}
-	if o.val.ceRows > 0 {
+	if o.val.ceRows > 0 && o.val.since {
 		_, teacher, kl := o.ValidationLosses()
 		if o.Teacher != nil {
 			e["val_teacher_loss"] = teacher

@@ -16,6 +16,7 @@ import (
 func (o *Objective) BeginStep() {
 	o.step.kl, o.step.ce, o.step.klRows, o.step.ceRows = 0, 0, 0, 0
 	o.step.open = true
+	o.val.since = false
 }
 
 // StepSums returns the step's KL and CE sums and their rows

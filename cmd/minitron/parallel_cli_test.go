@@ -210,7 +210,7 @@ func TestDataParallelStandIns(t *testing.T) {
 		}
 	})
 
-	t.Run("killed on two GPUs, resumed on one", func(t *testing.T) {
+	t.Run("killed on two GPUs, resumed on two and on one", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "killed")
 		cmd := dpProcess(lib, cfg, out, gpus(2))
 		if err := cmd.Start(); err != nil {
@@ -231,7 +231,24 @@ func TestDataParallelStandIns(t *testing.T) {
 				}
 			}
 		}
-		log := dpRun(t, lib, cfg, out, gpus(1))
+		// A copy resumed on the same two GPUs: bit for bit the run that was
+		// not killed.
+		same := out + "-same"
+		if b, err := exec.Command("cp", "-a", out, same).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v\n%s", err, b)
+		}
+		log := dpRun(t, lib, cfg, same, gpus(2))
+		if !strings.Contains(log, "(step 2 of 4)") {
+			t.Fatalf("the run on two GPUs did not resume from step 2:\n%s", log)
+		}
+		if fmt.Sprint(metricLines(t, same)) != fmt.Sprint(ref) {
+			t.Fatalf("resumed on two GPUs, the metrics differ:\n%v\nvs\n%v", metricLines(t, same), ref)
+		}
+		for _, f := range []string{"model.safetensors", "optimizer-00000-of-00002.safetensors", "optimizer-00001-of-00002.safetensors"} {
+			sameBytes(t, filepath.Join(two, "checkpoint-0000004", f), filepath.Join(same, "checkpoint-0000004", f))
+		}
+		// On one GPU: the same step and data position.
+		log = dpRun(t, lib, cfg, out, gpus(1))
 		if !strings.Contains(log, "resuming from") || !strings.Contains(log, "(step 2 of 4)") {
 			t.Fatalf("the run on one GPU did not resume:\n%s", log)
 		}
