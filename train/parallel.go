@@ -112,10 +112,9 @@ func (s *sharded) start(sg segment) int {
 // the run, not the trainer, draws; objectives own parameters on every
 // rank alike. Every rank of the communicator calls it at the same time.
 func NewShardedTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher, comm dist.Comm) (*Trainer, error) {
-	world, a := comm.Size(), cfg.Train.Accumulation
-	if a%world != 0 {
-		return nil, fmt.Errorf("train: train.accumulation %d does not divide among %d GPUs: the global batch is micro_batch × accumulation whatever the number of GPUs, so accumulation must be a multiple of it (e.g. %d)",
-			a, world, roundUp(a, world))
+	world := comm.Size()
+	if err := CheckGPUs(cfg, world); err != nil {
+		return nil, err
 	}
 	if batches.SeqLen() != cfg.Data.SeqLen {
 		return nil, fmt.Errorf("train: data gives sequences of %d tokens, the config says %d", batches.SeqLen(), cfg.Data.SeqLen)
@@ -131,6 +130,17 @@ func NewShardedTrainer(cfg *Config, m *model.Model, obj Objective, batches Batch
 		return nil, err
 	}
 	return t, nil
+}
+
+// CheckGPUs says whether a run of cfg can be split among gpus GPUs: the
+// accumulation micro-batches of a step are, so their number must be a
+// multiple of gpus.
+func CheckGPUs(cfg *Config, gpus int) error {
+	if a := cfg.Train.Accumulation; a%gpus != 0 {
+		return fmt.Errorf("train: train.accumulation %d does not divide among %d GPUs: the global batch is micro_batch × accumulation whatever the number of GPUs, so accumulation must be a multiple of it (e.g. %d)",
+			a, gpus, roundUp(a, gpus))
+	}
+	return nil
 }
 
 func (t *Trainer) setupSharded() error {

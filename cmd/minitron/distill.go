@@ -50,7 +50,7 @@ Every GPU runs the teacher (or reads the cache) for its own micro-batches.`,
 			if validateOnly {
 				return validateDistill(cmd, cfg)
 			}
-			devs, err := openTraining(cmd.Context(), cfg.Device, timeout)
+			devs, err := openTraining(cmd.Context(), &cfg.Config, timeout)
 			if err != nil {
 				return err
 			}

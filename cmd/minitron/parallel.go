@@ -57,7 +57,8 @@ func addRendezvousTimeout(cmd *cobra.Command, timeout *time.Duration) {
 // torchrun's or SLURM's variables say) train data-parallel, one
 // goroutine per GPU, the processes having met at MASTER_ADDR:MASTER_PORT
 // to share the NCCL id.
-func openTraining(ctx context.Context, dev string, timeout time.Duration) (*trainingDevices, error) {
+func openTraining(ctx context.Context, cfg *train.Config, timeout time.Duration) (*trainingDevices, error) {
+	dev := cfg.Device
 	spec, err := parseDevice(dev)
 	if err != nil {
 		return nil, err
@@ -72,15 +73,20 @@ func openTraining(ctx context.Context, dev string, timeout time.Duration) (*trai
 		}
 		return &trainingDevices{single: cpu.New()}, nil
 	}
+	n, err := cuda.DeviceCount()
+	if err != nil {
+		return nil, fmt.Errorf("--device %s: %w (use --device cpu to run without a GPU)", dev, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("--device %s: no GPU is visible; check nvidia-smi and CUDA_VISIBLE_DEVICES", dev)
+	}
 	gpus := spec.gpus
+	for _, g := range gpus {
+		if g >= n {
+			return nil, fmt.Errorf("--device %s: GPU %d requested but %d visible (check CUDA_VISIBLE_DEVICES)", dev, g, n)
+		}
+	}
 	if gpus == nil {
-		n, err := cuda.DeviceCount()
-		if err != nil {
-			return nil, fmt.Errorf("--device %s: %w (use --device cpu to run without a GPU)", dev, err)
-		}
-		if n == 0 {
-			return nil, fmt.Errorf("--device %s: no GPU is visible; check nvidia-smi and CUDA_VISIBLE_DEVICES", dev)
-		}
 		for i := range n {
 			gpus = append(gpus, i)
 		}
@@ -91,6 +97,11 @@ func openTraining(ctx context.Context, dev string, timeout time.Duration) (*trai
 			return nil, err
 		}
 		return &trainingDevices{single: b}, nil
+	}
+	if launch.Single() {
+		if err := train.CheckGPUs(cfg, len(gpus)); err != nil {
+			return nil, err
+		}
 	}
 	plan, err := dist.Rendezvous(ctx, launch, len(gpus), func() ([]byte, error) {
 		id, err := cuda.NewUniqueID()
@@ -104,6 +115,9 @@ func openTraining(ctx context.Context, dev string, timeout time.Duration) (*trai
 		return nil, fmt.Errorf("--device %s: rank 0 sent an NCCL id of %d bytes, want %d (mixed minitron versions?)", dev, len(plan.ID), len(id))
 	}
 	copy(id[:], plan.ID)
+	if err := train.CheckGPUs(cfg, plan.World); err != nil {
+		return nil, err
+	}
 	where := ""
 	if !launch.Single() {
 		where = fmt.Sprintf("process %d of %d (%s, %s), ", launch.Rank, launch.Size, launch.Launcher, plan.Hosts[launch.Rank])

@@ -329,3 +329,35 @@ func TestClusterExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDevice(t *testing.T) {
+	for _, c := range []struct {
+		dev  string
+		want deviceSpec
+		err  string
+	}{
+		{dev: "cpu"},
+		{dev: "cuda", want: deviceSpec{cuda: true}},
+		{dev: "GPU", want: deviceSpec{cuda: true}},
+		{dev: "cuda:3", want: deviceSpec{cuda: true, gpus: []int{3}}},
+		{dev: "cuda:0,1, 2", want: deviceSpec{cuda: true, gpus: []int{0, 1, 2}}},
+		{dev: "gpu:4,0", want: deviceSpec{cuda: true, gpus: []int{4, 0}}},
+		{dev: "cuda:", err: "non-negative integers separated by commas"},
+		{dev: "cuda:0,-1", err: "non-negative integers"},
+		{dev: "cuda:1,1", err: "GPU 1 is listed twice"},
+		{dev: "tpu", err: "unknown --device"},
+	} {
+		t.Run(c.dev, func(t *testing.T) {
+			got, err := parseDevice(c.dev)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v, want one saying %q", err, c.err)
+				}
+				return
+			}
+			if err != nil || got.cuda != c.want.cuda || fmt.Sprint(got.gpus) != fmt.Sprint(c.want.gpus) {
+				t.Fatalf("%+v, %v; want %+v", got, err, c.want)
+			}
+		})
+	}
+}

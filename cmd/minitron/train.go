@@ -41,7 +41,7 @@ current step, writes a checkpoint and exits.
 			}
 			y, _ := cfg.YAML()
 			fmt.Fprintf(os.Stderr, "effective configuration:\n%s\n", y)
-			devs, err := openTraining(cmd.Context(), cfg.Device, timeout)
+			devs, err := openTraining(cmd.Context(), cfg, timeout)
 			if err != nil {
 				return err
 			}
