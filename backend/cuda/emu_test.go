@@ -93,6 +93,7 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "shared-overrun", stderr: []string{"kernel shared_overrun, block (", "): wrote past the end of its 252 bytes of dynamic shared memory (at byte 252)"}},
 		{name: "stack-overflow", crash: true, stderr: []string{"kernel deep, block (0,0,0): stack overflow", "MINITRON_EMU_STACK"}},
 		{name: "barrier-deadlock", stderr: []string{"kernel diverge, block (0,0,0): threads wait at different barriers"}},
+		{name: "partial-warp", stderr: []string{"kernel partial, block (0,0,0) thread (0,0,0): a warp-level operation (shuffle, vote or __syncwarp) with mask 0xffff while lanes 0xffffffff of the warp run"}},
 		{name: "assert", stderr: []string{"kernel check, block (0,0,0) thread (0,0,0): assertion `v == 1` failed"}},
 		{name: "compile-error"},
 		{name: "foreign-image", stderr: []string{"these stand-ins run only kernels their own NVRTC compiled"}},
@@ -100,6 +101,8 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "memory-limit", env: []string{"MINITRON_EMU_MEMORY=64M"}},
 		{name: "cublas", stderr: []string{"cublasGemmEx: matrix A [", "is not inside one device allocation"}},
 		{name: "go-faults"},
+		{name: "modules"},
+		{name: "symbols"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestEmuHelper$", "-test.v", "-test.count=1")
@@ -146,6 +149,9 @@ extern "C" __global__ void diverge(int* out) {
     else out[0] = __shfl_sync(0xffffffffu, 1, 0);
 }
 extern "C" __global__ void check(int v) { assert(v == 1); }
+extern "C" __global__ void partial(int* out) {
+    if (threadIdx.x < 16) out[threadIdx.x] = __shfl_xor_sync(0xffffu, (int)threadIdx.x, 1);
+}
 
 // lanes: per thread of a 64-thread block, 8 values: xor 1, up 1, down 1,
 // index 5, ballot of lane%3==0, index 2 within groups of 8, xor 16 of a
@@ -184,6 +190,19 @@ extern "C" __global__ void block_sums(const float* in, int n, float* out, unsign
     atomicAdd(total, 1.f);
 }
 
+// Benchmark kernels: nothing; n shuffles per lane; n block barriers.
+extern "C" __global__ void nop(int* p) {}
+extern "C" __global__ void shuffles(float* out, int n) {
+    float v = threadIdx.x;
+    for (int i = 0; i < n; i++) v += __shfl_xor_sync(0xffffffffu, v, i & 31);
+    out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+extern "C" __global__ void barriers(int* out, int n) {
+    int v = threadIdx.x;
+    for (int i = 0; i < n; i++) __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+
 // early_exit: the upper half of the block returns before a barrier the
 // lower half meets twice (returned threads count as arrived).
 extern "C" __global__ void early_exit(int* out) {
@@ -199,7 +218,7 @@ extern "C" __global__ void early_exit(int* out) {
 
 // emuDevice opens device ordinal on the stand-ins with the test kernels
 // (compiled through the backend's kernel cache) loaded.
-func emuDevice(t *testing.T, ordinal int) *gpu {
+func emuDevice(t testing.TB, ordinal int) *gpu {
 	t.Helper()
 	drv, rtc, blas, err := loadLibraries()
 	if err != nil {
@@ -240,7 +259,8 @@ func emuDevice(t *testing.T, ordinal int) *gpu {
 	if err := drv.check("cuModuleLoadData", drv.cuModuleLoadData.call(uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&img[0])))); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums", "early_exit"} {
+	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
+		"early_exit", "nop", "shuffles", "barriers", "partial"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -251,7 +271,7 @@ func emuDevice(t *testing.T, ordinal int) *gpu {
 	return g
 }
 
-func (g *gpu) mustMalloc(t *testing.T, n int64) uintptr {
+func (g *gpu) mustMalloc(t testing.TB, n int64) uintptr {
 	t.Helper()
 	p, err := g.malloc(n)
 	if err != nil {
@@ -260,7 +280,7 @@ func (g *gpu) mustMalloc(t *testing.T, n int64) uintptr {
 	return p
 }
 
-func download[T any](t *testing.T, g *gpu, p uintptr, n int) []T {
+func download[T any](t testing.TB, g *gpu, p uintptr, n int) []T {
 	t.Helper()
 	out := make([]T, n)
 	var zero T
@@ -270,7 +290,7 @@ func download[T any](t *testing.T, g *gpu, p uintptr, n int) []T {
 	return out
 }
 
-func upload[T any](t *testing.T, g *gpu, v []T) uintptr {
+func upload[T any](t testing.TB, g *gpu, v []T) uintptr {
 	t.Helper()
 	var zero T
 	n := int64(len(v)) * int64(unsafe.Sizeof(zero))
@@ -402,6 +422,11 @@ var emuHelpers = map[string]func(t *testing.T){
 		g := emuDevice(t, 0)
 		out := g.mustMalloc(t, 4)
 		wantStatus(t, g.launch("diverge", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(out)}), "CUDA_ERROR_LAUNCH_FAILED")
+	},
+	"partial-warp": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		out := g.mustMalloc(t, 64)
+		wantStatus(t, g.launch("partial", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(out)}), "CUDA_ERROR_LAUNCH_FAILED")
 	},
 	"assert": func(t *testing.T) {
 		g := emuDevice(t, 0)
@@ -566,6 +591,60 @@ var emuHelpers = map[string]func(t *testing.T){
 		bad = call
 		bad.a = pa + 64 // A then reaches past its allocation
 		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_EXECUTION_FAILED")
+	},
+	"symbols": func(t *testing.T) {
+		// Every driver, NVRTC, cuBLAS and NCCL call the backend binds or is
+		// about to (multi-GPU, pinned memory, fp32 master weights), with its
+		// versioned names.
+		want := map[*libSpec][]string{
+			&driverSpec: {"cuInit", "cuDriverGetVersion", "cuGetErrorName", "cuGetErrorString", "cuDeviceGetCount",
+				"cuDeviceGet", "cuDeviceGetName", "cuDeviceGetAttribute", "cuDeviceTotalMem_v2", "cuDeviceGetUuid",
+				"cuDeviceGetUuid_v2", "cuDeviceGetPCIBusId", "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRelease",
+				"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxReset_v2", "cuCtxSetCurrent", "cuCtxGetCurrent",
+				"cuCtxGetDevice", "cuCtxSynchronize", "cuMemGetInfo_v2", "cuMemAlloc_v2", "cuMemFree_v2",
+				"cuMemAllocHost_v2", "cuMemHostAlloc", "cuMemFreeHost", "cuMemcpyHtoD_v2", "cuMemcpyDtoH_v2",
+				"cuMemcpyDtoD_v2", "cuMemcpyHtoDAsync_v2", "cuMemcpyDtoHAsync_v2", "cuMemcpyDtoDAsync_v2",
+				"cuMemcpyPeerAsync", "cuMemsetD32Async", "cuMemsetD8Async", "cuStreamCreate", "cuStreamDestroy",
+				"cuStreamDestroy_v2", "cuStreamSynchronize", "cuStreamWaitEvent", "cuEventCreate", "cuEventRecord",
+				"cuEventSynchronize", "cuEventQuery", "cuEventElapsedTime", "cuEventElapsedTime_v2", "cuEventDestroy_v2",
+				"cuModuleLoadData", "cuModuleGetFunction", "cuModuleUnload", "cuFuncSetAttribute", "cuLaunchKernel"},
+			&nvrtcSpec: {"nvrtcVersion", "nvrtcCreateProgram", "nvrtcCompileProgram", "nvrtcDestroyProgram",
+				"nvrtcGetProgramLogSize", "nvrtcGetProgramLog", "nvrtcGetCUBINSize", "nvrtcGetCUBIN", "nvrtcGetPTXSize",
+				"nvrtcGetPTX", "nvrtcGetErrorString", "nvrtcGetNumSupportedArchs", "nvrtcGetSupportedArchs"},
+			&cublasSpec: {"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasGemmEx",
+				"cublasGemmStridedBatchedEx", "cublasSgemm_v2", "cublasSetMathMode", "cublasSetWorkspace_v2", "cublasGetProperty"},
+			&ncclSpec: {"ncclGetVersion", "ncclGetUniqueId", "ncclCommInitRank", "ncclCommDestroy", "ncclCommAbort",
+				"ncclGetErrorString", "ncclGetLastError", "ncclAllReduce", "ncclReduceScatter", "ncclAllGather", "ncclBroadcast",
+				"ncclGroupStart", "ncclGroupEnd"},
+		}
+		for spec, syms := range want {
+			lib, err := osEnv.openSpec(*spec, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			procs := map[string]*proc{}
+			for _, s := range syms {
+				procs[s] = new(proc)
+			}
+			if err := lib.bind(procs); err != nil {
+				t.Error(err)
+			}
+		}
+	},
+	"modules": func(t *testing.T) {
+		// Two modules loaded one after the other are two modules.
+		emuDevice(t, 0)
+		b, err := Open(Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, _ := b.New(backend.BF16, 10)
+		if err := b.Fill(x, 3); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.ToFloat32(x); err != nil || v[9] != 3 {
+			t.Fatalf("%v %v", v, err)
+		}
 	},
 	"go-faults": func(t *testing.T) {
 		b, err := Open(Options{}) // installs the stand-ins' fault handler

@@ -6,8 +6,9 @@
 #
 # The compiler is $CXX when set, else clang++-14, clang++ or a newer
 # clang++-N, else g++. The stand-in NVRTC uses the same compiler at run
-# time to build kernels (MINITRON_EMU_CXX overrides it). Exit status 127
-# means no C++ compiler was found.
+# time to build kernels (MINITRON_EMU_CXX overrides it); $CXXFLAGS are
+# added to the libraries' flags. Exit status 127 means no C++ compiler was
+# found.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -36,8 +37,8 @@ cxx="$(command -v "$cxx")"
 # line here and its source file.
 libs='
 libcuda.so.1    | driver.cc sched.cc mem.cc   | -ldl -lpthread            | libcuda.so
-libnvrtc.so.12  | nvrtc.cc prelude.gen.cc     |                           | libnvrtc.so libnvrtc.so.13
-libcublas.so.12 | cublas.cc                   | -L@OUT@ -l:libcuda.so.1   | libcublas.so libcublas.so.13
+libnvrtc.so.12  | nvrtc.cc prelude.gen.cc     |                           | libnvrtc.so
+libcublas.so.12 | cublas.cc                   | -L@OUT@ -l:libcuda.so.1   | libcublas.so
 libnccl.so.2    | nccl.cc                     | -L@OUT@ -l:libcuda.so.1 -lpthread -lrt | libnccl.so
 '
 
@@ -61,6 +62,8 @@ trap 'rm -rf "$tmp"' EXIT
 } >"$tmp/prelude.gen.cc"
 
 flags=(-std=c++17 -O2 -fPIC -shared -fvisibility=hidden -Wall -Wno-unused-function -I"$src" -DEMU_CXX="\"$cxx\"")
+# shellcheck disable=SC2206
+flags+=(${CXXFLAGS:-}) # e.g. -DEMU_UCONTEXT to build the portable context switch
 
 build() { # name sources linkflags
   local name="$1" sources=() s

@@ -58,7 +58,7 @@ static inline __attribute__((always_inline)) EmuThread* __emu_self() {
 #else
     sp = (uintptr_t)__builtin_frame_address(0);
 #endif
-    return (EmuThread*)((sp | __emu_rt.stack_mask) + 1 - EMU_THREAD_SLOT);
+    return emu_thread_of(sp, __emu_rt.stack_shift);
 }
 
 #define threadIdx (__emu_self()->threadIdx)
@@ -88,8 +88,9 @@ static inline int __syncthreads_and(int pred) { return __syncthreads_count(!pred
 static inline int __syncthreads_or(int pred) { return __syncthreads_count(pred != 0) != 0; }
 
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
-    (void)mask;
-    __emu_rt.sync_warp(__emu_self());
+    EmuThread* t = __emu_self();
+    t->wmask = mask;
+    __emu_rt.sync_warp(t);
 }
 
 static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -104,7 +105,11 @@ static inline unsigned emu_lane() { return __emu_self()->lane; }
 static inline unsigned emu_warp_id() { return __emu_self()->warp; }
 // emu_warp_sync waits until every live (not yet returned) thread of the
 // calling thread's warp has called it.
-static inline void emu_warp_sync() { __emu_rt.sync_warp(__emu_self()); }
+static inline void emu_warp_sync() {
+    EmuThread* t = __emu_self();
+    t->wmask = 0xffffffffu;
+    __emu_rt.sync_warp(t);
+}
 // emu_warp_scratch returns EMU_WARP_SCRATCH (8 KiB) bytes, 16-byte
 // aligned, private to the calling warp and kept for the whole launch.
 static inline void* emu_warp_scratch() {
@@ -116,13 +121,15 @@ static inline void* emu_warp_scratch() {
 // Every lane writes its value into its slot of the warp's current buffer,
 // the warp meets at a barrier, then each lane reads its source lane's slot.
 // Two buffers alternate, so a fast lane's next write cannot clobber a value
-// a slow lane has yet to read. The mask is not used: all live lanes of the
-// warp must take part, as with a full mask.
+// a slow lane has yet to read. All live lanes of the warp must take part:
+// a mask that leaves out a live lane fails the launch (the stand-ins do not
+// emulate partial-warp operations).
 
 template <typename T>
-static inline T __emu_shfl(T v, unsigned src_of_lane(unsigned lane, int arg, int width), int arg, int width) {
+static inline T __emu_shfl(unsigned mask, T v, unsigned src_of_lane(unsigned lane, int arg, int width), int arg, int width) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     EmuThread* t = __emu_self();
+    t->wmask = mask;
     EmuWarp* w = &t->block->warps[t->warp];
     unsigned ph = t->phase++ & 1;
     uint64_t bits = 0;
@@ -154,31 +161,28 @@ static inline unsigned __emu_src_down(unsigned lane, int d, int width) {
 
 template <typename T>
 static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-    (void)mask;
-    return __emu_shfl<T>(v, __emu_src_idx, src, width);
+    return __emu_shfl<T>(mask, v, __emu_src_idx, src, width);
 }
 template <typename T>
 static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-    (void)mask;
-    return __emu_shfl<T>(v, __emu_src_xor, lane_mask, width);
+    return __emu_shfl<T>(mask, v, __emu_src_xor, lane_mask, width);
 }
 template <typename T>
 static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    (void)mask;
-    return __emu_shfl<T>(v, __emu_src_up, (int)delta, width);
+    return __emu_shfl<T>(mask, v, __emu_src_up, (int)delta, width);
 }
 template <typename T>
 static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    (void)mask;
-    return __emu_shfl<T>(v, __emu_src_down, (int)delta, width);
+    return __emu_shfl<T>(mask, v, __emu_src_down, (int)delta, width);
 }
 
 // __emu_vote returns the bits of the lanes that took part in this vote
 // with pred true (votes), or with it set (participants): a lane that took
 // part wrote its slot with this vote's sequence number; a lane that has
 // returned left an older one.
-static inline unsigned __emu_vote(int pred, unsigned* participants) {
+static inline unsigned __emu_vote(unsigned mask, int pred, unsigned* participants) {
     EmuThread* t = __emu_self();
+    t->wmask = mask;
     EmuWarp* w = &t->block->warps[t->warp];
     unsigned seq = t->phase;
     t->phase = seq + 1;
@@ -196,11 +200,11 @@ static inline unsigned __emu_vote(int pred, unsigned* participants) {
 }
 static inline unsigned __ballot_sync(unsigned mask, int pred) {
     unsigned part;
-    return __emu_vote(pred, &part) & mask;
+    return __emu_vote(mask, pred, &part) & mask;
 }
 static inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 static inline int __all_sync(unsigned mask, int pred) {
-    unsigned part, votes = __emu_vote(pred, &part);
+    unsigned part, votes = __emu_vote(mask, pred, &part);
     return (votes & mask) == (part & mask);
 }
 static inline unsigned __activemask() {

@@ -9,13 +9,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EMU_ABI_VERSION 1
+#define EMU_ABI_VERSION 3
 
-// Every fiber (one CUDA thread) runs on a stack region of EmuRuntime's
-// stack_size bytes, aligned to its size; its EmuThread sits in the top
-// EMU_THREAD_SLOT bytes, so code on the fiber finds it from the stack
-// pointer alone: (sp | (size-1)) + 1 - EMU_THREAD_SLOT.
+// Every fiber (one CUDA thread) runs on a stack region of 2^stack_shift
+// bytes aligned to its size; its EmuThread sits near the top, so code on
+// the fiber finds it from the stack pointer alone (emu_thread_of). Regions
+// are colored by their address: the EmuThread of region color c sits c
+// cache lines lower, so the threads of neighbouring regions do not all
+// fall in one cache set.
 #define EMU_THREAD_SLOT 256
+#define EMU_COLORS 16
+
 #define EMU_WARP_SCRATCH 8192 // bytes per warp, emu_warp_scratch()
 #define EMU_MAX_WARPS 32      // 1024 threads per block
 
@@ -55,6 +59,7 @@ struct EmuThread {
     unsigned lane, warp; // lane within the warp, warp within the block
     unsigned phase;      // warp-collective operations done: buffer phase&1 of EmuWarp::slot is next
     unsigned index;      // linear thread index within the block
+    unsigned wmask;      // the mask of the warp-level operation the thread is at
     EmuBlock* block;
     // driver only
     void* sp;     // saved stack pointer while switched out
@@ -62,12 +67,19 @@ struct EmuThread {
     void* region; // the stack region
 };
 
+// emu_thread_of returns the thread whose stack holds sp.
+static inline EmuThread* emu_thread_of(uintptr_t sp, unsigned shift) {
+    uintptr_t top = (sp | (((uintptr_t)1 << shift) - 1)) + 1;
+    unsigned color = (unsigned)(sp >> shift) & (EMU_COLORS - 1);
+    return (EmuThread*)(top - EMU_THREAD_SLOT - 64 * color);
+}
+
 // EmuRuntime is what the driver hands a module when it loads it.
 struct EmuRuntime {
     int abi;                   // EMU_ABI_VERSION
-    uintptr_t stack_mask;      // stack region size - 1
+    unsigned stack_shift;      // log2 of the stack region size
     void (*sync_block)(EmuThread*);  // __syncthreads
-    void (*sync_warp)(EmuThread*);   // barrier over the live lanes of the warp
+    void (*sync_warp)(EmuThread*);   // barrier over the live lanes of the warp (set wmask first)
     // fail ends the launch with a CUDA error code (710 assert, 719 trap) and
     // a message; it does not return.
     void (*fail)(EmuThread*, int code, const char* msg);

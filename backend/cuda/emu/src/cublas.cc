@@ -189,10 +189,52 @@ struct Gemm {
     bool avx2;
 };
 
-// opA(i, l) and opB(l, j) of batch item q.
-inline float at(const Operand& o, int q, int64_t row, int64_t col) {
-    int64_t idx = o.trans ? col + row * o.ld : row + col * o.ld;
-    return load(o.p + (int64_t)q * o.stride * elem_size(o.type), o.type, idx);
+struct LoadF32 {
+    static float get(const char* p, int64_t i) { return ((const float*)p)[i]; }
+};
+struct LoadBF16 {
+    static float get(const char* p, int64_t i) { return bf16_to_f32(((const uint16_t*)p)[i]); }
+};
+struct LoadF16 {
+    static float get(const char* p, int64_t i) { return f16_to_f32(((const uint16_t*)p)[i]); }
+};
+
+// pack copies rows [r0, r0+rc) by depth [l0, l0+kc) of a matrix whose
+// element (r, l) is p[l + r*ld] (depthMajor) or p[r + l*ld], into panels of
+// W rows: P[(panel*KC + l)*W + w] = element(r0 + panel*W + w, l0 + l),
+// zero past rc. op(A) is rows i, depth l; op(B) is rows j, depth l.
+template <typename L, int W>
+void pack(const char* p, int64_t ld, bool depthMajor, int r0, int rc, int l0, int kc, float* P) {
+    int panels = (rc + W - 1) / W;
+    for (int pn = 0; pn < panels; pn++) {
+        float* out = P + (size_t)pn * KC * W;
+        int rows = rc - pn * W < W ? rc - pn * W : W;
+        if (rows < W)
+            for (int l = 0; l < kc; l++)
+                for (int w = rows; w < W; w++) out[l * W + w] = 0.f;
+        if (depthMajor) {
+            for (int w = 0; w < rows; w++) {
+                const char* row = p; // element (r, l) at index l + r*ld
+                int64_t base = (int64_t)(r0 + pn * W + w) * ld + l0;
+                for (int l = 0; l < kc; l++) out[l * W + w] = L::get(row, base + l);
+            }
+        } else {
+            for (int l = 0; l < kc; l++) {
+                int64_t base = (int64_t)(l0 + l) * ld + r0 + pn * W;
+                for (int w = 0; w < rows; w++) out[l * W + w] = L::get(p, base + w);
+            }
+        }
+    }
+}
+
+template <int W>
+void pack_any(const Operand& o, int q, bool depthMajor, int r0, int rc, int l0, int kc, float* P) {
+    const char* p = o.p + (int64_t)q * o.stride * elem_size(o.type);
+    switch (o.type) {
+    case R_16BF: pack<LoadBF16, W>(p, o.ld, depthMajor, r0, rc, l0, kc, P); break;
+    case R_16F: pack<LoadF16, W>(p, o.ld, depthMajor, r0, rc, l0, kc, P); break;
+    default: pack<LoadF32, W>(p, o.ld, depthMajor, r0, rc, l0, kc, P);
+    }
 }
 
 void tile(void* ctx, uint64_t t) {
@@ -209,18 +251,8 @@ void tile(void* ctx, uint64_t t) {
     std::fill(Ct.begin(), Ct.end(), 0.f);
     for (int l0 = 0; l0 < g.k; l0 += KC) {
         int kc = g.k - l0 < KC ? g.k - l0 : KC;
-        for (int p = 0; p < mp; p++) // pack op(A)[i0.., l0..] as MR-row panels
-            for (int l = 0; l < kc; l++)
-                for (int r = 0; r < MR; r++) {
-                    int i = p * MR + r;
-                    Ap[((size_t)p * KC + l) * MR + r] = i < mc ? at(g.a, q, i0 + i, l0 + l) : 0.f;
-                }
-        for (int p = 0; p < np; p++) // pack op(B)[l0.., j0..] as NR-column panels
-            for (int l = 0; l < kc; l++)
-                for (int cc = 0; cc < NR; cc++) {
-                    int j = p * NR + cc;
-                    Bp[((size_t)p * KC + l) * NR + cc] = j < nc ? at(g.b, q, l0 + l, j0 + j) : 0.f;
-                }
+        pack_any<MR>(g.a, q, g.a.trans, i0, mc, l0, kc, Ap.data());  // op(A)(i, l): A[l + i*lda] when transposed
+        pack_any<NR>(g.b, q, !g.b.trans, j0, nc, l0, kc, Bp.data()); // op(B)(l, j): B[l + j*ldb] unless transposed
         for (int pj = 0; pj < np; pj++)
             for (int pi = 0; pi < mp; pi++) {
                 const float* a = &Ap[(size_t)pi * KC * MR];
@@ -389,6 +421,18 @@ API cublasStatus_t cublasGetVersion_v2(Handle* h, int* v) {
     (void)h;
     *v = 120804; // 12.8.4
     return CUBLAS_STATUS_SUCCESS;
+}
+
+// cublasGetProperty gives the version (libraryPropertyType: 0 major, 1
+// minor, 2 patch): 12.8.4, CUDA 12.8's, like the stand-in driver and NVRTC.
+API cublasStatus_t cublasGetProperty(int type, int* value) {
+    if (!value) return CUBLAS_STATUS_INVALID_VALUE;
+    switch (type) {
+    case 0: *value = 12; return CUBLAS_STATUS_SUCCESS;
+    case 1: *value = 8; return CUBLAS_STATUS_SUCCESS;
+    case 2: *value = 4; return CUBLAS_STATUS_SUCCESS;
+    }
+    return CUBLAS_STATUS_INVALID_VALUE;
 }
 
 API const char* cublasGetStatusName(cublasStatus_t s) {

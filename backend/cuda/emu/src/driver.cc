@@ -69,6 +69,8 @@ struct Module {
     uint32_t magic = kModMagic;
     void* handle;
     Ctx* ctx;
+    int fd;           // the module's file, open while it is loaded
+    std::string path; // a temporary file's name, removed at unload
 };
 
 struct Function {
@@ -741,22 +743,24 @@ API CUresult cuEventDestroy(Event* ev) { return cuEventDestroy_v2(ev); }
 
 // ---- modules and launches ---------------------------------------------------
 
-static void* open_image(const void* data, size_t n, std::string* err) {
+// open_image loads a module's shared object from a memfd (or a temporary
+// file), kept open until the module is unloaded: dlopen knows modules by
+// path, and a reused path would hand back an earlier module.
+static void* open_image(const void* data, size_t n, int* fdOut, std::string* pathOut, std::string* err) {
     int fd = memfd_create("minitron-emu-module", MFD_CLOEXEC);
     std::string path;
-    char tmpl[] = "/tmp/minitron-emu-moduleXXXXXX";
     if (fd < 0) {
         const char* dir = getenv("TMPDIR");
         std::string t = std::string(dir && *dir ? dir : "/tmp") + "/minitron-emu-moduleXXXXXX";
         std::vector<char> buf(t.begin(), t.end());
         buf.push_back(0);
         fd = mkstemp(buf.data());
-        if (fd < 0) fd = mkstemp(tmpl), path = tmpl;
-        else path = buf.data();
         if (fd < 0) {
             *err = std::string("cannot create a file for the module: ") + strerror(errno);
             return nullptr;
         }
+        path = buf.data();
+        *pathOut = path;
     }
     const char* p = (const char*)data;
     size_t left = n;
@@ -773,9 +777,13 @@ static void* open_image(const void* data, size_t n, std::string* err) {
     }
     if (path.empty()) path = "/proc/self/fd/" + std::to_string(fd);
     void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!h) *err = dlerror();
-    close(fd);
-    if (path.rfind("/proc/", 0) != 0) unlink(path.c_str());
+    if (!h) {
+        *err = dlerror();
+        close(fd);
+        if (!pathOut->empty()) unlink(pathOut->c_str());
+        return nullptr;
+    }
+    *fdOut = fd;
     return h;
 }
 
@@ -791,8 +799,9 @@ API CUresult cuModuleLoadData(Module** m, const void* image) {
     }
     uint64_t n;
     memcpy(&n, img + 24, 8);
-    std::string err;
-    void* h = open_image(img + EMU_IMAGE_HEADER, n, &err);
+    std::string err, path;
+    int fd = -1;
+    void* h = open_image(img + EMU_IMAGE_HEADER, n, &fd, &path, &err);
     if (!h) {
         emu_log("cuModuleLoadData: cannot load the module: %s", err.c_str());
         return CUDA_ERROR_INVALID_IMAGE;
@@ -804,10 +813,14 @@ API CUresult cuModuleLoadData(Module** m, const void* image) {
         emu_log("cuModuleLoadData: the module was compiled by other stand-ins (interface version differs); "
                 "delete the kernel cache (MINITRON_CACHE) and rerun");
         dlclose(h);
+        close(fd);
+        if (!path.empty()) unlink(path.c_str());
         return CUDA_ERROR_INVALID_IMAGE;
     }
     Module* mod = new Module();
     mod->handle = h;
+    mod->fd = fd;
+    mod->path = path;
     mod->ctx = c;
     *m = mod;
     return CUDA_SUCCESS;
@@ -819,6 +832,8 @@ API CUresult cuModuleUnload(Module* m) {
     if (!valid(m, kModMagic)) return CUDA_ERROR_INVALID_HANDLE;
     m->magic = 0;
     dlclose(m->handle);
+    close(m->fd);
+    if (!m->path.empty()) unlink(m->path.c_str());
     delete m;
     return CUDA_SUCCESS;
 }

@@ -7,7 +7,9 @@
 //   [header page ... canary (256 bytes) | n bytes | canary to p | guard page]
 // Canaries are checked after each launch (the allocations its pointer
 // arguments point into), at every synchronization and at cuMemFree.
+#include <dlfcn.h>
 #include <errno.h>
+#include <ucontext.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -244,10 +246,18 @@ static void on_fault(int sig, siginfo_t* info, void* uc) {
                      "minitron emu: %s: stack overflow (a fiber's stack is %zu bytes; raise MINITRON_EMU_STACK)\n", what,
                      g_config.stack);
         } else {
-            char where[320];
+            char where[320], code[256] = "";
+#if defined(__x86_64__)
+            uintptr_t pc = (uintptr_t)((ucontext_t*)uc)->uc_mcontext.gregs[REG_RIP];
+            Dl_info di;
+            if (dladdr((void*)pc, &di) && di.dli_sname)
+                snprintf(code, sizeof code, " in %s+%#lx", di.dli_sname, (unsigned long)(pc - (uintptr_t)di.dli_saddr));
+            else
+                snprintf(code, sizeof code, " at pc %#lx", (unsigned long)pc);
+#endif
             mem_describe(addr, where, sizeof where);
-            snprintf(msg, sizeof msg, "minitron emu: %s: invalid memory access (%s) at %s\n", what,
-                     sig == SIGBUS ? "bus error" : "segmentation fault", where);
+            snprintf(msg, sizeof msg, "minitron emu: %s: invalid memory access (%s%s) at %s\n", what,
+                     sig == SIGBUS ? "bus error" : "segmentation fault", code, where);
         }
         write_err(msg);
         signal(SIGABRT, SIG_DFL);

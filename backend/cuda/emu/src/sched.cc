@@ -40,9 +40,12 @@ void Launch::fail(int code, const std::string& msg) {
 // ---- context switch -------------------------------------------------------
 
 #if EMU_ASM_SWITCH
-// emu_switch saves the callee-saved registers, MXCSR and the x87 control
-// word on the current stack, stores the stack pointer in *from, and
-// resumes the stack to (saved the same way, or prepared by fiber_frame).
+// emu_switch saves the callee-saved registers on the current stack, stores
+// the stack pointer in *from, and resumes the stack to (saved the same way,
+// or prepared by start). MXCSR and the x87 control word, callee-saved too,
+// are shared by a block's fibers (no kernel code changes them, and reading
+// MXCSR costs more than the rest of the switch): run_block restores them
+// when the block ends.
 extern "C" void emu_switch(void** from, void* to);
 extern "C" void emu_fiber_boot();
 __asm__(
@@ -58,14 +61,8 @@ __asm__(
     "    pushq %r13\n"
     "    pushq %r14\n"
     "    pushq %r15\n"
-    "    subq $8, %rsp\n"
-    "    stmxcsr (%rsp)\n"
-    "    fnstcw 4(%rsp)\n"
     "    movq %rsp, (%rdi)\n"
     "    movq %rsi, %rsp\n"
-    "    ldmxcsr (%rsp)\n"
-    "    fldcw 4(%rsp)\n"
-    "    addq $8, %rsp\n"
     "    popq %r15\n"
     "    popq %r14\n"
     "    popq %r13\n"
@@ -112,7 +109,8 @@ struct Worker {
     char* scratch = nullptr;
     Launch* launch = nullptr;
     uint64_t block_id = 0;
-    unsigned mxcsr_fpu[2];
+    unsigned nthreads = 0;       // in the running block
+    EmuThread* exited = nullptr; // the thread that just returned
 };
 
 static __thread Worker* tls_worker __attribute__((tls_model("initial-exec")));
@@ -173,9 +171,9 @@ static char* new_region(Worker* w) {
     return r;
 }
 
-static EmuThread* region_thread(char* region) {
-    return (EmuThread*)(region + g_config.stack - EMU_THREAD_SLOT);
-}
+static unsigned stack_shift() { return (unsigned)__builtin_ctzll(g_config.stack); }
+
+static EmuThread* region_thread(char* region) { return emu_thread_of((uintptr_t)region, stack_shift()); }
 
 // ---- barriers and thread exit (called on fibers) --------------------------
 
@@ -188,6 +186,29 @@ static inline void release_warp(EmuWarp* w) {
     w->gen++;
 }
 
+static inline bool runnable(Worker* w, unsigned i) {
+    uint8_t s = w->state[i];
+    return s == T_NEW || s == T_READY || (s == T_WAIT_WARP && w->wait_gen[i] != w->warps[i >> 5].gen) ||
+           (s == T_WAIT_BLOCK && w->wait_gen[i] != w->block.gen);
+}
+
+static EmuThread* start(Worker* w, unsigned i);
+
+// yield switches from t, which now waits, straight to the next runnable
+// thread after it below end, or else back to the scheduler. (Half the
+// switches of going through the scheduler each time.)
+static void yield(EmuThread* t, unsigned end) {
+    Worker* w = (Worker*)t->worker;
+    for (unsigned j = t->index + 1; j < end; j++)
+        if (runnable(w, j)) {
+            EmuThread* n = w->state[j] == T_NEW ? start(w, j) : w->th[j];
+            w->state[j] = T_READY;
+            SWITCH(&t->sp, n->sp);
+            return;
+        }
+    SWITCH(&t->sp, w->sched_sp);
+}
+
 static void sync_block(EmuThread* t) {
     Worker* w = (Worker*)t->worker;
     EmuBlock* b = t->block;
@@ -197,22 +218,35 @@ static void sync_block(EmuThread* t) {
     }
     w->state[t->index] = T_WAIT_BLOCK;
     w->wait_gen[t->index] = b->gen;
-    SWITCH(&t->sp, w->sched_sp);
+    yield(t, w->nthreads);
 }
+
+[[noreturn]] static void thread_fail(EmuThread* t, int code, const char* msg);
 
 static void sync_warp(EmuThread* t) {
     Worker* w = (Worker*)t->worker;
     EmuWarp* wp = &t->block->warps[t->warp];
+    if ((t->wmask & wp->live_mask) != wp->live_mask) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "a warp-level operation (shuffle, vote or __syncwarp) with mask %#x while lanes %#x of the warp run: "
+                 "the stand-ins emulate whole warps only",
+                 t->wmask, wp->live_mask);
+        thread_fail(t, CUDA_ERROR_LAUNCH_FAILED, msg);
+    }
     if (++wp->arrived == wp->live) {
         release_warp(wp);
         return;
     }
     w->state[t->index] = T_WAIT_WARP;
     w->wait_gen[t->index] = wp->gen;
-    SWITCH(&t->sp, w->sched_sp);
+    unsigned end = (t->index | 31) + 1; // the warp's lanes only
+    yield(t, end < w->nthreads ? end : w->nthreads);
 }
 
-[[noreturn]] static void thread_exit(EmuThread* t) {
+// finish does the bookkeeping of t's return: returned threads count as
+// arrived at every barrier.
+static void finish(EmuThread* t) {
     Worker* w = (Worker*)t->worker;
     EmuBlock* b = t->block;
     EmuWarp* wp = &b->warps[t->warp];
@@ -222,32 +256,56 @@ static void sync_warp(EmuThread* t) {
     if (b->arrived > 0 && b->arrived == b->live) release_block(b);
     if (wp->arrived > 0 && wp->arrived == wp->live) release_warp(wp);
     w->state[t->index] = T_DONE;
-    SWITCH(&t->sp, w->sched_sp);
-    __builtin_trap(); // a finished fiber is never resumed
+    w->th[t->index] = nullptr;
+}
+
+// describe writes "kernel NAME, block (x,y,z)[ thread (x,y,z)]" into buf
+// (no allocation: the fault handler uses it).
+static void describe(char* buf, size_t n, Launch* L, uint64_t bid, const EmuThread* t) {
+    unsigned gx = L->grid.x, gy = L->grid.y;
+    int k = snprintf(buf, n, "kernel %s, block (%llu,%llu,%llu)", L->name, (unsigned long long)(bid % gx),
+                     (unsigned long long)(bid / gx % gy), (unsigned long long)(bid / gx / gy));
+    if (t && k > 0 && (size_t)k < n)
+        snprintf(buf + k, n - k, " thread (%u,%u,%u)", t->threadIdx.x, t->threadIdx.y, t->threadIdx.z);
 }
 
 static std::string where(Launch* L, uint64_t bid, const EmuThread* t) {
-    char buf[160];
-    unsigned gx = L->grid.x, gy = L->grid.y;
-    int n = snprintf(buf, sizeof buf, "block (%llu,%llu,%llu)", (unsigned long long)(bid % gx),
-                     (unsigned long long)(bid / gx % gy), (unsigned long long)(bid / gx / gy));
-    if (t) snprintf(buf + n, sizeof buf - n, " thread (%u,%u,%u)", t->threadIdx.x, t->threadIdx.y, t->threadIdx.z);
+    char buf[256];
+    describe(buf, sizeof buf, L, bid, t);
     return buf;
 }
 
 [[noreturn]] static void thread_fail(EmuThread* t, int code, const char* msg) {
     Worker* w = (Worker*)t->worker;
     Launch* L = w->launch;
-    L->fail(code, std::string("kernel ") + L->name + ", " + where(L, w->block_id, t) + ": " + msg);
+    L->fail(code, where(L, w->block_id, t) + ": " + msg);
     w->state[t->index] = T_DONE;
+    w->exited = t;
     SWITCH(&t->sp, w->sched_sp);
     __builtin_trap();
 }
 
+static void init_thread(Worker* w, EmuThread* t, char* region, unsigned i);
+
+// fiber_main runs thread t, then, on the same stack, each following thread
+// that has not started yet (a kernel that never waits runs its threads one
+// after the other without a switch); it returns to the scheduler when the
+// next thread has started already, or at the end of the block.
 static void fiber_main(EmuThread* t) {
     Worker* w = (Worker*)t->worker;
-    w->launch->entry(w->launch->params);
-    thread_exit(t);
+    for (;;) {
+        w->launch->entry(w->launch->params);
+        finish(t);
+        unsigned j = t->index + 1;
+        if (j < w->nthreads && w->state[j] == T_NEW && !w->launch->error.load(std::memory_order_relaxed)) {
+            init_thread(w, t, (char*)t->region, j);
+            w->state[j] = T_READY;
+            continue;
+        }
+        w->exited = t;
+        SWITCH(&t->sp, w->sched_sp);
+        __builtin_trap(); // a finished fiber is never resumed
+    }
 }
 
 #if !EMU_ASM_SWITCH
@@ -258,16 +316,14 @@ static void fiber_main_uc(unsigned hi, unsigned lo) {
 
 void sched_runtime(EmuRuntime* rt) {
     rt->abi = EMU_ABI_VERSION;
-    rt->stack_mask = g_config.stack - 1;
+    rt->stack_shift = stack_shift();
     rt->sync_block = sync_block;
     rt->sync_warp = sync_warp;
     rt->fail = thread_fail;
 }
 
-// start prepares thread i's fiber on a fresh region.
-static EmuThread* start(Worker* w, unsigned i) {
-    char* region = new_region(w);
-    EmuThread* t = region_thread(region);
+// init_thread makes t, the thread record of region, CUDA thread i.
+static void init_thread(Worker* w, EmuThread* t, char* region, unsigned i) {
     const dim3& bd = w->block.blockDim;
     t->threadIdx.x = i % bd.x;
     t->threadIdx.y = i / bd.x % bd.y;
@@ -279,22 +335,29 @@ static EmuThread* start(Worker* w, unsigned i) {
     t->block = &w->block;
     t->worker = w;
     t->region = region;
+    w->th[i] = t;
+}
+
+// start prepares thread i's fiber on a fresh region.
+static EmuThread* start(Worker* w, unsigned i) {
+    char* region = new_region(w);
+    EmuThread* t = region_thread(region);
+    init_thread(w, t, region, i);
 #if EMU_ASM_SWITCH
-    // The frame emu_switch pops: MXCSR and x87 control word, r15, r14,
-    // r13 (the entry), r12 (its argument), rbx, rbp, and the return
-    // address emu_fiber_boot, which calls fiber_main(t) on a 16-byte
-    // aligned stack.
+    // The frame emu_switch pops: r15, r14, r13 (the entry), r12 (its
+    // argument), rbx, rbp, and the return address emu_fiber_boot, which
+    // calls fiber_main(t) on a 16-byte aligned stack.
     uintptr_t top = ((uintptr_t)t - 64) & ~(uintptr_t)15;
     uint64_t* sp = (uint64_t*)(top - 64);
-    sp[0] = (uint64_t)w->mxcsr_fpu[0] | ((uint64_t)w->mxcsr_fpu[1] << 32);
-    sp[1] = 0;                          // r15
-    sp[2] = 0;                          // r14
+    sp[0] = 0;                           // padding: keeps the entry aligned
+    sp[1] = 0;                           // r15
+    sp[2] = 0;                           // r14
     sp[3] = (uint64_t)(void*)fiber_main; // r13
-    sp[4] = (uint64_t)t;                // r12
-    sp[5] = 0;                          // rbx
-    sp[6] = 0;                          // rbp
+    sp[4] = (uint64_t)t;                 // r12
+    sp[5] = 0;                           // rbx
+    sp[6] = 0;                           // rbp
     sp[7] = (uint64_t)(void*)emu_fiber_boot;
-    t->sp = sp;
+    t->sp = sp + 1;
 #else
     ucontext_t* uc = (ucontext_t*)(((uintptr_t)t - sizeof(ucontext_t) - 64) & ~(uintptr_t)63);
     getcontext(uc);
@@ -304,7 +367,6 @@ static EmuThread* start(Worker* w, unsigned i) {
     makecontext(uc, (void (*)())fiber_main_uc, 2, (unsigned)((uintptr_t)t >> 32), (unsigned)(uintptr_t)t);
     t->sp = uc;
 #endif
-    w->th[i] = t;
     return t;
 }
 
@@ -346,6 +408,8 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
     }
     b.dynsmem = L->shared > 0 ? data : nullptr;
     w->block_id = bid;
+    w->nthreads = n;
+    w->exited = nullptr;
     memset(w->state, T_NEW, n);
 
     bool failed = false;
@@ -353,20 +417,18 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
         bool progressed = false;
         for (unsigned wi = 0; wi < nwarps && !failed; wi++) {
             unsigned lo = 32 * wi, hi = lo + 32 < n ? lo + 32 : n;
-            EmuWarp& wp = w->warps[wi];
             for (;;) {
                 bool ran = false;
                 for (unsigned i = lo; i < hi; i++) {
-                    uint8_t s = w->state[i];
-                    bool go = s == T_NEW || s == T_READY || (s == T_WAIT_WARP && w->wait_gen[i] != wp.gen) ||
-                              (s == T_WAIT_BLOCK && w->wait_gen[i] != b.gen);
-                    if (!go) continue;
-                    EmuThread* t = s == T_NEW ? start(w, i) : w->th[i];
+                    if (!runnable(w, i)) continue;
+                    EmuThread* t = w->state[i] == T_NEW ? start(w, i) : w->th[i];
                     w->state[i] = T_READY;
                     SWITCH(&w->sched_sp, t->sp);
-                    if (w->state[i] == T_DONE) {
-                        w->free_regions.push_back((char*)t->region);
-                        w->th[i] = nullptr;
+                    // Back from whichever thread exited or found none to
+                    // switch to.
+                    if (EmuThread* x = w->exited) {
+                        w->free_regions.push_back((char*)x->region);
+                        w->exited = nullptr;
                     }
                     ran = true;
                     if (L->error.load(std::memory_order_relaxed)) {
@@ -390,7 +452,7 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
                      "threads wait at different barriers and can never meet (%d at __syncthreads, %d at a warp-level "
                      "barrier: a shuffle, vote or __syncwarp): a barrier in divergent code",
                      atBlock, atWarp);
-            L->fail(CUDA_ERROR_LAUNCH_FAILED, std::string("kernel ") + L->name + ", " + where(L, bid, nullptr) + ": " + msg);
+            L->fail(CUDA_ERROR_LAUNCH_FAILED, where(L, bid, nullptr) + ": " + msg);
             failed = true;
             break;
         }
@@ -417,7 +479,7 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
                          L->shared, bad - 1);
             else
                 snprintf(msg, sizeof msg, "wrote before the start of its dynamic shared memory (at byte %ld)", bad);
-            L->fail(CUDA_ERROR_ILLEGAL_ADDRESS, std::string("kernel ") + L->name + ", " + where(L, bid, nullptr) + ": " + msg);
+            L->fail(CUDA_ERROR_ILLEGAL_ADDRESS, where(L, bid, nullptr) + ": " + msg);
         }
     }
 }
@@ -450,18 +512,27 @@ static void work(Job* j, Worker* w) {
     }
 }
 
-static void read_fp_env(Worker* w) {
+// FpEnv holds MXCSR and the x87 control word, which a block's fibers
+// share: saved before a block runs, restored after it if a kernel changed
+// them.
+struct FpEnv {
 #if EMU_ASM_SWITCH
-    unsigned m;
+    unsigned mxcsr;
     unsigned short cw;
-    __asm__ volatile("stmxcsr %0" : "=m"(m));
-    __asm__ volatile("fnstcw %0" : "=m"(cw));
-    w->mxcsr_fpu[0] = m;
-    w->mxcsr_fpu[1] = cw;
-#else
-    (void)w;
+    FpEnv() {
+        __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+        __asm__ volatile("fnstcw %0" : "=m"(cw));
+    }
+    ~FpEnv() {
+        unsigned m;
+        unsigned short c;
+        __asm__ volatile("stmxcsr %0" : "=m"(m));
+        __asm__ volatile("fnstcw %0" : "=m"(c));
+        if ((m ^ mxcsr) & 0xffc0) __asm__ volatile("ldmxcsr %0" : : "m"(mxcsr));
+        if (c != cw) __asm__ volatile("fldcw %0" : : "m"(cw));
+    }
 #endif
-}
+};
 
 static void worker_loop() {
     // Asynchronous signals go to the process's other threads; faults in
@@ -476,7 +547,6 @@ static void worker_loop() {
     ss.ss_flags = 0;
     sigaltstack(&ss, nullptr);
     Worker* w = get_worker();
-    read_fp_env(w);
     Pool* p = g_pool;
     std::unique_lock<std::mutex> lk(p->mu);
     for (;;) {
@@ -522,7 +592,6 @@ static void run_job(Job* j) {
         p->wake.notify_all();
     }
     Worker* w = get_worker();
-    read_fp_env(w);
     work(j, w);
     if (posted) {
         std::unique_lock<std::mutex> lk(p->mu);
@@ -541,7 +610,11 @@ static void launch_block(void* ctx, uint64_t i, Worker* w) {
     const char* prevOp = tls_op;
     w->launch = L;
     tls_op = L->name;
-    run_block(w, L, i);
+    {
+        FpEnv env;
+        (void)env;
+        run_block(w, L, i);
+    }
     w->launch = prev;
     tls_op = prevOp;
 }
@@ -587,7 +660,7 @@ bool fault_context(uintptr_t addr, char* buf, size_t n, bool* stack_overflow) {
             uintptr_t s = (uintptr_t)c.first, e = s + c.second;
             if (addr >= s && addr < e && (addr - s) % g_config.stack < kGuard) *stack_overflow = true;
         }
-        snprintf(buf, n, "kernel %s, %s", L->name, where(L, w->block_id, nullptr).c_str());
+        describe(buf, n, L, w->block_id, nullptr);
         return true;
     }
     if (tls_op) {
