@@ -187,7 +187,9 @@ type Backend interface {
 	// nil when no backward follows).
 	Attention(out, lse, q, k, v Tensor, a Attn) error
 	// AttentionBackward overwrites dq, dk, dv given dout and the forward's
-	// out and lse. Requires Past == nil and KVRows == T.
+	// out and lse. dk and dv have k's shape; every row of the slots the
+	// sequences use is overwritten (zero where no query sees the key, as
+	// past the cached and new keys); rows of other slots are left alone.
 	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v Tensor, a Attn) error
 
 	// ReLU2: out = max(x,0)². out may alias x.

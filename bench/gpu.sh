@@ -13,7 +13,7 @@
 # OUTDIR (one log per command, summary.txt); the exit status is 1 if any
 # check or benchmark failed.
 #
-# Steps: STEPS="check e2e matmul model" by default, in that order; set STEPS
+# Steps: STEPS="check e2e matmul attention model" by default, in that order; set STEPS
 # to a subset. Each step is a function step_NAME below; to add one, write
 # the function and add its name to the default list. Each command has its
 # own time limit, and the whole run stops starting commands once BUDGET
@@ -36,7 +36,7 @@ if [ -z "${PYTHON:-}" ] && [ -x /opt/torch/.venv/bin/python ]; then
   PYTHON=/opt/torch/.venv/bin/python
 fi
 py=${PYTHON:-python3}
-steps=${STEPS:-check e2e matmul model}
+steps=${STEPS:-check e2e matmul attention model}
 deadline=$((SECONDS + ${BUDGET:-540}))
 export MINITRON_CACHE=${MINITRON_CACHE:-$out/cache}
 bin=$PWD/.bin
@@ -177,6 +177,33 @@ step_matmul() {
     t=$(json "$out/matmul-torch-$1x$2x$3.log" value)
     [ -n "$o" ] && o=$("$py" -c "print(round($o/1000, 1))")
     note "$(printf 'matmul %-18s ours %8s TFLOP/s  torch %8s TFLOP/s  %s' "$1x$2x$3" "$o" "$t" "$(ratio "$o" "$t")")"
+  done
+}
+
+# attention: attention alone against PyTorch's SDPA (flash backend) at the
+# student's and the teacher's heads (24 and 48 heads in 8 KV groups, head
+# dim 128), 4×1024 and 1×4096 tokens, forward and backward; then batch-1
+# decoding of the student after 4095 and 16383 cached keys (split over the
+# keys), as key/value bytes read per second.
+step_attention() {
+  local shp bt tag p of ob tf tb o t
+  for shp in minitron-4b nemotron-15b; do
+    for bt in "4 1024" "1 4096"; do
+      set -- $bt
+      tag=$shp-$1x$2
+      run "attn-ours-$tag" 30 "$bin/minitron" bench attention --device cuda --shape "$shp" --batch "$1" --seq "$2" --min-time 1s --json
+      run "attn-torch-$tag" 45 "$py" bench/torch_gpu.py attention "$shp" --batch "$1" --seq "$2" --min-time 1 --json
+      of=$(json "$out/attn-ours-$tag.log" forward_tflops) ob=$(json "$out/attn-ours-$tag.log" backward_tflops)
+      tf=$(json "$out/attn-torch-$tag.log" forward_tflops) tb=$(json "$out/attn-torch-$tag.log" backward_tflops)
+      note "$(printf 'attention %-22s fwd ours %4.0f torch %4.0f TFLOP/s %6s   bwd ours %4.0f torch %4.0f TFLOP/s %6s' "$tag" "${of:-0}" "${tf:-0}" "$(ratio "$of" "$tf")" "${ob:-0}" "${tb:-0}" "$(ratio "$ob" "$tb")")"
+      note "$(printf '          %-22s ms: fwd ours %s torch %s, bwd ours %s torch %s' "$tag" "$(json "$out/attn-ours-$tag.log" forward_ms)" "$(json "$out/attn-torch-$tag.log" forward_ms)" "$(json "$out/attn-ours-$tag.log" backward_ms)" "$(json "$out/attn-torch-$tag.log" backward_ms)")"
+    done
+  done
+  for p in 4095 16383; do
+    run "attn-decode-ours-$p" 30 "$bin/minitron" bench attention --device cuda --shape minitron-4b --batch 1 --seq 1 --past "$p" --min-time 1s --json
+    run "attn-decode-torch-$p" 45 "$py" bench/torch_gpu.py attention minitron-4b --batch 1 --seq 1 --past "$p" --min-time 1 --json
+    o=$(json "$out/attn-decode-ours-$p.log" kv_gbytes_per_second) t=$(json "$out/attn-decode-torch-$p.log" kv_gbytes_per_second)
+    note "$(printf 'attention decode 4B past %-6s ours %s ms %s GB/s  torch %s ms %s GB/s  %s' "$p" "$(json "$out/attn-decode-ours-$p.log" forward_ms)" "$o" "$(json "$out/attn-decode-torch-$p.log" forward_ms)" "$t" "$(ratio "$o" "$t")")"
   done
 }
 

@@ -3,11 +3,13 @@ sdpa attention, random weights at the shapes `minitron bench --shape` names.
 
 Usage:
   python3 bench/torch_gpu.py matmul M N K          # bf16 x @ w.T, TFLOP/s
+  python3 bench/torch_gpu.py attention SHAPE       # causal SDPA (flash backend) forward and backward, TFLOP/s;
+                                                   # with --past N: --seq queries after N cached keys, forward only
   python3 bench/torch_gpu.py forward SHAPE         # tokens/s, no grad
   python3 bench/torch_gpu.py train SHAPE           # forward+backward (+AdamW with --adamw), tokens/s
   python3 bench/torch_gpu.py kd STUDENT TEACHER    # teacher forward + student forward/backward with KL, tokens/s
   python3 bench/torch_gpu.py decode SHAPE          # greedy generate, batch 1, new tokens/s
-Options: --batch 4 --seq 1024 --new-tokens 128 --min-time 5 --json
+Options: --batch 4 --seq 1024 --past 0 --new-tokens 128 --min-time 5 --json
 Prints one line, or one JSON object with --json. Needs torch and transformers.
 """
 import argparse
@@ -53,12 +55,65 @@ def timed(f, min_time):
             return el / n
 
 
+def attention(s, a):
+    """SDPA alone at a shape's heads: bf16 q [B, H, T, D], k and v [B, KV, past+T, D],
+    causal (with --past the queries are the last T positions, so every key is
+    visible: the decode case). The flash backend, as transformers' sdpa path
+    uses; grouped-query attention through enable_gqa when the backend takes
+    it, else with k and v expanded to every head beforehand (not timed)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    B, T, P, H, KV, D = a.batch, a.seq, a.past, s["heads"], s["kv_heads"], s["head_dim"]
+    torch.manual_seed(0)
+    q = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(B, KV, P + T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(B, KV, P + T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    dout = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
+    causal = P == 0 or T > 1  # a single query after the cache sees every key
+    if P and T > 1:
+        raise SystemExit("attention: --past with --seq > 1 is not a single SDPA call; use --seq 1")
+    gqa = "enable_gqa"
+
+    def sdpa(q, k, v):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            if gqa == "enable_gqa":
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    try:
+        sdpa(q, k, v)
+    except (RuntimeError, TypeError):
+        gqa = "k and v expanded"
+        k = k.detach().repeat_interleave(H // KV, dim=1).requires_grad_()
+        v = v.detach().repeat_interleave(H // KV, dim=1).requires_grad_()
+    keys = T * P + T * (T + 1) / 2
+    flops = 4 * B * H * D * keys
+
+    def twenty(f):  # synchronize once per 20 calls, as minitron bench attention does
+        def g():
+            for _ in range(20):
+                f()
+        return g
+    with torch.no_grad():
+        fwd = timed(twenty(lambda: sdpa(q, k, v)), a.min_time) / 20
+    r = dict(forward_ms=fwd * 1e3, forward_tflops=flops / fwd / 1e12, gqa=gqa, value=flops / fwd / 1e12, unit="TFLOP/s (forward)")
+    if P:
+        r["kv_gbytes_per_second"] = 2 * B * (P + T) * KV * D * 2 / fwd / 1e9
+        return r
+    out = sdpa(q, k, v)
+
+    def bwd():
+        torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    b = timed(twenty(bwd), a.min_time) / 20
+    r.update(backward_ms=b * 1e3, backward_tflops=2.5 * flops / b / 1e12)
+    return r
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("what")
     p.add_argument("args", nargs="*")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=1024)
+    p.add_argument("--past", type=int, default=0)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--min-time", type=float, default=5.0)
     p.add_argument("--adamw", action="store_true")
@@ -75,6 +130,9 @@ def main():
                 x @ w.T
         sec = timed(twenty, a.min_time) / 20
         res.update(shape=[m, n, k], value=2 * m * n * k / sec / 1e12, unit="TFLOP/s")
+    elif a.what == "attention":
+        res.update(attention(SHAPES[a.args[0]], a))
+        res.update(shape=a.args[0], batch=a.batch, seq=a.seq, past=a.past)
     elif a.what in ("forward", "train"):
         model = make(a.args[0])
         ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq), device="cuda")

@@ -1,4 +1,7 @@
-// Package eval measures models: perplexity on held-out data.
+// Package eval measures models: perplexity on held-out data, and the
+// benchmarks the Minitron papers report (MMLU, HellaSwag, Winogrande, ARC,
+// HumanEval) built and scored as lm-evaluation-harness v0.4.8 does it,
+// from the data files the Hugging Face hub publishes.
 package eval
 
 import (

@@ -17,7 +17,8 @@ func TestKernelsParse(t *testing.T) {
 	for name, want := range map[string]string{
 		"add":                      "pppl",
 		"adamw":                    "ppppl" + "ffffffff" + "u",
-		"attention":                "ppppppp" + "iiiii" + "f",
+		"attention_fwd_d128":       "pppppppp" + "iiiii" + "f" + "i",
+		"attention_bwd_d64":        "ppppppppppppp" + "iiiii" + "f",
 		"cross_entropy":            "pppp" + "ii" + "f" + "p",
 		"kl_topk":                  "ppppp" + "iii" + "f" + "ii" + "f" + "p",
 		"rope":                     "ppp" + "iiiii",
@@ -102,5 +103,34 @@ func TestClangSyntax(t *testing.T) {
 		"-fsyntax-only", "-Wall", "-Werror", "-include", shim, src)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", clang, err, out)
+	}
+}
+
+// TestWarpMMAEmulation builds testdata/warp_mma.cc, which runs the
+// tensor-core helpers of common.cuh as the CPU stand-ins compile them
+// (backend/cuda/emu/prelude/10-warp-mma.h) on one warp of threads and
+// compares every product with a direct computation.
+func TestWarpMMAEmulation(t *testing.T) {
+	cxx := ""
+	for _, c := range []string{"clang++-14", "clang++", "clang++-15", "clang++-16", "clang++-17", "clang++-18", "clang++-19", "g++"} {
+		if p, err := exec.LookPath(c); err == nil {
+			cxx = p
+			break
+		}
+	}
+	if cxx == "" {
+		if os.Getenv("MINITRON_REQUIRE_EMU") == "1" {
+			t.Fatal("no C++ compiler found (apt-get install clang-14)")
+		}
+		t.Skip("no C++ compiler (apt-get install clang-14); the emulated warp instructions are not checked")
+	}
+	bin := filepath.Join(t.TempDir(), "warp_mma")
+	cmd := exec.Command(cxx, "-std=c++17", "-O1", "-pthread", "-Wall", "-Werror", "-I", "../backend/cuda/emu/prelude", "-o", bin, "testdata/warp_mma.cc")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cxx, err, out)
+	}
+	out, err := exec.Command(bin).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "ok") {
+		t.Fatalf("warp_mma: %v\n%s", err, out)
 	}
 }

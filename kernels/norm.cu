@@ -2,22 +2,40 @@
 // block per row. Statistics are computed in two passes over the row (the
 // row stays in L1/L2), like the CPU reference.
 
+// Rows move 8 elements a step (16-byte accesses) when d is a multiple of 8
+// and every row involved starts 16-byte aligned; else one at a time.
+
 extern "C" __global__ void layernorm(void* out, void* stats, const void* x, const void* w, const void* bias,
                                      int n, int d, float eps, float woff) {
     i64 row = (i64)blockIdx.x * d;
+    const int V = (d & 7) == 0 && vec8_ok(x, row) && vec8_ok(out, row) && vec8_ok(w, 0) && (!bias || vec8_ok(bias, 0)) ? 8 : 1;
     float s = 0.f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) s += ld(x, row + j);
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+        float xv[8];
+        ldv(x, row + j, xv, V);
+        UNROLL
+        for (int e = 0; e < 8; e++)
+            if (e < V) s += xv[e];
+    }
     float mean = block_sum(s) / d;
     float ss = 0.f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = ld(x, row + j) - mean;
-        ss += v * v;
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+        float xv[8];
+        ldv(x, row + j, xv, V);
+        UNROLL
+        for (int e = 0; e < 8; e++)
+            if (e < V) ss += (xv[e] - mean) * (xv[e] - mean);
     }
     float rstd = rsqrtf(block_sum(ss) / d + eps);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float y = (ld(x, row + j) - mean) * rstd * (ld(w, j) + woff);
-        if (bias) y += ld(bias, j);
-        st(out, row + j, y);
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+        float xv[8], wv[8], bv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        ldv(x, row + j, xv, V);
+        ldv(w, j, wv, V);
+        if (bias) ldv(bias, j, bv, V);
+        UNROLL
+        for (int e = 0; e < 8; e++)
+            if (e < V) xv[e] = (xv[e] - mean) * rstd * (wv[e] + woff) + bv[e];
+        stv(out, row + j, xv, V);
     }
     if (stats && threadIdx.x == 0) {
         st(stats, 2 * (i64)blockIdx.x, mean);
@@ -27,13 +45,25 @@ extern "C" __global__ void layernorm(void* out, void* stats, const void* x, cons
 
 extern "C" __global__ void rmsnorm(void* out, void* stats, const void* x, const void* w, int n, int d, float eps) {
     i64 row = (i64)blockIdx.x * d;
+    const int V = (d & 7) == 0 && vec8_ok(x, row) && vec8_ok(out, row) && vec8_ok(w, 0) ? 8 : 1;
     float ss = 0.f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = ld(x, row + j);
-        ss += v * v;
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+        float xv[8];
+        ldv(x, row + j, xv, V);
+        UNROLL
+        for (int e = 0; e < 8; e++)
+            if (e < V) ss += xv[e] * xv[e];
     }
     float r = rsqrtf(block_sum(ss) / d + eps);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) st(out, row + j, ld(x, row + j) * r * ld(w, j));
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+        float xv[8], wv[8];
+        ldv(x, row + j, xv, V);
+        ldv(w, j, wv, V);
+        UNROLL
+        for (int e = 0; e < 8; e++)
+            if (e < V) xv[e] = xv[e] * r * wv[e];
+        stv(out, row + j, xv, V);
+    }
     if (stats && threadIdx.x == 0) st(stats, blockIdx.x, r);
 }
 
@@ -44,6 +74,14 @@ __device__ __forceinline__ float xhat(const void* x, const void* stats, int kind
     return ld(x, off) * ld(stats, i);
 }
 
+// dx_inputs reads V elements of dout and x from column j of a row, and of w.
+__device__ __forceinline__ void dx_inputs(float gv[8], float wv[8], float xv[8], const void* dout, const void* w, const void* x,
+                                          i64 row, int j, int V) {
+    ldv(dout, row + j, gv, V);
+    ldv(w, j, wv, V);
+    ldv(x, row + j, xv, V);
+}
+
 // norm_backward_dx overwrites dx for one row per block:
 // g = dout*(w+woff); dx = rstd*(g - mean(g) - xhat*mean(g*xhat)), without
 // the mean(g) term for RMSNorm. dx may alias dout.
@@ -51,18 +89,30 @@ extern "C" __global__ void norm_backward_dx(void* dx, const void* dout, const vo
                                             int kind, int n, int d, float woff) {
     int i = blockIdx.x;
     i64 row = (i64)i * d;
+    const int V = (d & 7) == 0 && vec8_ok(dx, row) && vec8_ok(dout, row) && vec8_ok(x, row) && vec8_ok(w, 0) ? 8 : 1;
     float rstd = kind == 0 ? ld(stats, 2 * (i64)i + 1) : ld(stats, i);
+    float mean = kind == 0 ? ld(stats, 2 * (i64)i) : 0.f; // xhat = (x - mean) * rstd
     float sg = 0.f, sgx = 0.f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float g = ld(dout, row + j) * (ld(w, j) + woff);
-        sg += g;
-        sgx += g * xhat(x, stats, kind, i, row + j);
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+        float gv[8], wv[8], xv[8];
+        dx_inputs(gv, wv, xv, dout, w, x, row, j, V);
+        UNROLL
+        for (int e = 0; e < 8; e++)
+            if (e < V) {
+                float g = gv[e] * (wv[e] + woff);
+                sg += g;
+                sgx += g * (xv[e] - mean) * rstd;
+            }
     }
     float mg = kind == 0 ? block_sum(sg) / d : 0.f;
     float mgx = block_sum(sgx) / d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float g = ld(dout, row + j) * (ld(w, j) + woff);
-        st(dx, row + j, rstd * (g - mg - xhat(x, stats, kind, i, row + j) * mgx));
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+        float gv[8], wv[8], xv[8];
+        dx_inputs(gv, wv, xv, dout, w, x, row, j, V);
+        UNROLL
+        for (int e = 0; e < 8; e++)
+            if (e < V) gv[e] = rstd * (gv[e] * (wv[e] + woff) - mg - (xv[e] - mean) * rstd * mgx);
+        stv(dx, row + j, gv, V);
     }
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/minitron/minitron/config"
 	"github.com/minitron/minitron/distill"
+	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/train"
 )
@@ -113,6 +114,33 @@ type Sample struct {
 type EvalStage struct {
 	Sequences int      `yaml:"sequences"` // validation sequences (0: all)
 	Samples   []Sample `yaml:"samples"`
+	// Tasks are benchmarks scored on every model, as lm-evaluation-harness
+	// scores them (see minitron eval --help).
+	Tasks []EvalTask `yaml:"tasks"`
+	// BOS begins every context with the tokenizer's BOS token.
+	BOS bool `yaml:"bos"`
+	// HumanEval's sampling, when a task is humaneval.
+	HumanEval HumanEvalStage `yaml:"humaneval"`
+}
+
+// EvalTask is one benchmark and its data.
+type EvalTask struct {
+	Name string `yaml:"name"` // mmlu, hellaswag, winogrande, arc_challenge, arc_easy, humaneval
+	Path string `yaml:"path"` // a folder of the hub's Parquet (or JSON lines) files, or one file
+	// NumFewshot overrides the papers' shots (MMLU 5, HellaSwag 10,
+	// Winogrande 5, ARC-Challenge 25).
+	NumFewshot *int `yaml:"num_fewshot"`
+	Limit      int  `yaml:"limit"` // first N documents (0: all)
+}
+
+// HumanEvalStage is HumanEval's sampling: the papers' n = 20 samples at
+// temperature 0.2 and top-p 0.95 by default.
+type HumanEvalStage struct {
+	Samples      int     `yaml:"samples"`
+	Temperature  float64 `yaml:"temperature"`
+	TopP         float64 `yaml:"top_p"`
+	Seed         uint64  `yaml:"seed"`
+	MaxNewTokens int     `yaml:"max_new_tokens"`
 }
 
 // ExportStage writes the student for serving stacks.
@@ -132,7 +160,7 @@ func Default() Recipe {
 		Importance:  ImportanceStage{SeqAgg: "mean", BatchAgg: "l2", NeuronSite: "post", Depth: true},
 		Prune:       PruneStage{DepthMetric: "bi", Divisor: 1},
 		Distill:     DistillStage{Train: t.Train, Optimizer: t.Optimizer, Eval: t.Eval, Checkpoint: t.Checkpoint, KD: distill.KD{Temperature: 1}},
-		Eval:        EvalStage{Sequences: 256},
+		Eval:        EvalStage{Sequences: 256, HumanEval: HumanEvalStage{Samples: 20, Temperature: 0.2, TopP: 0.95, Seed: 1234, MaxNewTokens: 1024}},
 		Export:      ExportStage{Formats: []string{"hf"}, DType: "bf16", GGUFDType: "f16"},
 	}
 }
@@ -277,6 +305,14 @@ func (r *Recipe) Validate() error {
 	dc := r.distillConfig("student", []train.Dataset{{Path: "data", Weight: 1}})
 	if err := dc.Validate(); err != nil {
 		add("%v", err)
+	}
+	for i, t := range r.Eval.Tasks {
+		if _, ok := eval.Tasks[t.Name]; !ok {
+			add("eval.tasks[%d]: unknown task %q (tasks: %s)", i, t.Name, strings.Join(eval.TaskNames, ", "))
+		}
+		if _, err := os.Stat(r.path(t.Path)); t.Path == "" || err != nil {
+			add("eval.tasks[%d] (%s): no data at %q: give the folder of its hub files, or one file", i, t.Name, r.path(t.Path))
+		}
 	}
 	for _, f := range r.Export.Formats {
 		if f != "hf" && f != "gguf" {

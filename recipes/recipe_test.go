@@ -2,6 +2,7 @@ package recipes
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
+	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/model"
 )
 
@@ -69,8 +71,20 @@ distill:
 eval:
   sequences: 8
   samples: [{prompt: "func ", max_new_tokens: 5, temperature: 0}]
+  tasks:
+    - {name: arc_challenge, path: `+evalData(t, "arc_challenge")+`, num_fewshot: 1}
+    - {name: winogrande, path: `+evalData(t, "winogrande")+`, num_fewshot: 0, limit: 1}
 `), 0o644)
 	return recipe
+}
+
+// evalData is the absolute path of a benchmark's test data.
+func evalData(t *testing.T, task string) string {
+	p, err := filepath.Abs(filepath.Join("..", "testdata", "eval", "jsonl", task))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func TestRecipeStages(t *testing.T) {
@@ -92,6 +106,15 @@ func TestRecipeStages(t *testing.T) {
 	}
 	if !strings.HasPrefix(sum.Report.Samples[0].Text, "func ") {
 		t.Fatalf("sample %q", sum.Report.Samples[0].Text)
+	}
+	for _, m := range sum.Report.Models {
+		if len(m.Tasks) != 2 || m.Tasks[0].Task != "arc_challenge" || m.Tasks[0].Docs != 2 || m.Tasks[0].Shots != 1 ||
+			m.Tasks[1].Task != "winogrande" || m.Tasks[1].Docs != 1 {
+			t.Fatalf("%s: tasks %+v", m.Name, m.Tasks)
+		}
+	}
+	if tb := sum.Report.Table(); !strings.Contains(tb, "winogrande(0)") || !strings.Contains(tb, "arc_challenge(1) acc_norm") {
+		t.Fatalf("table:\n%s", tb)
 	}
 	// A rerun skips every stage but data (which checks its inputs itself).
 	sum, err = Run(context.Background(), r, RunOptions{Backend: cpu.New()})
@@ -132,6 +155,8 @@ func TestRecipeErrors(t *testing.T) {
 		{[]string{"prune.hidden_size=64"}, "prune.hidden_size 64 must be in [0, 32]"},
 		{[]string{"distill.optimizer.schedule=exp"}, "schedule"},
 		{[]string{"distill.bogus=1"}, "field bogus not found"},
+		{[]string{"eval.tasks=[{name: bogus, path: .}]"}, `eval.tasks[0]: unknown task "bogus"`},
+		{[]string{"eval.tasks=[{name: mmlu, path: nowhere}]"}, "eval.tasks[0] (mmlu): no data at"},
 	}
 	for _, c := range cases {
 		r, err := Load(path, c.sets)
@@ -148,5 +173,36 @@ func TestRecipeErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(r.Out); err == nil {
 		t.Fatal("an invalid run created its output directory")
+	}
+}
+
+// TestReportTable: the final table has the layout of the papers' Table 2.
+func TestReportTable(t *testing.T) {
+	acc := func(v float64) eval.Metric { return eval.Metric{Value: v} }
+	norm := acc(0.75)
+	rep := &Report{Models: []ModelReport{
+		{Name: "teacher", Params: 15_600_000_000, NonEmbParams: 12_500_000_000, TrainTokens: -1, Loss: 1.5, Perplexity: 4.48,
+			Tasks: []*eval.TaskResult{{Task: "hellaswag", Shots: 10, Acc: acc(0.6), AccNorm: &norm}, {Task: "winogrande", Shots: 5, Acc: acc(0.74)}}},
+		{Name: "student (distilled)", Params: 4_190_000_000, NonEmbParams: 2_600_000_000, TrainTokens: 94_000_000_000, Loss: 2, Perplexity: 7.39,
+			Tasks: []*eval.TaskResult{{Task: "winogrande", Shots: 5, Acc: acc(0.7)}, {Task: "humaneval", Samples: 20, PassAt: map[int]eval.Metric{1: acc(0.233)}}}},
+	}}
+	// A 28-character label column, then one right-aligned column per
+	// model, as wide as the longest name and two more.
+	var want string
+	for _, r := range [][3]string{
+		{"", "teacher", "student (distilled)"},
+		{"Total params", "15.6B", "4.2B"},
+		{"Non-emb. params", "12.5B", "2.6B"},
+		{"Training tokens", "-", "94.0B"},
+		{"winogrande(5)", "74.0", "70.0"},
+		{"hellaswag(10) acc_norm", "75.0", "-"},
+		{"humaneval(n=20)(0) pass@1", "-", "23.3"},
+		{"Validation loss", "1.5000", "2.0000"},
+		{"Perplexity", "4.48", "7.39"},
+	} {
+		want += fmt.Sprintf("%-28s%21s%21s\n", r[0], r[1], r[2])
+	}
+	if got := rep.Table(); got != want {
+		t.Errorf("table:\n%s\nwant:\n%s", got, want)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -38,14 +39,19 @@ type RunOptions struct {
 	Interrupt <-chan struct{}
 }
 
-// ModelReport is one row of the final table.
+// ModelReport is one column of the final table.
 type ModelReport struct {
-	Name       string  `json:"name"`
-	Dir        string  `json:"dir"`
-	Params     int64   `json:"params"`
-	Loss       float64 `json:"val_loss"`
-	Perplexity float64 `json:"perplexity"`
-	Tokens     int64   `json:"tokens"`
+	Name         string  `json:"name"`
+	Dir          string  `json:"dir"`
+	Params       int64   `json:"params"`
+	NonEmbParams int64   `json:"non_embedding_params"`
+	Loss         float64 `json:"val_loss"`
+	Perplexity   float64 `json:"perplexity"`
+	Tokens       int64   `json:"tokens"`
+	// TrainTokens are the tokens the recipe trained the model on (the
+	// student's distillation), -1 when unknown (the teacher).
+	TrainTokens int64              `json:"train_tokens"`
+	Tasks       []*eval.TaskResult `json:"tasks,omitempty"`
 }
 
 // SampleReport is one generation.
@@ -415,7 +421,8 @@ func (s *state) importance(ctx context.Context, key string) error {
 }
 
 // evaluate measures teacher, pruned and student on the first dataset's
-// validation split, and samples from the student.
+// validation split and on the recipe's benchmarks, and samples from the
+// student.
 func (s *state) evaluate(ctx context.Context, key string) error {
 	r := s.r
 	ds, err := data.Open(s.datasets[0].Path)
@@ -430,11 +437,24 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 	if val.Count == 0 {
 		return fmt.Errorf("the first dataset has no validation split; set data.val_fraction above 0")
 	}
+	var sandbox *eval.Sandbox
+	for _, t := range r.Eval.Tasks {
+		if t.Name == "humaneval" && sandbox == nil {
+			if sandbox, err = eval.NewSandbox(ctx, "", 0, 0); err != nil {
+				return err
+			}
+			s.logf("humaneval tests run with: %s", sandbox.Protections)
+		}
+	}
 	rep := &Report{}
-	for _, mm := range []struct{ name, dir string }{
-		{"teacher", r.path(r.Teacher)},
-		{"pruned, before distillation", filepath.Join(r.Out, "pruned")},
-		{"student (distilled)", filepath.Join(r.Out, "distill", train.FinalDir)},
+	student := filepath.Join(r.Out, "distill", train.FinalDir)
+	for _, mm := range []struct {
+		name, dir string
+		tokens    int64
+	}{
+		{"teacher", r.path(r.Teacher), -1},
+		{"pruned, before distillation", filepath.Join(r.Out, "pruned"), 0},
+		{"student (distilled)", student, distilledTokens(filepath.Join(r.Out, "distill"))},
 	} {
 		m, err := model.Load(mm.dir, s.opt.Backend, nil)
 		if err != nil {
@@ -444,9 +464,22 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		if err != nil {
 			return err
 		}
-		total, _ := m.Config.NumParams()
-		rep.Models = append(rep.Models, ModelReport{Name: mm.name, Dir: mm.dir, Params: total, Loss: res.Loss, Perplexity: res.Perplexity, Tokens: res.Tokens})
-		if mm.name == "student (distilled)" {
+		total, nonEmb := m.Config.NumParams()
+		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, Loss: res.Loss, Perplexity: res.Perplexity,
+			Tokens: res.Tokens, TrainTokens: mm.tokens}
+		for _, t := range r.Eval.Tasks {
+			start := time.Now()
+			tr, err := s.benchmark(ctx, m, mm.name, t, sandbox)
+			if err != nil {
+				m.Free()
+				return fmt.Errorf("%s on %s: %w", t.Name, mm.name, err)
+			}
+			tr.Seconds = time.Since(start).Seconds()
+			s.logf("%s: %s", mm.name, strings.TrimSpace(eval.Table([]*eval.TaskResult{tr}, false)))
+			mr.Tasks = append(mr.Tasks, tr)
+		}
+		rep.Models = append(rep.Models, mr)
+		if mm.dir == student {
 			for _, smp := range r.Eval.Samples {
 				ids := s.tok.Encode(smp.Prompt)
 				if b := s.tok.BOS(); b >= 0 {
@@ -474,12 +507,134 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 	return r.finish("eval", key)
 }
 
-// Table renders the report as a text table.
+// benchmark scores one model on one of the recipe's tasks.
+func (s *state) benchmark(ctx context.Context, m *model.Model, who string, t EvalTask, sandbox *eval.Sandbox) (*eval.TaskResult, error) {
+	r := s.r
+	h := r.Eval.HumanEval
+	opt := eval.Options{Shots: -1, Limit: t.Limit, Sandbox: sandbox,
+		Score: eval.ScoreOptions{BOS: r.Eval.BOS, MaxLen: m.Config.MaxPositions},
+		Code:  eval.CodeOptions{Samples: h.Samples, Temperature: h.Temperature, TopP: h.TopP, Seed: h.Seed, MaxNewTokens: h.MaxNewTokens, Slots: 32, BOS: r.Eval.BOS}}
+	if t.NumFewshot != nil {
+		opt.Shots = *t.NumFewshot
+	}
+	progress := func(done, total int) {
+		if s.opt.Progress != nil {
+			s.opt.Progress(t.Name+" ("+who+")", int64(done), int64(total))
+		}
+	}
+	opt.Score.Progress, opt.Code.Progress = progress, progress
+	return eval.Run(ctx, m, s.tok, t.Name, r.path(t.Path), opt)
+}
+
+// distilledTokens reads the tokens of the newest distillation checkpoint.
+func distilledTokens(dir string) int64 {
+	ckpts, err := train.Checkpoints(dir)
+	if err != nil || len(ckpts) == 0 {
+		return -1
+	}
+	b, err := os.ReadFile(filepath.Join(ckpts[len(ckpts)-1], "state.json"))
+	if err != nil {
+		return -1
+	}
+	var st train.State
+	if json.Unmarshal(b, &st) != nil {
+		return -1
+	}
+	return st.Tokens
+}
+
+// Table renders the report in the layout of the Minitron papers' Table 2:
+// a column per model, rows for the parameters, the training tokens, each
+// benchmark with its shots (in the papers' order; HellaSwag and ARC as
+// acc_norm, HumanEval as pass@1, in percent), and the validation loss.
 func (rep *Report) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-30s %12s %10s %11s\n", "model", "parameters", "val loss", "perplexity")
+	w := 16
 	for _, m := range rep.Models {
-		fmt.Fprintf(&b, "%-30s %12d %10.4f %11.2f\n", m.Name, m.Params, m.Loss, m.Perplexity)
+		w = max(w, len(m.Name)+2)
 	}
+	row := func(label string, cell func(m ModelReport) string) {
+		fmt.Fprintf(&b, "%-28s", label)
+		for _, m := range rep.Models {
+			fmt.Fprintf(&b, "%*s", w, cell(m))
+		}
+		b.WriteString("\n")
+	}
+	row("", func(m ModelReport) string { return m.Name })
+	row("Total params", func(m ModelReport) string { return count(m.Params) })
+	row("Non-emb. params", func(m ModelReport) string { return count(m.NonEmbParams) })
+	row("Training tokens", func(m ModelReport) string {
+		if m.TrainTokens < 0 {
+			return "-"
+		}
+		return count(m.TrainTokens)
+	})
+	// Benchmarks in the papers' order, each once per (task, shots).
+	type bench struct {
+		task  string
+		shots int
+	}
+	var benches []bench
+	seen := map[bench]bool{}
+	for _, m := range rep.Models {
+		for _, t := range m.Tasks {
+			k := bench{t.Task, t.Shots}
+			if !seen[k] {
+				seen[k] = true
+				benches = append(benches, k)
+			}
+		}
+	}
+	order := func(name string) int {
+		for i, n := range eval.TaskNames {
+			if n == name {
+				return i
+			}
+		}
+		return len(eval.TaskNames)
+	}
+	sort.SliceStable(benches, func(i, j int) bool { return order(benches[i].task) < order(benches[j].task) })
+	for _, bn := range benches {
+		var label string
+		var res *eval.TaskResult
+		for _, m := range rep.Models {
+			for _, t := range m.Tasks {
+				if t.Task == bn.task && t.Shots == bn.shots && res == nil {
+					res = t
+				}
+			}
+		}
+		switch {
+		case res.PassAt != nil:
+			label = fmt.Sprintf("%s(n=%d)(0) pass@1", bn.task, res.Samples)
+		case res.AccNorm != nil:
+			label = fmt.Sprintf("%s(%d) acc_norm", bn.task, bn.shots)
+		default:
+			label = fmt.Sprintf("%s(%d)", bn.task, bn.shots)
+		}
+		row(label, func(m ModelReport) string {
+			for _, t := range m.Tasks {
+				if t.Task == bn.task && t.Shots == bn.shots {
+					return fmt.Sprintf("%.1f", 100*t.Primary().Value)
+				}
+			}
+			return "-"
+		})
+	}
+	row("Validation loss", func(m ModelReport) string { return fmt.Sprintf("%.4f", m.Loss) })
+	row("Perplexity", func(m ModelReport) string { return fmt.Sprintf("%.2f", m.Perplexity) })
 	return b.String()
+}
+
+// count writes a count as the papers do: 4.2B, 94B, 2.6M.
+func count(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.1fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fK", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
 }

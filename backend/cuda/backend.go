@@ -37,6 +37,9 @@ type Backend struct {
 	errWord uintptr // int32 set by kernels that meet an index out of range
 	dbl     uintptr // float64 accumulator of SquaredNorm
 	uploads map[string]uintptr
+	// attnSplit forces the number of key splits of Attention (tests); 0
+	// lets attnSplits choose.
+	attnSplit int
 }
 
 var _ backend.Backend = (*Backend)(nil)

@@ -149,6 +149,19 @@ func TestKernelLaunches(t *testing.T) {
 	cached := a
 	cached.KVRows, cached.Past, cached.Slots = 5, []int{2, 0}, []int{1, 0}
 	must(b.Attention(ao, nil, q, nf(bf, 10, 20), nf(bf, 10, 20), cached))
+	must(b.AttentionBackward(nf(bf, 6, 40), nf(bf, 10, 20), nf(bf, 10, 20), ao, ao, lse, q, nf(bf, 10, 20), nf(bf, 10, 20), cached))
+	// The wider head dimensions, and decoding split over the keys.
+	for _, hd := range []int{64, 128, 256} {
+		w := backend.Attn{B: 1, T: 2, Heads: 2, KVHeads: 1, HeadDim: hd, KVRows: 2, Scale: 0.1}
+		qw, kw, ow := nf(bf, 2, 2*hd), nf(bf, 2, hd), nf(bf, 2, 2*hd)
+		lw := nf(f32, 2, 2)
+		must(b.Attention(ow, lw, qw, kw, kw, w))
+		must(b.AttentionBackward(nf(bf, 2, 2*hd), nf(bf, 2, hd), nf(bf, 2, hd), ow, ow, lw, qw, kw, kw, w))
+	}
+	b.attnSplit = 3
+	decode := backend.Attn{B: 1, T: 1, Heads: 4, KVHeads: 2, HeadDim: 10, KVRows: 300, Past: []int{250}, Scale: 0.3}
+	must(b.Attention(nf(bf, 1, 40), nf(f32, 1, 4), nf(bf, 1, 40), nf(bf, 300, 20), nf(bf, 300, 20), decode))
+	b.attnSplit = 0
 	must(b.ReLU2(out, x))
 	must(b.ReLU2Backward(out, x, x))
 	must(b.SwiGLU(out, x, x))
@@ -190,8 +203,12 @@ func TestKernelLaunches(t *testing.T) {
 		if s, ok := attentionShared[l.name]; ok && l.shared != s(10) {
 			t.Errorf("%s launched with %d bytes of shared memory, want %d", l.name, l.shared, s(10))
 		}
-		if l.name == "attention" && (l.grid != [3]uint32{1, 4, 2}) {
-			t.Errorf("attention grid %v, want [1 4 2]", l.grid)
+		// Heads 4 in 2 KV groups, T = 3: 6 packed rows, one row tile per (KV head, sequence).
+		if l.name == "attention_fwd_d32" && l.grid[2] == 2 && (l.grid != [3]uint32{1, 2, 2}) {
+			t.Errorf("attention grid %v, want [1 2 2]", l.grid)
+		}
+		if l.name == "attention_fwd_d32" && l.grid[2] == 1 && (l.grid != [3]uint32{3, 2, 1}) {
+			t.Errorf("split attention grid %v, want [3 2 1] (one row tile, 3 key splits)", l.grid)
 		}
 	}
 }

@@ -146,6 +146,30 @@ func makeCLibProcs() {
 			return c.status(call)
 		}
 	}
+	// alloc and free make a call that allocates a block of kind (device or
+	// pinned host memory, kept alive in c.blocks like C memory) and one that
+	// frees it.
+	alloc := func(call, kind string) func(p *uintptr, n uintptr) uintptr {
+		return func(p *uintptr, n uintptr) uintptr {
+			c := st()
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.inContext(call)
+			if s := c.status(call); uint32(s) != 0 {
+				return s
+			}
+			b := make([]byte, n)
+			*p = uintptr(unsafe.Pointer(&b[0]))
+			c.blocks[*p] = b
+			c.live[kind]++
+			return junk
+		}
+	}
+	free := func(call, kind string) func(p uintptr) uintptr {
+		return func(p uintptr) uintptr {
+			return memCall(call, func(c *clib) { delete(c.blocks, p); c.live[kind]-- })
+		}
+	}
 	fns := map[string]any{
 		"cuInit":             func(flags uintptr) uintptr { return st().status("cuInit") },
 		"cuDriverGetVersion": func(v *int32) uintptr { *v = 13000; return st().status("cuDriverGetVersion") },
@@ -186,23 +210,10 @@ func makeCLibProcs() {
 			return create("cuModuleGetFunction", "function", true)(f)
 		},
 		"cuFuncSetAttribute": func(f, attr, v uintptr) uintptr { return ok("cuFuncSetAttribute", true)() },
-		"cuMemAlloc_v2": func(p *uintptr, n uintptr) uintptr {
-			c := st()
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.inContext("cuMemAlloc_v2")
-			if s := c.status("cuMemAlloc_v2"); uint32(s) != 0 {
-				return s
-			}
-			b := make([]byte, n)
-			*p = uintptr(unsafe.Pointer(&b[0]))
-			c.blocks[*p] = b
-			c.live["memory"]++
-			return junk
-		},
-		"cuMemFree_v2": func(p uintptr) uintptr {
-			return memCall("cuMemFree_v2", func(c *clib) { delete(c.blocks, p); c.live["memory"]-- })
-		},
+		"cuMemAlloc_v2":      alloc("cuMemAlloc_v2", "memory"),
+		"cuMemFree_v2":       free("cuMemFree_v2", "memory"),
+		"cuMemAllocHost_v2":  alloc("cuMemAllocHost_v2", "pinned"),
+		"cuMemFreeHost":      free("cuMemFreeHost", "pinned"),
 		"cuMemsetD32Async": func(p, v, n, s uintptr) uintptr {
 			return memCall("cuMemsetD32Async", func(c *clib) {
 				b := c.block(p, 4*n)
@@ -305,7 +316,7 @@ func fakeDriver(t *testing.T) *driver {
 		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventSynchronize": &d.cuEventSynchronize,
 		"cuEventDestroy_v2": &d.cuEventDestroy, "cuEventElapsedTime_v2": &d.cuEventElapsedTime,
 		"cuModuleLoadData": &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction, "cuModuleUnload": &d.cuModuleUnload,
-		"cuFuncSetAttribute": &d.cuFuncSetAttribute,
+		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuMemAllocHost_v2": &d.cuMemAllocHost, "cuMemFreeHost": &d.cuMemFreeHost,
 	})
 	return d
 }

@@ -91,6 +91,10 @@ type gpu struct {
 	inf    deviceInfo
 	args   argBlock
 	pin    runtime.Pinner
+	// stage is the pinned ring host-to-device copies go through (nil
+	// when pinned memory was refused); made at the first copy.
+	stage      *staging
+	stageTried bool
 }
 
 // enter makes the context current on this OS thread and keeps the
@@ -120,7 +124,7 @@ func (g *gpu) in(f func() error) error {
 }
 
 // close destroys what setup made (the cuBLAS handle, the module, the
-// stream) and releases the primary context; it is safe on a partly set up
+// staging ring, the stream) and releases the primary context; it is safe on a partly set up
 // gpu and a second time. It returns the first error.
 func (g *gpu) close() error {
 	if g.ctx == 0 {
@@ -141,6 +145,13 @@ func (g *gpu) close() error {
 		if g.module != 0 {
 			keep(d.check("cuModuleUnload", d.cuModuleUnload.call(g.module)))
 			g.module, g.funcs = 0, nil
+		}
+		if g.stage != nil {
+			if g.stream != 0 { // copies from the ring may still be queued
+				keep(d.check("cuStreamSynchronize", d.cuStreamSynchronize.call(g.stream)))
+			}
+			g.stage.free(d)
+			g.stage = nil
 		}
 		if g.stream != 0 {
 			keep(d.check("cuStreamDestroy_v2", d.cuStreamDestroy.call(g.stream)))
@@ -186,6 +197,9 @@ func (g *gpu) htod(dst uintptr, src unsafe.Pointer, bytes int64) error {
 		return err
 	}
 	defer leave()
+	if ok, err := g.htodStaged(dst, src, bytes); ok || err != nil {
+		return err
+	}
 	// From pageable memory the copy is staged before the call returns, so
 	// src may be reused afterwards.
 	return g.drv.check("cuMemcpyHtoDAsync_v2", g.drv.cuMemcpyHtoDAsync.call(dst, uintptr(src), uintptr(bytes), g.stream))
@@ -271,7 +285,13 @@ func (g *gpu) sync() error {
 		return err
 	}
 	defer leave()
-	return g.drv.check("cuStreamSynchronize", g.drv.cuStreamSynchronize.call(g.stream))
+	if err := g.drv.check("cuStreamSynchronize", g.drv.cuStreamSynchronize.call(g.stream)); err != nil {
+		return err
+	}
+	if g.stage != nil {
+		g.stage.ring.idle()
+	}
+	return nil
 }
 
 func (g *gpu) memInfo() (free, total int64, err error) {

@@ -18,7 +18,7 @@ type driver struct {
 	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD32Async proc
 	cuStreamCreate, cuStreamSynchronize, cuStreamDestroy                      proc
 	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime      proc
-	cuEventDestroy, cuDevicePrimaryCtxRelease                                 proc
+	cuEventDestroy, cuDevicePrimaryCtxRelease, cuMemAllocHost, cuMemFreeHost  proc
 	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel proc
 	cuModuleUnload                                                            proc
 }
@@ -39,8 +39,8 @@ func openDriver(e env) (*driver, error) {
 		"cuMemcpyDtoDAsync_v2": &d.cuMemcpyDtoDAsync, "cuMemsetD32Async": &d.cuMemsetD32Async,
 		"cuStreamCreate": &d.cuStreamCreate, "cuStreamSynchronize": &d.cuStreamSynchronize,
 		"cuEventCreate": &d.cuEventCreate, "cuEventRecord": &d.cuEventRecord, "cuEventSynchronize": &d.cuEventSynchronize,
-		"cuEventDestroy_v2": &d.cuEventDestroy,
-		"cuModuleLoadData":  &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction,
+		"cuEventDestroy_v2": &d.cuEventDestroy, "cuMemAllocHost_v2": &d.cuMemAllocHost, "cuMemFreeHost": &d.cuMemFreeHost,
+		"cuModuleLoadData": &d.cuModuleLoadData, "cuModuleGetFunction": &d.cuModuleGetFunction,
 		"cuFuncSetAttribute": &d.cuFuncSetAttribute, "cuLaunchKernel": &d.cuLaunchKernel,
 		"cuModuleUnload": &d.cuModuleUnload,
 	})

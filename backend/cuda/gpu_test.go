@@ -70,16 +70,6 @@ func TestGPUConformance(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T) backend.Backend { return b }, backendtest.BF16)
 }
 
-func relErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		d := float64(got[i]) - float64(want[i])
-		num += d * d
-		den += float64(want[i]) * float64(want[i])
-	}
-	return math.Sqrt(num / den)
-}
-
 // TestGPUFixtureParity compares logits, loss and every gradient of the
 // fixture models, computed in bfloat16 on the GPU, with transformers'
 // float64 goldens. Weights and every activation are rounded to bf16
@@ -122,7 +112,7 @@ func TestGPUFixtureParity(t *testing.T) {
 				t.Fatal(err)
 			}
 			want, _ := g.Float32("logits")
-			if e := relErr(got, want); e > 3e-2 {
+			if e := cuda.RelErr(got, want); e > 3e-2 {
 				t.Errorf("logits: relative error %.3g", e)
 			} else {
 				t.Logf("logits: relative error %.3g", e)
@@ -146,7 +136,7 @@ func TestGPUFixtureParity(t *testing.T) {
 					t.Fatal(err)
 				}
 				wg, _ := g.Float32("grad." + p.Name)
-				e := relErr(gv, wg)
+				e := cuda.RelErr(gv, wg)
 				worst = max(worst, e)
 				if e > 8e-2 {
 					t.Errorf("grad.%s: relative error %.3g", p.Name, e)

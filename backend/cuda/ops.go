@@ -343,35 +343,101 @@ func (b *Backend) RoPE(x, pos backend.Tensor, r backend.RoPE, inverse bool) erro
 		xt.arg(), pt.arg(), argPtr(freq), argInt(n), argInt(heads), argInt(r.HeadDim), argInt(r.RotDim), argInt(inv))
 }
 
-// Attention tiling, matching kernels/attention.cu.
-const (
-	attnWarps   = 8
-	attnTile    = 32
-	attnMaxHead = 256
-)
+// attnShape is the tiling of the attention kernels for one padded head
+// dimension, matching FwdShape and BwdShape in kernels/attention.cu: the
+// forward runs fwdW warps over fwdBM query rows with key tiles of fwdBN;
+// the backward runs bwdW warps over 16·bwdW keys with query tiles of
+// bwdBM, each block producing bwdDS output columns.
+type attnShape struct {
+	fwdW, fwdBM, fwdBN int
+	bwdW, bwdBM, bwdDS int
+}
+
+// attnShapes by padded head dimension; a head of hd dimensions runs on
+// the smallest that holds it (zero-padded in shared memory).
+var attnShapes = map[int]attnShape{
+	32:  {fwdW: 4, fwdBM: 64, fwdBN: 64, bwdW: 4, bwdBM: 64, bwdDS: 32},
+	64:  {fwdW: 4, fwdBM: 128, fwdBN: 64, bwdW: 8, bwdBM: 64, bwdDS: 64},
+	128: {fwdW: 4, fwdBM: 128, fwdBN: 32, bwdW: 8, bwdBM: 32, bwdDS: 128},
+	256: {fwdW: 4, fwdBM: 64, fwdBN: 32, bwdW: 4, bwdBM: 32, bwdDS: 128},
+}
+
+const attnMaxHead = 256
+
+// attnDim returns the padded head dimension for hd.
+func attnDim(hd int) int {
+	for _, d := range []int{32, 64, 128, 256} {
+		if hd <= d {
+			return d
+		}
+	}
+	return 0
+}
+
+func (s attnShape) fwdShared(d int) int { return 2 * (s.fwdBM + 2*s.fwdBN) * d }
+
+func (s attnShape) bwdShared(d int) int {
+	bn := 16 * s.bwdW
+	return 2*(2*bn*d+4*s.bwdBM*d+bn*s.bwdBM) + 4*4*s.bwdBM
+}
 
 // attentionShared gives each attention kernel's dynamic shared memory in
-// bytes for a head dimension.
-var attentionShared = map[string]func(hd int) int{
-	"attention":              func(hd int) int { return 4 * (attnTile*(2*hd+1) + attnWarps*hd) },
-	"attention_backward_dq":  func(hd int) int { return 4 * (2*attnTile*(hd+1) + 2*attnWarps*hd) },
-	"attention_backward_dkv": func(hd int) int { return 4 * (2*attnTile*(hd+1) + 2*attnWarps*hd + 2*attnTile) },
-}
+// bytes (for any head dimension the kernel serves).
+var attentionShared = func() map[string]func(hd int) int {
+	m := map[string]func(int) int{}
+	for d, s := range attnShapes {
+		m[fmt.Sprintf("attention_fwd_d%d", d)] = func(int) int { return s.fwdShared(d) }
+		m[fmt.Sprintf("attention_bwd_d%d", d)] = func(int) int { return s.bwdShared(d) }
+	}
+	return m
+}()
 
 func (b *Backend) attnCheck(op string, a backend.Attn) error {
 	if a.HeadDim > attnMaxHead {
 		return fmt.Errorf("cuda: %s: head dimension %d is above the %d the attention kernels support", op, a.HeadDim, attnMaxHead)
 	}
-	for name, f := range attentionShared {
-		if need := f(a.HeadDim); need > max(48<<10, b.inf.MaxShared) {
+	d := attnDim(a.HeadDim)
+	for _, name := range []string{fmt.Sprintf("attention_fwd_d%d", d), fmt.Sprintf("attention_bwd_d%d", d)} {
+		if need, have := attentionShared[name](d), max(48<<10, b.inf.MaxShared); need > have {
 			return fmt.Errorf("cuda: %s: kernel %s needs %d bytes of shared memory for head dimension %d; this GPU has %d",
-				op, name, need, a.HeadDim, max(48<<10, b.inf.MaxShared))
+				op, name, need, a.HeadDim, have)
 		}
 	}
 	return nil
 }
 
-// Attention computes causal grouped-query attention (flash style).
+// attnSplits chooses how many parts the keys of each row tile are split
+// into (flash-decoding): only when the row tiles alone leave most of the
+// GPU idle, as batch-1 decoding does, and never below two key tiles a part.
+func (b *Backend) attnSplits(blocks, keyTiles int) int {
+	if b.attnSplit > 0 {
+		return b.attnSplit // parts beyond the key tiles are empty, which the combine handles
+	}
+	sms := b.inf.SMs
+	if blocks*2 > sms {
+		return 1
+	}
+	return max(1, min((sms+blocks-1)/blocks, keyTiles/2, 64))
+}
+
+// attnIndex uploads the per-sequence past lengths and slots of a (nil
+// when absent).
+func (b *Backend) attnIndex(a backend.Attn) (past, slots uintptr, err error) {
+	if a.Past != nil {
+		if past, err = b.upload(int32Bytes(toInt32(a.Past))); err != nil {
+			return 0, 0, err
+		}
+	}
+	if a.Slots != nil {
+		if slots, err = b.upload(int32Bytes(toInt32(a.Slots))); err != nil {
+			return 0, 0, err
+		}
+	}
+	return past, slots, nil
+}
+
+// Attention computes causal grouped-query attention on tensor cores
+// (flash style; split over the keys when few row tiles exist).
 func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) error {
 	const op = "Attention"
 	if err := a.Check(q, k, v); err != nil {
@@ -390,21 +456,40 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 	if a.B == 0 || a.T == 0 {
 		return nil
 	}
-	var past, slots uintptr
-	if a.Past != nil {
-		if past, err = b.upload(int32Bytes(toInt32(a.Past))); err != nil {
+	past, slots, err := b.attnIndex(a)
+	if err != nil {
+		return err
+	}
+	d := attnDim(a.HeadDim)
+	s := attnShapes[d]
+	rows := a.T * (a.Heads / a.KVHeads)
+	tiles := (rows + s.fwdBM - 1) / s.fwdBM
+	maxKeys := 0
+	for i := range a.B {
+		maxKeys = max(maxKeys, a.PastOf(i)+a.T)
+	}
+	nsplit := b.attnSplits(tiles*a.KVHeads*a.B, (maxKeys+s.fwdBN-1)/s.fwdBN)
+	var part *Tensor
+	if nsplit > 1 {
+		// Per split: an output row of d floats and a log-sum-exp per row.
+		if part, err = b.temp(backend.F32, nsplit*a.B*a.KVHeads*tiles*s.fwdBM*(d+1)); err != nil {
 			return err
 		}
+		defer b.Free(part)
 	}
-	if a.Slots != nil {
-		if slots, err = b.upload(int32Bytes(toInt32(a.Slots))); err != nil {
-			return err
-		}
+	name := fmt.Sprintf("attention_fwd_d%d", d)
+	grid := [3]uint32{uint32(tiles * nsplit), uint32(a.KVHeads), uint32(a.B)}
+	if err := b.launch(name, grid, [3]uint32{uint32(32 * s.fwdW), 1, 1}, s.fwdShared(d),
+		ot.arg(), optArg(lt), optArg(part), qt.arg(), kt.arg(), vt.arg(), argPtr(past), argPtr(slots),
+		argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argInt(a.KVRows), argF32(a.Scale), argInt(nsplit)); err != nil {
+		return err
 	}
-	grid := [3]uint32{uint32((a.T + attnWarps - 1) / attnWarps), uint32(a.Heads), uint32(a.B)}
-	return b.launch("attention", grid, [3]uint32{32 * attnWarps, 1, 1}, attentionShared["attention"](a.HeadDim),
-		ot.arg(), optArg(lt), qt.arg(), kt.arg(), vt.arg(), argPtr(past), argPtr(slots),
-		argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argInt(a.KVRows), argF32(a.Scale))
+	if nsplit == 1 {
+		return nil
+	}
+	return b.launch("attention_combine", [3]uint32{uint32((rows + 7) / 8), uint32(a.KVHeads), uint32(a.B)}, block1, 0,
+		ot.arg(), optArg(lt), argPtr(part.ptr), argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim),
+		argInt(d), argInt(tiles*s.fwdBM), argInt(nsplit))
 }
 
 func toInt32(v []int) []int32 {
@@ -415,28 +500,31 @@ func toInt32(v []int) []int32 {
 	return out
 }
 
-// AttentionBackward overwrites dq, dk and dv, recomputing probabilities
-// from lse tile by tile.
+// AttentionBackward overwrites dq, dk and dv (every row of the key/value
+// slots the sequences use), recomputing probabilities from lse tile by
+// tile on tensor cores. dq is summed over key tiles in a fixed order, so
+// results are deterministic.
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.Tensor, a backend.Attn) error {
 	const op = "AttentionBackward"
 	if err := a.Check(q, k, v); err != nil {
 		return err
 	}
-	if a.Past != nil || a.Slots != nil || a.KVRows != a.T {
-		return fmt.Errorf("cuda: AttentionBackward: needs keys exactly the queries' rows (no past, no slots, KVRows = T)")
-	}
 	if err := b.attnCheck(op, a); err != nil {
 		return err
 	}
-	n, wq, wk := a.B*a.T, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	ts, err := b.mats(op, backend.Need("dq", dq, n, wq), backend.Need("dk", dk, n, wk), backend.Need("dv", dv, n, wk), backend.Need("dout", dout, n, wq),
-		backend.Need("out", out, n, wq), backend.Need("lse", lse, n, a.Heads), backend.Need("q", q, n, wq), backend.Need("k", k, n, wk), backend.Need("v", v, n, wk))
+	n, nkv, wq, wk := a.B*a.T, backend.Rows(k), a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+	ts, err := b.mats(op, backend.Need("dq", dq, n, wq), backend.Need("dk", dk, nkv, wk), backend.Need("dv", dv, nkv, wk), backend.Need("dout", dout, n, wq),
+		backend.Need("out", out, n, wq), backend.Need("lse", lse, n, a.Heads), backend.Need("q", q, n, wq), backend.Need("k", k, nkv, wk), backend.Need("v", v, nkv, wk))
 	if err != nil {
 		return err
 	}
 	dqt, dkt, dvt, dot, outt, lt, qt, kt, vt := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8]
 	if n == 0 {
 		return nil
+	}
+	past, slots, err := b.attnIndex(a)
+	if err != nil {
+		return err
 	}
 	D, err := b.temp(backend.F32, n*a.Heads)
 	if err != nil {
@@ -448,16 +536,30 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 		argPtr(D.ptr), dot.arg(), outt.arg(), argInt(n), argInt(a.Heads), argInt(a.HeadDim)); err != nil {
 		return err
 	}
-	tiles := uint32((a.T + attnWarps - 1) / attnWarps)
-	blk := [3]uint32{32 * attnWarps, 1, 1}
-	if err := b.launch("attention_backward_dq", [3]uint32{tiles, uint32(a.Heads), uint32(a.B)}, blk, attentionShared["attention_backward_dq"](a.HeadDim),
-		dqt.arg(), dot.arg(), qt.arg(), kt.arg(), vt.arg(), lt.arg(), argPtr(D.ptr),
-		argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argF32(a.Scale)); err != nil {
+	d := attnDim(a.HeadDim)
+	s := attnShapes[d]
+	rows := a.T * (a.Heads / a.KVHeads)
+	qtiles := (rows + s.bwdBM - 1) / s.bwdBM
+	slices := d / s.bwdDS
+	ktiles := (a.KVRows + 16*s.bwdW - 1) / (16 * s.bwdW)
+	acc, err := b.temp(backend.F32, a.B*a.KVHeads*qtiles*s.bwdBM*d)
+	if err != nil {
 		return err
 	}
-	return b.launch("attention_backward_dkv", [3]uint32{tiles, uint32(a.KVHeads), uint32(a.B)}, blk, attentionShared["attention_backward_dkv"](a.HeadDim),
-		dkt.arg(), dvt.arg(), dot.arg(), qt.arg(), kt.arg(), vt.arg(), lt.arg(), argPtr(D.ptr),
-		argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argF32(a.Scale))
+	defer b.Free(acc)
+	nsem := a.B * a.KVHeads * qtiles * slices
+	sem, err := b.temp(backend.I32, nsem)
+	if err != nil {
+		return err
+	}
+	defer b.Free(sem)
+	if err := b.dev.memset32(sem.ptr, 0, int64(nsem)); err != nil {
+		return err
+	}
+	return b.launch(fmt.Sprintf("attention_bwd_d%d", d), [3]uint32{uint32(ktiles * slices), uint32(a.KVHeads), uint32(a.B)},
+		[3]uint32{uint32(32 * s.bwdW), 1, 1}, s.bwdShared(d),
+		dqt.arg(), dkt.arg(), dvt.arg(), argPtr(acc.ptr), argPtr(sem.ptr), dot.arg(), qt.arg(), kt.arg(), vt.arg(), lt.arg(), argPtr(D.ptr),
+		argPtr(past), argPtr(slots), argInt(a.T), argInt(a.Heads), argInt(a.KVHeads), argInt(a.HeadDim), argInt(a.KVRows), argF32(a.Scale))
 }
 
 // elementwise launches a grid-stride kernel over tensors of equal size.

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sort"
@@ -73,6 +74,14 @@ type benchResult struct {
 	TokensSec float64        `json:"tokens_per_second,omitempty"`
 	// PeakMemory is the most device memory held by tensors (GPU only).
 	PeakMemory int64 `json:"peak_device_memory,omitempty"`
+	// Attention alone: milliseconds per call and TFLOP/s of the forward and
+	// backward passes (backward counted as 2.5 forwards, as FlashAttention
+	// reports it), and for decoding the key/value bytes read per second.
+	FwdMs     float64 `json:"forward_ms,omitempty"`
+	BwdMs     float64 `json:"backward_ms,omitempty"`
+	FwdTFLOPS float64 `json:"forward_tflops,omitempty"`
+	BwdTFLOPS float64 `json:"backward_tflops,omitempty"`
+	KVGBs     float64 `json:"kv_gbytes_per_second,omitempty"`
 }
 
 func newBench() *cobra.Command {
@@ -80,13 +89,17 @@ func newBench() *cobra.Command {
 	var asJSON bool
 	var minTime time.Duration
 	shape := standardShape
-	var m, n, k, batch, seq, prompt, newTokens int
+	var m, n, k, batch, seq, prompt, newTokens, past int
 	cmd := &cobra.Command{
-		Use:   "bench matmul|forward|decode|train|kd",
-		Short: "Measure matmul GFLOP/s and forward / decode / training / distillation tokens per second",
+		Use:   "bench matmul|attention|forward|decode|train|kd",
+		Short: "Measure matmul and attention FLOP/s and forward / decode / training / distillation tokens per second",
 		Long: `bench times the hot paths on standard shapes, like llama-bench:
 
   matmul   C = A·Bᵀ of --m × --k by --n × --k float32 matrices (default 1024³), GFLOP/s
+  attention causal attention alone at the shape's heads, KV heads and head_dim
+           over --batch × --seq queries: forward and backward ms and TFLOP/s;
+           with --past N the queries follow N cached keys (forward only:
+           --batch 1 --seq 1 --past 4095 is decoding at a 4096-token context)
   forward  a forward pass of --batch × --seq tokens through the model, tokens/s and GFLOP/s
   decode   greedy decoding of --new-tokens after a --prompt-token prompt, batch 1, tokens/s
   train    AdamW training steps on --batch × --seq random tokens, tokens/s
@@ -99,7 +112,7 @@ heads, head_dim 64, MLP 1536), standard-teacher, minitron-4b or nemotron-15b;
 the shape flags change single dimensions. Each measurement is repeated for at
 least --min-time.`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"matmul", "forward", "decode", "train", "kd"},
+		ValidArgs: []string{"matmul", "attention", "forward", "decode", "train", "kd"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("shape") {
 				preset, err := presetShape(shapeName)
@@ -121,7 +134,7 @@ least --min-time.`,
 			}
 			res := benchResult{Bench: args[0], Device: be.Name(), Threads: runtime.GOMAXPROCS(0)}
 			var mdl *model.Model
-			if args[0] != "matmul" {
+			if args[0] != "matmul" && args[0] != "attention" {
 				if modelDir != "" {
 					if mdl, err = loadModel(modelDir, be); err != nil {
 						return err
@@ -144,6 +157,9 @@ least --min-time.`,
 			case "matmul":
 				res.Shape = map[string]int{"m": m, "n": n, "k": k}
 				err = benchMatmul(be, m, n, k, minTime, &res)
+			case "attention":
+				res.Shape = map[string]int{"batch": batch, "seq": seq, "past": past, "heads": shape.Heads, "kv_heads": shape.KVHeads, "head_dim": shape.HeadDim}
+				err = benchAttention(be, shape, batch, seq, past, minTime, &res)
 			case "forward":
 				res.Shape["batch"], res.Shape["seq"] = batch, seq
 				err = benchForward(mdl, batch, seq, minTime, &res)
@@ -172,7 +188,7 @@ least --min-time.`,
 				res.Shape["prompt"], res.Shape["new_tokens"] = prompt, newTokens
 				err = benchDecode(cmd, mdl, prompt, newTokens, minTime, &res)
 			default:
-				return fmt.Errorf("unknown benchmark %q: use matmul, forward, decode, train or kd", args[0])
+				return fmt.Errorf("unknown benchmark %q: use matmul, attention, forward, decode, train or kd", args[0])
 			}
 			if err != nil {
 				return err
@@ -189,6 +205,15 @@ least --min-time.`,
 			}
 			if res.TokensSec > 0 {
 				fmt.Fprintf(w, "  %.1f tokens/s", res.TokensSec)
+			}
+			if res.FwdMs > 0 {
+				fmt.Fprintf(w, "  forward %.3f ms (%.4g TFLOP/s)", res.FwdMs, res.FwdTFLOPS)
+			}
+			if res.BwdMs > 0 {
+				fmt.Fprintf(w, "  backward %.3f ms (%.4g TFLOP/s)", res.BwdMs, res.BwdTFLOPS)
+			}
+			if res.KVGBs > 0 {
+				fmt.Fprintf(w, "  keys and values read at %.1f GB/s", res.KVGBs)
 			}
 			if res.PeakMemory > 0 {
 				fmt.Fprintf(w, "  peak device memory %.2f GiB", float64(res.PeakMemory)/(1<<30))
@@ -218,6 +243,7 @@ least --min-time.`,
 	f.IntVar(&k, "k", 1024, "matmul: shared dimension")
 	f.IntVar(&batch, "batch", 8, "forward, train: sequences per batch")
 	f.IntVar(&seq, "seq", 256, "forward, train: tokens per sequence")
+	f.IntVar(&past, "past", 0, "attention: cached keys before the queries (forward only)")
 	f.IntVar(&prompt, "prompt-tokens", 16, "decode: prompt length")
 	f.IntVar(&newTokens, "new-tokens", 128, "decode: tokens to generate")
 	cmd.AddCommand(newBenchCheckpoint(), newBenchServe())
@@ -280,6 +306,97 @@ func benchMatmul(be backend.Backend, m, n, k int, minTime time.Duration, res *be
 	res.Runs, res.Seconds = runs, d.Seconds()
 	res.GFLOPS = 2 * float64(m) * float64(n) * float64(k) * float64(runs) / d.Seconds() / 1e9
 	return err
+}
+
+// benchAttention times Attention, and AttentionBackward when there are no
+// cached keys, on random bf16 (or the backend's float) tensors.
+func benchAttention(be backend.Backend, s benchShape, batch, seq, past int, minTime time.Duration, res *benchResult) error {
+	if batch < 1 || seq < 1 || past < 0 {
+		return fmt.Errorf("attention: --batch %d, --seq %d, --past %d: want positive sizes and past >= 0", batch, seq, past)
+	}
+	a := backend.Attn{B: batch, T: seq, Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: s.HeadDim, KVRows: past + seq,
+		Scale: float32(1 / math.Sqrt(float64(s.HeadDim)))}
+	if past > 0 {
+		a.Past = make([]int, batch)
+		for i := range a.Past {
+			a.Past[i] = past
+		}
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	n, nkv, wq, wk := batch*seq, batch*a.KVRows, s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	var ts []backend.Tensor
+	defer func() {
+		for _, t := range ts {
+			be.Free(t)
+		}
+	}()
+	mk := func(rows, cols int, random bool) (backend.Tensor, error) {
+		var t backend.Tensor
+		var err error
+		if random {
+			t, err = randTensor(be, r, rows, cols)
+		} else {
+			t, err = be.New(be.FloatDType(), rows, cols)
+		}
+		if err == nil {
+			ts = append(ts, t)
+		}
+		return t, err
+	}
+	var q, k, v, out, dout, dq, dk, dv backend.Tensor
+	for _, p := range []struct {
+		t          *backend.Tensor
+		rows, cols int
+		random     bool
+	}{{&q, n, wq, true}, {&k, nkv, wk, true}, {&v, nkv, wk, true}, {&out, n, wq, false}, {&dout, n, wq, true},
+		{&dq, n, wq, false}, {&dk, nkv, wk, false}, {&dv, nkv, wk, false}} {
+		var err error
+		if *p.t, err = mk(p.rows, p.cols, p.random); err != nil {
+			return err
+		}
+	}
+	lse, err := be.New(backend.F32, n, s.Heads)
+	if err != nil {
+		return err
+	}
+	ts = append(ts, lse)
+	// Causal FLOPs: query i sees past+i+1 keys; q·k and p·v are 2 FLOPs per
+	// multiply-add each.
+	keys := float64(seq)*float64(past) + float64(seq)*float64(seq+1)/2
+	fwdFLOPs := 4 * float64(batch) * float64(s.Heads) * float64(s.HeadDim) * keys
+	timeIt := func(f func() error) (float64, error) {
+		inner := 1
+		if be.FloatDType() != backend.F32 {
+			inner = 20 // a GPU queues: synchronize once per 20 calls
+		}
+		runs, d, err := repeat(minTime, func() error {
+			for range inner {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			return be.Sync()
+		})
+		res.Runs += runs * inner
+		res.Seconds += d.Seconds()
+		return d.Seconds() / float64(runs*inner), err
+	}
+	sec, err := timeIt(func() error { return be.Attention(out, lse, q, k, v, a) })
+	if err != nil {
+		return err
+	}
+	res.FwdMs, res.FwdTFLOPS = sec*1e3, fwdFLOPs/sec/1e12
+	if past > 0 {
+		// Keys and values of every KV head, bf16 or the float dtype, read once.
+		res.KVGBs = 2 * float64(batch) * float64(past+seq) * float64(wk) * float64(be.FloatDType().Size()) / sec / 1e9
+		return nil
+	}
+	sec, err = timeIt(func() error { return be.AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v, a) })
+	if err != nil {
+		return err
+	}
+	res.BwdMs, res.BwdTFLOPS = sec*1e3, 2.5*fwdFLOPs/sec/1e12
+	return nil
 }
 
 // forwardFLOPs counts the matmul and attention FLOPs of a forward pass.

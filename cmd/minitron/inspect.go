@@ -55,6 +55,11 @@ to train it with AdamW.`,
 			}
 			total, nonEmb := cfg.NumParams()
 			w := cmd.OutOrStdout()
+			if !cmd.Flags().Changed("seq-len") {
+				seq = trainingRecord(dir, cfg).SeqLen
+			} else if seq > cfg.MaxPositions {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: --seq-len %d is beyond the model's context of %d tokens\n", seq, cfg.MaxPositions)
+			}
 			fmt.Fprintf(w, "model         %s\n", dir)
 			fmt.Fprintf(w, "architecture  %s\n", cfg.Architecture)
 			fmt.Fprintf(w, "shape         layers %d, hidden %d, heads %d (KV %d, head_dim %d), MLP %d, vocab %d\n",
@@ -84,7 +89,7 @@ to train it with AdamW.`,
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&seq, "seq-len", 2048, "sequence length used for the memory estimates")
+	cmd.Flags().IntVar(&seq, "seq-len", 0, "sequence length used for the memory estimates (default: the training run's, else the model's context)")
 	cmd.Flags().IntVar(&batch, "batch", 8, "batch size used for the training memory estimate")
 	return cmd
 }

@@ -23,3 +23,10 @@ __device__ int atomicCAS(int*, int, int);
 __device__ double atomicAdd(double*, double);
 __device__ void sincos(double, double*, double*);
 __device__ void __syncthreads();
+#define __align__(n) __attribute__((aligned(n)))
+__device__ unsigned long __cvta_generic_to_shared(const void*);
+__device__ float log2f(float);
+__device__ int max(int, int);
+__device__ int atomicAdd(int*, int);
+__device__ int atomicExch(int*, int);
+__device__ void __threadfence();
