@@ -112,9 +112,9 @@ func (c *Local) meet(op string) error {
 		for s.gen == gen && !s.aborted {
 			s.cond.Wait()
 		}
-	}
-	if s.aborted {
-		return ErrAborted
+		if s.gen == gen { // aborted before every rank came
+			return ErrAborted
+		}
 	}
 	if s.mismatch != "" {
 		return errors.New(s.mismatch)

@@ -81,12 +81,12 @@ func decays(cfg *Config, p model.Param) bool {
 }
 
 // sharded is a rank's part of data-parallel training: the flat buffers
-// behind the model's weights and gradients, and the optimizer state of
-// the rank's shard.
+// behind the model's weights (the backend's float type) and gradients
+// (float32), and the optimizer state of the rank's shard.
 type sharded struct {
 	comm           dist.Comm
 	lay            flatLayout
-	wflat, gflat   backend.Tensor // [total] weights (the backend's float type), gradients
+	wflat, gflat   backend.Tensor // [total] weights, gradients
 	wshard, gshard backend.Tensor // this rank's shard of each (views)
 	master         backend.Tensor // [shard] float32 master weights; nil when the weights are float32
 	m, v           backend.Tensor // [shard] Adam moments
@@ -150,7 +150,10 @@ func (t *Trainer) setupSharded() error {
 	if s.wflat, err = b.New(b.FloatDType(), lay.total); err != nil {
 		return fmt.Errorf("train: the flat weight buffer (%d elements): %w", lay.total, err)
 	}
-	if s.gflat, err = b.New(b.FloatDType(), lay.total); err != nil {
+	// Gradients accumulate and are reduced in float32 (Megatron-LM's
+	// default with bf16 weights): a bf16 sum over micro-batches and ranks
+	// would round at every addition.
+	if s.gflat, err = b.New(backend.F32, lay.total); err != nil {
 		return fmt.Errorf("train: the flat gradient buffer (%d elements): %w", lay.total, err)
 	}
 	ws := make([]backend.Tensor, len(m.Params))

@@ -140,6 +140,42 @@ func lossesNear(t *testing.T, what string, a, b []map[string]any, tol float64) {
 	}
 }
 
+// sameRun checks that two runs' metrics are the same, bit for bit, but
+// for the gradient norms: the CUDA backend adds the blocks' partial
+// squared norms with atomics, in the order they finish, so the norm's
+// last bits vary from run to run (it only scales the update when the
+// norm exceeds optimizer.clip, which it does not here; the checkpoints'
+// bytes are compared too).
+func sameRun(t *testing.T, what string, a, b []map[string]any) {
+	t.Helper()
+	norms := func(ms []map[string]any) ([]map[string]any, []float64) {
+		var out []map[string]any
+		var gn []float64
+		for _, m := range ms {
+			c := map[string]any{}
+			for k, v := range m {
+				c[k] = v
+			}
+			if g, ok := c["grad_norm"].(float64); ok {
+				gn = append(gn, g)
+				delete(c, "grad_norm")
+			}
+			out = append(out, c)
+		}
+		return out, gn
+	}
+	x, gx := norms(a)
+	y, gy := norms(b)
+	if fmt.Sprint(x) != fmt.Sprint(y) || len(gx) != len(gy) {
+		t.Fatalf("%s: the metrics differ:\n%v\nvs\n%v", what, a, b)
+	}
+	for i := range gx {
+		if math.Abs(gx[i]-gy[i]) > 1e-9*gx[i] {
+			t.Fatalf("%s: gradient norm %v vs %v", what, gx[i], gy[i])
+		}
+	}
+}
+
 func sameBytes(t *testing.T, a, b string) {
 	t.Helper()
 	x, err1 := os.ReadFile(a)
@@ -202,9 +238,7 @@ func TestDataParallelStandIns(t *testing.T) {
 		if strings.Contains(logs[1], "checkpoint") || strings.Contains(logs[1], "effective configuration") {
 			t.Fatalf("process 1 logs what rank 0 logs:\n%s", logs[1])
 		}
-		if fmt.Sprint(metricLines(t, out)) != fmt.Sprint(ref) {
-			t.Fatalf("metrics differ from the run of one process with two GPUs:\n%v\nvs\n%v", metricLines(t, out), ref)
-		}
+		sameRun(t, "two processes against one of two GPUs", ref, metricLines(t, out))
 		for _, f := range []string{"model.safetensors", "optimizer-00000-of-00002.safetensors", "optimizer-00001-of-00002.safetensors"} {
 			sameBytes(t, filepath.Join(two, "checkpoint-0000004", f), filepath.Join(out, "checkpoint-0000004", f))
 		}
@@ -241,9 +275,7 @@ func TestDataParallelStandIns(t *testing.T) {
 		if !strings.Contains(log, "(step 2 of 4)") {
 			t.Fatalf("the run on two GPUs did not resume from step 2:\n%s", log)
 		}
-		if fmt.Sprint(metricLines(t, same)) != fmt.Sprint(ref) {
-			t.Fatalf("resumed on two GPUs, the metrics differ:\n%v\nvs\n%v", metricLines(t, same), ref)
-		}
+		sameRun(t, "resumed on two GPUs", ref, metricLines(t, same))
 		for _, f := range []string{"model.safetensors", "optimizer-00000-of-00002.safetensors", "optimizer-00001-of-00002.safetensors"} {
 			sameBytes(t, filepath.Join(two, "checkpoint-0000004", f), filepath.Join(same, "checkpoint-0000004", f))
 		}
