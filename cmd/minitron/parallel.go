@@ -103,6 +103,10 @@ func openTraining(ctx context.Context, cfg *train.Config, timeout time.Duration)
 			return nil, err
 		}
 	}
+	if !launch.Single() {
+		fmt.Fprintf(os.Stderr, "data parallel: process %d of %d (%s) meeting the others at %s (waiting up to %v)\n",
+			launch.Rank, launch.Size, launch.Launcher, launch.Addr, timeout)
+	}
 	plan, err := dist.Rendezvous(ctx, launch, len(gpus), func() ([]byte, error) {
 		id, err := cuda.NewUniqueID()
 		return id[:], err
