@@ -208,14 +208,20 @@ type Backend interface {
 	// GatherRows: dst[i] = src[rows[i]]; rows I32 [N].
 	GatherRows(dst, src, rows Tensor) error
 
-	// SquaredNorm returns the sum of squares of a float tensor (accumulated
-	// in float64), for global gradient-norm clipping.
-	SquaredNorm(t Tensor) (float64, error)
+	// SquaredNorm returns the sum of the squares of every element of the
+	// given float tensors (of either storage), accumulated in float64 in a
+	// fixed order, so the result is the same on every run. A device backend
+	// reduces all of them on the device and reads the one result back: the
+	// global gradient norm costs one synchronization, not one per tensor.
+	SquaredNorm(ts ...Tensor) (float64, error)
 	// Scale multiplies a float tensor by alpha in place.
 	Scale(t Tensor, alpha float32) error
 	// AdamW applies one decoupled-weight-decay Adam step to w with gradient
 	// g (multiplied by p.GradScale first) and moments m, v, as PyTorch's
 	// AdamW does: w -= lr*wd*w; m, v updated; w -= lr/bc1 * m/(sqrt(v)/sqrt(bc2)+eps).
+	// w, g, m and v may each have either float storage. A backend that
+	// stores bfloat16 may round w, m and v stochastically, drawing its
+	// noise from (p.Step, p.Seed).
 	AdamW(w, g, m, v Tensor, p AdamW) error
 
 	// KLDiv computes, per row of student logits [N,V], T²·KL(p‖q) between
@@ -248,6 +254,11 @@ type AdamW struct {
 	Step int
 	// GradScale multiplies the gradient before use (clipping, averaging).
 	GradScale float32
+	// Seed identifies the tensor being updated (its index in the parameter
+	// table, say): stochastic rounding mixes it with Step, so tensors of the
+	// same shape do not share their rounding noise. Backends that round to
+	// nearest (or store float32) ignore it.
+	Seed uint32
 }
 
 // KL parameterizes the distillation losses.

@@ -13,7 +13,7 @@
 # OUTDIR (one log per command, summary.txt); the exit status is 1 if any
 # check or benchmark failed.
 #
-# Steps: STEPS="check e2e matmul attention model" by default, in that order; set STEPS
+# Steps: STEPS="check optimizer e2e matmul attention model" by default, in that order; set STEPS
 # to a subset. Each step is a function step_NAME below; to add one, write
 # the function and add its name to the default list. Each command has its
 # own time limit, and the whole run stops starting commands once BUDGET
@@ -36,7 +36,7 @@ if [ -z "${PYTHON:-}" ] && [ -x /opt/torch/.venv/bin/python ]; then
   PYTHON=/opt/torch/.venv/bin/python
 fi
 py=${PYTHON:-python3}
-steps=${STEPS:-check e2e matmul attention model}
+steps=${STEPS:-check optimizer e2e matmul attention model}
 deadline=$((SECONDS + ${BUDGET:-540}))
 export MINITRON_CACHE=${MINITRON_CACHE:-$out/cache}
 bin=$PWD/.bin
@@ -115,6 +115,19 @@ step_check() {
       failed=1
     fi
   done <"$bin/tests.txt"
+}
+
+# optimizer: the training step's device work beside a device copy (AdamW
+# in bf16 and with float32 master weights, the gradient norm; GB/s), and
+# the error of 1000 sub-unit updates in all-bf16 against master weights.
+step_optimizer() {
+  local dir
+  dir=$(awk '$1 == "cuda.test" {print $2}' "$bin/tests.txt" 2>/dev/null)
+  [ -n "$dir" ] || { note "optimizer: cuda.test is not in $bin/tests.txt"; failed=1; return; }
+  cd "$dir" || return
+  run optimizer-bench 90 "$bin/cuda.test" -test.run '^$' -test.bench 'GPUOptimizer|GPUSubULPUpdates'
+  cd - >/dev/null
+  grep -E '^Benchmark' "$out/optimizer-bench.log" | tee -a "$summary"
 }
 
 # e2e: the commands on --device cuda: logits and gradients of a fixture,

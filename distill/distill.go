@@ -191,7 +191,9 @@ func (o *Objective) initIntermediate(teacher, student *model.Model) error {
 	if err := b.Write(o.proj, w); err != nil {
 		return err
 	}
-	o.projG, err = b.New(b.FloatDType(), dt, ds)
+	// float32: it accumulates over the micro-batches of a step (as the
+	// model's gradients do by default), and it is small.
+	o.projG, err = b.New(backend.F32, dt, ds)
 	return err
 }
 

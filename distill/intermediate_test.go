@@ -143,7 +143,12 @@ func TestIntermediateErrors(t *testing.T) {
 
 // TestIntermediateResume: the projection is trained, checkpointed with its
 // moments, and an interrupted run resumes to the same bytes.
-func TestIntermediateResume(t *testing.T) {
+func TestIntermediateResume(t *testing.T) { intermediateResume(t, cpu.New()) }
+
+// intermediateResume distills with the intermediate-state loss on b, is
+// interrupted after step 3, resumes, and checks the final checkpoint
+// against an uninterrupted run's.
+func intermediateResume(t *testing.T, b backend.Backend) {
 	ds, teacherDir, _, student := cacheSetup(t)
 	sdir := filepath.Join(t.TempDir(), "student")
 	os.MkdirAll(sdir, 0o755)
@@ -158,7 +163,7 @@ func TestIntermediateResume(t *testing.T) {
 	cfg.Eval.Batches = 0
 	cfg.Checkpoint.Every = 2
 	run := func(out string, stop <-chan struct{}) (*train.Result, error) {
-		res, _, err := Run(context.Background(), &cfg, train.RunOptions{Out: out, Backend: cpu.New(), Interrupt: stop})
+		res, _, err := Run(context.Background(), &cfg, train.RunOptions{Out: out, Backend: b, Interrupt: stop})
 		return res, err
 	}
 	ref := t.TempDir()
@@ -203,6 +208,24 @@ func TestIntermediateResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if b.FloatDType() == backend.BF16 {
+		// The checkpoint holds the float32 master weights, not their
+		// bfloat16 roundings: the projection's and the student's.
+		ms, err := checkpoints.Open(filepath.Join(out, last))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ms.Close()
+		q, err := ms.Float32("model.layers.0.self_attn.q_proj.weight", 32, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, v := range map[string][]float32{"projection": w, "q_proj": q} {
+			if notBF16(v) == 0 {
+				t.Errorf("the checkpoint's %s holds only bfloat16 values: no master weights", what)
+			}
+		}
+	}
 	moved := 0.0
 	for i, x := range w {
 		id := 0.0
@@ -218,4 +241,15 @@ func TestIntermediateResume(t *testing.T) {
 	if ms[0].Extra["intermediate"] <= 0 {
 		t.Fatalf("intermediate loss not logged: %v", ms[0].Extra)
 	}
+}
+
+// notBF16 counts the values that bfloat16 cannot represent.
+func notBF16(v []float32) int {
+	n := 0
+	for _, x := range v {
+		if backend.BF16ToF32(backend.F32ToBF16(x)) != x {
+			n++
+		}
+	}
+	return n
 }

@@ -115,7 +115,11 @@ struct MZ {
     float m, z;
 };
 
+// mz_add folds x into the state. A −inf value adds exp(−inf) = 0: it is
+// skipped, since an empty state (m = −inf) would otherwise compute
+// exp(−inf − (−inf)) = NaN.
 __device__ __forceinline__ MZ mz_add(MZ a, float x) {
+    if (x == NEG_INF) return a;
     if (x > a.m) {
         a.z = a.z * __expf(a.m - x) + 1.f;
         a.m = x;

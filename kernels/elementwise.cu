@@ -46,29 +46,47 @@ extern "C" __global__ void swiglu_backward(void* dgate, void* dup, const void* d
     }
 }
 
-// sqnorm adds the sum of squares of x to *out, in double precision.
-extern "C" __global__ void sqnorm(const void* x, i64 n, double* out) {
+// sqnorm writes the sum of the squares of the elements of x that block b
+// visits into part[b], in double precision. The block reduces in a fixed
+// tree (no atomics), so the sums are the same on every run; blockDim.x
+// must be 256.
+extern "C" __global__ void sqnorm(const void* x, i64 n, double* part) {
+    __shared__ double sh[256];
     double s = 0;
     GRID_STRIDE(i, n) {
         double v = ld(x, i);
         s += v * v;
     }
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    __shared__ double sh[32];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) sh[w] = s;
+    sh[threadIdx.x] = s;
     __syncthreads();
-    if (w == 0) {
-        s = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0;
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) atomicAdd(out, s);
+    for (int o = blockDim.x >> 1; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
     }
+    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+}
+
+// sum_f64 adds x[0..n) into *out in a fixed order: one block of 256
+// threads, each summing a strided slice, then a fixed tree.
+extern "C" __global__ void sum_f64(const double* x, int n, double* out) {
+    __shared__ double sh[256];
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = blockDim.x >> 1; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = sh[0];
 }
 
 // adamw is PyTorch's AdamW: decoupled decay, then the moment update and
 // the bias-corrected step. bfloat16 weights and moments are stored with
-// stochastic rounding (seeded by seed), so steps far below one bf16 ulp
-// still move them on average.
+// stochastic rounding, so steps far below one bf16 ulp still move them on
+// average; seed (mixed on the host from the step and the tensor's id)
+// makes the noise differ between steps and between tensors. float32
+// tensors (master weights, float32 moments) are stored exactly.
 extern "C" __global__ void adamw(void* w, const void* g, void* m, void* v, i64 n,
                                  float lr, float beta1, float beta2, float eps, float wd,
                                  float bc1, float sqrt_bc2, float gscale, u32 seed) {

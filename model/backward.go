@@ -14,11 +14,17 @@ type Grads struct {
 	Layers                      []Layer
 }
 
-// NewGrads allocates zeroed gradients.
-func (m *Model) NewGrads() (*Grads, error) {
+// NewGrads allocates zeroed gradients in the backend's float dtype.
+func (m *Model) NewGrads() (*Grads, error) { return m.NewGradsIn(m.Backend.FloatDType()) }
+
+// NewGradsIn allocates zeroed gradients stored in dt: F32 keeps full
+// precision while micro-batches accumulate into them (every op that
+// accumulates a parameter gradient accepts either storage), BF16 halves
+// their memory on a backend that stores bfloat16.
+func (m *Model) NewGradsIn(dt backend.DType) (*Grads, error) {
 	g := &Grads{T: make([]backend.Tensor, len(m.Params))}
 	for i, p := range m.Params {
-		t, err := m.Backend.New(m.Backend.FloatDType(), p.Shape...)
+		t, err := m.Backend.New(dt, p.Shape...)
 		if err != nil {
 			return nil, fmt.Errorf("model: gradient of %s: %w", p.Name, err)
 		}

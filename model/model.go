@@ -179,10 +179,14 @@ func checkFinite(v []float32) error {
 
 // Entries returns the weights as checkpoint entries in dtype dt, in table
 // order, each copied off the backend only when written.
-func (m *Model) Entries(dt backend.DType) []checkpoints.Entry {
+func (m *Model) Entries(dt backend.DType) []checkpoints.Entry { return m.entries(m.Weights, dt) }
+
+// entries makes checkpoint entries of the parameters from the tensors ws
+// (aligned with Params).
+func (m *Model) entries(ws []backend.Tensor, dt backend.DType) []checkpoints.Entry {
 	es := make([]checkpoints.Entry, len(m.Params))
 	for i, p := range m.Params {
-		w := m.Weights[i]
+		w := ws[i]
 		es[i] = checkpoints.Entry{Name: p.Name, DType: dt, Shape: p.Shape, Data: func() ([]byte, error) {
 			v, err := m.Backend.ToFloat32(w)
 			if err != nil {
@@ -197,11 +201,21 @@ func (m *Model) Entries(dt backend.DType) []checkpoints.Entry {
 // Save writes config.json and the weights (dtype dt, shards of at most
 // maxShard bytes) into dir, which must exist.
 func (m *Model) Save(dir string, dt backend.DType, maxShard int64) error {
+	return m.SaveWeights(dir, m.Weights, dt, maxShard)
+}
+
+// SaveWeights is Save with the values of each parameter taken from ws
+// (aligned with Params) instead of the model's weights: a trainer's
+// float32 master copies, of which the model holds bfloat16 roundings.
+func (m *Model) SaveWeights(dir string, ws []backend.Tensor, dt backend.DType, maxShard int64) error {
+	if len(ws) != len(m.Params) {
+		panic(fmt.Sprintf("model: SaveWeights with %d tensors for %d parameters", len(ws), len(m.Params)))
+	}
 	cfgJSON, err := m.Config.JSON()
 	if err != nil {
 		return err
 	}
-	if _, err := checkpoints.WriteSharded(dir, m.Entries(dt), maxShard, map[string]string{"format": "pt"}); err != nil {
+	if _, err := checkpoints.WriteSharded(dir, m.entries(ws, dt), maxShard, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
 	return checkpoints.WriteFileAtomic(filepath.Join(dir, "config.json"), cfgJSON)

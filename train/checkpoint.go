@@ -18,8 +18,11 @@ import (
 // A checkpoint directory is a Hugging Face model directory (config.json,
 // model.safetensors in float32, the tokenizer when known) plus the training
 // state: optimizer.safetensors (Adam moments), state.json and training.yaml.
-// It is written under a temporary name, fsynced and renamed; COMPLETE is
-// its last file, so only finished checkpoints are ever resumed from.
+// With master weights (a GPU), model.safetensors holds the float32 master
+// copies, from which the bfloat16 weights are their rounding to nearest,
+// so a resumed run continues bit for bit. It is written under a temporary
+// name, fsynced and renamed; COMPLETE is its last file, so only finished
+// checkpoints are ever resumed from.
 
 const (
 	stateFile    = "state.json"
@@ -112,10 +115,14 @@ func copyFile(src, dst string) error {
 
 // ExportModel writes m as a Hugging Face directory in dtype dt, with the
 // tokenizer file copied in when given (a .model becomes tokenizer.model, a
-// .json tokenizer.json).
-func ExportModel(dir string, m *model.Model, dt backend.DType, tokenizerPath string) error {
+// .json tokenizer.json). The values come from ws (aligned with m.Params:
+// a trainer's master weights) when it is not nil.
+func ExportModel(dir string, m *model.Model, ws []backend.Tensor, dt backend.DType, tokenizerPath string) error {
+	if ws == nil {
+		ws = m.Weights
+	}
 	return writeDir(dir, func(tmp string) error {
-		if err := m.Save(tmp, dt, 2<<30); err != nil {
+		if err := m.SaveWeights(tmp, ws, dt, 2<<30); err != nil {
 			return err
 		}
 		return CopyTokenizer(tokenizerPath, tmp)
@@ -151,7 +158,7 @@ func CopyTokenizer(src, dir string) error {
 func (t *Trainer) save(out string, cfgYAML []byte, shards string) (string, error) {
 	dir := filepath.Join(out, checkpointName(t.Step))
 	err := writeDir(dir, func(tmp string) error {
-		if err := t.Model.Save(tmp, backend.F32, 2<<30); err != nil {
+		if err := t.Model.SaveWeights(tmp, t.modelWeights(), backend.F32, 2<<30); err != nil {
 			return err
 		}
 		if shards != "" {
@@ -170,13 +177,14 @@ func (t *Trainer) save(out string, cfgYAML []byte, shards string) (string, error
 			}})
 		}
 		for i, p := range t.Model.Params {
-			add("m."+p.Name, t.m1[i])
-			add("v."+p.Name, t.m2[i])
+			add("m."+p.Name, t.slots[i].m)
+			add("v."+p.Name, t.slots[i].v)
 		}
 		for i, p := range t.extra {
-			add("extra."+p.Name, p.W)
-			add("m.extra."+p.Name, t.em[i])
-			add("v.extra."+p.Name, t.ev[i])
+			s := &t.slots[len(t.Model.Params)+i]
+			add("extra."+p.Name, s.target())
+			add("m.extra."+p.Name, s.m)
+			add("v.extra."+p.Name, s.v)
 		}
 		if err := checkpoints.WriteFile(filepath.Join(tmp, optimFile), es, map[string]string{"step": fmt.Sprint(t.Step)}); err != nil {
 			return err
@@ -193,7 +201,7 @@ func (t *Trainer) finishCheckpoint(tmp string, cfgYAML []byte, shards string) er
 	if shards != "" {
 		files := shardFiles(shards)
 		if len(files) != t.dp.lay.world {
-			return fmt.Errorf("train: %d optimizer shards in %s, want %d", len(files), shards, t.dp.lay.world)
+			return fmt.Errorf("train: %d optimizer shards in %s, want one per GPU, %d (with several nodes, --out must be a folder all of them share)", len(files), shards, t.dp.lay.world)
 		}
 		for _, f := range files {
 			if err := os.Rename(f, filepath.Join(tmp, filepath.Base(f))); err != nil {
@@ -231,8 +239,9 @@ func readState(dir string) (*State, error) {
 	return &s, nil
 }
 
-// restore loads the optimizer moments and position from a checkpoint (the
-// weights were loaded with the model).
+// restore loads the optimizer state and position from a checkpoint. The
+// weights were loaded with the model (rounded to its storage); master
+// copies are read again from the checkpoint's float32 values.
 func (t *Trainer) restore(dir string, st *State) error {
 	if shardedCheckpoint(dir) {
 		if err := t.restoreFromShards(dir); err != nil {
@@ -246,29 +255,50 @@ func (t *Trainer) restore(dir string, st *State) error {
 	}
 	defer ts.Close()
 	b := t.Model.Backend
-	load := func(name string, x backend.Tensor, hint string) error {
-		v, err := ts.Float32(name, x.Shape()...)
+	load := func(from *checkpoints.Tensors, name string, x backend.Tensor, hint string) error {
+		v, err := from.Float32(name, x.Shape()...)
 		if err != nil {
 			return fmt.Errorf("train: %s: %w%s", dir, err, hint)
 		}
 		return b.Write(x, v)
 	}
+	np := len(t.Model.Params)
 	for i, p := range t.Model.Params {
-		if err := load("m."+p.Name, t.m1[i], ""); err != nil {
+		if err := load(ts, "m."+p.Name, t.slots[i].m, ""); err != nil {
 			return err
 		}
-		if err := load("v."+p.Name, t.m2[i], ""); err != nil {
+		if err := load(ts, "v."+p.Name, t.slots[i].v, ""); err != nil {
 			return err
 		}
 	}
 	for i, p := range t.extra {
+		s := &t.slots[np+i]
 		hint := " (the checkpoint was made without the objective's parameter " + p.Name + ")"
 		for _, x := range []struct {
 			name string
 			t    backend.Tensor
-		}{{"extra." + p.Name, p.W}, {"m.extra." + p.Name, t.em[i]}, {"v.extra." + p.Name, t.ev[i]}} {
-			if err := load(x.name, x.t, hint); err != nil {
+		}{{"extra." + p.Name, p.W}, {"m.extra." + p.Name, s.m}, {"v.extra." + p.Name, s.v}} {
+			if err := load(ts, x.name, x.t, hint); err != nil {
 				return err
+			}
+		}
+		if s.master != nil {
+			if err := load(ts, "extra."+p.Name, s.master, hint); err != nil {
+				return err
+			}
+		}
+	}
+	if t.hasMasters() {
+		ws, err := checkpoints.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer ws.Close()
+		for i, p := range t.Model.Params {
+			if s := &t.slots[i]; s.master != nil {
+				if err := load(ws, p.Name, s.master, ""); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -282,6 +312,16 @@ func (t *Trainer) setPosition(dir string, st *State) error {
 	}
 	t.Step, t.Tokens = st.Step, st.Tokens
 	return nil
+}
+
+// hasMasters reports whether any model parameter has a master copy.
+func (t *Trainer) hasMasters() bool {
+	for _, s := range t.slots[:len(t.Model.Params)] {
+		if s.master != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // prune removes all but the newest keep checkpoints, and leftovers of

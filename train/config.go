@@ -13,6 +13,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
+	"github.com/minitron/minitron/model"
 )
 
 // Config is a training run. Defaults come from Default; a YAML file and
@@ -62,7 +63,23 @@ type LoopConfig struct {
 	LogEvery     int   `yaml:"log_every"`
 }
 
-// OptimizerConfig is AdamW and its schedule.
+// OptimizerConfig is AdamW, its schedule and the precision of training.
+// Where each default comes from:
+//
+//   - beta1 0.9, beta2 0.95, eps 1e-8, weight_decay 0.1, clip 1.0: GPT-3
+//     (Brown et al. 2020, appendix B), the values Megatron-LM's GPT and
+//     Nemotron pretraining configurations use (Megatron's bare argument
+//     defaults are beta2 0.999 and weight decay 0.01).
+//   - schedule cosine to min_lr = lr/10: GPT-3's decay to 10% of the peak.
+//   - lr 3e-4 and warmup 100: this project's choice for small models;
+//     recipes set their papers' values.
+//   - decay matrices: Megatron-LM's parameter groups (megatron/core/
+//     optimizer: no decay for biases and 1-D parameters).
+//   - master_weights true, grad_dtype f32, state_dtype f32: Megatron-LM /
+//     NeMo mixed precision with bf16 (float32 main parameters,
+//     accumulate_allreduce_grads_in_fp32, float32 Adam state), the setup
+//     the published Minitron models were trained with; mixed-precision
+//     training as in Micikevicius et al. 2018.
 type OptimizerConfig struct {
 	LR          float64 `yaml:"lr"`
 	MinLR       float64 `yaml:"min_lr"`
@@ -72,14 +89,42 @@ type OptimizerConfig struct {
 	Beta2       float64 `yaml:"beta2"`
 	Eps         float64 `yaml:"eps"`
 	WeightDecay float64 `yaml:"weight_decay"`
-	// DecayAll also decays norms and embeddings (off by default).
-	DecayAll bool    `yaml:"decay_norms_and_embeddings"`
-	Clip     float64 `yaml:"clip"` // global gradient norm; 0 disables
+	// Decay says which parameters weight decay applies to: matrices (every
+	// weight with two or more dimensions, the embeddings and lm_head
+	// included; norm weights and biases not: Megatron-LM's rule), or
+	// no_embeddings (matrices except the embeddings and lm_head), or all.
+	Decay string  `yaml:"decay"`
+	Clip  float64 `yaml:"clip"` // global gradient norm; 0 disables
+	// MasterWeights keeps a float32 copy of every weight the backend stores
+	// in bfloat16 (the GPU): AdamW updates the copy and the bfloat16
+	// weight used by forward and backward is refreshed from it, rounded
+	// to nearest, after each step. false updates the bfloat16 weights in
+	// place with stochastic rounding, which saves 4 bytes per parameter
+	// but lets updates far below one bf16 unit of a weight (the end of a
+	// cosine schedule) move it only through rounding noise. The CPU
+	// backend stores float32 weights and needs no copy.
+	MasterWeights bool `yaml:"master_weights"`
+	// GradDType stores the gradients, which are accumulated across the
+	// micro-batches of a step: f32 (default) or bf16, which halves their
+	// memory but rounds the running sum at every micro-batch (about 1.7%
+	// relative error after 288 of them). On the CPU both are float32.
+	GradDType string `yaml:"grad_dtype"`
 	// StateDType stores the moments m and v: f32 (default) or bf16, which
 	// halves the optimizer's memory (on a GPU, bf16 moments are written
 	// with stochastic rounding). On the CPU both are float32.
+	//
+	// All-bf16 training, for setups short of memory, is master_weights:
+	// false, grad_dtype: bf16, state_dtype: bf16 (8 bytes per parameter
+	// instead of 18; its cost in accuracy is measured in docs/numerics.md).
 	StateDType string `yaml:"state_dtype"`
 }
+
+// Weight-decay policies (OptimizerConfig.Decay).
+const (
+	DecayMatrices     = "matrices"
+	DecayNoEmbeddings = "no_embeddings"
+	DecayAll          = "all"
+)
 
 // MomentDType returns the dtype of the optimizer moments.
 func (o OptimizerConfig) MomentDType() backend.DType {
@@ -87,6 +132,28 @@ func (o OptimizerConfig) MomentDType() backend.DType {
 		return backend.BF16
 	}
 	return backend.F32
+}
+
+// GradientDType returns the dtype of the gradient accumulators.
+func (o OptimizerConfig) GradientDType() backend.DType {
+	if o.GradDType == "bf16" {
+		return backend.BF16
+	}
+	return backend.F32
+}
+
+// Decays reports whether weight decay applies to a parameter of the given
+// role and shape under the configured policy.
+func (o OptimizerConfig) Decays(role model.Role, shape []int) bool {
+	switch o.Decay {
+	case DecayAll:
+		return true
+	case DecayNoEmbeddings:
+		if role == model.Embed || role == model.LMHead {
+			return false
+		}
+	}
+	return len(shape) >= 2
 }
 
 // EvalConfig is the periodic validation.
@@ -107,9 +174,10 @@ type CheckpointConfig struct {
 // Default returns the defaults every run starts from.
 func Default() Config {
 	return Config{
-		Data:       DataConfig{SeqLen: 256, ValFraction: 0.01, Seed: 1234, Shuffle: true},
-		Train:      LoopConfig{MicroBatch: 8, Accumulation: 1, LogEvery: 10},
-		Optimizer:  OptimizerConfig{LR: 3e-4, MinLR: 3e-5, Warmup: 100, Schedule: "cosine", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Clip: 1, StateDType: "f32"},
+		Data:  DataConfig{SeqLen: 256, ValFraction: 0.01, Seed: 1234, Shuffle: true},
+		Train: LoopConfig{MicroBatch: 8, Accumulation: 1, LogEvery: 10},
+		Optimizer: OptimizerConfig{LR: 3e-4, MinLR: 3e-5, Warmup: 100, Schedule: "cosine", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1,
+			Decay: DecayMatrices, Clip: 1, MasterWeights: true, GradDType: "f32", StateDType: "f32"},
 		Eval:       EvalConfig{Every: 100, Batches: 8},
 		Checkpoint: CheckpointConfig{Every: 500, Keep: 2, ExportDType: "bf16"},
 		Device:     "cpu",
@@ -170,10 +238,17 @@ func (c *Config) Validate() error {
 	if o.Beta1 < 0 || o.Beta1 >= 1 || o.Beta2 < 0 || o.Beta2 >= 1 || o.Eps <= 0 || o.WeightDecay < 0 || o.Clip < 0 {
 		add("optimizer: need 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0, clip >= 0")
 	}
-	switch o.StateDType {
-	case "", "f32", "bf16":
+	for _, d := range []struct{ key, v string }{{"grad_dtype", o.GradDType}, {"state_dtype", o.StateDType}} {
+		switch d.v {
+		case "", "f32", "bf16":
+		default:
+			add("optimizer.%s %q: use f32 or bf16", d.key, d.v)
+		}
+	}
+	switch o.Decay {
+	case "", DecayMatrices, DecayNoEmbeddings, DecayAll:
 	default:
-		add("optimizer.state_dtype %q: use f32 or bf16", o.StateDType)
+		add("optimizer.decay %q: use %s (Megatron's rule: weights of two or more dimensions), %s or %s", o.Decay, DecayMatrices, DecayNoEmbeddings, DecayAll)
 	}
 	if c.Eval.Every < 0 || c.Eval.Batches < 0 || c.Checkpoint.Every < 0 || c.Checkpoint.Keep < 1 {
 		add("eval.every, eval.batches, checkpoint.every must be >= 0 and checkpoint.keep >= 1")
@@ -220,15 +295,18 @@ func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
 // everything but the length of the run and the checkpoint cadence, and
 // which GPUs and how many (a run resumes on another number of GPUs).
 func (c *Config) fingerprint() string {
-	d := *c
+	d := c.resumable()
 	d.Device = DeviceKind(d.Device)
-	return d.rawFingerprint()
+	return hashYAML(d)
 }
 
 // resumes reports whether a checkpoint of fingerprint fp continues this
-// configuration (also when fp was made with the device as given, by a
-// version that did not leave out the GPUs).
-func (c *Config) resumes(fp string) bool { return fp == c.fingerprint() || fp == c.rawFingerprint() }
+// configuration: fp is its fingerprint, or the one it had with the device
+// as given (before the GPUs were left out), or its legacyFingerprint.
+func (c *Config) resumes(fp string) bool {
+	legacy := c.legacyFingerprint()
+	return fp == c.fingerprint() || fp == hashYAML(c.resumable()) || (legacy != "" && fp == legacy)
+}
 
 // DeviceKind is a device setting without its GPU numbers: cpu or cuda.
 func DeviceKind(dev string) string {
@@ -239,14 +317,58 @@ func DeviceKind(dev string) string {
 	return d
 }
 
-func (c *Config) rawFingerprint() string {
+// resumable is c without what may change between a run and its resumption.
+func (c *Config) resumable() Config {
 	d := *c
 	d.Train.Steps, d.Train.Tokens, d.Train.LogEvery = 0, 0, 0
 	d.Checkpoint.Every, d.Checkpoint.Keep = 0, 0
 	d.Eval.Every = 0
-	b, _ := config.Marshal(d)
+	return d
+}
+
+func hashYAML(v any) string {
+	b, _ := config.Marshal(v)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// legacyFingerprint is the fingerprint c would have had before the
+// optimizer's decay, master_weights and grad_dtype keys existed (when a
+// boolean decay_norms_and_embeddings chose between decaying only matrices
+// other than the embeddings and lm_head, and everything), so such runs
+// resume: it is "" unless c asks for exactly what those runs did
+// (decay no_embeddings or all; float32 gradients and master weights,
+// which on the CPU those runs had).
+func (c *Config) legacyFingerprint() string {
+	o := c.Optimizer
+	if (o.Decay != DecayNoEmbeddings && o.Decay != DecayAll) || !o.MasterWeights || o.GradientDType() != backend.F32 {
+		return ""
+	}
+	type legacyOptimizer struct {
+		LR          float64 `yaml:"lr"`
+		MinLR       float64 `yaml:"min_lr"`
+		Warmup      int     `yaml:"warmup"`
+		Schedule    string  `yaml:"schedule"`
+		Beta1       float64 `yaml:"beta1"`
+		Beta2       float64 `yaml:"beta2"`
+		Eps         float64 `yaml:"eps"`
+		WeightDecay float64 `yaml:"weight_decay"`
+		DecayAll    bool    `yaml:"decay_norms_and_embeddings"`
+		Clip        float64 `yaml:"clip"`
+		StateDType  string  `yaml:"state_dtype"`
+	}
+	type legacyConfig struct {
+		Model      ModelConfig      `yaml:"model"`
+		Data       DataConfig       `yaml:"data"`
+		Train      LoopConfig       `yaml:"train"`
+		Optimizer  legacyOptimizer  `yaml:"optimizer"`
+		Eval       EvalConfig       `yaml:"eval"`
+		Checkpoint CheckpointConfig `yaml:"checkpoint"`
+		Device     string           `yaml:"device"`
+	}
+	d := c.resumable()
+	return hashYAML(legacyConfig{d.Model, d.Data, d.Train, legacyOptimizer{o.LR, o.MinLR, o.Warmup, o.Schedule, o.Beta1, o.Beta2, o.Eps, o.WeightDecay,
+		o.Decay == DecayAll, o.Clip, o.StateDType}, d.Eval, d.Checkpoint, d.Device})
 }
 
 // LR is the learning rate at a 1-based step: linear warmup from 0, then the

@@ -162,29 +162,30 @@ func (t *Trainer) restoreFromShards(dir string) error {
 	}
 	defer st.close()
 	b := t.Model.Backend
-	load := func(kind, name string, x backend.Tensor) error {
-		v, err := st.read(kind, name, x.Shape(), 0, backend.Numel(x.Shape()))
-		if err != nil {
-			return err
+	np := len(t.Model.Params)
+	for i := range t.slots {
+		s := &t.slots[i]
+		var name string
+		if i < np {
+			name = t.Model.Params[i].Name
+		} else {
+			name = "extra." + t.extra[i-np].Name
 		}
-		return b.Write(x, v)
-	}
-	for i, p := range t.Model.Params {
 		for _, x := range []struct {
 			kind string
 			t    backend.Tensor
-		}{{"w", t.Model.Weights[i]}, {"m", t.m1[i]}, {"v", t.m2[i]}} {
-			if err := load(x.kind, p.Name, x.t); err != nil {
+		}{{"w", s.target()}, {"m", s.m}, {"v", s.v}} {
+			v, err := st.read(x.kind, name, x.t.Shape(), 0, backend.Numel(x.t.Shape()))
+			if err != nil {
+				return err
+			}
+			if err := b.Write(x.t, v); err != nil {
 				return err
 			}
 		}
-	}
-	for i, p := range t.extra {
-		for _, x := range []struct {
-			kind string
-			t    backend.Tensor
-		}{{"w", p.W}, {"m", t.em[i]}, {"v", t.ev[i]}} {
-			if err := load(x.kind, "extra."+p.Name, x.t); err != nil {
+		if s.master != nil {
+			// The weight is the master rounded to nearest, as after a step.
+			if err := b.Copy(s.w, s.master); err != nil {
 				return err
 			}
 		}

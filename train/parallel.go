@@ -62,7 +62,7 @@ func newLayout(cfg *Config, m *model.Model, extra []Param, world int) flatLayout
 	off := 0
 	for i, p := range m.Params {
 		n := backend.Numel(p.Shape)
-		l.entries = append(l.entries, flatEntry{name: p.Name, off: off, n: n, decay: decays(cfg, p), param: i, extra: -1})
+		l.entries = append(l.entries, flatEntry{name: p.Name, off: off, n: n, decay: cfg.Optimizer.Decays(p.Role, p.Shape), param: i, extra: -1})
 		off = roundUp(off+n, flatAlign)
 	}
 	for i, p := range extra {
@@ -75,20 +75,15 @@ func newLayout(cfg *Config, m *model.Model, extra []Param, world int) flatLayout
 	return l
 }
 
-// decays reports whether weight decay applies to a model parameter.
-func decays(cfg *Config, p model.Param) bool {
-	return cfg.Optimizer.DecayAll || !(p.Role.IsNorm() || p.Role == model.Embed || p.Role == model.LMHead)
-}
-
 // sharded is a rank's part of data-parallel training: the flat buffers
 // behind the model's weights (the backend's float type) and gradients
-// (float32), and the optimizer state of the rank's shard.
+// (optimizer.grad_dtype), and the optimizer state of the rank's shard.
 type sharded struct {
 	comm           dist.Comm
 	lay            flatLayout
 	wflat, gflat   backend.Tensor // [total] weights, gradients
 	wshard, gshard backend.Tensor // this rank's shard of each (views)
-	master         backend.Tensor // [shard] float32 master weights; nil when the weights are float32
+	master         backend.Tensor // [shard] float32 master weights; nil when the weights are float32 or master_weights is off
 	m, v           backend.Tensor // [shard] Adam moments
 	segs           []segment      // the shard cut at tensor boundaries
 }
@@ -150,10 +145,9 @@ func (t *Trainer) setupSharded() error {
 	if s.wflat, err = b.New(b.FloatDType(), lay.total); err != nil {
 		return fmt.Errorf("train: the flat weight buffer (%d elements): %w", lay.total, err)
 	}
-	// Gradients accumulate and are reduced in float32 (Megatron-LM's
-	// default with bf16 weights): a bf16 sum over micro-batches and ranks
-	// would round at every addition.
-	if s.gflat, err = b.New(backend.F32, lay.total); err != nil {
+	// Gradients accumulate, and are reduced, in optimizer.grad_dtype.
+	o := t.Cfg.Optimizer
+	if s.gflat, err = b.New(o.GradientDType(), lay.total); err != nil {
 		return fmt.Errorf("train: the flat gradient buffer (%d elements): %w", lay.total, err)
 	}
 	ws := make([]backend.Tensor, len(m.Params))
@@ -201,7 +195,7 @@ func (t *Trainer) setupSharded() error {
 	if s.gshard, err = b.View(s.gflat, lo, lay.shard); err != nil {
 		return err
 	}
-	if b.FloatDType() != backend.F32 {
+	if o.MasterWeights && b.FloatDType() != backend.F32 {
 		if s.master, err = b.New(backend.F32, lay.shard); err != nil {
 			return fmt.Errorf("train: master weights of the shard: %w", err)
 		}
@@ -209,7 +203,7 @@ func (t *Trainer) setupSharded() error {
 			return err
 		}
 	}
-	dt := t.Cfg.Optimizer.MomentDType()
+	dt := o.MomentDType()
 	if s.m, err = b.New(dt, lay.shard); err != nil {
 		return fmt.Errorf("train: moments of the shard: %w", err)
 	}
@@ -406,7 +400,7 @@ func (t *Trainer) shardedStep(mbs []microBatch) (StepStats, error) {
 	}
 	u := t.update(sums[0])
 	for _, sg := range s.segs {
-		if err := b.AdamW(sg.w, sg.g, sg.m, sg.v, u.adamW(s.lay.entries[sg.e].decay)); err != nil {
+		if err := b.AdamW(sg.w, sg.g, sg.m, sg.v, u.adamW(s.lay.entries[sg.e].decay, uint32(sg.e))); err != nil {
 			return StepStats{}, err
 		}
 	}

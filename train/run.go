@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/minitron/minitron/backend"
@@ -210,8 +211,13 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 			return nil, err
 		}
 		if !cfg.resumes(st.Fingerprint) {
-			return nil, fmt.Errorf("train: %s holds a run with a different configuration (model, data or optimizer changed); use another --out or restore the original config (saved in %s)",
-				opt.Out, filepath.Join(resumeDir, "training.yaml"))
+			saved := filepath.Join(resumeDir, "training.yaml")
+			hint := ""
+			if b, err := os.ReadFile(saved); err == nil && strings.Contains(string(b), "decay_norms_and_embeddings:") {
+				hint = "; it was started before optimizer.decay existed: to resume it, set optimizer.decay: no_embeddings (what decay_norms_and_embeddings: false did) or all (true)"
+			}
+			return nil, fmt.Errorf("train: %s holds a run with a different configuration (model, data or optimizer changed); use another --out or restore the original config (saved in %s)%s",
+				opt.Out, saved, hint)
 		}
 		if err := e.resume(resumeDir, st); err != nil {
 			return nil, err
@@ -329,7 +335,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	}
 	dt, _ := backend.ParseDType(cfg.Checkpoint.ExportDType)
 	res.FinalDir = filepath.Join(opt.Out, FinalDir)
-	if err := ExportModel(res.FinalDir, t.Model, dt, cfg.Model.Tokenizer); err != nil {
+	if err := ExportModel(res.FinalDir, t.Model, t.modelWeights(), dt, cfg.Model.Tokenizer); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/model"
@@ -32,7 +33,7 @@ var (
 )
 
 // goCorpus prepares a small real dataset (Go's strings package) once.
-func goCorpus(t *testing.T) string {
+func goCorpus(t testing.TB) string {
 	t.Helper()
 	src := filepath.Join(runtime.GOROOT(), "src", "strings")
 	if _, err := os.Stat(src); err != nil {
@@ -133,6 +134,32 @@ func runTo(t *testing.T, c *Config, out string, interrupt <-chan struct{}) (*Res
 	return Run(context.Background(), c, RunOptions{Out: out, Backend: cpu.New(), Interrupt: interrupt, Log: testLog{t}})
 }
 
+// runStopping runs c into out on b and interrupts it once its metrics
+// reach step stopAt.
+func runStopping(t *testing.T, c *Config, out string, b backend.Backend, stopAt int) (*Result, error) {
+	t.Helper()
+	stop, finished, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-finished:
+				return
+			default:
+			}
+			if ms, _ := ReadMetrics(out); len(ms) > 0 && ms[len(ms)-1].Step >= stopAt {
+				close(stop)
+				return
+			}
+			runtime.Gosched()
+		}
+	}()
+	res, err := Run(context.Background(), c, RunOptions{Out: out, Backend: b, Interrupt: stop, Log: testLog{t}})
+	close(finished)
+	<-done
+	return res, err
+}
+
 func TestTrainingLearns(t *testing.T) {
 	c := tinyRun(t, 60)
 	c.Checkpoint.Every = 0
@@ -214,22 +241,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	// Interrupted after steps 2 and 7 (a checkpoint is written then).
 	out := t.TempDir()
 	for _, stopAt := range []int{2, 7} {
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				ms, _ := ReadMetrics(out)
-				if len(ms) > 0 && ms[len(ms)-1].Step >= stopAt {
-					close(stop)
-					return
-				}
-				runtime.Gosched()
-			}
-		}()
-		_, err := runTo(t, c, out, stop)
-		<-done
-		if !errors.Is(err, ErrInterrupted) {
+		if _, err := runStopping(t, c, out, cpu.New(), stopAt); !errors.Is(err, ErrInterrupted) {
 			t.Fatalf("interrupt at %d: %v", stopAt, err)
 		}
 	}
@@ -255,17 +267,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	crash := t.TempDir()
 	c6 := *c
 	c6.Train.Steps = 12
-	stop := make(chan struct{})
-	go func() {
-		for {
-			if ms, _ := ReadMetrics(crash); len(ms) > 0 && ms[len(ms)-1].Step >= 6 {
-				close(stop)
-				return
-			}
-			runtime.Gosched()
-		}
-	}()
-	if _, err := runTo(t, &c6, crash, stop); !errors.Is(err, ErrInterrupted) {
+	if _, err := runStopping(t, &c6, crash, cpu.New(), 6); !errors.Is(err, ErrInterrupted) {
 		t.Fatal(err)
 	}
 	dirs, _ := Checkpoints(crash)
@@ -335,37 +337,63 @@ func TestAccumulation(t *testing.T) {
 	}
 }
 
-// TestWeightDecayExclusions: with zero gradients, only decayed parameters
-// shrink; norms and embeddings keep their values unless asked.
-func TestWeightDecayExclusions(t *testing.T) {
-	for _, all := range []bool{false, true} {
-		c := tinyRun(t, 1)
-		c.Optimizer.WeightDecay = 0.5
-		c.Optimizer.DecayAll = all
-		c.Optimizer.Warmup = 0
-		mc, _ := model.LoadConfig(c.Model.Config)
-		m, _ := model.Random(mc, cpu.New(), 1)
-		for i := range m.Weights {
-			m.Backend.Fill(m.Weights[i], 1)
-		}
-		tr, err := NewTrainer(c, m, zeroObjective{}, &RandomBatcher{Vocab: 4000, Len: c.Data.SeqLen})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tr.TrainStep(); err != nil {
-			t.Fatal(err)
-		}
-		for i, p := range m.Params {
-			w, _ := m.Backend.ToFloat32(m.Weights[i])
-			excluded := p.Role.IsNorm() || p.Role == model.Embed || p.Role == model.LMHead
-			want := float32(1 - c.LR(1, 1)*0.5)
-			if excluded && !all {
-				want = 1
+// TestWeightDecayPolicies: with zero gradients, only decayed parameters
+// shrink. By default (Megatron's rule) every weight of two or more
+// dimensions decays, the embeddings and lm_head included, and no norm
+// weight or bias does; no_embeddings spares the embeddings and lm_head;
+// all decays everything.
+func TestWeightDecayPolicies(t *testing.T) {
+	for _, policy := range []string{"", DecayMatrices, DecayNoEmbeddings, DecayAll} {
+		t.Run("policy="+policy, func(t *testing.T) {
+			c := tinyRun(t, 1)
+			c.Optimizer.WeightDecay = 0.5
+			if policy != "" {
+				c.Optimizer.Decay = policy
 			}
-			if math.Abs(float64(w[0]-want)) > 1e-7 {
-				t.Fatalf("decay all=%v: %s = %v, want %v", all, p.Name, w[0], want)
+			c.Optimizer.Warmup = 0
+			mc, _ := model.LoadConfig(c.Model.Config)
+			m, _ := model.Random(mc, cpu.New(), 1)
+			for i := range m.Weights {
+				m.Backend.Fill(m.Weights[i], 1)
 			}
-		}
+			tr, err := NewTrainer(c, m, zeroObjective{}, &RandomBatcher{Vocab: 4000, Len: c.Data.SeqLen})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tr.TrainStep(); err != nil {
+				t.Fatal(err)
+			}
+			decayed := map[string]bool{}
+			for i, p := range m.Params {
+				w, _ := m.Backend.ToFloat32(m.Weights[i])
+				switch w[0] {
+				case float32(1 - c.LR(1, 1)*0.5):
+					decayed[p.Name] = true
+				case 1:
+				default:
+					t.Fatalf("%s = %v: neither decayed nor kept", p.Name, w[0])
+				}
+			}
+			want := func(name string) bool {
+				oneD := strings.Contains(name, "norm")
+				emb := name == "model.embed_tokens.weight" || name == "lm_head.weight"
+				switch policy {
+				case DecayAll:
+					return true
+				case DecayNoEmbeddings:
+					return !oneD && !emb
+				}
+				return !oneD
+			}
+			for _, p := range m.Params {
+				if decayed[p.Name] != want(p.Name) {
+					t.Errorf("%s decayed %v, want %v", p.Name, decayed[p.Name], want(p.Name))
+				}
+			}
+			if !decayed["model.embed_tokens.weight"] && policy != DecayNoEmbeddings {
+				t.Error("the embeddings must decay by default")
+			}
+		})
 	}
 }
 
@@ -384,4 +412,89 @@ type testLog struct{ t *testing.T }
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// countingBackend counts SquaredNorm calls and the tensors they cover.
+type countingBackend struct {
+	backend.Backend
+	calls, tensors int
+}
+
+func (c *countingBackend) SquaredNorm(ts ...backend.Tensor) (float64, error) {
+	c.calls++
+	c.tensors += len(ts)
+	return c.Backend.SquaredNorm(ts...)
+}
+
+// TestGradNormOneReduction: the global gradient norm of a step is one
+// SquaredNorm over every gradient (one device synchronization), not one
+// call per tensor.
+func TestGradNormOneReduction(t *testing.T) {
+	c := tinyRun(t, 2)
+	mc, _ := model.LoadConfig(c.Model.Config)
+	cb := &countingBackend{Backend: cpu.New()}
+	m, err := model.Random(mc, cb, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(c, m, CrossEntropy{}, &RandomBatcher{Vocab: 4000, Len: c.Data.SeqLen, Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Free()
+	st, err := tr.TrainStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cb.calls != 1 || cb.tensors != len(m.Params) {
+		t.Fatalf("one step made %d SquaredNorm calls over %d tensors, want 1 over %d", cb.calls, cb.tensors, len(m.Params))
+	}
+	// The norm is that of the gradients the step used.
+	var want float64
+	for _, g := range tr.grads.T {
+		v, _ := m.Backend.ToFloat32(g)
+		for _, x := range v {
+			want += float64(x) * float64(x)
+		}
+	}
+	if math.Abs(st.GradNorm-math.Sqrt(want)) > 1e-9*st.GradNorm {
+		t.Fatalf("grad norm %v, want %v", st.GradNorm, math.Sqrt(want))
+	}
+}
+
+// TestLegacyFingerprint: a run saved before optimizer.decay, master_weights
+// and grad_dtype existed resumes when the config asks for what it did. The
+// expected fingerprints were computed by that earlier code on the same
+// configuration.
+func TestLegacyFingerprint(t *testing.T) {
+	cases := []struct {
+		decay string
+		want  string
+	}{
+		{DecayNoEmbeddings, "7665186cbd75cdd23b8dd5598b0f82d6b7ba1aa0d865b828c0ac9353f503cd0d"}, // decay_norms_and_embeddings: false
+		{DecayAll, "877762f074500770976145d750aa689c4eadeda8ddd978a1babbaa75fb492aad"},          // true
+		{DecayMatrices, ""}, // no earlier run decayed this way
+	}
+	for _, k := range cases {
+		t.Run(k.decay, func(t *testing.T) {
+			c := Default()
+			c.Model.Config = "models/x/config.json"
+			c.Model.InitSeed = 7
+			c.Data.Datasets = []Dataset{{Path: "data/go", Weight: 1}}
+			c.Data.SeqLen = 64
+			c.Train.MicroBatch, c.Train.Accumulation, c.Train.Steps = 2, 4, 12
+			c.Optimizer.LR = 1e-3
+			c.Optimizer.Decay = k.decay
+			if got := c.legacyFingerprint(); got != k.want {
+				t.Errorf("legacy fingerprint %q, want %q", got, k.want)
+			}
+			if c.fingerprint() == k.want {
+				t.Error("the current fingerprint equals the legacy one")
+			}
+			c.Optimizer.GradDType = "bf16"
+			if got := c.legacyFingerprint(); got != "" {
+				t.Errorf("bf16 gradients: legacy fingerprint %q, want none", got)
+			}
+		})
+	}
 }

@@ -73,15 +73,33 @@ type Trainer struct {
 	Tokens int64
 	Total  int
 
-	grads  *model.Grads
-	m1, m2 []backend.Tensor
-	acts   *model.Activations
-	decay  []bool
-	extra  []Param // the objective's own parameters
-	em, ev []backend.Tensor
+	grads *model.Grads
+	acts  *model.Activations
+	extra []Param // the objective's own parameters
+	// slots are the tensors AdamW updates: the model's parameters in table
+	// order, then the objective's.
+	slots []slot
 	// dp is the rank's part of a data-parallel run (NewShardedTrainer),
-	// which replaces the per-tensor moments above; nil on one device.
+	// which replaces the slots' moments and master copies; nil on one
+	// device.
 	dp *sharded
+}
+
+// slot is one parameter as the optimizer sees it.
+type slot struct {
+	w      backend.Tensor // the weight forward and backward read
+	master backend.Tensor // its float32 master copy, or nil: w is updated in place
+	g      backend.Tensor // the gradient
+	m, v   backend.Tensor // the moments
+	decay  bool
+}
+
+// target is the tensor AdamW updates.
+func (s *slot) target() backend.Tensor {
+	if s.master != nil {
+		return s.master
+	}
+	return s.w
 }
 
 // StepStats describes one optimizer step.
@@ -93,43 +111,58 @@ type StepStats struct {
 	Tokens   int64   `json:"tokens"`
 }
 
-// NewTrainer prepares optimizer state and workspaces for m.
+// NewTrainer prepares optimizer state and workspaces for m: gradients in
+// optimizer.grad_dtype, moments in optimizer.state_dtype, and, with
+// optimizer.master_weights, a float32 copy of every weight the backend
+// stores in bfloat16 (copied from the weight now; restored exactly from a
+// checkpoint on resume).
 func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*Trainer, error) {
 	if batches.SeqLen() != cfg.Data.SeqLen {
 		return nil, fmt.Errorf("train: data gives sequences of %d tokens, the config says %d", batches.SeqLen(), cfg.Data.SeqLen)
 	}
 	t := &Trainer{Cfg: cfg, Model: m, Obj: obj, Data: batches, Total: cfg.TotalSteps()}
+	o, b := cfg.Optimizer, m.Backend
 	var err error
-	if t.grads, err = m.NewGrads(); err != nil {
+	if t.grads, err = m.NewGradsIn(o.GradientDType()); err != nil {
 		return nil, err
 	}
-	for _, p := range m.Params {
-		a, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.Shape...)
-		if err != nil {
+	add := func(name string, w, g backend.Tensor, decay bool) error {
+		t.slots = append(t.slots, slot{w: w, g: g, decay: decay}) // Free releases what is made
+		s := &t.slots[len(t.slots)-1]
+		var err error
+		if s.m, err = b.New(o.MomentDType(), w.Shape()...); err != nil {
+			return fmt.Errorf("train: moments of %s: %w", name, err)
+		}
+		if s.v, err = b.New(o.MomentDType(), w.Shape()...); err != nil {
+			return fmt.Errorf("train: moments of %s: %w", name, err)
+		}
+		if o.MasterWeights && w.DType() != backend.F32 {
+			if s.master, err = b.New(backend.F32, w.Shape()...); err != nil {
+				return fmt.Errorf("train: master weights of %s: %w", name, err)
+			}
+			if err := b.Copy(s.master, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for i, p := range m.Params {
+		if err := add(p.Name, m.Weights[i], t.grads.T[i], o.Decays(p.Role, p.Shape)); err != nil {
+			t.Free()
 			return nil, err
 		}
-		v, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.Shape...)
-		if err != nil {
-			return nil, err
-		}
-		t.m1, t.m2 = append(t.m1, a), append(t.m2, v)
-		t.decay = append(t.decay, decays(cfg, p))
 	}
 	if po, ok := obj.(ParamOwner); ok {
 		t.extra = po.Params()
 		for _, p := range t.extra {
-			a, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.W.Shape()...)
-			if err != nil {
+			if err := add(p.Name, p.W, p.G, false); err != nil {
+				t.Free()
 				return nil, err
 			}
-			v, err := m.Backend.New(cfg.Optimizer.MomentDType(), p.W.Shape()...)
-			if err != nil {
-				return nil, err
-			}
-			t.em, t.ev = append(t.em, a), append(t.ev, v)
 		}
 	}
 	if t.acts, err = m.NewActivations(cfg.Train.MicroBatch*cfg.Data.SeqLen, true); err != nil {
+		t.Free()
 		return nil, err
 	}
 	return t, nil
@@ -145,17 +178,32 @@ func (t *Trainer) Free() {
 	if t.grads != nil {
 		t.grads.Free(b)
 	}
-	for i := range t.m1 {
-		b.Free(t.m1[i])
-		b.Free(t.m2[i])
+	for _, s := range t.slots {
+		for _, x := range []backend.Tensor{s.m, s.v, s.master} {
+			if x != nil {
+				b.Free(x)
+			}
+		}
 	}
-	for i := range t.em {
-		b.Free(t.em[i])
-		b.Free(t.ev[i])
-	}
+	t.slots = nil
 	if t.acts != nil {
 		t.acts.Free(b)
 	}
+}
+
+// modelWeights returns the values of the model's parameters as the
+// optimizer holds them: the float32 master copies where there are any,
+// else the weights themselves. In a data-parallel run each rank holds a
+// share of the master copies only: the weights.
+func (t *Trainer) modelWeights() []backend.Tensor {
+	if t.dp != nil {
+		return t.Model.Weights
+	}
+	ws := make([]backend.Tensor, len(t.Model.Params))
+	for i := range ws {
+		ws[i] = t.slots[i].target()
+	}
+	return ws
 }
 
 // split turns a batch of sequences into inputs and next-token targets.
@@ -173,7 +221,7 @@ func split(seqs []int32, n, seqLen int) (ids, targets []int32) {
 // TrainStep runs one optimizer step: accumulation micro-batches, global
 // norm clipping, AdamW.
 func (t *Trainer) TrainStep() (StepStats, error) {
-	cfg, m, b := t.Cfg, t.Model, t.Model.Backend
+	cfg, b := t.Cfg, t.Model.Backend
 	if err := t.grads.Zero(b); err != nil {
 		return StepStats{}, err
 	}
@@ -200,27 +248,25 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 	if err := t.checkLoss(loss); err != nil {
 		return StepStats{}, err
 	}
-	var sq float64
-	all := t.grads.T
-	for _, p := range t.extra {
-		all = append(all[:len(all):len(all)], p.G)
+	// The global norm in one reduction on the device, read back once.
+	gs := make([]backend.Tensor, len(t.slots))
+	for i, s := range t.slots {
+		gs[i] = s.g
 	}
-	for _, g := range all {
-		s, err := b.SquaredNorm(g)
-		if err != nil {
-			return StepStats{}, err
-		}
-		sq += s
+	sq, err := b.SquaredNorm(gs...)
+	if err != nil {
+		return StepStats{}, err
 	}
 	u := t.update(sq)
-	for i, w := range m.Weights {
-		if err := b.AdamW(w, t.grads.T[i], t.m1[i], t.m2[i], u.adamW(t.decay[i])); err != nil {
+	for i, s := range t.slots {
+		if err := b.AdamW(s.target(), s.g, s.m, s.v, u.adamW(s.decay, uint32(i))); err != nil {
 			return StepStats{}, err
 		}
-	}
-	for i, p := range t.extra {
-		if err := b.AdamW(p.W, p.G, t.em[i], t.ev[i], u.adamW(false)); err != nil {
-			return StepStats{}, err
+		if s.master != nil {
+			// The bfloat16 weight is the master rounded to nearest.
+			if err := b.Copy(s.w, s.master); err != nil {
+				return StepStats{}, err
+			}
 		}
 	}
 	return t.finishStep(u, loss)
@@ -253,10 +299,11 @@ func (t *Trainer) update(sq float64) stepUpdate {
 	return u
 }
 
-// adamW is the AdamW step of a tensor, with weight decay or without.
-func (u stepUpdate) adamW(decay bool) backend.AdamW {
+// adamW is the AdamW step of a tensor, with weight decay or without;
+// seed tells the tensor's stochastic rounding noise from the others'.
+func (u stepUpdate) adamW(decay bool, seed uint32) backend.AdamW {
 	o := u.optimizer
-	p := backend.AdamW{LR: float32(u.lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), Step: u.step, GradScale: u.scale}
+	p := backend.AdamW{LR: float32(u.lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), Step: u.step, GradScale: u.scale, Seed: seed}
 	if decay {
 		p.WeightDecay = float32(o.WeightDecay)
 	}

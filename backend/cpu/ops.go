@@ -531,29 +531,34 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 	return nil
 }
 
-// SquaredNorm sums squares in float64, in fixed chunks (deterministic).
-func (b *Backend) SquaredNorm(t backend.Tensor) (float64, error) {
-	f, err := floats("SquaredNorm", t)
-	if err != nil {
-		return 0, err
-	}
-	const chunk = 1 << 14
-	n := (len(f) + chunk - 1) / chunk
-	parts := make([]float64, n)
-	b.parallelRows(n, chunk, func(lo, hi int) {
-		for c := lo; c < hi; c++ {
-			var s float64
-			for _, x := range f[c*chunk : min((c+1)*chunk, len(f))] {
-				s += float64(x) * float64(x)
-			}
-			parts[c] = s
+// SquaredNorm sums squares in float64: each tensor in fixed chunks, the
+// chunks and then the tensors added in order (deterministic).
+func (b *Backend) SquaredNorm(ts ...backend.Tensor) (float64, error) {
+	var total float64
+	for _, t := range ts {
+		f, err := floats("SquaredNorm", t)
+		if err != nil {
+			return 0, err
 		}
-	})
-	var s float64
-	for _, p := range parts {
-		s += p
+		const chunk = 1 << 14
+		n := (len(f) + chunk - 1) / chunk
+		parts := make([]float64, n)
+		b.parallelRows(n, chunk, func(lo, hi int) {
+			for c := lo; c < hi; c++ {
+				var s float64
+				for _, x := range f[c*chunk : min((c+1)*chunk, len(f))] {
+					s += float64(x) * float64(x)
+				}
+				parts[c] = s
+			}
+		})
+		var s float64
+		for _, p := range parts {
+			s += p
+		}
+		total += s
 	}
-	return s, nil
+	return total, nil
 }
 
 // Scale multiplies in place.
@@ -570,7 +575,8 @@ func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
 	return nil
 }
 
-// AdamW updates w, m and v in place.
+// AdamW updates w, m and v in place (float32 storage: no rounding, so
+// p.Seed is not used).
 func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	const op = "AdamW"
 	wf, gf, err := sameFloats(op, w, g)

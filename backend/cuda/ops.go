@@ -673,17 +673,36 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 		ls.arg(), optArg(dt), lt.arg(), tt.arg(), argInt(n), argInt(v), argF32(scale), argPtr(b.errWord))
 }
 
-// SquaredNorm sums squares in float64.
-func (b *Backend) SquaredNorm(t backend.Tensor) (float64, error) {
-	ct, err := b.floatT("SquaredNorm", "tensor", t)
+// SquaredNorm sums squares in float64 on the device: one sqnorm launch
+// per tensor writes a partial sum per block, sum_f64 adds the partials in
+// order, and the one result is read back (a single synchronization). No
+// atomics are involved, so the sum is the same on every run.
+func (b *Backend) SquaredNorm(ts ...backend.Tensor) (float64, error) {
+	cts := make([]*Tensor, len(ts))
+	parts := 0
+	for i, t := range ts {
+		ct, err := b.floatT("SquaredNorm", "tensor", t)
+		if err != nil {
+			return 0, err
+		}
+		cts[i] = ct
+		parts += int(b.grid1(ct.numel())[0])
+	}
+	part, err := b.mem.alloc(int64(8 * max(parts, 1)))
 	if err != nil {
 		return 0, err
 	}
-	n := ct.numel()
-	if err := b.dev.memset32(b.dbl, 0, 2); err != nil {
-		return 0, err
+	defer b.mem.free(part) // safe: reused only by work queued later
+	off := 0
+	for _, ct := range cts {
+		n := ct.numel()
+		grid := b.grid1(n)
+		if err := b.launch("sqnorm", grid, block1, 0, ct.arg(), argI64(n), argPtr(part+uintptr(8*off))); err != nil {
+			return 0, err
+		}
+		off += int(grid[0])
 	}
-	if err := b.launch("sqnorm", b.grid1(n), block1, 0, ct.arg(), argI64(n), argPtr(b.dbl)); err != nil {
+	if err := b.launch("sum_f64", [3]uint32{1, 1, 1}, block1, 0, argPtr(part), argInt(parts), argPtr(b.dbl)); err != nil {
 		return 0, err
 	}
 	var s float64
@@ -704,7 +723,8 @@ func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
 }
 
 // AdamW updates w, m and v in place; bf16 tensors are written with
-// stochastic rounding.
+// stochastic rounding whose noise depends on the step and the tensor's
+// id (p.Seed), float32 ones exactly.
 func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	const op = "AdamW"
 	ts, err := b.sameFloats(op, w, g, m, v)
@@ -717,10 +737,23 @@ func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
 	n := ts[0].numel()
-	seed := uint32(p.Step)*0x9e3779b1 ^ uint32(n)*0x85ebca6b
+	seed := adamSeed(p.Step, p.Seed)
 	return b.launch("adamw", b.grid1(n), block1, 0, ts[0].arg(), ts[1].arg(), ts[2].arg(), ts[3].arg(), argI64(n),
 		argF32(p.LR), argF32(p.Beta1), argF32(p.Beta2), argF32(p.Eps), argF32(p.WeightDecay),
 		argF32(float32(bc1)), argF32(float32(math.Sqrt(bc2))), argF32(p.GradScale), argU32(seed))
+}
+
+// adamSeed mixes the step and the tensor id into the seed of the adamw
+// kernel's stochastic rounding (the splitmix64 finalizer), so no two
+// (step, tensor) pairs share their noise in practice.
+func adamSeed(step int, id uint32) uint32 {
+	h := uint64(uint32(step))<<32 | uint64(id)
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return uint32(h) ^ uint32(h>>32)
 }
 
 func klCheck(p backend.KL) error {

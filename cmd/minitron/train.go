@@ -25,6 +25,30 @@ cadence), with --set overrides applied on top (e.g. --set optimizer.lr=1e-3).
 Unknown keys are errors. The effective configuration is printed, saved in
 DIR/config.yaml and in every checkpoint.
 
+The optimizer section, with its defaults (the source of each is given in
+docs/numerics.md):
+
+  optimizer:
+    lr: 3.0e-4            # peak, after a linear warmup of warmup steps
+    min_lr: 3.0e-5        # the end of the schedule (cosine, linear, constant)
+    warmup: 100
+    schedule: cosine
+    beta1: 0.9
+    beta2: 0.95
+    eps: 1.0e-8
+    weight_decay: 0.1
+    decay: matrices       # which parameters decay: every weight of two or
+                          # more dimensions, embeddings and lm_head included
+                          # (Megatron-LM); no_embeddings; all
+    clip: 1.0             # global gradient norm (0: off)
+    master_weights: true  # GPU: AdamW updates a float32 copy of each bf16
+                          # weight; false: all-bf16, stochastic rounding
+    grad_dtype: f32       # gradients accumulated over micro-batches (or bf16)
+    state_dtype: f32      # Adam moments (or bf16)
+
+On the CPU everything is float32 whatever the dtypes say. minitron inspect
+--config FILE.yaml prints the run's memory plan on its device.
+
 DIR receives metrics.jsonl (one line per step and per validation),
 checkpoint-NNNNNNN directories (Hugging Face layout plus optimizer state,
 written atomically) and, at the end, DIR/final with the exported model.
