@@ -114,8 +114,8 @@ func metricLines(t *testing.T, out string) []map[string]any {
 	return ms
 }
 
-// lossesNear compares the losses of two runs' metrics lines (steps
-// from on), relatively.
+// lossesNear compares the training and validation losses of two runs'
+// metrics lines, relatively.
 func lossesNear(t *testing.T, what string, a, b []map[string]any, tol float64) {
 	t.Helper()
 	if len(a) != len(b) {
@@ -205,6 +205,17 @@ func TestDataParallelStandIns(t *testing.T) {
 			t.Fatalf("optimizer shard: %v", err)
 		}
 	}
+
+	t.Run("all-bf16 on two GPUs against one", func(t *testing.T) {
+		// bf16 gradients reduced by NCCL in bf16, bf16 moments rounded
+		// stochastically, no master weights: the same trajectory up to
+		// bf16 rounding.
+		bf16 := []string{"--set", "optimizer.master_weights=false", "--set", "optimizer.grad_dtype=bf16", "--set", "optimizer.state_dtype=bf16"}
+		one, two := filepath.Join(t.TempDir(), "one"), filepath.Join(t.TempDir(), "two")
+		dpRun(t, lib, cfg, one, gpus(2), append(bf16, "--set", "device=cuda:0")...)
+		dpRun(t, lib, cfg, two, gpus(2), bf16...)
+		lossesNear(t, "all-bf16, two GPUs against one", metricLines(t, one), metricLines(t, two), 0.005)
+	})
 
 	t.Run("two processes", func(t *testing.T) {
 		// torchrun's variables, one emulated GPU per process, meeting on
