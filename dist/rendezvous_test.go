@@ -10,25 +10,15 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// freePort returns a TCP port nothing listens on now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
-}
+	"github.com/minitron/minitron/dist/disttest"
+)
 
 // meet runs processes ranks of a job of size processes (GPUs of each
 // given), rank 0 last so the others retry until it listens, and returns
 // their plans and errors.
 func meet(t *testing.T, size int, ranks []int, gpus []int, timeout time.Duration, job func(r int) string) ([]*Plan, []error) {
-	addr := net.JoinHostPort("127.0.0.1", freePort(t))
+	addr := net.JoinHostPort("127.0.0.1", disttest.FreePort(t))
 	plans := make([]*Plan, len(ranks))
 	errs := make([]error, len(ranks))
 	var wg sync.WaitGroup

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/backend/cuda/emu"
+	"github.com/minitron/minitron/dist/disttest"
 	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/model"
 )
@@ -221,7 +221,7 @@ func TestDataParallelStandIns(t *testing.T) {
 		// torchrun's variables, one emulated GPU per process, meeting on
 		// 127.0.0.1: bit for bit the run of one process with two GPUs.
 		out := filepath.Join(t.TempDir(), "procs")
-		port := freePort(t)
+		port := disttest.FreePort(t)
 		var wg sync.WaitGroup
 		logs := make([]string, 2)
 		errs := make([]error, 2)
@@ -317,7 +317,7 @@ func TestDataParallelStandIns(t *testing.T) {
 
 	t.Run("a process that never comes", func(t *testing.T) {
 		start := time.Now()
-		cmd := dpProcess(lib, cfg, filepath.Join(t.TempDir(), "alone"), append(gpus(1), "WORLD_SIZE=2", "RANK=1", "MASTER_ADDR=127.0.0.1", "MASTER_PORT="+freePort(t)),
+		cmd := dpProcess(lib, cfg, filepath.Join(t.TempDir(), "alone"), append(gpus(1), "WORLD_SIZE=2", "RANK=1", "MASTER_ADDR=127.0.0.1", "MASTER_PORT="+disttest.FreePort(t)),
 			"--rendezvous-timeout", "1s")
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "process 1 could not meet rank 0 at 127.0.0.1:") {
@@ -327,17 +327,6 @@ func TestDataParallelStandIns(t *testing.T) {
 			t.Fatalf("gave up after %v", time.Since(start))
 		}
 	})
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
 }
 
 // TestClusterExamples: the cluster examples' configuration is valid and
