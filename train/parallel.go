@@ -400,7 +400,9 @@ func (t *Trainer) shardedStep(mbs []microBatch) (StepStats, error) {
 	}
 	u := t.update(sums[0])
 	for _, sg := range s.segs {
-		if err := b.AdamW(sg.w, sg.g, sg.m, sg.v, u.adamW(s.lay.entries[sg.e].decay, uint32(sg.e))); err != nil {
+		p := u.adamW(s.lay.entries[sg.e].decay, uint32(sg.e))
+		p.Offset = s.start(sg)
+		if err := b.AdamW(sg.w, sg.g, sg.m, sg.v, p); err != nil {
 			return StepStats{}, err
 		}
 	}
