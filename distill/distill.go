@@ -78,26 +78,33 @@ func Load(path string, overrides []string) (*Config, error) {
 	return &c, c.Validate()
 }
 
-// Validate checks the configuration.
+// YAML renders the whole effective configuration, teacher and loss
+// included (what config.yaml of a run holds).
+func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
+
+// Validate checks the configuration. Its error is a *config.Invalid
+// listing every problem.
 func (c *Config) Validate() error {
-	if err := c.Config.Validate(); err != nil {
-		return err
-	}
+	e := &config.Invalid{Prefix: "distill"}
+	c.Config.Check(e)
 	if (c.Teacher.Model == "") == (c.Teacher.Cache == "") {
-		return fmt.Errorf("distill: give exactly one of teacher.model (online) or teacher.cache (offline top-k cache)")
+		e.Addf("give exactly one of {teacher.model} (online) or {teacher.cache} (an offline top-k cache)")
 	}
-	if !(c.KD.Temperature > 0) || c.KD.CEWeight < 0 {
-		return fmt.Errorf("distill: kd.temperature %v must be positive and kd.ce_weight %v non-negative", c.KD.Temperature, c.KD.CEWeight)
+	if !(c.KD.Temperature > 0) {
+		e.Addf("{kd.temperature} %v must be positive", c.KD.Temperature)
+	}
+	if c.KD.CEWeight < 0 {
+		e.Addf("{kd.ce_weight} %v must be >= 0", c.KD.CEWeight)
 	}
 	if in := c.KD.Intermediate; len(in.Layers) > 0 {
 		if c.Teacher.Cache != "" {
-			return fmt.Errorf("distill: kd.intermediate needs the teacher's hidden states; use teacher.model (online), not a cache")
+			e.Addf("{kd.intermediate} needs the teacher's hidden states; use {teacher.model} (online), not {teacher.cache}")
 		}
 		if in.Weight < 0 {
-			return fmt.Errorf("distill: kd.intermediate.weight %v must be >= 0 (0 balances it with the logit loss)", in.Weight)
+			e.Addf("{kd.intermediate.weight} %v must be >= 0 (0 balances it with the logit loss)", in.Weight)
 		}
 	}
-	return nil
+	return e.Err()
 }
 
 // Objective is the distillation loss, against an online teacher or an
@@ -398,7 +405,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := o.buffers(min(n, 256), v); err != nil {
+	if err := o.buffers(min(n, model.LossChunk), v); err != nil {
 		return nil, nil, err
 	}
 	T := float32(o.KD.Temperature)
@@ -417,12 +424,24 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 				return err
 			}
 		}
-		kl, _ := b.View(o.kloss, 0, rows)
-		cl, _ := b.View(o.closs, 0, rows)
-		tv, _ := b.View(tg, r0, rows)
+		kl, err := b.View(o.kloss, 0, rows)
+		if err != nil {
+			return err
+		}
+		cl, err := b.View(o.closs, 0, rows)
+		if err != nil {
+			return err
+		}
+		tv, err := b.View(tg, r0, rows)
+		if err != nil {
+			return err
+		}
 		useCE := o.KD.CEWeight > 0 || !withGrad
+		var ce backend.Tensor
 		if useCE {
-			ce, _ := b.View(o.ce, 0, rows, v)
+			if ce, err = b.View(o.ce, 0, rows, v); err != nil {
+				return err
+			}
 			if err := b.Copy(ce, logits); err != nil {
 				return err
 			}
@@ -447,7 +466,6 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 			return err
 		}
 		if withGrad && o.KD.CEWeight > 0 {
-			ce, _ := b.View(o.ce, 0, rows, v)
 			if err := b.Add(logits, logits, ce); err != nil {
 				return err
 			}
@@ -457,7 +475,10 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 			return err
 		}
 		if !withGrad && o.Teacher != nil {
-			tcl, _ := b.View(o.tcl, 0, rows)
+			tcl, err := b.View(o.tcl, 0, rows)
+			if err != nil {
+				return err
+			}
 			if err := b.CrossEntropy(tcl, nil, tl, tv, 1); err != nil {
 				return err
 			}
@@ -618,11 +639,12 @@ func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
 	return o.val.student / r, o.val.teacher / r, o.val.kl / k
 }
 
-// Extra reports the latest step's KL and student CE (over its
-// micro-batches, of every GPU, in a training run; else over the latest
-// micro-batch), and after a validation (until the next step) the
-// teacher's loss and the KL on validation data. The intermediate loss and
-// its α are the latest micro-batch's.
+// Extra reports the latest step's kl (and train_ce, the student's
+// cross-entropy on the batch, when it is part of the loss), over its
+// micro-batches, of every GPU, in a training run (else over the latest
+// micro-batch), and after a validation val_kl and val_teacher_ce on the
+// held-out batches. The intermediate loss and its α are the latest
+// micro-batch's.
 func (o *Objective) Extra() map[string]float64 {
 	kl, ce, klRows, ceRows := o.sumKL, o.sumCE, o.rowsKL, o.rowsCE
 	if o.step.open {
@@ -633,12 +655,12 @@ func (o *Objective) Extra() map[string]float64 {
 		e["intermediate"], e["intermediate_alpha"] = o.lis, o.alpha
 	}
 	if ceRows > 0 {
-		e["ce"] = ce / float64(ceRows)
+		e["train_ce"] = ce / float64(ceRows)
 	}
 	if o.val.ceRows > 0 && o.val.since {
 		_, teacher, kl := o.ValidationLosses()
 		if o.Teacher != nil {
-			e["val_teacher_loss"] = teacher
+			e["val_teacher_ce"] = teacher
 		}
 		e["val_kl"] = kl
 	}
@@ -679,9 +701,38 @@ func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result,
 	if opt.Extra == nil {
 		opt.Extra = obj.Extra
 	}
+	if err := cfg.Prepare(&opt); err != nil {
+		obj.Free()
+		return nil, nil, err
+	}
 	res, err := train.Run(ctx, &cfg.Config, opt)
 	obj.Free()
 	return res, obj, err
+}
+
+// Prepare sets what a run of cfg records beyond its training settings:
+// the whole configuration (config.yaml) and the identity of the teacher or
+// its cache, which a resumed run checks.
+func (c *Config) Prepare(opt *train.RunOptions) error {
+	opt.Settings = c
+	if opt.Identities == nil {
+		opt.Identities = map[string]string{}
+	}
+	if c.Teacher.Model != "" {
+		id, err := model.DirIdentity(c.Teacher.Model)
+		if err != nil {
+			return err
+		}
+		opt.Identities["teacher.model"] = id
+	}
+	if c.Teacher.Cache != "" {
+		m, err := ReadCacheManifest(c.Teacher.Cache)
+		if err != nil {
+			return err
+		}
+		opt.Identities["teacher.cache"] = fmt.Sprintf("%s %s %d %g %s", m.TeacherID, m.DatasetID, m.K, m.Temperature, m.Missing)
+	}
+	return nil
 }
 
 // NewObjectiveFor builds the objective a config asks for: the teacher

@@ -74,9 +74,9 @@ func TestDataParallelDistillation(t *testing.T) {
 					if a.Loss != nil {
 						pairs = append(pairs, [2]float64{*a.Loss, *b.Loss}, [2]float64{a.Extra["kl"], b.Extra["kl"]})
 					}
-					if a.ValLoss != nil {
-						pairs = append(pairs, [2]float64{*a.ValLoss, *b.ValLoss}, [2]float64{a.Extra["val_kl"], b.Extra["val_kl"]},
-							[2]float64{a.Extra["val_teacher_loss"], b.Extra["val_teacher_loss"]})
+					if a.ValCE != nil {
+						pairs = append(pairs, [2]float64{*a.ValCE, *b.ValCE}, [2]float64{a.Extra["val_kl"], b.Extra["val_kl"]},
+							[2]float64{a.Extra["val_teacher_ce"], b.Extra["val_teacher_ce"]})
 					}
 					for _, p := range pairs {
 						worst = max(worst, math.Abs(p[0]-p[1])/max(math.Abs(p[0]), 1e-6))

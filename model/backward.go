@@ -50,9 +50,10 @@ func (g *Grads) Free(b backend.Backend) {
 	}
 }
 
-// lossChunk is the number of rows whose logits exist at once during the
-// loss: a 256k vocabulary never needs more than lossChunk×V floats.
-const lossChunk = 256
+// LossChunk is the number of rows whose logits exist at once during the
+// loss, the most a ChunkLoss is called with: a 256k vocabulary never needs
+// more than LossChunk×V floats.
+const LossChunk = 256
 
 // backState is the workspace of a backward pass: one layer's activation
 // gradients, reused across layers.
@@ -89,7 +90,7 @@ func (m *Model) newBackState(n int) (*backState, error) {
 	if c.Arch == Llama {
 		s.dgate = alloc(fd, n, f)
 	}
-	s.logits = alloc(fd, min(n, lossChunk), c.VocabSize)
+	s.logits = alloc(fd, min(n, LossChunk), c.VocabSize)
 	s.losses = alloc(backend.F32, n)
 	if err != nil {
 		s.free(m.Backend)
@@ -273,8 +274,8 @@ func (a *Activations) Final() backend.Tensor { return a.final }
 func (m *Model) lossBackward(a *Activations, s *backState, loss ChunkLoss, scale float32, g *Grads) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := a.N, c.HiddenSize, c.VocabSize
-	for r0 := 0; r0 < n; r0 += lossChunk {
-		r1 := min(n, r0+lossChunk)
+	for r0 := 0; r0 < n; r0 += LossChunk {
+		r1 := min(n, r0+LossChunk)
 		rows := r1 - r0
 		fin, err := b.View(a.final, r0*d, rows, d)
 		if err != nil {
@@ -446,7 +447,7 @@ func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at 
 }
 
 // Loss returns the mean cross-entropy of the rows whose target is not
-// negative, without gradients; logits are made lossChunk rows at a time.
+// negative, without gradients; logits are made LossChunk rows at a time.
 // a may be made with or without keep. opt may skip layers or observe.
 func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (float64, error) {
 	n := in.B * in.T
@@ -461,7 +462,7 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 		return 0, err
 	}
 	b, c := m.Backend, m.Config
-	rows := min(n, lossChunk)
+	rows := min(n, LossChunk)
 	if err := m.ensure(&a.logits, a, b.FloatDType(), rows, c.VocabSize); err != nil {
 		return 0, err
 	}
@@ -475,8 +476,8 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 		return 0, err
 	}
 	defer b.Free(tg)
-	for r0 := 0; r0 < n; r0 += lossChunk {
-		r1 := min(n, r0+lossChunk)
+	for r0 := 0; r0 < n; r0 += LossChunk {
+		r1 := min(n, r0+LossChunk)
 		fin, err := b.View(a.final, r0*c.HiddenSize, r1-r0, c.HiddenSize)
 		if err != nil {
 			return 0, err
@@ -517,7 +518,7 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := backend.Rows(final), c.HiddenSize, c.VocabSize
-	lg, err := b.New(b.FloatDType(), min(n, lossChunk), v)
+	lg, err := b.New(b.FloatDType(), min(n, LossChunk), v)
 	if err != nil {
 		return 0, err
 	}
@@ -527,8 +528,8 @@ func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, er
 		return 0, err
 	}
 	defer b.Free(losses)
-	for r0 := 0; r0 < n; r0 += lossChunk {
-		r1 := min(n, r0+lossChunk)
+	for r0 := 0; r0 < n; r0 += LossChunk {
+		r1 := min(n, r0+LossChunk)
 		fin, err := b.View(final, r0*d, r1-r0, d)
 		if err != nil {
 			return 0, err

@@ -11,12 +11,9 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
-	"github.com/minitron/minitron/distill"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
-	"github.com/minitron/minitron/train"
 )
 
 // ScoreOptions configure ScoreCandidates.
@@ -27,24 +24,22 @@ type ScoreOptions struct {
 	// Out holds one directory per candidate (the pruned model and its short
 	// distillation run) and ResultsFile.
 	Out string
-	// Distill is the short distillation each candidate gets: data, sequence
-	// length, batch, optimizer, steps and validation batches. Its model
-	// and teacher are filled in.
-	Distill distill.Config
-	Backend backend.Backend
+	// Retrain is the short retraining each candidate gets (the paper's
+	// lightweight distillation; distill.Retrainer): it trains the model in
+	// modelDir, keeps its run in runDir (so an interrupted one resumes
+	// there on a rerun) and returns the validation cross-entropy.
+	Retrain func(ctx context.Context, modelDir, runDir string) (float64, error)
 	Log     io.Writer
-	// Interrupt, when closed, stops the candidate in training after its
-	// current step with a checkpoint; rerunning resumes it.
-	Interrupt <-chan struct{}
 }
 
 // ResultsFile records the candidates scored so far in ScoreOptions.Out.
 const ResultsFile = "search-results.json"
 
-// Scored is a candidate and its validation loss after the short distillation.
+// Scored is a candidate and its validation cross-entropy after the short
+// distillation.
 type Scored struct {
 	Candidate
-	ValLoss float64 `json:"val_loss"`
+	ValLoss float64 `json:"val_ce"`
 	Dir     string  `json:"dir"`
 }
 
@@ -54,13 +49,13 @@ func (c Candidate) Name() string {
 }
 
 // ScoreCandidates prunes each candidate, distills it briefly against the
-// source and ranks the candidates by validation loss, lowest first (the
+// source and ranks the candidates by validation cross-entropy, lowest first (the
 // paper's lightweight retraining before choosing an architecture). Every
 // finished candidate is recorded at once, so a rerun after an interruption
 // skips it; an interrupted distillation resumes from its checkpoint.
 func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]Scored, error) {
-	if opt.Distill.Train.Steps <= 0 || opt.Distill.Eval.Batches <= 0 {
-		return nil, fmt.Errorf("prune: scoring needs a number of distillation steps and validation batches (--score-steps, --eval-batches)")
+	if opt.Retrain == nil {
+		panic("prune: ScoreCandidates without ScoreOptions.Retrain")
 	}
 	src, err := model.LoadConfig(filepath.Join(opt.Source, "config.json"))
 	if err != nil {
@@ -100,23 +95,16 @@ func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]S
 				return nil, err
 			}
 		}
-		cfg := opt.Distill
-		cfg.Model = train.ModelConfig{Checkpoint: mdir, Tokenizer: opt.Distill.Model.Tokenizer}
-		cfg.Teacher = distill.Teacher{Model: opt.Source}
-		cfg.Eval.Every = 0 // once, at the end
-		logf("candidate %d/%d %s: distilling %d steps", i+1, len(cs), c.Name(), cfg.Train.Steps)
-		res, _, err := distill.Run(ctx, &cfg, train.RunOptions{Out: filepath.Join(dir, "run"), Backend: opt.Backend, Interrupt: opt.Interrupt})
+		logf("candidate %d/%d %s: retraining", i+1, len(cs), c.Name())
+		loss, err := opt.Retrain(ctx, mdir, filepath.Join(dir, "run"))
 		if err != nil {
-			if errors.Is(err, train.ErrInterrupted) {
-				return nil, fmt.Errorf("prune: candidate %s interrupted; rerun the same command to resume: %w", c.Name(), err)
-			}
 			return nil, fmt.Errorf("prune: candidate %s: %w", c.Name(), err)
 		}
-		if math.IsNaN(res.ValLoss) {
-			return nil, fmt.Errorf("prune: candidate %s: no validation loss (is the validation split empty?)", c.Name())
+		if math.IsNaN(loss) {
+			return nil, fmt.Errorf("prune: candidate %s: no validation cross-entropy (is the validation split empty?)", c.Name())
 		}
-		done[c.Name()] = Scored{Candidate: c, ValLoss: res.ValLoss, Dir: dir}
-		logf("candidate %d/%d %s: validation loss %.4f", i+1, len(cs), c.Name(), res.ValLoss)
+		done[c.Name()] = Scored{Candidate: c, ValLoss: loss, Dir: dir}
+		logf("candidate %d/%d %s: val ce %.4f", i+1, len(cs), c.Name(), loss)
 		if err := writeResults(filepath.Join(opt.Out, ResultsFile), done); err != nil {
 			return nil, err
 		}
@@ -138,12 +126,18 @@ func readResults(path string) (map[string]Scored, error) {
 	if err != nil {
 		return nil, err
 	}
-	var list []Scored
+	var list []struct {
+		Scored
+		Old *float64 `json:"val_loss"` // the name of val_ce in searches made before it
+	}
 	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, fmt.Errorf("prune: %s: %v; delete it to score every candidate again", path, err)
+		return nil, fmt.Errorf("prune: %s: %w; delete it to score every candidate again", path, err)
 	}
 	for _, s := range list {
-		done[s.Name()] = s
+		if s.Old != nil {
+			s.ValLoss = *s.Old
+		}
+		done[s.Name()] = s.Scored
 	}
 	return done, nil
 }
@@ -158,5 +152,5 @@ func writeResults(path string, done map[string]Scored) error {
 	if err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(path, append(b, '\n'))
+	return diskio.WriteFileAtomic(path, append(b, '\n'))
 }

@@ -61,8 +61,9 @@ func TestScoreCandidates(t *testing.T) {
 	dc.Train.MicroBatch, dc.Train.Steps = 4, 3
 	dc.Optimizer.Warmup = 1
 	dc.Eval.Batches = 2
+	dc.Teacher = distill.Teacher{Model: tdir}
 	var log bytes.Buffer
-	opt := ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "search"), Distill: dc, Backend: cpu.New(), Log: &log}
+	opt := ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "search"), Retrain: distill.Retrainer(dc, train.RunOptions{Backend: cpu.New()}), Log: &log}
 	got, err := ScoreCandidates(context.Background(), cs, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +89,15 @@ func TestScoreCandidates(t *testing.T) {
 	after, _ := os.ReadFile(filepath.Join(opt.Out, ResultsFile))
 	if strings.Count(log.String(), "scored before") != 3 || !bytes.Equal(before, after) || again[0] != got[0] {
 		t.Fatalf("rerun scored again:\n%s", log.String())
+	}
+	// Results written before val_ce had its name read the same.
+	if !bytes.Contains(before, []byte(`"val_ce"`)) {
+		t.Fatalf("results without val_ce:\n%s", before)
+	}
+	os.WriteFile(filepath.Join(opt.Out, ResultsFile), bytes.ReplaceAll(before, []byte(`"val_ce"`), []byte(`"val_loss"`)), 0o644)
+	log.Reset()
+	if old, err := ScoreCandidates(context.Background(), cs, opt); err != nil || strings.Count(log.String(), "scored before") != 3 || old[0] != got[0] || old[2] != got[2] {
+		t.Fatalf("results with val_loss: %+v, %v\n%s", old, err, log.String())
 	}
 	// A candidate the teacher cannot be pruned to fails before any training.
 	bad := append(cs, Candidate{Layers: 2, Hidden: 64, Heads: 4, FFN: 16})

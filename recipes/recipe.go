@@ -6,11 +6,10 @@
 package recipes
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/minitron/minitron/config"
@@ -20,8 +19,8 @@ import (
 	"github.com/minitron/minitron/train"
 )
 
-// Stages in order.
-var Stages = []string{"data", "importance", "prune", "distill", "eval", "export"}
+// Stages returns the names of the stages, in the order they run.
+func Stages() []string { return []string{"data", "importance", "prune", "distill", "eval", "export"} }
 
 // Recipe is a pipeline description.
 type Recipe struct {
@@ -110,10 +109,13 @@ type Sample struct {
 	Seed         uint64  `yaml:"seed"`
 }
 
-// EvalStage measures teacher, pruned and distilled models.
+// EvalStage measures teacher, pruned and distilled models: their
+// cross-entropy on the held-out sequences the distillation validates on
+// (distill.eval.batches micro-batches of distill.train.micro_batch), so
+// the student's compares with the distillation's val_ce; the benchmarks
+// in Tasks; and samples from the student.
 type EvalStage struct {
-	Sequences int      `yaml:"sequences"` // validation sequences (0: all)
-	Samples   []Sample `yaml:"samples"`
+	Samples []Sample `yaml:"samples"`
 	// Tasks are benchmarks scored on every model, as lm-evaluation-harness
 	// scores them (see minitron eval --help).
 	Tasks []EvalTask `yaml:"tasks"`
@@ -160,7 +162,7 @@ func Default() Recipe {
 		Importance:  ImportanceStage{SeqAgg: "mean", BatchAgg: "l2", NeuronSite: "post", Depth: true},
 		Prune:       PruneStage{DepthMetric: "bi", Divisor: 1},
 		Distill:     DistillStage{Train: t.Train, Optimizer: t.Optimizer, Eval: t.Eval, Checkpoint: t.Checkpoint, KD: distill.KD{Temperature: 1}},
-		Eval:        EvalStage{Sequences: 256, HumanEval: HumanEvalStage{Samples: 20, Temperature: 0.2, TopP: 0.95, Seed: 1234, MaxNewTokens: 1024}},
+		Eval:        EvalStage{HumanEval: HumanEvalStage{Samples: 20, Temperature: 0.2, TopP: 0.95, Seed: 1234, MaxNewTokens: 1024}},
 		Export:      ExportStage{Formats: []string{"hf"}, DType: "bf16", GGUFDType: "f16"},
 	}
 }
@@ -187,40 +189,37 @@ func Load(path string, overrides []string) (*Recipe, error) {
 	return &r, nil
 }
 
-// goroot finds the Go source tree for $GOROOT in recipes.
-func goroot() string {
-	if g := os.Getenv("GOROOT"); g != "" {
-		return g
-	}
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		return strings.TrimSpace(string(out))
-	}
-	return runtime.GOROOT()
-}
-
-// path resolves a recipe path: environment variables ($GOROOT included)
-// expanded, relative paths taken from the recipe file's directory.
+// path resolves a recipe path: environment variables expanded, relative
+// paths taken from the recipe file's directory.
 func (r *Recipe) path(p string) string {
-	p = os.Expand(p, func(k string) string {
-		if k == "GOROOT" {
-			return goroot()
-		}
-		return os.Getenv(k)
-	})
+	p = os.ExpandEnv(p)
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
 	return filepath.Join(r.dir, p)
 }
 
+// unsetVars returns the first environment variable p refers to that is not
+// set, or "".
+func unsetVars(p string) string {
+	missing := ""
+	os.Expand(p, func(k string) string {
+		if _, ok := os.LookupEnv(k); !ok && missing == "" {
+			missing = k
+		}
+		return ""
+	})
+	return missing
+}
+
 // StageIndex returns the position of a stage name.
 func StageIndex(name string) (int, error) {
-	for i, s := range Stages {
+	for i, s := range Stages() {
 		if s == name {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("recipes: unknown stage %q (stages: %s)", name, strings.Join(Stages, ", "))
+	return 0, fmt.Errorf("recipes: unknown stage %q (stages: %s)", name, strings.Join(Stages(), ", "))
 }
 
 // Validate checks everything that can be checked before heavy work: the
@@ -230,7 +229,7 @@ func (r *Recipe) Validate() error {
 	var errs []string
 	add := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
 	if r.Teacher == "" {
-		add("teacher: no teacher model directory")
+		add("teacher: no teacher model directory (set teacher: to the Hugging Face directory of the model to prune and distill from)")
 	} else if _, err := os.Stat(filepath.Join(r.path(r.Teacher), "config.json")); err != nil {
 		add("teacher: %s is not a model directory (no config.json): %v", r.path(r.Teacher), err)
 	}
@@ -265,6 +264,10 @@ func (r *Recipe) Validate() error {
 			}
 		}
 		for _, in := range d.Inputs {
+			if v := unsetVars(in); v != "" {
+				add("data.datasets[%d] (%s): input %s uses $%s, which is not set in the environment", i, d.Name, in, v)
+				continue
+			}
 			if _, err := os.Stat(r.path(in)); err != nil {
 				add("data.datasets[%d] (%s): input %v", i, d.Name, err)
 			}
@@ -302,13 +305,19 @@ func (r *Recipe) Validate() error {
 			}
 		}
 	}
+	// The distillation stage's own checks, in the recipe's keys. The
+	// teacher and the datasets were checked above.
 	dc := r.distillConfig("student", []train.Dataset{{Path: "data", Weight: 1}})
-	if err := dc.Validate(); err != nil {
+	dc.Teacher = distill.Teacher{Model: "teacher"}
+	var inv *config.Invalid
+	if err := dc.Validate(); errors.As(err, &inv) {
+		errs = append(errs, inv.Problems(recipeKey)...)
+	} else if err != nil {
 		add("%v", err)
 	}
 	for i, t := range r.Eval.Tasks {
-		if _, ok := eval.Tasks[t.Name]; !ok {
-			add("eval.tasks[%d]: unknown task %q (tasks: %s)", i, t.Name, strings.Join(eval.TaskNames, ", "))
+		if _, ok := eval.LookupTask(t.Name); !ok {
+			add("eval.tasks[%d]: unknown task %q (tasks: %s)", i, t.Name, strings.Join(eval.TaskNames(), ", "))
 		}
 		if _, err := os.Stat(r.path(t.Path)); t.Path == "" || err != nil {
 			add("eval.tasks[%d] (%s): no data at %q: give the folder of its hub files, or one file", i, t.Name, r.path(t.Path))
@@ -323,6 +332,21 @@ func (r *Recipe) Validate() error {
 		return fmt.Errorf("recipes: invalid recipe:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// recipeKey names a key of the distillation configuration as the recipe
+// spells it: its loop, optimizer, eval, checkpoint and kd settings are under
+// distill, its data settings under data, its device and teacher at the top.
+func recipeKey(key string) string {
+	switch head, _, _ := strings.Cut(key, "."); head {
+	case "train", "optimizer", "eval", "checkpoint", "kd":
+		return "distill." + key
+	case "teacher":
+		return "teacher"
+	case "model":
+		return "the pruned student (" + key + ", the prune stage's output)"
+	}
+	return key
 }
 
 // distillConfig is the distillation run of the recipe.

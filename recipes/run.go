@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,8 +15,8 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/export"
@@ -41,13 +42,16 @@ type RunOptions struct {
 
 // ModelReport is one column of the final table.
 type ModelReport struct {
-	Name         string  `json:"name"`
-	Dir          string  `json:"dir"`
-	Params       int64   `json:"params"`
-	NonEmbParams int64   `json:"non_embedding_params"`
-	Loss         float64 `json:"val_loss"`
-	Perplexity   float64 `json:"perplexity"`
-	Tokens       int64   `json:"tokens"`
+	Name         string `json:"name"`
+	Dir          string `json:"dir"`
+	Params       int64  `json:"params"`
+	NonEmbParams int64  `json:"non_embedding_params"`
+	// ValCE is the cross-entropy on the distillation's validation
+	// sequences (Tokens of them), the student's the same quantity as the
+	// distillation's val_ce; Perplexity is its exponential.
+	ValCE      float64 `json:"val_ce"`
+	Perplexity float64 `json:"perplexity"`
+	Tokens     int64   `json:"tokens"`
 	// TrainTokens are the tokens the recipe trained the model on (the
 	// student's distillation), -1 when unknown (the teacher).
 	TrainTokens int64              `json:"train_tokens"`
@@ -94,7 +98,7 @@ func (r *Recipe) done(stage, inputs string) bool {
 
 func (r *Recipe) finish(stage, inputs string) error {
 	b, _ := json.MarshalIndent(marker{Stage: stage, Inputs: inputs, Finished: time.Now().UTC()}, "", "  ")
-	return checkpoints.WriteFileAtomic(r.markerPath(stage), append(b, '\n'))
+	return diskio.WriteFileAtomic(r.markerPath(stage), append(b, '\n'))
 }
 
 // checksum hashes values (configs, upstream checksums) into a stage key.
@@ -107,29 +111,13 @@ func checksum(parts ...any) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// modelIdentity identifies a model directory without reading its weights:
-// config.json and the names, sizes and times of its files.
-func modelIdentity(dir string) (string, error) {
-	cfg, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return "", fmt.Errorf("recipes: %w", err)
-	}
-	var files []string
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".safetensors") {
-			files = append(files, fmt.Sprintf("%s %d %d", e.Name(), info.Size(), info.ModTime().UnixNano()))
-		}
-	}
-	return checksum(string(cfg), files), nil
-}
-
 // Run executes the recipe's stages.
 func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	from, until := 0, len(Stages)-1
+	stages := Stages()
+	from, until := 0, len(stages)-1
 	var err error
 	if opt.From != "" {
 		if from, err = StageIndex(opt.From); err != nil {
@@ -153,11 +141,11 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 		return nil, fmt.Errorf("recipes: %w", err)
 	}
 	// Forced stages lose their markers (and distillation its checkpoints).
-	for i := from; i < len(Stages); i++ {
+	for i := from; i < len(stages); i++ {
 		if opt.From != "" {
-			os.Remove(r.markerPath(Stages[i]))
-			if Stages[i] == "distill" {
-				os.RemoveAll(filepath.Join(r.Out, "distill"))
+			os.Remove(r.markerPath(stages[i]))
+			if stages[i] == "distill" {
+				os.RemoveAll(r.distillDir())
 			}
 		}
 	}
@@ -165,13 +153,13 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	teacherID, err := modelIdentity(r.path(r.Teacher))
+	teacherID, err := model.DirIdentity(r.path(r.Teacher))
 	if err != nil {
 		return nil, err
 	}
 	sum := &Summary{Out: r.Out}
 	st := &state{r: r, opt: opt, tok: tok, teacherID: teacherID, logf: logf, keys: map[string]string{}}
-	for i, stage := range Stages {
+	for i, stage := range stages {
 		if i > until {
 			break
 		}
@@ -190,7 +178,7 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 			logf("stage %-10s done in %v", stage, time.Since(start).Round(time.Millisecond))
 		}
 	}
-	sum.Report, sum.Student = st.report, filepath.Join(r.Out, "distill", train.FinalDir)
+	sum.Report, sum.Student = st.report, r.studentDir()
 	return sum, nil
 }
 
@@ -221,7 +209,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		for _, d := range r.Data.Datasets {
 			dir := r.path(d.Path)
 			if dir == "" {
-				dir = filepath.Join(r.Out, "data", d.Name)
+				dir = r.datasetDir(d.Name)
 				var inputs []string
 				for _, in := range d.Inputs {
 					inputs = append(inputs, r.path(in))
@@ -270,9 +258,9 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if r.done(stage, key) {
 			return true, nil
 		}
-		out := filepath.Join(r.Out, "pruned")
+		out := r.prunedDir()
 		os.RemoveAll(out)
-		scores, err := importance.Load(filepath.Join(r.Out, "importance", "scores.safetensors"))
+		scores, err := importance.Load(r.scoresPath())
 		if err != nil {
 			return false, err
 		}
@@ -286,7 +274,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		rep, err := prune.Apply(ctx, plan, r.path(r.Teacher), prune.ApplyOptions{Out: out, ScoresPath: filepath.Join(r.Out, "importance", "scores.safetensors"), ScoresMeta: scores.Meta})
+		rep, err := prune.Apply(ctx, plan, r.path(r.Teacher), prune.ApplyOptions{Out: out, ScoresPath: r.scoresPath(), ScoresMeta: scores.Meta})
 		if err != nil {
 			return false, err
 		}
@@ -299,35 +287,29 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		return false, r.finish(stage, key)
 
 	case "distill":
-		cfg := r.distillConfig(filepath.Join(r.Out, "pruned"), s.datasets)
+		cfg := r.distillConfig(r.prunedDir(), s.datasets)
 		key = checksum(s.key("prune"), s.key("data"), s.teacherID, cfg.Data, cfg.Train, cfg.Optimizer, cfg.KD)
 		s.keys[stage] = key
 		if r.done(stage, key) {
 			return true, nil
 		}
-		out := filepath.Join(r.Out, "distill")
-		if b, err := os.ReadFile(filepath.Join(out, ".inputs")); err == nil && string(b) != key {
-			s.logf("the distillation inputs changed: starting it over")
-			os.RemoveAll(out)
-		}
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return false, err
-		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key)); err != nil {
-			return false, err
-		}
-		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt})
+		// A distillation already under way resumes, when nothing but its
+		// length changed; train.Run refuses any other change, naming the
+		// recipe's keys (its checkpoints are not thrown away).
+		out := r.distillDir()
+		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.opt.OnStep, Interrupt: s.opt.Interrupt,
+			KeyName: recipeKey, NewRun: "rerun the recipe with --from distill, which deletes its checkpoints (or from an earlier stage)"})
 		if err != nil {
 			return false, err
 		}
-		s.logf("distilled %d steps (%d tokens): validation loss %.4f", res.Steps, res.Tokens, res.ValLoss)
+		s.logf("distilled %d steps (%d tokens): val ce %.4f", res.Steps, res.Tokens, res.ValLoss)
 		return false, r.finish(stage, key)
 
 	case "eval":
 		key = checksum(s.key("distill"), r.Eval)
 		s.keys[stage] = key
 		if r.done(stage, key) {
-			b, err := os.ReadFile(filepath.Join(r.Out, "eval", "report.json"))
+			b, err := os.ReadFile(r.reportPath())
 			if err == nil {
 				var rep Report
 				if json.Unmarshal(b, &rep) == nil {
@@ -344,13 +326,13 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 		if r.done(stage, key) {
 			return true, nil
 		}
-		final := filepath.Join(r.Out, "distill", train.FinalDir)
-		os.RemoveAll(filepath.Join(r.Out, "export"))
+		final := r.studentDir()
+		os.RemoveAll(r.exportDir())
 		for _, f := range r.Export.Formats {
 			var dir string
 			switch f {
 			case "hf":
-				dir = filepath.Join(r.Out, "export", "hf")
+				dir = r.exportPath(f)
 				dt, err := backend.ParseDType(r.Export.DType)
 				if err != nil {
 					return false, err
@@ -359,7 +341,7 @@ func (s *state) run(ctx context.Context, stage string) (bool, error) {
 					return false, err
 				}
 			case "gguf":
-				dir = filepath.Join(r.Out, "export", r.Name+"-"+r.Export.GGUFDType+".gguf")
+				dir = r.exportPath(f)
 				if err := export.GGUF(final, dir, r.Export.GGUFDType); err != nil {
 					return false, err
 				}
@@ -405,15 +387,12 @@ func (s *state) importance(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	idx, _ := json.Marshal(c.Indices)
 	sc.Meta["model"] = r.path(r.Teacher)
-	sc.Meta["calibration_source"] = dir
-	sc.Meta["calibration_seed"] = fmt.Sprint(r.Calibration.Seed)
-	sc.Meta["calibration_indices"] = string(idx)
-	if err := os.MkdirAll(filepath.Join(r.Out, "importance"), 0o755); err != nil {
+	maps.Copy(sc.Meta, c.Meta())
+	if err := os.MkdirAll(filepath.Dir(r.scoresPath()), 0o755); err != nil {
 		return err
 	}
-	if err := sc.Save(filepath.Join(r.Out, "importance", "scores.safetensors")); err != nil {
+	if err := sc.Save(r.scoresPath()); err != nil {
 		return err
 	}
 	s.logf("scored %d calibration sequences of %d tokens (teacher loss %.4f)", r.Calibration.Samples, r.Calibration.SeqLen, sc.CalibrationLoss)
@@ -425,17 +404,15 @@ func (s *state) importance(ctx context.Context, key string) error {
 // student.
 func (s *state) evaluate(ctx context.Context, key string) error {
 	r := s.r
-	ds, err := data.Open(s.datasets[0].Path)
+	tcfg, err := model.LoadConfig(filepath.Join(r.path(r.Teacher), "config.json"))
 	if err != nil {
 		return err
 	}
-	defer ds.Close()
-	_, val, err := ds.Split(r.Data.SeqLen, r.Data.ValFraction)
+	// The held-out sequences the distillation validates on.
+	dc := r.distillConfig(r.prunedDir(), s.datasets)
+	val, err := train.ValidationSequences(&dc.Config, tcfg.VocabSize)
 	if err != nil {
 		return err
-	}
-	if val.Count == 0 {
-		return fmt.Errorf("the first dataset has no validation split; set data.val_fraction above 0")
 	}
 	var sandbox *eval.Sandbox
 	for _, t := range r.Eval.Tasks {
@@ -447,25 +424,25 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		}
 	}
 	rep := &Report{}
-	student := filepath.Join(r.Out, "distill", train.FinalDir)
+	student := r.studentDir()
 	for _, mm := range []struct {
 		name, dir string
 		tokens    int64
 	}{
 		{"teacher", r.path(r.Teacher), -1},
-		{"pruned, before distillation", filepath.Join(r.Out, "pruned"), 0},
-		{"student (distilled)", student, distilledTokens(filepath.Join(r.Out, "distill"))},
+		{"pruned, before distillation", r.prunedDir(), 0},
+		{"student (distilled)", student, distilledTokens(r.distillDir())},
 	} {
 		m, err := model.Load(mm.dir, s.opt.Backend, nil)
 		if err != nil {
 			return err
 		}
-		res, err := eval.Perplexity(ctx, m, val, r.Eval.Sequences, max(1, 2048/r.Data.SeqLen))
+		res, err := eval.PerplexityOn(ctx, m, val, r.Distill.Train.MicroBatch)
 		if err != nil {
 			return err
 		}
 		total, nonEmb := m.Config.NumParams()
-		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, Loss: res.Loss, Perplexity: res.Perplexity,
+		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, ValCE: res.Loss, Perplexity: res.Perplexity,
 			Tokens: res.Tokens, TrainTokens: mm.tokens}
 		for _, t := range r.Eval.Tasks {
 			start := time.Now()
@@ -481,10 +458,7 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		rep.Models = append(rep.Models, mr)
 		if mm.dir == student {
 			for _, smp := range r.Eval.Samples {
-				ids := s.tok.Encode(smp.Prompt)
-				if b := s.tok.BOS(); b >= 0 {
-					ids = append([]int32{b}, ids...)
-				}
+				ids := tokenizer.EncodePrompt(s.tok, smp.Prompt)
 				g, err := generate.Generate(ctx, m, [][]int32{ids}, generate.Options{MaxNewTokens: smp.MaxNewTokens,
 					Temperature: smp.Temperature, TopK: smp.TopK, Seed: smp.Seed, Stop: []int32{s.tok.EOS()}})
 				if err != nil {
@@ -497,10 +471,10 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		m.Free()
 	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.MkdirAll(filepath.Join(r.Out, "eval"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.reportPath()), 0o755); err != nil {
 		return err
 	}
-	if err := checkpoints.WriteFileAtomic(filepath.Join(r.Out, "eval", "report.json"), append(b, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(r.reportPath(), append(b, '\n')); err != nil {
 		return err
 	}
 	s.report = rep
@@ -546,7 +520,7 @@ func distilledTokens(dir string) int64 {
 // Table renders the report in the layout of the Minitron papers' Table 2:
 // a column per model, rows for the parameters, the training tokens, each
 // benchmark with its shots (in the papers' order; HellaSwag and ARC as
-// acc_norm, HumanEval as pass@1, in percent), and the validation loss.
+// acc_norm, HumanEval as pass@1, in percent), and the val ce (cross-entropy on the held-out split).
 func (rep *Report) Table() string {
 	var b strings.Builder
 	w := 16
@@ -586,12 +560,12 @@ func (rep *Report) Table() string {
 		}
 	}
 	order := func(name string) int {
-		for i, n := range eval.TaskNames {
+		for i, n := range eval.TaskNames() {
 			if n == name {
 				return i
 			}
 		}
-		return len(eval.TaskNames)
+		return len(eval.TaskNames())
 	}
 	sort.SliceStable(benches, func(i, j int) bool { return order(benches[i].task) < order(benches[j].task) })
 	for _, bn := range benches {
@@ -621,7 +595,7 @@ func (rep *Report) Table() string {
 			return "-"
 		})
 	}
-	row("Validation loss", func(m ModelReport) string { return fmt.Sprintf("%.4f", m.Loss) })
+	row("val ce", func(m ModelReport) string { return fmt.Sprintf("%.4f", m.ValCE) })
 	row("Perplexity", func(m ModelReport) string { return fmt.Sprintf("%.2f", m.Perplexity) })
 	return b.String()
 }

@@ -31,3 +31,26 @@ func TestShippedRecipes(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedList: every recipe file is listed with the first phrase of
+// its opening comment.
+func TestShippedList(t *testing.T) {
+	got := map[string]string{}
+	for _, r := range Shipped() {
+		got[r.File] = r.Summary
+	}
+	files, _ := filepath.Glob("*.yaml")
+	if len(got) != len(files) {
+		t.Fatalf("listed %v, files %v", got, files)
+	}
+	for f, want := range map[string]string{
+		"tiny.yaml":                        "A tiny Go-source teacher pruned to half its width and distilled, the default recipe",
+		"minitron-4b.yaml":                 "Minitron-4B-Base from Nemotron-4 15B",
+		"minitron-8b.yaml":                 "Minitron-8B-Base from Nemotron-4 15B",
+		"llama-3.1-minitron-4b-width.yaml": "Llama-3.1-Minitron-4B-Width from Llama-3.1-8B",
+	} {
+		if got[f] != want {
+			t.Errorf("%s: %q, want %q", f, got[f], want)
+		}
+	}
+}

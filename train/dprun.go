@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/dist"
 	"github.com/minitron/minitron/model"
 )
@@ -36,7 +37,7 @@ func startParallel(cfg *Config, opt RunOptions) (*parallel, error) {
 	}
 	p := &parallel{cfg: cfg, g: g, ts: make([]*Trainer, len(reps)), first: reps[0].Comm.Rank(), world: reps[0].Comm.Size()}
 	if p.writes() {
-		cleanTemporary(opt.Out)
+		diskio.CleanTemporary(opt.Out)
 	}
 	models := make([]*model.Model, len(reps))
 	dirs := make([]string, len(reps))

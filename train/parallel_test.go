@@ -64,10 +64,10 @@ func near(t *testing.T, what string, a, b []Metric, tol float64) {
 	worst := 0.0
 	for i := range a {
 		x, y := a[i], b[i]
-		if x.Step != y.Step || x.Tokens != y.Tokens || (x.Loss == nil) != (y.Loss == nil) || (x.ValLoss == nil) != (y.ValLoss == nil) {
+		if x.Step != y.Step || x.Tokens != y.Tokens || (x.Loss == nil) != (y.Loss == nil) || (x.ValCE == nil) != (y.ValCE == nil) {
 			t.Fatalf("%s: metric line %d: %+v vs %+v", what, i, x, y)
 		}
-		for _, p := range [][2]*float64{{x.Loss, y.Loss}, {x.ValLoss, y.ValLoss}, {x.GradNorm, y.GradNorm}} {
+		for _, p := range [][2]*float64{{x.Loss, y.Loss}, {x.ValCE, y.ValCE}, {x.GradNorm, y.GradNorm}} {
 			if p[0] != nil {
 				worst = max(worst, math.Abs(*p[0]-*p[1])/math.Abs(*p[1]))
 			}
@@ -208,4 +208,40 @@ func copyDir(src, dst string) error {
 		}
 	}
 	return nil
+}
+
+// TestResumeOnOtherGPUs: a run resumes with other GPU numbers in its
+// device setting (cuda, cuda:0,1, cuda:3), not on another kind of device.
+func TestResumeOnOtherGPUs(t *testing.T) {
+	saved := tinyRun(t, 2)
+	saved.Device = "cuda"
+	dir := t.TempDir()
+	y, err := saved.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "training.yaml"), y, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := &State{Fingerprint: saved.fingerprint()}
+	for _, tc := range []struct {
+		device string
+		ok     bool
+	}{{"cuda", true}, {"cuda:0,1", true}, {"cuda:3", true}, {"gpu", true}, {"cpu", false}} {
+		t.Run(tc.device, func(t *testing.T) {
+			c := *saved
+			c.Device = tc.device
+			y, err := c.YAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = checkResume(&c, RunOptions{Out: dir}, st, dir, y, nil)
+			if tc.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "device: cuda (the run's) → cpu (now)")) {
+				t.Fatalf("accepted or unclear: %v", err)
+			}
+		})
+	}
 }

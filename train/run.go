@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/config"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/dist"
 	"github.com/minitron/minitron/model"
 )
@@ -29,18 +30,39 @@ const FinalDir = "final"
 // writing a checkpoint; rerunning resumes it.
 var ErrInterrupted = errors.New("train: interrupted; a checkpoint was written and rerunning the same command resumes")
 
-// Metric is one line of metrics.jsonl: a training step, or a validation.
+// Metric is one line of metrics.jsonl: a training step (loss, the
+// objective optimized) or a validation (val_ce, the model's cross-entropy
+// on the held-out split).
 type Metric struct {
 	Step     int      `json:"step"`
 	Loss     *float64 `json:"loss,omitempty"`
-	ValLoss  *float64 `json:"val_loss,omitempty"`
+	ValCE    *float64 `json:"val_ce,omitempty"`
 	LR       *float64 `json:"lr,omitempty"`
 	GradNorm *float64 `json:"grad_norm,omitempty"`
 	Tokens   int64    `json:"tokens"`
 	TokPerS  float64  `json:"tok_per_s,omitempty"`
 	Elapsed  float64  `json:"elapsed_s"`
-	// Extra holds objective-specific values (distillation's KL, teacher loss).
+	// Extra holds objective-specific values (distillation's kl on the
+	// step's batch; at a validation val_kl and val_teacher_ce).
 	Extra map[string]float64 `json:"extra,omitempty"`
+}
+
+// UnmarshalJSON reads a metrics line, val_loss (the name of val_ce in runs
+// made before it) included.
+func (m *Metric) UnmarshalJSON(b []byte) error {
+	type plain Metric
+	var v struct {
+		plain
+		Old *float64 `json:"val_loss"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*m = Metric(v.plain)
+	if m.ValCE == nil {
+		m.ValCE = v.Old
+	}
+	return nil
 }
 
 // RunOptions are the parts of a run that are not configuration.
@@ -62,6 +84,21 @@ type RunOptions struct {
 	// Backend and Objective are then unused.
 	Replicas []Replica
 	Group    *dist.Group
+	// Settings is the run's whole configuration when it is more than the
+	// Config (a distillation's teacher and loss): config.yaml and every
+	// checkpoint hold it, and a resumed run is compared with it key by key.
+	// Nil: the Config.
+	Settings any
+	// Identities identify inputs the settings name only by path (a
+	// teacher's weights), by the key naming them; a resumed run refuses
+	// to go on when one changed. The datasets' are added by Run.
+	Identities map[string]string
+	// KeyName renames keys in resumption errors, for settings that are
+	// part of a larger file (a recipe); nil keeps them.
+	KeyName func(key string) string
+	// NewRun says, in a resumption error, how to start a new run instead;
+	// empty: with another output directory.
+	NewRun string
 }
 
 // Replica is one rank of a data-parallel run.
@@ -86,7 +123,7 @@ type Result struct {
 	Steps       int
 	ResumedFrom int // step of the checkpoint resumed from, 0 if none
 	TrainLoss   float64
-	ValLoss     float64 // NaN without validation
+	ValLoss     float64 // cross-entropy on the held-out split; NaN without validation
 	FinalDir    string
 	Tokens      int64
 }
@@ -130,6 +167,29 @@ func OpenData(cfg *Config, vocab int) (train, val *data.Loader, err error) {
 	return train, val, nil
 }
 
+// ValidationSequences returns the held-out sequences (SeqLen+1 tokens
+// each) a run of cfg validates on: eval.batches micro-batches, always the
+// same ones. eval.PerplexityOn measures other models on them, so their
+// cross-entropy compares with the run's val_ce.
+func ValidationSequences(cfg *Config, vocab int) ([][]int32, error) {
+	_, val, err := OpenData(cfg, vocab)
+	if err != nil {
+		return nil, err
+	}
+	if val == nil || cfg.Eval.Batches == 0 {
+		return nil, fmt.Errorf("train: no validation data (data.val_fraction %v, eval.batches %d)", cfg.Data.ValFraction, cfg.Eval.Batches)
+	}
+	var out [][]int32
+	for range cfg.Eval.Batches * cfg.Train.MicroBatch {
+		seq, _, err := val.Next(nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, seq)
+	}
+	return out, nil
+}
+
 // StartModel makes the model a run starts from: the newest checkpoint in
 // out when resuming, else the configured checkpoint or fresh weights.
 func StartModel(cfg *Config, out string, b backend.Backend) (*model.Model, string, error) {
@@ -167,7 +227,11 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	cfgYAML, err := cfg.YAML()
+	var settings any = cfg
+	if opt.Settings != nil {
+		settings = opt.Settings
+	}
+	cfgYAML, err := config.Marshal(settings)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +245,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		}
 		e, valData, resumeDir = p, p.val, p.resumeDir
 	} else {
-		cleanTemporary(opt.Out)
+		diskio.CleanTemporary(opt.Out)
 		m, dir, err := StartModel(cfg, opt.Out, opt.Backend)
 		if err != nil {
 			return nil, err
@@ -205,19 +269,18 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		}
 	}
 	res := &Result{ValLoss: nanValue()}
+	ids, err := identities(cfg, opt.Identities)
+	if err != nil {
+		return nil, err
+	}
+	t.identities = ids
 	if resumeDir != "" {
 		st, err := readState(resumeDir)
 		if err != nil {
 			return nil, err
 		}
-		if !cfg.resumes(st.Fingerprint) {
-			saved := filepath.Join(resumeDir, "training.yaml")
-			hint := ""
-			if b, err := os.ReadFile(saved); err == nil && strings.Contains(string(b), "decay_norms_and_embeddings:") {
-				hint = "; it was started before optimizer.decay existed: to resume it, set optimizer.decay: no_embeddings (what decay_norms_and_embeddings: false did) or all (true)"
-			}
-			return nil, fmt.Errorf("train: %s holds a run with a different configuration (model, data or optimizer changed); use another --out or restore the original config (saved in %s)%s",
-				opt.Out, saved, hint)
+		if err := checkResume(cfg, opt, st, resumeDir, cfgYAML, ids); err != nil {
+			return nil, err
 		}
 		if err := e.resume(resumeDir, st); err != nil {
 			return nil, err
@@ -227,7 +290,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	}
 	var mf *metricsFile
 	if writes {
-		if err := checkpoints.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
 			return nil, err
 		}
 		if mf, err = openMetrics(filepath.Join(opt.Out, MetricsFile), t.Step); err != nil {
@@ -260,8 +323,8 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 			return err
 		}
 		res.ValLoss = v
-		logf("step %d: validation loss %.4f", t.Step, v)
-		return emit(Metric{Step: t.Step, ValLoss: &v, Tokens: t.Tokens, Extra: extra(opt)})
+		logf("step %d: validation ce %.4f", t.Step, v)
+		return emit(Metric{Step: t.Step, ValCE: &v, Tokens: t.Tokens, Extra: extra(opt, true)})
 	}
 	checkpoint := func() error {
 		dir, err := e.checkpoint(opt.Out, cfgYAML)
@@ -285,7 +348,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		el := time.Since(start).Seconds()
 		loss, lr, gn := st.Loss, st.LR, st.GradNorm
 		if err := emit(Metric{Step: st.Step, Loss: &loss, LR: &lr, GradNorm: &gn, Tokens: st.Tokens, Elapsed: el,
-			TokPerS: float64(st.Tokens-startTokens) / el, Extra: extra(opt)}); err != nil {
+			TokPerS: float64(st.Tokens-startTokens) / el, Extra: extra(opt, false)}); err != nil {
 			return nil, err
 		}
 		last := t.Step == t.Total
@@ -323,8 +386,8 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 				if mt.Loss != nil {
 					res.TrainLoss = *mt.Loss
 				}
-				if mt.ValLoss != nil {
-					res.ValLoss = *mt.ValLoss
+				if mt.ValCE != nil {
+					res.ValLoss = *mt.ValCE
 				}
 			}
 		}
@@ -373,11 +436,22 @@ func (s single) validate(val *data.Loader, batches int) (float64, error) {
 	return s.t.Evaluate(val, batches)
 }
 
-func extra(opt RunOptions) map[string]float64 {
+// extra returns the objective's values for a validation line (the val_
+// ones) or a step line (the others).
+func extra(opt RunOptions, validation bool) map[string]float64 {
 	if opt.Extra == nil {
 		return nil
 	}
-	return opt.Extra()
+	var out map[string]float64
+	for k, v := range opt.Extra() {
+		if strings.HasPrefix(k, "val_") == validation {
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func nanValue() float64 { var z float64; return z / z }
@@ -418,7 +492,7 @@ func openMetrics(path string, step int) (*metricsFile, error) {
 		}
 		f.Close()
 	}
-	err := checkpoints.WriteAtomic(path, func(w io.Writer) error {
+	err := diskio.WriteAtomic(path, func(w io.Writer) error {
 		for _, l := range keep {
 			if _, err := w.Write(l); err != nil {
 				return err

@@ -83,6 +83,8 @@ type Trainer struct {
 	// which replaces the slots' moments and master copies; nil on one
 	// device.
 	dp *sharded
+	// identities are recorded in checkpoints (RunOptions.Identities).
+	identities map[string]string
 }
 
 // slot is one parameter as the optimizer sees it.

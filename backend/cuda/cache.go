@@ -17,7 +17,7 @@ func CacheDir() (string, error) {
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("cuda: no cache directory for compiled kernels (%v); set MINITRON_CACHE", err)
+		return "", fmt.Errorf("cuda: no cache directory for compiled kernels (%w); set MINITRON_CACHE", err)
 	}
 	return filepath.Join(d, "minitron", "kernels"), nil
 }
@@ -52,6 +52,9 @@ func cachedCompile(dir, key, ext string, compile func() ([]byte, error)) (img []
 	if err := os.MkdirAll(dir, 0o755); err == nil {
 		if f, err := os.CreateTemp(dir, key+".tmp*"); err == nil {
 			_, werr := f.Write(img)
+			if werr == nil {
+				werr = f.Chmod(0o644) // CreateTemp's 0600 would hide it from other users
+			}
 			serr := f.Sync()
 			cerr := f.Close()
 			if werr == nil && serr == nil && cerr == nil {

@@ -24,6 +24,10 @@ func TestCachedCompile(t *testing.T) {
 	if len(ents) != 1 || ents[0].Name() != "k1.cubin" {
 		t.Fatalf("cache holds %v", ents)
 	}
+	// Other users can read it.
+	if st, err := os.Stat(filepath.Join(dir, "k1.cubin")); err != nil || st.Mode().Perm()&0o044 != 0o044 {
+		t.Fatalf("cached image mode %v (%v), want readable by others", st.Mode(), err)
+	}
 	// A different key compiles again; a failing compile is an error and stores nothing.
 	boom := errors.New("boom")
 	if _, _, err := cachedCompile(dir, "k2", ".cubin", func() ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {

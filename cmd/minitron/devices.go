@@ -16,7 +16,7 @@ import (
 
 	"github.com/minitron/minitron/backend/cpu/gemm"
 	"github.com/minitron/minitron/backend/cuda"
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 func newDevices() *cobra.Command {
@@ -203,9 +203,9 @@ func compileArchs(w io.Writer, archs []string, dir string, asJSON bool) error {
 				ext = ".ptx"
 			}
 			r.File, r.Bytes, r.Kernels = filepath.Join(dir, arch+ext), len(c.Image), c.Usage
-			err = checkpoints.WriteFileAtomic(r.File, c.Image)
+			err = diskio.WriteFileAtomic(r.File, c.Image)
 			if err == nil && c.Log != "" {
-				err = checkpoints.WriteFileAtomic(filepath.Join(dir, arch+".log"), []byte(c.Log+"\n"))
+				err = diskio.WriteFileAtomic(filepath.Join(dir, arch+".log"), []byte(c.Log+"\n"))
 			}
 		}
 		if err != nil {

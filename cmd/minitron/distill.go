@@ -35,9 +35,12 @@ without gradients. The file is a training configuration (see train) plus
     reverse: false
 
 The loop is train's: same checkpoints, bit-identical resumption, metrics
-(with the KL and, at validation, the teacher's loss) and progress.
---validate-only measures the student's and the teacher's validation loss and
-their KL, and exits.
+and progress. metrics.jsonl names each quantity once: loss (the objective
+optimized), kl (KL(teacher ‖ student) on the step's batch), train_ce (the
+student's cross-entropy on it, with ce_weight), and at each validation
+val_ce (the student's cross-entropy on the held-out split), val_kl and
+val_teacher_ce. --validate-only measures val_ce, val_teacher_ce and val_kl,
+and exits.
 
 ` + dataParallelHelp + `
 Every GPU runs the teacher (or reads the cache) for its own micro-batches.`,
@@ -87,19 +90,22 @@ Every GPU runs the teacher (or reads the cache) for its own micro-batches.`,
 			}()
 			obj := objs[0]
 			opt.Extra = obj.Extra
+			if err := cfg.Prepare(&opt); err != nil {
+				return err
+			}
 			res, err := runTraining(cmd, &cfg.Config, out, opt)
 			if err != nil || !devs.writes() {
 				return err
 			}
 			_, tl, kl := obj.ValidationLosses()
-			fmt.Fprintf(cmd.OutOrStdout(), "distilled %d steps (%d tokens): validation loss %.4f (teacher %.4f, KL %.4f); model in %s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "distilled %d steps (%d tokens): validation ce %.4f (teacher %.4f), validation kl %.4f; model in %s\n",
 				res.Steps, res.Tokens, res.ValLoss, tl, kl, res.FinalDir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "distillation configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (an existing run there is resumed)")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set kd.temperature=2 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set kd.temperature=2 (repeatable)")
 	cmd.Flags().BoolVar(&validateOnly, "validate-only", false, "only measure student and teacher on the validation data")
 	addRendezvousTimeout(cmd, &timeout)
 	cmd.MarkFlagRequired("config")
@@ -196,7 +202,7 @@ func validateDistill(cmd *cobra.Command, cfg *distill.Config) error {
 		return err
 	}
 	s, tl, kl := obj.ValidationLosses()
-	fmt.Fprintf(cmd.OutOrStdout(), "validation over %d batches of %d×%d tokens: student loss %.4f, teacher loss %.4f, KL(teacher‖student) %.4f\n",
+	fmt.Fprintf(cmd.OutOrStdout(), "validation over %d batches of %d×%d tokens: student ce %.4f, teacher ce %.4f, kl(teacher‖student) %.4f\n",
 		max(1, cfg.Eval.Batches), cfg.Train.MicroBatch, cfg.Data.SeqLen, s, tl, kl)
 	return nil
 }

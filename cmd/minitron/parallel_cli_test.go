@@ -123,7 +123,7 @@ func lossesNear(t *testing.T, what string, a, b []map[string]any, tol float64) {
 	}
 	worst := 0.0
 	for i := range a {
-		for _, k := range []string{"loss", "val_loss"} {
+		for _, k := range []string{"loss", "val_ce"} {
 			x, ok1 := a[i][k].(float64)
 			y, ok2 := b[i][k].(float64)
 			if ok1 != ok2 || a[i]["step"] != b[i]["step"] {

@@ -114,7 +114,7 @@ func newPruneSearch() *cobra.Command {
 	var datasets []string
 	var target, tol, lr float64
 	var steps, evalBatches, seqLen, microBatch int
-	space := prune.PaperSpace
+	space := prune.PaperSpace()
 	cmd := &cobra.Command{
 		Use:   "search --model DIR --target-params N",
 		Short: "List every homogeneous candidate shape within a parameter budget",
@@ -127,8 +127,8 @@ model is built.
 With --score-steps N, each candidate is then pruned (with --scores), distilled
 from the source for N steps on --data, and validated on --eval-batches
 batches of its validation split; the candidates are listed again ranked by
-validation loss, lowest first (the paper's lightweight retraining, which
-picks the architecture that recovers best). Each candidate works in its own
+val ce (the held-out cross-entropy), lowest first (the paper's lightweight
+retraining, which picks the architecture that recovers best). Each candidate works in its own
 directory under --out, and search-results.json there records every finished
 one: rerunning the command after an interruption skips those and resumes the
 one in training from its checkpoint.`,
@@ -157,6 +157,9 @@ one in training from its checkpoint.`,
 			if scores == "" || out == "" || len(datasets) == 0 {
 				return fmt.Errorf("--score-steps needs --scores, --data and --out")
 			}
+			if evalBatches <= 0 {
+				return fmt.Errorf("--score-steps ranks by val ce: give --eval-batches of at least 1")
+			}
 			s, err := importance.Load(scores)
 			if err != nil {
 				return err
@@ -174,14 +177,16 @@ one in training from its checkpoint.`,
 			}
 			interrupt, stop := onInterrupt()
 			defer stop()
+			dc.Teacher = distill.Teacher{Model: modelDir}
+			retrain := distill.Retrainer(dc, train.RunOptions{Backend: be, Interrupt: interrupt})
 			ranked, err := prune.ScoreCandidates(cmd.Context(), cs, prune.ScoreOptions{Source: modelDir, Scores: s, ScoresPath: scores, Out: out,
-				Distill: dc, Backend: be, Log: cmd.ErrOrStderr(), Interrupt: interrupt})
+				Retrain: retrain, Log: cmd.ErrOrStderr()})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "ranked by validation loss after %d distillation steps:\n", steps)
+			fmt.Fprintf(w, "ranked by val ce after %d distillation steps:\n", steps)
 			for i, r := range ranked {
-				fmt.Fprintf(w, "  %d. val loss %.4f  %v\n", i+1, r.ValLoss, r.Candidate)
+				fmt.Fprintf(w, "  %d. val ce %.4f  %v\n", i+1, r.ValLoss, r.Candidate)
 			}
 			return nil
 		},
@@ -193,10 +198,10 @@ one in training from its checkpoint.`,
 	f.IntSliceVar(&space.Layers, "layers", space.Layers, "candidate layer counts")
 	f.IntSliceVar(&space.Heads, "heads", space.Heads, "candidate query head counts")
 	f.IntSliceVar(&space.Hidden, "hidden", space.Hidden, "candidate hidden sizes")
-	f.Float64SliceVar(&space.MLPFactors, "mlp-factors", space.MLPFactors, "candidate MLP sizes as multiples of the hidden size")
-	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank by validation loss (0: only list)")
+	f.Var((*floatList)(&space.MLPFactors), "mlp-factors", "candidate MLP sizes as multiples of the hidden size")
+	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank by val ce (0: only list)")
 	f.StringVar(&scores, "scores", "", "with --score-steps: importance scores to prune with")
-	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: prepared dataset directory (repeatable; equal weights)")
+	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: a prepared `DATASET` directory (repeatable; equal weights)")
 	f.StringVar(&out, "out", "", "with --score-steps: working directory (one subdirectory per candidate)")
 	f.IntVar(&seqLen, "seq-len", 4096, "with --score-steps: tokens per sequence")
 	f.IntVar(&microBatch, "micro-batch", 8, "with --score-steps: sequences per step")
@@ -207,3 +212,29 @@ one in training from its checkpoint.`,
 	cmd.MarkFlagRequired("target-params")
 	return cmd
 }
+
+// floatList is a comma-separated list of numbers as a flag value.
+type floatList []float64
+
+func (l *floatList) String() string {
+	var s []string
+	for _, x := range *l {
+		s = append(s, strconv.FormatFloat(x, 'g', -1, 64))
+	}
+	return "[" + strings.Join(s, ",") + "]"
+}
+
+func (l *floatList) Set(v string) error {
+	var out []float64
+	for _, f := range strings.Split(strings.Trim(v, "[]"), ",") {
+		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, x)
+	}
+	*l = out
+	return nil
+}
+
+func (l *floatList) Type() string { return "numbers" }

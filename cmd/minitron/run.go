@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -25,7 +27,8 @@ func newRun() *cobra.Command {
   importance  score heads, neurons, embedding channels and layers on calibration data
   prune       slice the teacher to the target shape
   distill     retrain the student against the teacher's logits
-  eval        validation loss and perplexity of teacher, pruned and student; samples
+  eval        val ce (cross-entropy on the distillation's held-out sequences)
+              and benchmarks of teacher, pruned and student; samples
   export      write the student as a Hugging Face directory
 
 Every stage records a checksum of its inputs; rerunning the recipe skips the
@@ -34,8 +37,14 @@ distillation from its last checkpoint. --from STAGE redoes that stage and the
 ones after it; --until STAGE stops after it. Relative paths in the recipe are
 relative to the recipe file; $GOROOT is the Go installation. Outputs go to the
 recipe's out directory (default runs/NAME).`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New(noRecipe(cmd))
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			setGOROOT()
 			r, err := recipes.Load(args[0], sets)
 			if err != nil {
 				return err
@@ -49,6 +58,7 @@ recipe's out directory (default runs/NAME).`,
 			start := time.Now()
 			bars := map[string]*progressbar.ProgressBar{}
 			var stepBar *progressbar.ProgressBar
+			var p progress
 			lastLog := time.Now()
 			opt := recipes.RunOptions{From: from, Until: until, Backend: be, Log: logWriter{}, Interrupt: interrupt,
 				Progress: func(stage string, done, total int64) {
@@ -68,10 +78,7 @@ recipe's out directory (default runs/NAME).`,
 					}
 				},
 				OnStep: func(m train.Metric, total int) {
-					desc := "distill"
-					if m.Loss != nil {
-						desc = fmt.Sprintf("distill: loss %.4f | %.0f tok/s", *m.Loss, m.TokPerS)
-					}
+					desc := "distill: " + p.update(m)
 					if interactive() {
 						if stepBar == nil {
 							stepBar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(25),
@@ -101,17 +108,53 @@ recipe's out directory (default runs/NAME).`,
 				for _, s := range sum.Report.Samples {
 					fmt.Fprintf(w, "\nsample from the student (prompt %q):\n%s\n", s.Prompt, indent(s.Text))
 				}
+				fmt.Fprintln(w)
+			}
+			last := len(recipes.Stages()) - 1
+			if until != "" {
+				last, _ = recipes.StageIndex(until)
+			}
+			fmt.Fprintln(w, "outputs:")
+			for _, o := range r.Outputs() {
+				if i, _ := recipes.StageIndex(o.Stage); i <= last {
+					fmt.Fprintf(w, "  %-60s %s\n", o.What, o.Path)
+				}
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "redo this stage and those after it ("+strings.Join(recipes.Stages, ", ")+")")
+	f.StringVar(&from, "from", "", "redo this stage and those after it ("+strings.Join(recipes.Stages(), ", ")+")")
 	f.StringVar(&until, "until", "", "stop after this stage")
-	f.StringArrayVar(&sets, "set", nil, "override a recipe value, e.g. --set distill.train.steps=100 (repeatable)")
+	f.StringArrayVar(&sets, "set", nil, "override a recipe value: `key.path=value`, e.g. --set distill.train.steps=100 (repeatable)")
 	return cmd
 }
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}
+
+// setGOROOT sets $GOROOT, which recipes use to name the Go source tree as a
+// corpus, from the go command when the environment does not set it.
+func setGOROOT() {
+	if _, ok := os.LookupEnv("GOROOT"); ok {
+		return
+	}
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if g := strings.TrimSpace(string(out)); g != "" {
+			os.Setenv("GOROOT", g)
+		}
+	}
+}
+
+// noRecipe is the message of run without a recipe: its usage and the
+// recipes that come with minitron.
+func noRecipe(cmd *cobra.Command) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "run needs a recipe file\n\nUsage:\n  %s\n\nRecipes shipped in recipes/ of the minitron source:\n", cmd.UseLine())
+	for _, r := range recipes.Shipped() {
+		fmt.Fprintf(&b, "  %-34s %s\n", r.File, r.Summary)
+	}
+	fmt.Fprintf(&b, "\nStart with: minitron run recipes/tiny.yaml (see minitron run --help)")
+	return b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -77,14 +78,14 @@ current step, writes a checkpoint and exits.
 			if err != nil || !devs.writes() {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "trained %d steps (%d tokens): train loss %.4f, validation loss %.4f; model in %s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "trained %d steps (%d tokens): loss %.4f, validation ce %.4f; model in %s\n",
 				res.Steps, res.Tokens, res.TrainLoss, res.ValLoss, res.FinalDir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "training configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (created; an existing run there is resumed)")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set train.steps=100 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set train.steps=100 (repeatable)")
 	addRendezvousTimeout(cmd, &timeout)
 	cmd.MarkFlagRequired("config")
 	cmd.MarkFlagRequired("out")
@@ -110,19 +111,12 @@ func runTraining(cmd *cobra.Command, cfg *train.Config, out string, opt train.Ru
 	defer stop()
 	var bar *progressbar.ProgressBar
 	lastLog := time.Now()
-	var loss, val float64
+	var p progress
 	onStep := func(m train.Metric, total int) {
-		if m.Loss != nil {
-			loss = *m.Loss
+		desc := p.update(m)
+		if m.ValCE != nil && !interactive() {
+			return // train.Run logs each validation
 		}
-		if m.ValLoss != nil {
-			val = *m.ValLoss
-		}
-		desc := fmt.Sprintf("loss %.4f", loss)
-		if val > 0 {
-			desc += fmt.Sprintf(" | val %.4f", val)
-		}
-		desc += fmt.Sprintf(" | %.0f tok/s", m.TokPerS)
 		if interactive() {
 			if bar == nil {
 				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(25),
@@ -158,4 +152,42 @@ func (logWriter) Write(p []byte) (int, error) {
 		fmt.Fprint(os.Stderr, "\r\033[K")
 	}
 	return os.Stderr.Write(p)
+}
+
+// progress is the one-line state of a training or distillation run: the
+// latest step's loss (the objective; a distillation's kl when that is all
+// it optimizes), the latest validation's cross-entropy on the held-out
+// split (val ce), and the training throughput.
+type progress struct {
+	step, val string
+	tokPerS   float64
+}
+
+// update takes a metrics line and returns the line to show.
+func (p *progress) update(m train.Metric) string {
+	if m.Loss != nil {
+		kl, hasKL := m.Extra["kl"]
+		switch {
+		case hasKL && len(m.Extra) == 1:
+			p.step = fmt.Sprintf("kl %.4f", kl)
+		case hasKL:
+			p.step = fmt.Sprintf("loss %.4f (kl %.4f)", *m.Loss, kl)
+		default:
+			p.step = fmt.Sprintf("loss %.4f", *m.Loss)
+		}
+		p.tokPerS = m.TokPerS
+	}
+	if m.ValCE != nil {
+		p.val = fmt.Sprintf("val ce %.4f", *m.ValCE)
+	}
+	parts := []string{}
+	for _, s := range []string{p.step, p.val} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if p.tokPerS > 0 {
+		parts = append(parts, fmt.Sprintf("%.0f tok/s", p.tokPerS))
+	}
+	return strings.Join(parts, " | ")
 }

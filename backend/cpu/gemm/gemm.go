@@ -52,21 +52,12 @@ const (
 	nc = 2048
 )
 
-// Threads bounds the number of goroutines one call uses (default GOMAXPROCS).
-var Threads = 0
-
-func threads() int {
-	if Threads > 0 {
-		return Threads
-	}
-	return runtime.GOMAXPROCS(0)
-}
-
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices, where
 // op(A) is m×k, op(B) is k×n and C is m×n with row stride ldc. op(X) is X, or
-// Xᵀ when trans is set: A is then stored k×m with row stride lda.
+// Xᵀ when trans is set: A is then stored k×m with row stride lda. It runs on
+// up to GOMAXPROCS goroutines.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	sgemm(threads(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	sgemm(runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 // Serial is Sgemm on the calling goroutine only, for callers that already
