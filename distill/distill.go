@@ -10,6 +10,7 @@ package distill
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
@@ -147,6 +148,11 @@ type Objective struct {
 		open           bool
 	}
 
+	// The teacher's final-norm states of validation batches: validation
+	// reads the same batches each time, and the teacher does not change.
+	valHidden []cachedHidden
+	valBytes  int64
+
 	// intermediate-state loss
 	proj, projG backend.Tensor   // W [Dt, Ds] and its gradient
 	tHid        []backend.Tensor // the teacher's states of the pairs, [N, Dt]
@@ -254,6 +260,46 @@ func (o *Objective) teacherHiddenObs(in model.Input, obs model.Observer) (backen
 		o.acts[n] = a
 	}
 	return o.Teacher.Hidden(a, in, model.Options{Observer: obs})
+}
+
+// cachedHidden is the teacher's final-norm output for one batch of ids.
+type cachedHidden struct {
+	b, t int
+	ids  []int32
+	h    backend.Tensor
+}
+
+// valCacheBytes bounds the memory that validation's teacher states take.
+const valCacheBytes = 256 << 20
+
+// teacherHiddenCached is teacherHidden for validation: a batch seen before
+// gets its stored states; a new one is run and, while the cache has room,
+// stored.
+func (o *Objective) teacherHiddenCached(in model.Input) (backend.Tensor, error) {
+	for _, c := range o.valHidden {
+		if c.b == in.B && c.t == in.T && slices.Equal(c.ids, in.IDs) {
+			return c.h, nil
+		}
+	}
+	h, err := o.teacherHidden(in)
+	if err != nil {
+		return nil, err
+	}
+	size := int64(backend.Numel(h.Shape())) * 4
+	if o.valBytes+size > valCacheBytes {
+		return h, nil
+	}
+	c, err := o.b.New(o.b.FloatDType(), h.Shape()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.b.Copy(c, h); err != nil {
+		o.b.Free(c)
+		return nil, err
+	}
+	o.valHidden = append(o.valHidden, cachedHidden{b: in.B, t: in.T, ids: slices.Clone(in.IDs), h: c})
+	o.valBytes += size
+	return c, nil
 }
 
 // intermediateBuffers sizes the buffers of the intermediate loss for n rows.
@@ -597,7 +643,9 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 // Loss implements train.Objective for validation: it returns the student's
 // cross-entropy (comparable with a run trained without a teacher) and keeps
 // the teacher's cross-entropy and the KL for Extra. Both models run once;
-// the three losses come from one pass over their logits.
+// the three losses come from one pass over their logits. The teacher's
+// final-norm states of a batch are kept (up to valCacheBytes) and reused
+// when validation sees the batch again.
 func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, targets []int32) (float64, error) {
 	sfinal, err := m.Hidden(a, in, model.Options{})
 	if err != nil {
@@ -605,7 +653,7 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 	}
 	var tfinal backend.Tensor
 	if o.Teacher != nil {
-		if tfinal, err = o.teacherHidden(in); err != nil {
+		if tfinal, err = o.teacherHiddenCached(in); err != nil {
 			return 0, err
 		}
 	}
@@ -678,6 +726,10 @@ func (o *Objective) Free() {
 			b.Free(t)
 		}
 	}
+	for _, c := range o.valHidden {
+		b.Free(c.h)
+	}
+	o.valHidden, o.valBytes = nil, 0
 }
 
 // Run distills according to cfg into out, resuming as train.Run does.

@@ -494,7 +494,11 @@ func (m *Model) layerForward(l int, a *Activations, at backend.Attn, x, mid, out
 			}
 		}
 	}
-	if err := b.Attention(la.att, la.lse, la.q, k, v, at); err != nil {
+	lse := la.lse // the log-sum-exps serve only a backward pass
+	if !a.Keep {
+		lse = nil
+	}
+	if err := b.Attention(la.att, lse, la.q, k, v, at); err != nil {
 		return err
 	}
 	if err := obs(SiteAttnOut, l, la.att); err != nil {
