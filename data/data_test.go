@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -455,6 +456,27 @@ func TestBlend(t *testing.T) {
 	}
 	if _, err := NewLoader([]Source{{"x", ta, 0}}, 1, true); err == nil {
 		t.Fatal("zero weight accepted")
+	}
+	// Skipping sequences, as the ranks of a data-parallel run skip each
+	// other's, lands where drawing them does, blend and epochs included.
+	ref, _ := NewLoader([]Source{{"code", ta, 0.7}, {"text", tb, 0.3}}, 1, true)
+	skip, _ := NewLoader([]Source{{"code", ta, 0.7}, {"text", tb, 0.3}}, 1, true)
+	for i, n := range []int{3, 1, 17, 250, 2} {
+		want, err := ref.Batch(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			skip.Skip(n)
+			if !reflect.DeepEqual(skip.Cursor(), ref.Cursor()) {
+				t.Fatalf("after skipping: cursor %+v, drawing gives %+v", skip.Cursor(), ref.Cursor())
+			}
+			continue
+		}
+		got, err := skip.Batch(n)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("draw %d after skips differs", i)
+		}
 	}
 }
 

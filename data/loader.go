@@ -251,6 +251,17 @@ func (l *Loader) Next(dst []int32) ([]int32, Ref, error) {
 	return dst, ref, nil
 }
 
+// Skip moves past the next n sequences without reading them: those that
+// other ranks of a data-parallel run read. The position afterwards is the
+// one n draws would reach.
+func (l *Loader) Skip(n int) {
+	for range n {
+		i := l.pick()
+		l.cur.Counts[i]++
+		l.cur.Drawn++
+	}
+}
+
 // Batch draws n sequences into one row-major [n, SeqLen+1] slice.
 func (l *Loader) Batch(n int) ([]int32, error) {
 	out := make([]int32, 0, n*(l.SeqLen()+1))

@@ -137,6 +137,15 @@ type Objective struct {
 	val struct {
 		student, teacher, kl float64
 		ceRows, klRows       int
+		// since is set by BeginEval and cleared by BeginStep: Extra shows
+		// the validation on the validation's line only.
+		since bool
+	}
+	// the current step's sums over its micro-batches, since BeginStep
+	step struct {
+		kl, ce         float64
+		klRows, ceRows int
+		open           bool
 	}
 
 	// The teacher's final-norm states of validation batches: validation
@@ -616,10 +625,19 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 		return 0, err
 	}
 	defer free()
+	var l float64
 	if o.proj == nil {
-		return m.LossAndGradWith(a, in, f, scale, g)
+		l, err = m.LossAndGradWith(a, in, f, scale, g)
+	} else {
+		l, err = m.LossAndGradHidden(a, in, f, o.hiddenLoss(a), scale, g)
 	}
-	return m.LossAndGradHidden(a, in, f, o.hiddenLoss(a), scale, g)
+	if o.step.open {
+		o.step.kl += o.sumKL
+		o.step.ce += o.sumCE
+		o.step.klRows += o.rowsKL
+		o.step.ceRows += o.rowsCE
+	}
+	return l, err
 }
 
 // Loss implements train.Objective for validation: it returns the student's
@@ -659,6 +677,7 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 // BeginEval starts a new validation (train.EvalStarter).
 func (o *Objective) BeginEval() {
 	o.val.student, o.val.teacher, o.val.kl, o.val.ceRows, o.val.klRows = 0, 0, 0, 0, 0
+	o.val.since = true
 }
 
 // ValidationLosses returns the student's and teacher's cross-entropy and
@@ -669,17 +688,24 @@ func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
 }
 
 // Extra reports the latest step's kl (and train_ce, the student's
-// cross-entropy on the batch, when it is part of the loss), and after a
-// validation val_kl and val_teacher_ce on the held-out batches.
+// cross-entropy on the batch, when it is part of the loss), over its
+// micro-batches, of every GPU, in a training run (else over the latest
+// micro-batch), and after a validation val_kl and val_teacher_ce on the
+// held-out batches. The intermediate loss and its α are the latest
+// micro-batch's.
 func (o *Objective) Extra() map[string]float64 {
-	e := map[string]float64{"kl": o.sumKL / float64(max(o.rowsKL, 1))}
+	kl, ce, klRows, ceRows := o.sumKL, o.sumCE, o.rowsKL, o.rowsCE
+	if o.step.open {
+		kl, ce, klRows, ceRows = o.step.kl, o.step.ce, o.step.klRows, o.step.ceRows
+	}
+	e := map[string]float64{"kl": kl / float64(max(klRows, 1))}
 	if o.proj != nil {
 		e["intermediate"], e["intermediate_alpha"] = o.lis, o.alpha
 	}
-	if o.rowsCE > 0 {
-		e["train_ce"] = o.sumCE / float64(o.rowsCE)
+	if ceRows > 0 {
+		e["train_ce"] = ce / float64(ceRows)
 	}
-	if o.val.ceRows > 0 {
+	if o.val.ceRows > 0 && o.val.since {
 		_, teacher, kl := o.ValidationLosses()
 		if o.Teacher != nil {
 			e["val_teacher_ce"] = teacher
@@ -710,6 +736,9 @@ func (o *Objective) Free() {
 func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result, *Objective, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
+	}
+	if len(opt.Replicas) > 0 {
+		return runParallel(ctx, cfg, opt)
 	}
 	student, _, err := train.StartModel(&cfg.Config, opt.Out, opt.Backend)
 	if err != nil {

@@ -85,9 +85,12 @@ extern "C" __global__ void __launch_bounds__(256) sum_f64(const double* x, int n
 // the bias-corrected step. bfloat16 weights and moments are stored with
 // stochastic rounding, so steps far below one bf16 ulp still move them on
 // average; seed (mixed on the host from the step and the tensor's id)
-// makes the noise differ between steps and between tensors. float32
+// makes the noise differ between steps and between tensors; element i's
+// noise is drawn for its index off + i in the whole tensor, so a tensor
+// updated in parts (views of data-parallel shards) gets the noise it gets
+// updated whole. float32
 // tensors (master weights, float32 moments) are stored exactly.
-extern "C" __global__ void __launch_bounds__(256) adamw(void* w, const void* g, void* m, void* v, i64 n,
+extern "C" __global__ void __launch_bounds__(256) adamw(void* w, const void* g, void* m, void* v, i64 n, i64 off,
                                                         float lr, float beta1, float beta2, float eps, float wd,
                                                         float bc1, float sqrt_bc2, float gscale, u32 seed) {
     GRID_STRIDE(i, n) {
@@ -96,10 +99,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw(void* w, const void* g, 
         float vi = beta2 * ld(v, i) + (1.f - beta2) * gi * gi;
         float wi = ld(w, i) * (1.f - lr * wd);
         wi -= lr / bc1 * mi / (sqrtf(vi) / sqrt_bc2 + eps);
-        u32 r = hash32(seed, (u64)i);
+        u32 r = hash32(seed, (u64)(off + i));
         st_sr(w, i, wi, r);
         st_sr(m, i, mi, r >> 16 | r << 16);
-        st_sr(v, i, vi, hash32(seed ^ 0x9e3779b9u, (u64)i));
+        st_sr(v, i, vi, hash32(seed ^ 0x9e3779b9u, (u64)(off + i)));
     }
 }
 

@@ -19,7 +19,7 @@ func TestKernelsParse(t *testing.T) {
 	// Spot-check declarations against the sources.
 	for name, want := range map[string]string{
 		"add":                      "pppl",
-		"adamw":                    "ppppl" + "ffffffff" + "u",
+		"adamw":                    "pppp" + "ll" + "ffffffff" + "u",
 		"attention_fwd_d128":       "pppppppp" + "iiiii" + "f" + "i",
 		"attention_bwd_d64":        "ppppppppppppp" + "iiiii" + "f",
 		"cross_entropy":            "pppp" + "ii" + "f" + "p",

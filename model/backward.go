@@ -30,10 +30,7 @@ func (m *Model) NewGradsIn(dt backend.DType) (*Grads, error) {
 		}
 		g.T[i] = t
 	}
-	shadow := &Model{Config: m.Config, Params: m.Params, Weights: g.T}
-	shadow.bind()
-	g.Embed, g.LMHead, g.NormW, g.NormB, g.Layers = shadow.Embed, shadow.LMHead, shadow.NormW, shadow.NormB, shadow.Layers
-	return g, nil
+	return m.GradsOf(g.T), nil
 }
 
 // Zero clears every gradient.

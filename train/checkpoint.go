@@ -38,6 +38,9 @@ type State struct {
 	TotalSteps  int         `json:"total_steps"`
 	Cursor      data.Cursor `json:"data_cursor"`
 	Fingerprint string      `json:"config_fingerprint"`
+	// GPUs is the number of ranks of a data-parallel run, whose optimizer
+	// state is in one shard file per rank; 0 on one device.
+	GPUs int `json:"gpus,omitempty"`
 	// Identities are RunOptions.Identities and the datasets' (by key).
 	Identities map[string]string `json:"identities,omitempty"`
 }
@@ -104,12 +107,17 @@ func CopyTokenizer(src, dir string) error {
 	return diskio.CopyFile(src, filepath.Join(dir, name))
 }
 
-// save writes a checkpoint of the trainer's current step.
-func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
+// save writes a checkpoint of the trainer's current step. In a
+// data-parallel run, shards is the folder holding the ranks' optimizer
+// shards, which move into the checkpoint.
+func (t *Trainer) save(out string, cfgYAML []byte, shards string) (string, error) {
 	dir := filepath.Join(out, checkpointName(t.Step))
 	err := diskio.WriteDir(dir, true, func(tmp string) error {
 		if err := t.Model.SaveWeights(tmp, t.modelWeights(), backend.F32, 2<<30); err != nil {
 			return err
+		}
+		if shards != "" {
+			return t.finishCheckpoint(tmp, cfgYAML, shards)
 		}
 		// Moments (and the objective's own parameters) are written as float32
 		// whatever their storage, so a run resumes on any device.
@@ -136,20 +144,41 @@ func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
 		if err := checkpoints.WriteFile(filepath.Join(tmp, optimFile), es, map[string]string{"step": fmt.Sprint(t.Step)}); err != nil {
 			return err
 		}
-		st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint(), Identities: t.identities}
-		b, _ := json.MarshalIndent(st, "", "  ")
-		if err := diskio.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
-			return err
-		}
-		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
-			return err
-		}
-		if err := CopyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
-			return err
-		}
-		return diskio.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))
+		return t.finishCheckpoint(tmp, cfgYAML, "")
 	})
 	return dir, err
+}
+
+// finishCheckpoint moves the optimizer shards in from the folder shards
+// (if any) and writes the position, the configuration and the tokenizer,
+// and COMPLETE last.
+func (t *Trainer) finishCheckpoint(tmp string, cfgYAML []byte, shards string) error {
+	if shards != "" {
+		files := shardFiles(shards)
+		if len(files) != t.dp.lay.world {
+			return fmt.Errorf("train: %d optimizer shards in %s, want one per GPU, %d (with several nodes, --out must be a folder all of them share)", len(files), shards, t.dp.lay.world)
+		}
+		for _, f := range files {
+			if err := os.Rename(f, filepath.Join(tmp, filepath.Base(f))); err != nil {
+				return fmt.Errorf("train: %w", err)
+			}
+		}
+	}
+	st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint(), Identities: t.identities}
+	if t.dp != nil {
+		st.GPUs = t.dp.lay.world
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := diskio.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
+		return err
+	}
+	if err := diskio.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
+		return err
+	}
+	if err := CopyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
+		return err
+	}
+	return diskio.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))
 }
 
 // readState loads a checkpoint's state.json.
@@ -169,6 +198,12 @@ func readState(dir string) (*State, error) {
 // weights were loaded with the model (rounded to its storage); master
 // copies are read again from the checkpoint's float32 values.
 func (t *Trainer) restore(dir string, st *State) error {
+	if shardedCheckpoint(dir) {
+		if err := t.restoreFromShards(dir); err != nil {
+			return err
+		}
+		return t.setPosition(dir, st)
+	}
 	ts, err := checkpoints.Open(filepath.Join(dir, optimFile))
 	if err != nil {
 		return err
@@ -222,6 +257,11 @@ func (t *Trainer) restore(dir string, st *State) error {
 			}
 		}
 	}
+	return t.setPosition(dir, st)
+}
+
+// setPosition moves the trainer and its data to a checkpoint's position.
+func (t *Trainer) setPosition(dir string, st *State) error {
 	if err := t.Data.SetCursor(st.Cursor); err != nil {
 		return fmt.Errorf("train: %s: %w", dir, err)
 	}

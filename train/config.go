@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math"
+	"strings"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
@@ -319,8 +320,30 @@ func (c *Config) TotalSteps() int {
 func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
 
 // fingerprint identifies what a resumed run must share with the saved one:
-// everything but the length of the run and the checkpoint cadence.
-func (c *Config) fingerprint() string { return hashYAML(c.resumable()) }
+// everything but the length of the run and the checkpoint cadence, and
+// which GPUs and how many (a run resumes on another number of GPUs).
+func (c *Config) fingerprint() string {
+	d := c.resumable()
+	d.Device = DeviceKind(d.Device)
+	return hashYAML(d)
+}
+
+// resumes reports whether a checkpoint of fingerprint fp continues this
+// configuration: fp is its fingerprint, or the one it had with the device
+// as given (before the GPUs were left out), or its legacyFingerprint.
+func (c *Config) resumes(fp string) bool {
+	legacy := c.legacyFingerprint()
+	return fp == c.fingerprint() || fp == hashYAML(c.resumable()) || (legacy != "" && fp == legacy)
+}
+
+// DeviceKind is a device setting without its GPU numbers: cpu or cuda.
+func DeviceKind(dev string) string {
+	d := strings.ToLower(strings.TrimSpace(dev))
+	if d == "gpu" || strings.HasPrefix(d, "cuda") {
+		return "cuda"
+	}
+	return d
+}
 
 // resumable is c without what may change between a run and its resumption.
 func (c *Config) resumable() Config {

@@ -80,7 +80,7 @@ func checkResume(cfg *Config, opt RunOptions, st *State, dir string, settings []
 	// The training keys are compared through the fingerprint, which knows
 	// which older spellings of a setting are the same run; the others
 	// (a distillation's teacher and loss) key by key.
-	sameTraining := st.Fingerprint == cfg.fingerprint() || (cfg.legacyFingerprint() != "" && st.Fingerprint == cfg.legacyFingerprint())
+	sameTraining := cfg.resumes(st.Fingerprint)
 	var lines []string
 	changed := map[string]bool{}
 	for _, c := range changes {

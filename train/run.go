@@ -16,6 +16,7 @@ import (
 	"github.com/minitron/minitron/config"
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/diskio"
+	"github.com/minitron/minitron/dist"
 	"github.com/minitron/minitron/model"
 )
 
@@ -78,6 +79,11 @@ type RunOptions struct {
 	Interrupt <-chan struct{}
 	// Extra returns objective-specific values to log with each step.
 	Extra func() map[string]float64
+	// Replicas, when given, make the run data-parallel: one per GPU this
+	// process drives, in rank order, each run by its goroutine of Group.
+	// Backend and Objective are then unused.
+	Replicas []Replica
+	Group    *dist.Group
 	// Settings is the run's whole configuration when it is more than the
 	// Config (a distillation's teacher and loss): config.yaml and every
 	// checkpoint hold it, and a resumed run is compared with it key by key.
@@ -93,6 +99,23 @@ type RunOptions struct {
 	// NewRun says, in a resumption error, how to start a new run instead;
 	// empty: with another output directory.
 	NewRun string
+}
+
+// Replica is one rank of a data-parallel run.
+type Replica struct {
+	Backend   backend.Backend
+	Comm      dist.Comm
+	Objective Objective // nil: CrossEntropy
+}
+
+// Replicas pairs the backends of a process's GPUs with their members of
+// the communicator.
+func Replicas(bs []backend.Backend, cs []dist.Comm) []Replica {
+	out := make([]Replica, len(bs))
+	for i := range out {
+		out[i] = Replica{Backend: bs[i], Comm: cs[i]}
+	}
+	return out
 }
 
 // Result summarizes a finished run.
@@ -192,7 +215,8 @@ func StartModel(cfg *Config, out string, b backend.Backend) (*model.Model, strin
 }
 
 // Run trains according to cfg into opt.Out, resuming from the newest
-// complete checkpoint there, and exports the final model.
+// complete checkpoint there, and exports the final model. With
+// opt.Replicas it runs this process's ranks of a data-parallel run.
 func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -200,15 +224,9 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	if opt.Objective == nil {
 		opt.Objective = CrossEntropy{}
 	}
-	logf := func(f string, a ...any) {
-		if opt.Log != nil {
-			fmt.Fprintf(opt.Log, f+"\n", a...)
-		}
-	}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	diskio.CleanTemporary(opt.Out)
 	var settings any = cfg
 	if opt.Settings != nil {
 		settings = opt.Settings
@@ -217,19 +235,39 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, resumeDir, err := StartModel(cfg, opt.Out, opt.Backend)
-	if err != nil {
-		return nil, err
+	var e engine
+	var valData *data.Loader
+	var resumeDir string
+	if len(opt.Replicas) > 0 {
+		p, err := startParallel(cfg, opt)
+		if err != nil {
+			return nil, err
+		}
+		e, valData, resumeDir = p, p.val, p.resumeDir
+	} else {
+		diskio.CleanTemporary(opt.Out)
+		m, dir, err := StartModel(cfg, opt.Out, opt.Backend)
+		if err != nil {
+			return nil, err
+		}
+		trainData, val, err := OpenData(cfg, m.Config.VocabSize)
+		if err != nil {
+			return nil, err
+		}
+		t, err := NewTrainer(cfg, m, opt.Objective, trainData)
+		if err != nil {
+			return nil, err
+		}
+		e, valData, resumeDir = single{t}, val, dir
 	}
-	trainData, valData, err := OpenData(cfg, m.Config.VocabSize)
-	if err != nil {
-		return nil, err
+	defer e.free()
+	t := e.lead()
+	writes := e.writes()
+	logf := func(f string, a ...any) {
+		if opt.Log != nil && writes {
+			fmt.Fprintf(opt.Log, f+"\n", a...)
+		}
 	}
-	t, err := NewTrainer(cfg, m, opt.Objective, trainData)
-	if err != nil {
-		return nil, err
-	}
-	defer t.Free()
 	res := &Result{ValLoss: nanValue()}
 	ids, err := identities(cfg, opt.Identities)
 	if err != nil {
@@ -244,21 +282,26 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		if err := checkResume(cfg, opt, st, resumeDir, cfgYAML, ids); err != nil {
 			return nil, err
 		}
-		if err := t.restore(resumeDir, st); err != nil {
+		if err := e.resume(resumeDir, st); err != nil {
 			return nil, err
 		}
 		res.ResumedFrom = st.Step
 		logf("resuming from %s (step %d of %d)", resumeDir, st.Step, t.Total)
 	}
-	if err := diskio.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
-		return nil, err
+	var mf *metricsFile
+	if writes {
+		if err := diskio.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
+			return nil, err
+		}
+		if mf, err = openMetrics(filepath.Join(opt.Out, MetricsFile), t.Step); err != nil {
+			return nil, err
+		}
+		defer mf.Close()
 	}
-	mf, err := openMetrics(filepath.Join(opt.Out, MetricsFile), t.Step)
-	if err != nil {
-		return nil, err
-	}
-	defer mf.Close()
 	emit := func(mt Metric) error {
+		if !writes {
+			return nil
+		}
 		b, _ := json.Marshal(mt)
 		if _, err := mf.Write(append(b, '\n')); err != nil {
 			return fmt.Errorf("train: writing metrics: %w", err)
@@ -275,7 +318,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		if err := valData.SetCursor(data.Cursor{Counts: make([]int64, len(valData.Cursor().Counts))}); err != nil {
 			return err
 		}
-		v, err := t.Evaluate(valData, cfg.Eval.Batches)
+		v, err := e.validate(valData, cfg.Eval.Batches)
 		if err != nil {
 			return err
 		}
@@ -284,8 +327,8 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		return emit(Metric{Step: t.Step, ValCE: &v, Tokens: t.Tokens, Extra: extra(opt, true)})
 	}
 	checkpoint := func() error {
-		dir, err := t.save(opt.Out, cfgYAML)
-		if err != nil {
+		dir, err := e.checkpoint(opt.Out, cfgYAML)
+		if err != nil || !writes {
 			return err
 		}
 		if err := mf.Sync(); err != nil {
@@ -297,7 +340,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	start := time.Now()
 	startTokens := t.Tokens
 	for t.Step < t.Total {
-		st, err := t.TrainStep()
+		st, err := e.step()
 		if err != nil {
 			return nil, err
 		}
@@ -314,13 +357,17 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 				return nil, err
 			}
 		}
-		interrupted := false
+		asked := false
 		select {
 		case <-opt.Interrupt:
-			interrupted = true
+			asked = true
 		case <-ctx.Done():
-			interrupted = true
+			asked = true
 		default:
+		}
+		interrupted, err := e.stop(asked)
+		if err != nil {
+			return nil, err
 		}
 		if (cfg.Checkpoint.Every > 0 && t.Step%cfg.Checkpoint.Every == 0) || last || interrupted {
 			if err := checkpoint(); err != nil {
@@ -331,7 +378,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 			return nil, ErrInterrupted
 		}
 	}
-	if res.ResumedFrom == t.Total {
+	if res.ResumedFrom == t.Total && writes {
 		logf("the run in %s is already complete (%d steps)", opt.Out, t.Total)
 		// Its last losses are in the metrics it logged.
 		if ms, err := ReadMetrics(opt.Out); err == nil {
@@ -345,13 +392,48 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 			}
 		}
 	}
+	res.Steps, res.Tokens = t.Step, t.Tokens
+	if !writes {
+		return res, nil
+	}
 	dt, _ := backend.ParseDType(cfg.Checkpoint.ExportDType)
 	res.FinalDir = filepath.Join(opt.Out, FinalDir)
-	if err := ExportModel(res.FinalDir, m, t.modelWeights(), dt, cfg.Model.Tokenizer); err != nil {
+	if err := ExportModel(res.FinalDir, t.Model, t.modelWeights(), dt, cfg.Model.Tokenizer); err != nil {
 		return nil, err
 	}
-	res.Steps, res.Tokens = t.Step, t.Tokens
 	return res, nil
+}
+
+// engine is what Run drives: the trainer of one device, or the ranks of
+// a data-parallel run that this process drives.
+type engine interface {
+	// lead is the trainer whose position and model stand for the run's.
+	lead() *Trainer
+	// writes reports whether this process writes the logs, metrics,
+	// checkpoints' shared files and the model (global rank 0's).
+	writes() bool
+	resume(dir string, st *State) error
+	step() (StepStats, error)
+	validate(val *data.Loader, batches int) (float64, error)
+	// stop reports whether the run stops after this step: asked here or,
+	// in a data-parallel run, in any process.
+	stop(asked bool) (bool, error)
+	checkpoint(out string, cfgYAML []byte) (string, error)
+	free()
+}
+
+// single is the engine of one device.
+type single struct{ t *Trainer }
+
+func (s single) lead() *Trainer                                  { return s.t }
+func (s single) writes() bool                                    { return true }
+func (s single) resume(dir string, st *State) error              { return s.t.restore(dir, st) }
+func (s single) step() (StepStats, error)                        { return s.t.TrainStep() }
+func (s single) stop(asked bool) (bool, error)                   { return asked, nil }
+func (s single) free()                                           { s.t.Free() }
+func (s single) checkpoint(out string, y []byte) (string, error) { return s.t.save(out, y, "") }
+func (s single) validate(val *data.Loader, batches int) (float64, error) {
+	return s.t.Evaluate(val, batches)
 }
 
 // extra returns the objective's values for a validation line (the val_

@@ -563,7 +563,7 @@ func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
 }
 
 // AdamW updates w, m and v in place (float32 storage: no rounding, so
-// p.Seed is not used).
+// p.Seed and p.Offset are not used).
 func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	const op = "AdamW"
 	wf, gf, err := sameFloats(op, w, g)

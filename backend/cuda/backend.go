@@ -100,6 +100,16 @@ func Available() error {
 	return err
 }
 
+// DeviceCount returns the number of GPUs visible (as CUDA_VISIBLE_DEVICES
+// leaves them).
+func DeviceCount() (int, error) {
+	drv, _, _, err := loadLibraries()
+	if err != nil {
+		return 0, err
+	}
+	return drv.start()
+}
+
 // Open initializes the GPU, compiles (or loads from the cache) the kernels
 // and returns the backend. Close it when done.
 func Open(opt Options) (*Backend, error) {

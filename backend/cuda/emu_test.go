@@ -772,8 +772,8 @@ var emuHelpers = map[string]func(t *testing.T){
 		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_EXECUTION_FAILED")
 	},
 	"symbols": func(t *testing.T) {
-		// Every driver, NVRTC and cuBLAS call the backend binds or is about
-		// to (multi-GPU, pinned memory, fp32 master weights), with its
+		// Every driver, NVRTC, cuBLAS and NCCL call the backend binds or is
+		// about to (multi-GPU, pinned memory, fp32 master weights), with its
 		// versioned names.
 		want := map[*libSpec][]string{
 			&driverSpec: {"cuInit", "cuDriverGetVersion", "cuGetErrorName", "cuGetErrorString", "cuDeviceGetCount",
@@ -792,6 +792,9 @@ var emuHelpers = map[string]func(t *testing.T){
 				"nvrtcGetPTX", "nvrtcGetErrorString", "nvrtcGetNumSupportedArchs", "nvrtcGetSupportedArchs"},
 			&cublasSpec: {"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasGemmEx",
 				"cublasGemmStridedBatchedEx", "cublasSgemm_v2", "cublasSetMathMode", "cublasSetWorkspace_v2", "cublasGetProperty"},
+			&ncclSpec: {"ncclGetVersion", "ncclGetUniqueId", "ncclCommInitRank", "ncclCommDestroy", "ncclCommAbort",
+				"ncclGetErrorString", "ncclGetLastError", "ncclAllReduce", "ncclReduceScatter", "ncclAllGather", "ncclBroadcast",
+				"ncclGroupStart", "ncclGroupEnd"},
 		}
 		for spec, syms := range want {
 			lib, err := osEnv.openSpec(*spec, 0, nil)

@@ -730,7 +730,8 @@ func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
 
 // AdamW updates w, m and v in place; bf16 tensors are written with
 // stochastic rounding whose noise depends on the step and the tensor's
-// id (p.Seed), float32 ones exactly.
+// id (p.Seed) and on each element's index in the whole tensor (p.Offset
+// on), float32 ones exactly.
 func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	const op = "AdamW"
 	ts, err := b.sameFloats(op, w, g, m, v)
@@ -740,11 +741,14 @@ func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	if p.Step < 1 {
 		return fmt.Errorf("cuda: AdamW: step %d, want >= 1", p.Step)
 	}
+	if p.Offset < 0 {
+		return fmt.Errorf("cuda: AdamW: offset %d, want >= 0", p.Offset)
+	}
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
 	n := ts[0].numel()
 	seed := adamSeed(p.Step, p.Seed)
-	return b.launch("adamw", b.grid1(n), block1, 0, ts[0].arg(), ts[1].arg(), ts[2].arg(), ts[3].arg(), argI64(n),
+	return b.launch("adamw", b.grid1(n), block1, 0, ts[0].arg(), ts[1].arg(), ts[2].arg(), ts[3].arg(), argI64(n), argI64(p.Offset),
 		argF32(p.LR), argF32(p.Beta1), argF32(p.Beta2), argF32(p.Eps), argF32(p.WeightDecay),
 		argF32(float32(bc1)), argF32(float32(math.Sqrt(bc2))), argF32(p.GradScale), argU32(seed))
 }

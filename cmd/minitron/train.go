@@ -10,13 +10,13 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/train"
 )
 
 func newTrain() *cobra.Command {
 	var cfgPath, out string
 	var sets []string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "train --config FILE.yaml --out DIR [--set key=value]...",
 		Short: "Train a model (fresh or from a checkpoint) on prepared datasets",
@@ -55,7 +55,9 @@ checkpoint-NNNNNNN directories (Hugging Face layout plus optimizer state,
 written atomically) and, at the end, DIR/final with the exported model.
 Rerunning the same command resumes from the newest complete checkpoint and
 gives bit-identical results to an uninterrupted run. Ctrl-C finishes the
-current step, writes a checkpoint and exits.`,
+current step, writes a checkpoint and exits.
+
+` + dataParallelHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := train.Load(cfgPath, sets)
@@ -64,12 +66,16 @@ current step, writes a checkpoint and exits.`,
 			}
 			y, _ := cfg.YAML()
 			fmt.Fprintf(os.Stderr, "effective configuration:\n%s\n", y)
-			be, err := openBackend(cfg.Device)
+			devs, err := openTraining(cmd.Context(), cfg, timeout)
 			if err != nil {
 				return err
 			}
-			res, err := runTraining(cmd, cfg, out, be, nil, nil, nil)
-			if err != nil {
+			opt := train.RunOptions{Backend: devs.single}
+			if devs.parallel() {
+				opt.Replicas, opt.Group = devs.replicas(), devs.group
+			}
+			res, err := runTraining(cmd, cfg, out, opt)
+			if err != nil || !devs.writes() {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "trained %d steps (%d tokens): loss %.4f, validation ce %.4f; model in %s\n",
@@ -80,16 +86,27 @@ current step, writes a checkpoint and exits.`,
 	cmd.Flags().StringVar(&cfgPath, "config", "", "training configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (created; an existing run there is resumed)")
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set train.steps=100 (repeatable)")
+	addRendezvousTimeout(cmd, &timeout)
 	cmd.MarkFlagRequired("config")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
 
-// runTraining runs train.Run with a progress bar, SIGINT handling and
-// optional objective (distillation); prepare, when given, adds to the run's
-// options what the objective records (distill.Config.Prepare).
-func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.Backend, obj train.Objective, extra func() map[string]float64,
-	prepare func(*train.RunOptions) error) (*train.Result, error) {
+// dataParallelHelp explains multi-GPU runs in the help of train and distill.
+const dataParallelHelp = `With device: cuda the run uses every visible GPU (cuda:0,1,... a subset),
+one goroutine per GPU, data-parallel over NCCL with the optimizer state
+sharded: the global batch stays micro_batch × accumulation sequences, the
+accumulation micro-batches are split between the GPUs (accumulation must
+be a multiple of their number), so any number of GPUs follows the same
+trajectory. Over several nodes, start one process per node with torchrun
+(--nproc_per_node=1; WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT) or srun
+(--ntasks-per-node=1; SLURM_PROCID, SLURM_NTASKS, the job's first host);
+the processes meet at MASTER_ADDR:MASTER_PORT, --out must be a folder all
+nodes share, and rank 0 writes the logs and the model.`
+
+// runTraining runs train.Run with a progress bar and SIGINT handling;
+// opt holds the device(s) and the objective (distillation).
+func runTraining(cmd *cobra.Command, cfg *train.Config, out string, opt train.RunOptions) (*train.Result, error) {
 	interrupt, stop := onInterrupt()
 	defer stop()
 	var bar *progressbar.ProgressBar
@@ -115,12 +132,7 @@ func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.B
 			lastLog = time.Now()
 		}
 	}
-	opt := train.RunOptions{Out: out, Backend: be, Objective: obj, OnStep: onStep, Log: logWriter{}, Interrupt: interrupt, Extra: extra}
-	if prepare != nil {
-		if err := prepare(&opt); err != nil {
-			return nil, err
-		}
-	}
+	opt.Out, opt.OnStep, opt.Log, opt.Interrupt = out, onStep, logWriter{}, interrupt
 	res, err := train.Run(cmd.Context(), cfg, opt)
 	if bar != nil {
 		bar.Finish()

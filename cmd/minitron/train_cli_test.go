@@ -18,13 +18,21 @@ const tinyNemotron = `{"architectures":["NemotronForCausalLM"],"vocab_size":4000
 "num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"initializer_range":0.05,
 "bos_token_id":1,"eos_token_id":2}`
 
+// goDataset prepares a small real dataset (Go's strings package) in a
+// new folder dir, as dir/ds.
+func goDataset(t *testing.T) (dir, ds string) {
+	t.Helper()
+	src := fixture.GoSource(t, "strings")
+	dir = t.TempDir()
+	ds = filepath.Join(dir, "ds")
+	mustRun(t, "data", "prepare", "--tokenizer", "../../testdata/tokenizer/spm-nemotron-style.model", "--input", src, "--include", "*.go", "--out", ds)
+	return dir, ds
+}
+
 // trainSetup prepares a small real dataset and a training config.
 func trainSetup(t *testing.T) (cfg string) {
 	t.Helper()
-	src := fixture.GoSource(t, "strings")
-	dir := t.TempDir()
-	ds := filepath.Join(dir, "ds")
-	mustRun(t, "data", "prepare", "--tokenizer", "../../testdata/tokenizer/spm-nemotron-style.model", "--input", src, "--include", "*.go", "--out", ds)
+	dir, ds := goDataset(t)
 	os.WriteFile(filepath.Join(dir, "config.json"), []byte(tinyNemotron), 0o644)
 	cfg = filepath.Join(dir, "train.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`model:
