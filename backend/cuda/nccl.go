@@ -168,11 +168,16 @@ func NCCLVersion() (string, error) {
 func (n *nccl) initRank(comm *uintptr, size, rank int, id UniqueID) uintptr {
 	switch runtime.GOARCH {
 	case "amd64":
-		args := []uintptr{uintptr(unsafe.Pointer(comm)), uintptr(size), uintptr(rank), 0, 0, 0}
-		for i := 0; i < len(id); i += 8 {
-			args = append(args, uintptr(*(*uint64)(unsafe.Pointer(&id[i]))))
+		// comm is converted in the call expression itself, so that
+		// call's go:uintptrescapes keeps it on the heap: an address
+		// built into a slice beforehand could be left stale by a stack
+		// move (the caller's variable would not escape).
+		var w [16]uintptr
+		for i := range w {
+			w[i] = uintptr(*(*uint64)(unsafe.Pointer(&id[8*i])))
 		}
-		return n.commInitRank.call(args...)
+		return n.commInitRank.call(uintptr(unsafe.Pointer(comm)), uintptr(size), uintptr(rank), 0, 0, 0,
+			w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15])
 	case "arm64":
 		cp := id
 		return n.commInitRank.call(uintptr(unsafe.Pointer(comm)), uintptr(size), uintptr(unsafe.Pointer(&cp)), uintptr(rank))
