@@ -1,3 +1,10 @@
+// Package backend defines the contract every compute backend implements: tensors
+// that live on a device, and a small set of coarse operations (matmul, norms,
+// rotary embedding, attention, activations, losses) with their backward passes.
+//
+// The contract is written for bfloat16 device tensors and a GPU implementation;
+// backend/cpu is the float32 reference. backend/backendtest checks every backend
+// against float64 references.
 package backend
 
 import "fmt"
@@ -221,7 +228,7 @@ type Backend interface {
 	// AdamW does: w -= lr*wd*w; m, v updated; w -= lr/bc1 * m/(sqrt(v)/sqrt(bc2)+eps).
 	// w, g, m and v may each have either float storage. A backend that
 	// stores bfloat16 may round w, m and v stochastically, drawing its
-	// noise from (p.Step, p.Seed).
+	// noise from (p.Step, p.Seed) and the element's index (p.Offset on).
 	AdamW(w, g, m, v Tensor, p AdamW) error
 
 	// KLDiv computes, per row of student logits [N,V], T²·KL(p‖q) between
@@ -259,6 +266,11 @@ type AdamW struct {
 	// same shape do not share their rounding noise. Backends that round to
 	// nearest (or store float32) ignore it.
 	Seed uint32
+	// Offset is the index, within the whole tensor, of w's first element
+	// when w, g, m and v are views of a part of it (a data-parallel
+	// shard): the rounding noise of an element depends on its index in the
+	// tensor, so a tensor updated in parts is rounded as it is whole.
+	Offset int
 }
 
 // KL parameterizes the distillation losses.

@@ -1,10 +1,3 @@
-// Package backend defines the contract every compute backend implements: tensors
-// that live on a device, and a small set of coarse operations (matmul, norms,
-// rotary embedding, attention, activations, losses) with their backward passes.
-//
-// The contract is written for bfloat16 device tensors and a GPU implementation;
-// backend/cpu is the float32 reference. backend/backendtest checks every backend
-// against float64 references.
 package backend
 
 import (

@@ -169,11 +169,10 @@ distill:
   optimizer: {lr: 2.0e-3, min_lr: 2.0e-4, warmup: 10}
   eval: {every: 30, batches: 4}
   checkpoint: {every: 30, keep: 1}
-eval: {sequences: 32}
 export: {formats: [hf, gguf], dtype: bf16}
 RECIPE
     run e2e-run 180 "$bin/minitron" run "$work/recipe.yaml"
-    grep -iE 'loss|perplexity|tok/s' "$out/e2e-run.log" | tail -8 | tee -a "$summary"
+    grep -iE 'loss|val ce|perplexity|tok/s' "$out/e2e-run.log" | tail -8 | tee -a "$summary"
   fi
   rm -rf "$work"
 }

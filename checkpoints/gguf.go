@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/diskio"
 )
 
 // GGUF version 3 files, as llama.cpp reads them: a header, typed metadata
@@ -234,7 +235,7 @@ func WriteGGUF(path string, kvs []GGUFKV, tensors []GGUFTensor) error {
 		ps = append(ps, placed{t, off, size})
 		off += (size + GGUFAlignment - 1) / GGUFAlignment * GGUFAlignment
 	}
-	return WriteAtomic(path, func(w io.Writer) error {
+	return diskio.WriteAtomic(path, func(w io.Writer) error {
 		g := &ggufWriter{w: bufio.NewWriterSize(w, 1<<20)}
 		g.u32(ggufMagic)
 		g.u32(3)
@@ -425,7 +426,7 @@ func ReadGGUF(path string) (*GGUFFile, error) {
 		f.Tensors = append(f.Tensors, ti)
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("checkpoints: %s: %v", path, r.err)
+		return nil, fmt.Errorf("checkpoints: %s: %w", path, r.err)
 	}
 	align := int64(GGUFAlignment)
 	if a, ok := f.KV["general.alignment"].(uint32); ok && a > 0 {

@@ -1,6 +1,8 @@
 // Package checkpoints reads and writes model files: safetensors (memory-mapped,
-// lazy, single or sharded with an index), Hugging Face checkpoint directories,
-// and atomic writes that never leave a half-written file behind.
+// lazy, single or sharded with an index, or read in spans of kept rows with
+// many reads in flight), Hugging Face checkpoint directories, PyTorch .bin
+// checkpoints (read) and GGUF (written). Files are written through package
+// diskio, so none is ever left half-written.
 package checkpoints
 
 import (
@@ -82,20 +84,46 @@ func ParseHeader(name string, buf []byte, fileSize int64) (*Header, error) {
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(buf[8:8+n], &raw); err != nil {
-		return nil, fmt.Errorf("checkpoints: %s: invalid JSON header: %v", name, err)
+		return nil, fmt.Errorf("checkpoints: %s: invalid JSON header: %w", name, err)
 	}
 	dataLen := fileSize - 8 - int64(n)
 	h := &Header{}
+	// Entries are checked in file order (by data offset, then name), so a
+	// damaged file always reports its first bad tensor.
+	type entry struct {
+		key string
+		e   rawEntry
+		err error
+	}
+	var entries []entry
 	for key, msg := range raw {
 		if key == "__metadata__" {
 			if err := json.Unmarshal(msg, &h.Metadata); err != nil {
-				return nil, fmt.Errorf("checkpoints: %s: __metadata__ must map strings to strings: %v", name, err)
+				return nil, fmt.Errorf("checkpoints: %s: __metadata__ must map strings to strings: %w", name, err)
 			}
 			continue
 		}
-		var e rawEntry
-		if err := json.Unmarshal(msg, &e); err != nil {
-			return nil, fmt.Errorf("checkpoints: %s: tensor %q: invalid entry: %v", name, key, err)
+		en := entry{key: key}
+		en.err = json.Unmarshal(msg, &en.e)
+		entries = append(entries, en)
+	}
+	at := func(en entry) int64 {
+		if en.err == nil && len(en.e.DataOffsets) == 2 {
+			return en.e.DataOffsets[0]
+		}
+		return math.MaxInt64
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		a, b := at(entries[i]), at(entries[j])
+		if a != b {
+			return a < b
+		}
+		return entries[i].key < entries[j].key
+	})
+	for _, en := range entries {
+		key, e := en.key, en.e
+		if en.err != nil {
+			return nil, fmt.Errorf("checkpoints: %s: tensor %q: invalid entry: %w", name, key, en.err)
 		}
 		dt, ok := safetensorsDType(e.DType)
 		if !ok {

@@ -3,6 +3,7 @@ package checkpoints
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -162,6 +163,26 @@ func TestBadFiles(t *testing.T) {
 		os.WriteFile(p, []byte{1, 2, 3}, 0o644)
 		if _, err := OpenFile(p); err == nil || !strings.Contains(err.Error(), "too short") {
 			t.Fatal(err)
+		}
+	})
+	t.Run("truncated data", func(t *testing.T) {
+		// Tensors w1..w9 of 400 bytes each; the file is cut inside w4:
+		// every open names w4, the first tensor that does not fit.
+		var es []Entry
+		for i := 1; i <= 9; i++ {
+			es = append(es, FloatEntry(fmt.Sprintf("w%d", i), backend.F32, []int{100}, make([]float32, 100)))
+		}
+		full := filepath.Join(t.TempDir(), "full.safetensors")
+		if err := WriteFile(full, es, nil); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(full)
+		p := filepath.Join(t.TempDir(), "cut.safetensors")
+		os.WriteFile(p, b[:len(b)-5*400-200], 0o644)
+		for range 20 {
+			if _, err := OpenFile(p); err == nil || !strings.Contains(err.Error(), `tensor "w4": data offsets [1200, 1600]`) {
+				t.Fatalf("error %v, want one naming w4", err)
+			}
 		}
 	})
 	t.Run("header past end", func(t *testing.T) {

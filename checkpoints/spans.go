@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/minitron/minitron/diskio"
 )
 
 // Span is a byte range [Off, Off+Len) of one tensor's data.
@@ -51,10 +53,6 @@ type spanFile struct {
 	direct atomic.Bool
 }
 
-// directAlign is the offset, length and memory alignment direct reads
-// use: a multiple of every common logical block size.
-const directAlign = 4096
-
 // NewSpanReader returns a reader of t's tensors; direct asks for reads
 // that bypass the page cache where the system allows it.
 func NewSpanReader(t *Tensors, direct bool) *SpanReader {
@@ -93,7 +91,7 @@ func (r *SpanReader) file(path string) (*spanFile, error) {
 	}
 	h := &spanFile{}
 	if r.direct {
-		if f, err := openDirect(path); err == nil {
+		if f, err := diskio.OpenDirect(path); err == nil {
 			h.f = f
 			h.direct.Store(true)
 		}
@@ -146,7 +144,7 @@ func (r *SpanReader) Read(name string, spans []Span, buf []byte) ([]byte, []int6
 		if err == nil {
 			return buf, pos, nil
 		}
-		if direct && isInvalid(err) {
+		if direct && diskio.IsRefused(err) {
 			// The file system does not do direct I/O after all (or not with
 			// this alignment): read through the page cache from now on.
 			if f, oerr := os.Open(info.File); oerr == nil {
@@ -168,7 +166,7 @@ func (r *SpanReader) Read(name string, spans []Span, buf []byte) ([]byte, []int6
 func (r *SpanReader) plan(base int64, spans []Span, buf []byte, direct bool) ([]byte, []int64, []extent) {
 	align := int64(1)
 	if direct {
-		align = directAlign
+		align = diskio.Align
 	}
 	var merged []extent // file ranges, at unset
 	pos := make([]int64, len(spans))

@@ -73,13 +73,20 @@ func openIndexed(dir, idx string) (*Tensors, error) {
 		WeightMap map[string]string `json:"weight_map"`
 	}
 	if err := json.Unmarshal(b, &index); err != nil {
-		return nil, fmt.Errorf("checkpoints: %s: invalid JSON: %v", idx, err)
+		return nil, fmt.Errorf("checkpoints: %s: invalid JSON: %w", idx, err)
 	}
 	if len(index.WeightMap) == 0 {
 		return nil, fmt.Errorf("checkpoints: %s: empty weight_map", idx)
 	}
+	// Tensors in name order: a bad entry is reported the same way each time.
+	tensors := make([]string, 0, len(index.WeightMap))
+	for name := range index.WeightMap {
+		tensors = append(tensors, name)
+	}
+	sort.Strings(tensors)
 	shards := map[string]bool{}
-	for _, f := range index.WeightMap {
+	for _, name := range tensors {
+		f := index.WeightMap[name]
 		if strings.Contains(f, "/") || strings.Contains(f, `\`) || f == ".." {
 			return nil, fmt.Errorf("checkpoints: %s: shard name %q must be a file in the same directory", idx, f)
 		}
@@ -105,7 +112,8 @@ func openIndexed(dir, idx string) (*Tensors, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, shard := range index.WeightMap {
+	for _, name := range tensors {
+		shard := index.WeightMap[name]
 		f, ok := t.byName[name]
 		if !ok || filepath.Base(f.Path) != shard {
 			t.Close()

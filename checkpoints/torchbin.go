@@ -468,7 +468,7 @@ type TorchFile struct {
 func OpenTorch(path string) (*TorchFile, error) {
 	zr, err := zip.OpenReader(path)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoints: %s is not a PyTorch zip checkpoint (%v); files saved before PyTorch 1.6 must be re-saved with torch.save", path, err)
+		return nil, fmt.Errorf("checkpoints: %s is not a PyTorch zip checkpoint (%w); files saved before PyTorch 1.6 must be re-saved with torch.save", path, err)
 	}
 	fail := func(err error) (*TorchFile, error) { zr.Close(); return nil, err }
 	var pkl *zip.File
@@ -562,7 +562,7 @@ func ConvertTorch(src, dir string, maxShard int64) (int, error) {
 				WeightMap map[string]string `json:"weight_map"`
 			}
 			if err := json.Unmarshal(b, &index); err != nil {
-				return 0, fmt.Errorf("checkpoints: %s: invalid JSON: %v", idx, err)
+				return 0, fmt.Errorf("checkpoints: %s: invalid JSON: %w", idx, err)
 			}
 			seen := map[string]bool{}
 			files = nil

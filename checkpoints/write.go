@@ -1,85 +1,16 @@
 package checkpoints
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/diskio"
 )
-
-// WriteAtomic writes a file so that readers see either the old content or
-// the complete new one: it writes a temporary file in the same directory,
-// fsyncs it, renames it over path and fsyncs the directory.
-func WriteAtomic(path string, write func(w io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("checkpoints: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	sw := &streamWriter{f: tmp}
-	bw := bufio.NewWriterSize(sw, 1<<20)
-	if err = write(bw); err != nil {
-		sw.finish()
-		return err
-	}
-	if err = bw.Flush(); err == nil {
-		err = sw.finish()
-	}
-	if err != nil {
-		sw.finish()
-		return fmt.Errorf("checkpoints: writing %s: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("checkpoints: %w", err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("checkpoints: syncing %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("checkpoints: closing %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("checkpoints: %w", err)
-	}
-	return SyncDir(dir)
-}
-
-// SyncDir fsyncs a directory so that renames inside it are durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("checkpoints: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !isUnsupportedSync(err) {
-		return fmt.Errorf("checkpoints: syncing directory %s: %w", dir, err)
-	}
-	return nil
-}
-
-func isUnsupportedSync(err error) bool {
-	return strings.Contains(err.Error(), "invalid argument") || strings.Contains(err.Error(), "not supported")
-}
-
-// WriteFileAtomic writes data to path atomically.
-func WriteFileAtomic(path string, data []byte) error {
-	return WriteAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-}
 
 // Entry is one tensor to write. Data is called once, when the tensor's turn
 // comes, so a writer holds one tensor in memory at a time. Stream, when set
@@ -184,7 +115,7 @@ func WriteFile(path string, entries []Entry, meta map[string]string) error {
 	if err != nil {
 		return err
 	}
-	return WriteAtomic(path, func(w io.Writer) error {
+	return diskio.WriteAtomic(path, func(w io.Writer) error {
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(len(h)))
 		if _, err := w.Write(n[:]); err != nil {
@@ -262,7 +193,7 @@ func WriteSharded(dir string, entries []Entry, maxShard int64, meta map[string]s
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, IndexFile), append(idx, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(filepath.Join(dir, IndexFile), append(idx, '\n')); err != nil {
 		return nil, err
 	}
 	return append(names, IndexFile), nil

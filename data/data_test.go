@@ -9,7 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +20,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/tokenizer"
 )
 
@@ -294,6 +295,36 @@ func syntheticDataset(t *testing.T, docs int, prefix string) (*Dataset, []int32)
 	return ds, all
 }
 
+// TestSplitSpread: the validation split is the requested fraction of whole
+// blocks, drawn from all over the corpus rather than from one end.
+func TestSplitSpread(t *testing.T) {
+	const T, blocks = 4, 200
+	ds := &Dataset{Dir: "spread", Manifest: &Manifest{Tokens: blocks*splitBlock*T + 1}}
+	train, val, err := ds.Split(T, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if val.Count != 20*splitBlock || train.Count != 180*splitBlock {
+		t.Fatalf("split %d + %d sequences, want %d + %d", train.Count, val.Count, 180*splitBlock, 20*splitBlock)
+	}
+	// Count the validation blocks in each fifth of the corpus: a draw
+	// from all over it puts some in every fifth; a contiguous range, or
+	// the corpus's end, would leave four fifths empty.
+	var fifths [5]int
+	for i := int64(0); i < val.Count; i += splitBlock {
+		b := val.Index(i) / splitBlock
+		if val.Index(i)%splitBlock != 0 {
+			t.Fatalf("validation sequence %d starts inside a block", i)
+		}
+		fifths[b*5/blocks]++
+	}
+	for f, c := range fifths {
+		if c == 0 {
+			t.Errorf("no validation block in fifth %d of the corpus: %v", f, fifths)
+		}
+	}
+}
+
 func TestPermutation(t *testing.T) {
 	for _, n := range []uint64{1, 2, 3, 7, 64, 100, 1000, 4097} {
 		p := newPermutation(n, 42, 1)
@@ -346,10 +377,6 @@ func TestLoaderPackingSplitAndResume(t *testing.T) {
 		if c != 1 {
 			t.Fatalf("sequence %d is in %d splits", g, c)
 		}
-	}
-	// Validation blocks are spread over the corpus, not only at its end.
-	if first := val.Index(0); first >= n-val.Count {
-		t.Logf("validation starts at sequence %d of %d", first, n)
 	}
 	l, _ := NewLoader([]Source{{Name: "a", Split: train, Weight: 1}}, 5, true)
 	// Three epochs: every epoch is a permutation of the split, and epochs differ.
@@ -430,6 +457,27 @@ func TestBlend(t *testing.T) {
 	if _, err := NewLoader([]Source{{"x", ta, 0}}, 1, true); err == nil {
 		t.Fatal("zero weight accepted")
 	}
+	// Skipping sequences, as the ranks of a data-parallel run skip each
+	// other's, lands where drawing them does, blend and epochs included.
+	ref, _ := NewLoader([]Source{{"code", ta, 0.7}, {"text", tb, 0.3}}, 1, true)
+	skip, _ := NewLoader([]Source{{"code", ta, 0.7}, {"text", tb, 0.3}}, 1, true)
+	for i, n := range []int{3, 1, 17, 250, 2} {
+		want, err := ref.Batch(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			skip.Skip(n)
+			if !reflect.DeepEqual(skip.Cursor(), ref.Cursor()) {
+				t.Fatalf("after skipping: cursor %+v, drawing gives %+v", skip.Cursor(), ref.Cursor())
+			}
+			continue
+		}
+		got, err := skip.Batch(n)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("draw %d after skips differs", i)
+		}
+	}
 }
 
 func TestCalibration(t *testing.T) {
@@ -447,6 +495,16 @@ func TestCalibration(t *testing.T) {
 		if !slices.Equal(c1.IDs[i*6:(i+1)*6], all[idx*6:idx*6+6]) {
 			t.Fatalf("sample %d is not sequence %d", i, idx)
 		}
+	}
+	// The metadata records the draw: the same indices, seed and dataset,
+	// and the tokenizer the dataset was prepared with.
+	meta := c1.Meta()
+	var idx []int64
+	if err := json.Unmarshal([]byte(meta["calibration_indices"]), &idx); err != nil || !slices.Equal(idx, c1.Indices) {
+		t.Fatalf("calibration_indices %q (%v), drew %v", meta["calibration_indices"], err, c1.Indices)
+	}
+	if meta["calibration_seed"] != "9" || meta["calibration_source"] != ds.Dir || meta["calibration_dataset_tokenizer"] != ds.Manifest.Tokenizer.Hash || ds.Manifest.Tokenizer.Hash == "" {
+		t.Fatalf("calibration metadata %v (dataset %s, tokenizer %q)", meta, ds.Dir, ds.Manifest.Tokenizer.Hash)
 	}
 	if _, err := Calibration(ds, 1<<20, 6, 1); err == nil {
 		t.Fatal("over-sized draw accepted")
@@ -496,10 +554,7 @@ func TestCalibrationFrom(t *testing.T) {
 
 // TestGoSourceCorpus prepares a slice of the real Go source tree.
 func TestGoSourceCorpus(t *testing.T) {
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
+	src := fixture.GoSource(t, "strings")
 	out := t.TempDir()
 	m := prepare(t, "", out, PrepareOptions{Inputs: []string{src}, Include: []string{"*.go"}})
 	ds, err := Open(out)

@@ -21,7 +21,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 // ManifestFile is the name of a dataset's manifest; it is written last, so
@@ -100,7 +100,7 @@ func ReadManifest(dir string) (*Manifest, error) {
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("data: %s: invalid JSON: %v", p, err)
+		return nil, fmt.Errorf("data: %s: invalid JSON: %w", p, err)
 	}
 	if m.Format != FormatVersion {
 		return nil, fmt.Errorf("data: %s: format %d, this build reads format %d; prepare the dataset again", p, m.Format, FormatVersion)
@@ -126,5 +126,5 @@ func writeManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(filepath.Join(dir, ManifestFile), append(b, '\n'))
+	return diskio.WriteFileAtomic(filepath.Join(dir, ManifestFile), append(b, '\n'))
 }

@@ -1,6 +1,7 @@
 package data
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/bits"
@@ -250,6 +251,17 @@ func (l *Loader) Next(dst []int32) ([]int32, Ref, error) {
 	return dst, ref, nil
 }
 
+// Skip moves past the next n sequences without reading them: those that
+// other ranks of a data-parallel run read. The position afterwards is the
+// one n draws would reach.
+func (l *Loader) Skip(n int) {
+	for range n {
+		i := l.pick()
+		l.cur.Counts[i]++
+		l.cur.Drawn++
+	}
+}
+
 // Batch draws n sequences into one row-major [n, SeqLen+1] slice.
 func (l *Loader) Batch(n int) ([]int32, error) {
 	out := make([]int32, 0, n*(l.SeqLen()+1))
@@ -284,11 +296,20 @@ func (l *Loader) SeqLen() int { return l.sources[0].Split.SeqLen }
 // CalibrationSample is a reproducible draw of sequences for importance
 // estimation: which ones, from where, with which seed.
 type CalibrationSample struct {
-	Dataset string  `json:"dataset"`
-	Seed    uint64  `json:"seed"`
-	SeqLen  int     `json:"seq_len"`
-	Indices []int64 `json:"indices"` // sequence indices in the dataset (stride SeqLen)
-	IDs     []int32 `json:"-"`       // [len(Indices), SeqLen] token ids
+	Dataset   string  `json:"dataset"`
+	Tokenizer string  `json:"tokenizer"` // the hash of the tokenizer the dataset was prepared with
+	Seed      uint64  `json:"seed"`
+	SeqLen    int     `json:"seq_len"`
+	Indices   []int64 `json:"indices"` // sequence indices in the dataset (stride SeqLen)
+	IDs       []int32 `json:"-"`       // [len(Indices), SeqLen] token ids
+}
+
+// Meta records the draw in importance scores' metadata: the dataset, the
+// seed, the sequences drawn and the dataset's tokenizer.
+func (c *CalibrationSample) Meta() map[string]string {
+	idx, _ := json.Marshal(c.Indices)
+	return map[string]string{"calibration_source": c.Dataset, "calibration_seed": fmt.Sprint(c.Seed),
+		"calibration_indices": string(idx), "calibration_dataset_tokenizer": c.Tokenizer}
 }
 
 // CalibrationFrom draws n distinct sequences of a split (the training
@@ -303,7 +324,7 @@ func CalibrationFrom(s Split, n, seqLen int, seed uint64) (*CalibrationSample, e
 		return nil, fmt.Errorf("data: the split of %s holds %d sequences of %d tokens; cannot draw %d", s.DS.Dir, s.Count, s.SeqLen, n)
 	}
 	p := newPermutation(uint64(s.Count), seed, 0xca11b)
-	c := &CalibrationSample{Dataset: s.DS.Dir, Seed: seed, SeqLen: seqLen}
+	c := &CalibrationSample{Dataset: s.DS.Dir, Tokenizer: s.DS.Manifest.Tokenizer.Hash, Seed: seed, SeqLen: seqLen}
 	for i := range n {
 		idx := s.Index(int64(p.at(uint64(i))))
 		var err error
@@ -323,7 +344,7 @@ func Calibration(d *Dataset, n, seqLen int, seed uint64) (*CalibrationSample, er
 		return nil, fmt.Errorf("data: %s holds %d sequences of %d tokens; cannot draw %d", d.Dir, total, seqLen, n)
 	}
 	p := newPermutation(uint64(total), seed, 0xca11b)
-	c := &CalibrationSample{Dataset: d.Dir, Seed: seed, SeqLen: seqLen}
+	c := &CalibrationSample{Dataset: d.Dir, Tokenizer: d.Manifest.Tokenizer.Hash, Seed: seed, SeqLen: seqLen}
 	for i := range n {
 		idx := int64(p.at(uint64(i)))
 		var err error

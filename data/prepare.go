@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/minitron/minitron/internal/ordered"
 	"github.com/minitron/minitron/tokenizer"
 )
 
@@ -75,14 +75,12 @@ func (o *PrepareOptions) options() Options {
 
 // chunk is a run of items processed together, in input order.
 type chunk struct {
-	seq   int
 	items []item
 	// results
 	tokens  []int32
 	lengths []int // tokens per document, 0 for empty or skipped
 	skipped []bool
 	err     error
-	done    chan struct{}
 }
 
 // Prepare tokenizes the inputs into a dataset directory. If the directory
@@ -129,81 +127,47 @@ func prepareFiles(ctx context.Context, opt PrepareOptions, files []inputFile) (*
 	for _, f := range files {
 		m.Inputs = append(m.Inputs, Input{Path: f.path, Bytes: f.size})
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-
-	jobs := make(chan *chunk, opt.Workers)
-	order := make(chan *chunk, 2*opt.Workers+2)
-	var wg sync.WaitGroup
-	for range opt.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range jobs {
-				process(c, files, opt)
-				close(c.done)
-			}
-		}()
-	}
-	// Reader: inputs in order, items grouped into chunks.
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(order)
-		defer close(jobs)
-		var done int64
-		progress := func(n int64) {
-			done += n
-			if opt.Progress != nil {
-				opt.Progress(done, total)
-			}
+	// Inputs are read in order and grouped into chunks, chunks are
+	// tokenized on all workers, and the tokens are written in input order.
+	var done int64
+	progress := func(n int64) {
+		done += n
+		if opt.Progress != nil {
+			opt.Progress(done, total)
 		}
-		seq := 0
-		cur := &chunk{done: make(chan struct{})}
-		size := 0
-		send := func() error {
+	}
+	read := func(send func(*chunk) error) error {
+		cur, size := &chunk{}, 0
+		flush := func() error {
 			if len(cur.items) == 0 {
 				return nil
 			}
-			select {
-			case jobs <- cur:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-			order <- cur
-			seq++
-			cur, size = &chunk{seq: seq, done: make(chan struct{})}, 0
-			return nil
+			err := send(cur)
+			cur, size = &chunk{}, 0
+			return err
 		}
 		for i, f := range files {
 			sum, err := readInput(ctx, i, f, opt, func(it item) error {
 				cur.items = append(cur.items, it)
 				size += len(it.text)
 				if len(cur.items) >= 512 || size >= 4<<20 {
-					return send()
+					return flush()
 				}
 				return nil
 			}, progress)
 			if err != nil {
-				readErr <- err
-				return
+				return err
 			}
 			m.Inputs[i].SHA256 = sum
 		}
-		readErr <- send()
-	}()
-
+		return flush()
+	}
+	tokenize := func(c *chunk) (*chunk, error) {
+		process(c, files, opt)
+		return c, c.err
+	}
 	w := newShardWriter(opt.Out, opt.BatchTokens, opt.ShardTokens)
-	var firstErr error
-	for c := range order {
-		<-c.done
-		if firstErr != nil {
-			continue
-		}
-		if c.err != nil {
-			firstErr = c.err
-			cancel(c.err)
-			continue
-		}
+	write := func(c *chunk) error {
 		off := 0
 		for i, it := range c.items {
 			n := c.lengths[i]
@@ -213,26 +177,19 @@ func prepareFiles(ctx context.Context, opt PrepareOptions, files []inputFile) (*
 			case n == 0:
 				m.EmptyDocuments++
 			default:
-				if err := w.add(c.tokens[off : off+n]); err != nil && firstErr == nil {
-					firstErr = err
-					cancel(err)
+				if err := w.add(c.tokens[off : off+n]); err != nil {
+					return err
 				}
 				m.Inputs[it.input].Documents++
 				m.Documents++
 			}
 			off += n
 		}
+		return nil
 	}
-	wg.Wait()
-	if err := <-readErr; err != nil && firstErr == nil {
-		firstErr = err
-	}
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	if firstErr != nil {
+	if err := ordered.Map(ctx, opt.Workers, read, tokenize, write); err != nil {
 		w.abort()
-		return nil, firstErr
+		return nil, err
 	}
 	if err := w.close(); err != nil {
 		w.abort()
@@ -267,7 +224,7 @@ func process(c *chunk, files []inputFile, opt PrepareOptions) {
 				c.skipped[i] = true
 				continue
 			}
-			c.err = fmt.Errorf("data: %s: %v (use --on-error skip to skip such records)", where, err)
+			c.err = fmt.Errorf("data: %s: %w (use --on-error skip to skip such records)", where, err)
 			return
 		}
 		if strings.TrimSpace(text) == "" {
@@ -295,7 +252,7 @@ func itemText(it item, field string) (string, error) {
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(it.text, &obj); err != nil {
-		return "", fmt.Errorf("invalid JSON: %v", err)
+		return "", fmt.Errorf("invalid JSON: %w", err)
 	}
 	raw, ok := obj[field]
 	if !ok {

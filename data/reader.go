@@ -45,7 +45,10 @@ func Open(dir string) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Dataset{Dir: dir, Manifest: m, files: map[int]*shardFile{}, cache: list.New(), index: map[int64]*list.Element{}, limit: 16 * m.BatchTokens}
+	// The cache holds 16 batches, and at least 1M tokens (4 MB): a dataset
+	// of small batches would otherwise decompress one for nearly every
+	// shuffled read.
+	d := &Dataset{Dir: dir, Manifest: m, files: map[int]*shardFile{}, cache: list.New(), index: map[int64]*list.Element{}, limit: max(16*m.BatchTokens, 1<<20)}
 	var off int64
 	for _, s := range m.Shards {
 		st, err := os.Stat(filepath.Join(dir, s.File))
@@ -110,7 +113,7 @@ func (d *Dataset) batch(b int64) (*cachedBatch, error) {
 		r, err := ipc.NewFileReader(f, ipc.WithAllocator(memory.NewGoAllocator()))
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("data: %s: shard %s is not a readable Arrow file: %v", d.Dir, d.Manifest.Shards[s].File, err)
+			return nil, fmt.Errorf("data: %s: shard %s is not a readable Arrow file: %w", d.Dir, d.Manifest.Shards[s].File, err)
 		}
 		if !r.Schema().Equal(schema) {
 			r.Close()
@@ -126,11 +129,11 @@ func (d *Dataset) batch(b int64) (*cachedBatch, error) {
 	}
 	rec, err := sf.r.RecordBatch(i)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: shard %s batch %d: %v", d.Dir, d.Manifest.Shards[s].File, i, err)
+		return nil, fmt.Errorf("data: %s: shard %s batch %d: %w", d.Dir, d.Manifest.Shards[s].File, i, err)
 	}
 	tokens, starts, err := readBatch(rec)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: shard %s batch %d: %v", d.Dir, d.Manifest.Shards[s].File, i, err)
+		return nil, fmt.Errorf("data: %s: shard %s batch %d: %w", d.Dir, d.Manifest.Shards[s].File, i, err)
 	}
 	cb := &cachedBatch{batch: b, tokens: append([]int32(nil), tokens...), starts: append([]int32(nil), starts...)}
 	want := min(int64(d.Manifest.BatchTokens), d.Manifest.Tokens-off)

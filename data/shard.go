@@ -15,7 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 // shardWriter appends documents to the token stream and cuts it into
@@ -163,7 +163,7 @@ func (w *shardWriter) close() error {
 		return err
 	}
 	w.builder.Release()
-	return checkpoints.SyncDir(w.dir)
+	return diskio.SyncDir(w.dir)
 }
 
 // abort removes the temporary file of an unfinished shard.

@@ -168,14 +168,14 @@ func readInput(ctx context.Context, idx int, in inputFile, opt PrepareOptions, e
 	case strings.HasSuffix(lower, ".gz"):
 		zr, err := gzip.NewReader(r)
 		if err != nil {
-			return "", fmt.Errorf("data: %s: not a valid gzip file: %v", in.path, err)
+			return "", fmt.Errorf("data: %s: not a valid gzip file: %w", in.path, err)
 		}
 		defer zr.Close()
 		r = zr
 	case strings.HasSuffix(lower, ".zst"):
 		zr, err := zstd.NewReader(r)
 		if err != nil {
-			return "", fmt.Errorf("data: %s: %v", in.path, err)
+			return "", fmt.Errorf("data: %s: %w", in.path, err)
 		}
 		defer zr.Close()
 		r = zr
@@ -221,16 +221,16 @@ func readInput(ctx context.Context, idx int, in inputFile, opt PrepareOptions, e
 func readParquet(ctx context.Context, idx int, path string, f *os.File, opt PrepareOptions, emit func(item) error) error {
 	pr, err := file.NewParquetReader(f)
 	if err != nil {
-		return fmt.Errorf("data: %s: not a valid Parquet file: %v", path, err)
+		return fmt.Errorf("data: %s: not a valid Parquet file: %w", path, err)
 	}
 	defer pr.Close()
 	fr, err := pqarrow.NewFileReader(pr, pqarrow.ArrowReadProperties{BatchSize: 1024}, memory.NewGoAllocator())
 	if err != nil {
-		return fmt.Errorf("data: %s: %v", path, err)
+		return fmt.Errorf("data: %s: %w", path, err)
 	}
 	sc, err := fr.Schema()
 	if err != nil {
-		return fmt.Errorf("data: %s: %v", path, err)
+		return fmt.Errorf("data: %s: %w", path, err)
 	}
 	col := -1
 	var names []string
@@ -248,7 +248,7 @@ func readParquet(ctx context.Context, idx int, path string, f *os.File, opt Prep
 	}
 	rr, err := fr.GetRecordReader(ctx, []int{col}, nil)
 	if err != nil {
-		return fmt.Errorf("data: %s: %v", path, err)
+		return fmt.Errorf("data: %s: %w", path, err)
 	}
 	defer rr.Release()
 	row := 0
@@ -275,7 +275,7 @@ func readParquet(ctx context.Context, idx int, path string, f *os.File, opt Prep
 		}
 	}
 	if err := rr.Err(); err != nil && err != io.EOF {
-		return fmt.Errorf("data: %s: %v", path, err)
+		return fmt.Errorf("data: %s: %w", path, err)
 	}
 	return nil
 }

@@ -20,8 +20,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 )
 
@@ -94,24 +94,6 @@ func DatasetID(m *data.Manifest) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// TeacherID identifies a model directory by its config and weight files.
-func TeacherID(dir string) (string, error) {
-	h := sha256.New()
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return "", fmt.Errorf("distill: %w", err)
-	}
-	h.Write(b)
-	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
-	sort.Strings(files)
-	for _, f := range files {
-		if st, err := os.Stat(f); err == nil {
-			fmt.Fprintf(h, "%s %d %d\n", filepath.Base(f), st.Size(), st.ModTime().UnixNano())
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // CacheTeacher runs the teacher once over every sequence of the dataset and
 // stores its top-k log-probabilities. A finished cache of the same teacher,
 // dataset and settings is kept.
@@ -146,7 +128,7 @@ func CacheTeacher(ctx context.Context, teacher *model.Model, opt CacheOptions) (
 	if v := ds.Manifest.Tokenizer.VocabSize; v > teacher.Config.VocabSize {
 		return nil, fmt.Errorf("distill: %s was tokenized with %d tokens, the teacher knows %d", opt.DatasetDir, v, teacher.Config.VocabSize)
 	}
-	tid, err := TeacherID(opt.TeacherDir)
+	tid, err := model.DirIdentity(opt.TeacherDir)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +159,11 @@ func CacheTeacher(ctx context.Context, teacher *model.Model, opt CacheOptions) (
 	if err != nil {
 		return nil, err
 	}
-	defer a.Free(teacher.Backend)
+	defer func() {
+		if a != nil { // nil after a failed reallocation
+			a.Free(teacher.Backend)
+		}
+	}()
 	mem := memory.NewGoAllocator()
 	var w *shardWriter
 	var rows struct {
@@ -266,7 +252,7 @@ func CacheTeacher(ctx context.Context, teacher *model.Model, opt CacheOptions) (
 		}
 	}
 	b, _ := json.MarshalIndent(man, "", "  ")
-	if err := checkpoints.WriteFileAtomic(filepath.Join(opt.Out, "manifest.json"), append(b, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(filepath.Join(opt.Out, "manifest.json"), append(b, '\n')); err != nil {
 		return nil, err
 	}
 	return man, nil
@@ -308,7 +294,7 @@ func ReadCacheManifest(dir string) (*CacheManifest, error) {
 	}
 	var m CacheManifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("distill: %s/manifest.json: %v", dir, err)
+		return nil, fmt.Errorf("distill: %s/manifest.json: %w", dir, err)
 	}
 	if m.Format != 1 || m.K <= 0 || m.SeqLen <= 0 || m.BatchSeqs <= 0 || m.ShardSeqs <= 0 {
 		return nil, fmt.Errorf("distill: %s/manifest.json: unsupported or damaged manifest", dir)
@@ -443,7 +429,7 @@ func (c *TeacherCache) Sequence(g int64) ([]int32, []float32, error) {
 			ir, err := ipc.NewFileReader(f, ipc.WithAllocator(memory.NewGoAllocator()))
 			if err != nil {
 				f.Close()
-				return nil, nil, fmt.Errorf("distill: %s: %v", m.Shards[shard], err)
+				return nil, nil, fmt.Errorf("distill: %s: %w", m.Shards[shard], err)
 			}
 			r = &cacheReader{f: f, r: ir}
 			c.readers[shard] = r
@@ -451,7 +437,7 @@ func (c *TeacherCache) Sequence(g int64) ([]int32, []float32, error) {
 		within := int(bn - int64(shard)*m.ShardSeqs/int64(m.BatchSeqs))
 		rec, err := r.r.RecordBatch(within)
 		if err != nil {
-			return nil, nil, fmt.Errorf("distill: %s batch %d: %v", m.Shards[shard], within, err)
+			return nil, nil, fmt.Errorf("distill: %s batch %d: %w", m.Shards[shard], within, err)
 		}
 		il, ok1 := rec.Column(0).(*array.List)
 		ll, ok2 := rec.Column(1).(*array.List)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/model"
@@ -53,6 +54,8 @@ func TestCacheMatchesTeacher(t *testing.T) {
 	const T, K = 8, 16
 	var started [3]int64
 	start := func(seqs, tokens, bytes int64) { started = [3]int64{seqs, tokens, bytes} }
+	counted := backendtest.NewCounting(teacher.Backend)
+	teacher.Backend = counted
 	man, err := CacheTeacher(context.Background(), teacher, CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12, MicroBatch: 3, Start: start})
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +65,13 @@ func TestCacheMatchesTeacher(t *testing.T) {
 		t.Fatalf("announced %v, want %v", started, want)
 	}
 	started = [3]int64{}
+	// The last micro-batch is smaller and gets its own workspace; all are freed.
+	if man.Sequences%3 == 0 {
+		t.Fatalf("%d sequences: the test wants a partial last micro-batch", man.Sequences)
+	}
+	if n := counted.Live(); n != 0 {
+		t.Fatalf("%d tensors not freed", n)
+	}
 	if len(man.Shards) < 2 {
 		t.Fatalf("%d shards: the test wants several", len(man.Shards))
 	}
@@ -101,13 +111,45 @@ func TestCacheMatchesTeacher(t *testing.T) {
 			}
 		}
 	}
-	// A second run with the same inputs keeps the cache.
-	again, err := CacheTeacher(context.Background(), teacher, CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12, Start: start})
+	// A second run with the same inputs keeps the cache: its files are the
+	// same files (a rebuild writes new ones), and the teacher never runs.
+	files := func() map[string]os.FileInfo {
+		m := map[string]os.FileInfo{}
+		names, _ := filepath.Glob(filepath.Join(out, "*"))
+		for _, n := range names {
+			st, err := os.Stat(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[filepath.Base(n)] = st
+		}
+		return m
+	}
+	before := files()
+	progress := 0
+	opt := CacheOptions{TeacherDir: teacherDir, DatasetDir: ds, SeqLen: T, K: K, Temperature: 2, Out: out, BatchSeqs: 4, ShardSeqs: 12,
+		Progress: func(done, total int64) { progress++ }, Start: start}
+	again, err := CacheTeacher(context.Background(), teacher, opt)
 	if err != nil || again.Sequences != man.Sequences {
 		t.Fatal(err)
 	}
-	if started != ([3]int64{}) {
-		t.Fatal("a kept cache announced a new one")
+	after := files()
+	if progress != 0 || started != ([3]int64{}) || len(after) != len(before) {
+		t.Fatalf("the cache was rebuilt: %d progress calls, files %d -> %d", progress, len(before), len(after))
+	}
+	for n, st := range before {
+		if !os.SameFile(st, after[n]) || !st.ModTime().Equal(after[n].ModTime()) {
+			t.Fatalf("the cache was rebuilt: %s was rewritten", n)
+		}
+	}
+	// Another k is another cache.
+	opt.K = K / 2
+	rebuilt, err := CacheTeacher(context.Background(), teacher, opt)
+	if err != nil || rebuilt.K != K/2 || progress == 0 {
+		t.Fatalf("k %d -> %d: %v (%d progress calls)", K, opt.K, err, progress)
+	}
+	if m, err := ReadCacheManifest(out); err != nil || m.K != K/2 {
+		t.Fatalf("manifest after the rebuild: %+v %v", m, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
@@ -117,29 +118,36 @@ func Load(path string, overrides []string) (*Config, error) {
 	return &c, c.Validate()
 }
 
-// Validate checks the configuration.
+// YAML renders the whole effective configuration, teacher and loss
+// included (what config.yaml of a run holds).
+func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
+
+// Validate checks the configuration. Its error is a *config.Invalid
+// listing every problem.
 func (c *Config) Validate() error {
-	if err := c.Config.Validate(); err != nil {
-		return err
-	}
+	e := &config.Invalid{Prefix: "distill"}
+	c.Config.Check(e)
 	if (c.Teacher.Model == "") == (c.Teacher.Cache == "") {
-		return fmt.Errorf("distill: give exactly one of teacher.model (online) or teacher.cache (offline top-k cache)")
+		e.Addf("give exactly one of {teacher.model} (online) or {teacher.cache} (an offline top-k cache)")
 	}
-	if !(c.KD.Temperature > 0) || c.KD.CEWeight < 0 {
-		return fmt.Errorf("distill: kd.temperature %v must be positive and kd.ce_weight %v non-negative", c.KD.Temperature, c.KD.CEWeight)
+	if !(c.KD.Temperature > 0) {
+		e.Addf("{kd.temperature} %v must be positive", c.KD.Temperature)
+	}
+	if c.KD.CEWeight < 0 {
+		e.Addf("{kd.ce_weight} %v must be >= 0", c.KD.CEWeight)
 	}
 	if in := c.KD.Intermediate; in.Used() {
 		if in.Site != "" && in.Site != "output" && in.Site != "norm" {
-			return fmt.Errorf("distill: kd.intermediate.site %q: use output (the residual stream) or norm (after LayerNorm)", in.Site)
+			e.Addf("{kd.intermediate.site} %q: use output (the residual stream) or norm (after LayerNorm)", in.Site)
 		}
 		if c.Teacher.Cache != "" {
-			return fmt.Errorf("distill: kd.intermediate needs the teacher's hidden states; use teacher.model (online), not a cache")
+			e.Addf("{kd.intermediate} needs the teacher's hidden states; use {teacher.model} (online), not {teacher.cache}")
 		}
 		if in.Weight < 0 {
-			return fmt.Errorf("distill: kd.intermediate.weight %v must be >= 0 (0 balances it with the logit loss)", in.Weight)
+			e.Addf("{kd.intermediate.weight} %v must be >= 0 (0 balances it with the logit loss)", in.Weight)
 		}
 	}
-	return nil
+	return e.Err()
 }
 
 // Objective is the distillation loss, against an online teacher or an
@@ -171,7 +179,21 @@ type Objective struct {
 	val struct {
 		student, teacher, kl float64
 		ceRows, klRows       int
+		// since is set by BeginEval and cleared by BeginStep: Extra shows
+		// the validation on the validation's line only.
+		since bool
 	}
+	// the current step's sums over its micro-batches, since BeginStep
+	step struct {
+		kl, ce         float64
+		klRows, ceRows int
+		open           bool
+	}
+
+	// The teacher's final-norm states of validation batches: validation
+	// reads the same batches each time, and the teacher does not change.
+	valHidden []cachedHidden
+	valBytes  int64
 
 	// intermediate-state loss
 	pairs       []statePair
@@ -294,6 +316,46 @@ func (o *Objective) teacherHiddenObs(in model.Input, obs model.Observer) (backen
 		o.acts[n] = a
 	}
 	return o.Teacher.Hidden(a, in, model.Options{Observer: obs})
+}
+
+// cachedHidden is the teacher's final-norm output for one batch of ids.
+type cachedHidden struct {
+	b, t int
+	ids  []int32
+	h    backend.Tensor
+}
+
+// valCacheBytes bounds the memory that validation's teacher states take.
+const valCacheBytes = 256 << 20
+
+// teacherHiddenCached is teacherHidden for validation: a batch seen before
+// gets its stored states; a new one is run and, while the cache has room,
+// stored.
+func (o *Objective) teacherHiddenCached(in model.Input) (backend.Tensor, error) {
+	for _, c := range o.valHidden {
+		if c.b == in.B && c.t == in.T && slices.Equal(c.ids, in.IDs) {
+			return c.h, nil
+		}
+	}
+	h, err := o.teacherHidden(in)
+	if err != nil {
+		return nil, err
+	}
+	size := int64(backend.Numel(h.Shape())) * 4
+	if o.valBytes+size > valCacheBytes {
+		return h, nil
+	}
+	c, err := o.b.New(o.b.FloatDType(), h.Shape()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.b.Copy(c, h); err != nil {
+		o.b.Free(c)
+		return nil, err
+	}
+	o.valHidden = append(o.valHidden, cachedHidden{b: in.B, t: in.T, ids: slices.Clone(in.IDs), h: c})
+	o.valBytes += size
+	return c, nil
 }
 
 // intermediateBuffers sizes the buffers of the intermediate loss for n rows.
@@ -458,7 +520,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := o.buffers(min(n, 256), v); err != nil {
+	if err := o.buffers(min(n, model.LossChunk), v); err != nil {
 		return nil, nil, err
 	}
 	T := float32(o.KD.Temperature)
@@ -477,12 +539,24 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 				return err
 			}
 		}
-		kl, _ := b.View(o.kloss, 0, rows)
-		cl, _ := b.View(o.closs, 0, rows)
-		tv, _ := b.View(tg, r0, rows)
+		kl, err := b.View(o.kloss, 0, rows)
+		if err != nil {
+			return err
+		}
+		cl, err := b.View(o.closs, 0, rows)
+		if err != nil {
+			return err
+		}
+		tv, err := b.View(tg, r0, rows)
+		if err != nil {
+			return err
+		}
 		useCE := o.KD.CEWeight > 0 || !withGrad
+		var ce backend.Tensor
 		if useCE {
-			ce, _ := b.View(o.ce, 0, rows, v)
+			if ce, err = b.View(o.ce, 0, rows, v); err != nil {
+				return err
+			}
 			if err := b.Copy(ce, logits); err != nil {
 				return err
 			}
@@ -507,7 +581,6 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 			return err
 		}
 		if withGrad && o.KD.CEWeight > 0 {
-			ce, _ := b.View(o.ce, 0, rows, v)
 			if err := b.Add(logits, logits, ce); err != nil {
 				return err
 			}
@@ -517,7 +590,10 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 			return err
 		}
 		if !withGrad && o.Teacher != nil {
-			tcl, _ := b.View(o.tcl, 0, rows)
+			tcl, err := b.View(o.tcl, 0, rows)
+			if err != nil {
+				return err
+			}
 			if err := b.CrossEntropy(tcl, nil, tl, tv, 1); err != nil {
 				return err
 			}
@@ -627,16 +703,27 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 		return 0, err
 	}
 	defer free()
+	var l float64
 	if o.proj == nil {
-		return m.LossAndGradWith(a, in, f, scale, g)
+		l, err = m.LossAndGradWith(a, in, f, scale, g)
+	} else {
+		l, err = m.LossAndGradHidden(a, in, f, o.hiddenLoss(a), scale, g)
 	}
-	return m.LossAndGradHidden(a, in, f, o.hiddenLoss(a), scale, g)
+	if o.step.open {
+		o.step.kl += o.sumKL
+		o.step.ce += o.sumCE
+		o.step.klRows += o.rowsKL
+		o.step.ceRows += o.rowsCE
+	}
+	return l, err
 }
 
 // Loss implements train.Objective for validation: it returns the student's
 // cross-entropy (comparable with a run trained without a teacher) and keeps
 // the teacher's cross-entropy and the KL for Extra. Both models run once;
-// the three losses come from one pass over their logits.
+// the three losses come from one pass over their logits. The teacher's
+// final-norm states of a batch are kept (up to valCacheBytes) and reused
+// when validation sees the batch again.
 func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, targets []int32) (float64, error) {
 	sfinal, err := m.Hidden(a, in, model.Options{})
 	if err != nil {
@@ -644,7 +731,7 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 	}
 	var tfinal backend.Tensor
 	if o.Teacher != nil {
-		if tfinal, err = o.teacherHidden(in); err != nil {
+		if tfinal, err = o.teacherHiddenCached(in); err != nil {
 			return 0, err
 		}
 	}
@@ -668,6 +755,7 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 // BeginEval starts a new validation (train.EvalStarter).
 func (o *Objective) BeginEval() {
 	o.val.student, o.val.teacher, o.val.kl, o.val.ceRows, o.val.klRows = 0, 0, 0, 0, 0
+	o.val.since = true
 }
 
 // ValidationLosses returns the student's and teacher's cross-entropy and
@@ -677,20 +765,28 @@ func (o *Objective) ValidationLosses() (student, teacher, kl float64) {
 	return o.val.student / r, o.val.teacher / r, o.val.kl / k
 }
 
-// Extra reports the latest step's KL and student CE, and after a
-// validation the teacher's loss and the KL on validation data.
+// Extra reports the latest step's kl (and train_ce, the student's
+// cross-entropy on the batch, when it is part of the loss), over its
+// micro-batches, of every GPU, in a training run (else over the latest
+// micro-batch), and after a validation val_kl and val_teacher_ce on the
+// held-out batches. The intermediate loss and its α are the latest
+// micro-batch's.
 func (o *Objective) Extra() map[string]float64 {
-	e := map[string]float64{"kl": o.sumKL / float64(max(o.rowsKL, 1))}
+	kl, ce, klRows, ceRows := o.sumKL, o.sumCE, o.rowsKL, o.rowsCE
+	if o.step.open {
+		kl, ce, klRows, ceRows = o.step.kl, o.step.ce, o.step.klRows, o.step.ceRows
+	}
+	e := map[string]float64{"kl": kl / float64(max(klRows, 1))}
 	if o.proj != nil {
 		e["intermediate"], e["intermediate_alpha"] = o.lis, o.alpha
 	}
-	if o.rowsCE > 0 {
-		e["ce"] = o.sumCE / float64(o.rowsCE)
+	if ceRows > 0 {
+		e["train_ce"] = ce / float64(ceRows)
 	}
-	if o.val.ceRows > 0 {
+	if o.val.ceRows > 0 && o.val.since {
 		_, teacher, kl := o.ValidationLosses()
 		if o.Teacher != nil {
-			e["val_teacher_loss"] = teacher
+			e["val_teacher_ce"] = teacher
 		}
 		e["val_kl"] = kl
 	}
@@ -708,12 +804,19 @@ func (o *Objective) Free() {
 			b.Free(t)
 		}
 	}
+	for _, c := range o.valHidden {
+		b.Free(c.h)
+	}
+	o.valHidden, o.valBytes = nil, 0
 }
 
 // Run distills according to cfg into out, resuming as train.Run does.
 func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result, *Objective, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
+	}
+	if len(opt.Replicas) > 0 {
+		return runParallel(ctx, cfg, opt)
 	}
 	student, _, err := train.StartModel(&cfg.Config, opt.Out, opt.Backend)
 	if err != nil {
@@ -728,9 +831,38 @@ func Run(ctx context.Context, cfg *Config, opt train.RunOptions) (*train.Result,
 	if opt.Extra == nil {
 		opt.Extra = obj.Extra
 	}
+	if err := cfg.Prepare(&opt); err != nil {
+		obj.Free()
+		return nil, nil, err
+	}
 	res, err := train.Run(ctx, &cfg.Config, opt)
 	obj.Free()
 	return res, obj, err
+}
+
+// Prepare sets what a run of cfg records beyond its training settings:
+// the whole configuration (config.yaml) and the identity of the teacher or
+// its cache, which a resumed run checks.
+func (c *Config) Prepare(opt *train.RunOptions) error {
+	opt.Settings = c
+	if opt.Identities == nil {
+		opt.Identities = map[string]string{}
+	}
+	if c.Teacher.Model != "" {
+		id, err := model.DirIdentity(c.Teacher.Model)
+		if err != nil {
+			return err
+		}
+		opt.Identities["teacher.model"] = id
+	}
+	if c.Teacher.Cache != "" {
+		m, err := ReadCacheManifest(c.Teacher.Cache)
+		if err != nil {
+			return err
+		}
+		opt.Identities["teacher.cache"] = fmt.Sprintf("%s %s %d %g %s", m.TeacherID, m.DatasetID, m.K, m.Temperature, m.Missing)
+	}
+	return nil
 }
 
 // NewObjectiveFor builds the objective a config asks for: the teacher

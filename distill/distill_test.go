@@ -185,3 +185,45 @@ func TestVocabularyMismatch(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestValidationTeacherCache checks that validation reuses the teacher's
+// states of a batch it has seen, with the same losses as the first time.
+func TestValidationTeacherCache(t *testing.T) {
+	teacher, student := load(t, "nemotron-tiny"), perturbed(t, "nemotron-tiny", 0.05)
+	o, err := NewObjective(teacher, student, KD{Temperature: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Free()
+	in, targets := batch()
+	a, _ := student.NewActivations(len(in.IDs), false)
+	var first [4]float64
+	for i := range 3 {
+		o.BeginEval()
+		l, err := o.Loss(student, a, in, targets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, te, kl := o.ValidationLosses()
+		got := [4]float64{l, s, te, kl}
+		if i == 0 {
+			first = got
+		} else if got != first {
+			t.Fatalf("pass %d: losses %v, first pass %v", i, got, first)
+		}
+		if len(o.valHidden) != 1 {
+			t.Fatalf("pass %d: %d cached batches, want 1", i, len(o.valHidden))
+		}
+	}
+	other := append([]int32(nil), in.IDs...)
+	other[0] = (other[0] + 1) % 512
+	if _, err := o.Loss(student, a, model.Input{B: in.B, T: in.T, IDs: other}, targets); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.valHidden) != 2 {
+		t.Fatalf("%d cached batches after a new one, want 2", len(o.valHidden))
+	}
+	if first[2] <= 0 || first[3] <= 0 {
+		t.Fatalf("teacher loss %v, KL %v: want positive", first[2], first[3])
+	}
+}

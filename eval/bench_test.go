@@ -72,7 +72,7 @@ func syntheticDocs(b testing.TB, task string, n int) []Doc {
 	if err != nil {
 		b.Fatal(err)
 	}
-	docs, err := Tasks[task].Build(context.Background(), d, BuildOptions{Shots: -1})
+	docs, err := tasks[task].Build(context.Background(), d, BuildOptions{Shots: -1})
 	if err != nil {
 		b.Fatal(err)
 	}

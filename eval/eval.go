@@ -30,16 +30,42 @@ func Perplexity(ctx context.Context, m *model.Model, s data.Split, maxSeqs, micr
 	if maxSeqs > 0 {
 		n = min(n, int64(maxSeqs))
 	}
-	if n == 0 {
+	return perplexity(ctx, m, s.SeqLen, n, micro, func(i int64) ([]int32, error) { return s.Read(nil, i*s.Count/n) })
+}
+
+// PerplexityOn evaluates m on the given sequences of T+1 tokens each (the
+// inputs and, one further, the targets), micro per forward pass: the
+// held-out batches a training run validates on (train.ValidationSequences),
+// so the figures compare with its val_ce.
+func PerplexityOn(ctx context.Context, m *model.Model, seqs [][]int32, micro int) (*Result, error) {
+	if len(seqs) == 0 {
+		return nil, fmt.Errorf("eval: no sequences to evaluate")
+	}
+	T := len(seqs[0]) - 1
+	for i, s := range seqs {
+		if len(s) != T+1 {
+			return nil, fmt.Errorf("eval: sequence %d has %d tokens, sequence 0 %d", i, len(s), T+1)
+		}
+	}
+	return perplexity(ctx, m, T, int64(len(seqs)), micro, func(i int64) ([]int32, error) { return seqs[i], nil })
+}
+
+// perplexity evaluates m on n sequences of T+1 tokens, sequence i read by
+// read(i).
+func perplexity(ctx context.Context, m *model.Model, T int, n int64, micro int, read func(i int64) ([]int32, error)) (*Result, error) {
+	if n == 0 || T < 1 {
 		return nil, fmt.Errorf("eval: no sequences to evaluate")
 	}
 	micro = max(1, micro)
-	T := s.SeqLen
 	a, err := m.NewActivations(micro*T, false)
 	if err != nil {
 		return nil, err
 	}
-	defer a.Free(m.Backend)
+	defer func() {
+		if a != nil { // nil after a failed reallocation
+			a.Free(m.Backend)
+		}
+	}()
 	var sum float64
 	var tokens int64
 	for i := int64(0); i < n; i += int64(micro) {
@@ -56,7 +82,7 @@ func Perplexity(ctx context.Context, m *model.Model, s data.Split, maxSeqs, micr
 		ids := make([]int32, 0, b*T)
 		targets := make([]int32, 0, b*T)
 		for j := range b {
-			seq, err := s.Read(nil, (i+int64(j))*s.Count/n)
+			seq, err := read(i + int64(j))
 			if err != nil {
 				return nil, err
 			}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
 	"github.com/minitron/minitron/model"
@@ -36,9 +37,16 @@ func TestPerplexityUniform(t *testing.T) {
 	}
 	cfg, _ := model.ParseConfig([]byte(`{"architectures":["LlamaForCausalLM"],"vocab_size":4000,"hidden_size":16,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":8}`))
 	m, _ := model.New(cfg, cpu.New()) // zero weights: uniform logits
+	// Workspaces are counted from here: a last, smaller batch gets its
+	// own, and every one is freed.
+	counted := backendtest.NewCounting(m.Backend)
+	m.Backend = counted
 	r, err := Perplexity(context.Background(), m, train, 10, 3)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := counted.Live(); n != 0 {
+		t.Fatalf("%d tensors not freed", n)
 	}
 	if math.Abs(r.Perplexity-4000) > 1e-2 || r.Tokens != 80 {
 		t.Fatalf("perplexity %v over %d tokens, want 4000 over 80", r.Perplexity, r.Tokens)

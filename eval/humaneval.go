@@ -36,7 +36,7 @@ func (p Problem) Program(completion string) string {
 
 // ReadProblems reads the problems of a HumanEval dataset's test split.
 func ReadProblems(ctx context.Context, d *Dataset) ([]Problem, error) {
-	s, err := d.Split(ctx, Tasks["humaneval"].EvalSplit)
+	s, err := d.Split(ctx, tasks["humaneval"].EvalSplit)
 	if err != nil {
 		return nil, err
 	}
@@ -62,9 +62,9 @@ func ReadProblems(ctx context.Context, d *Dataset) ([]Problem, error) {
 	return out, nil
 }
 
-// HumanEvalStop are the harness's stop sequences for HumanEval
+// humanEvalStop are the harness's stop sequences for HumanEval
 // (humaneval.yaml generation_kwargs.until); generation also stops at EOS.
-var HumanEvalStop = []string{"\nclass", "\ndef", "\n#", "\nif", "\nprint"}
+var humanEvalStop = []string{"\nclass", "\ndef", "\n#", "\nif", "\nprint"}
 
 // CodeOptions are HumanEval's sampling and execution settings.
 type CodeOptions struct {
@@ -167,7 +167,7 @@ func completion(tok tokenizer.Tokenizer, prompt, gen []int32) string {
 		s = tok.Decode(gen)
 	}
 	cut := len(s)
-	for _, stop := range HumanEvalStop {
+	for _, stop := range humanEvalStop {
 		if i := strings.Index(s, stop); i >= 0 && i < cut {
 			cut = i
 		}
@@ -176,7 +176,7 @@ func completion(tok tokenizer.Tokenizer, prompt, gen []int32) string {
 }
 
 func hasStop(s string) bool {
-	for _, stop := range HumanEvalStop {
+	for _, stop := range humanEvalStop {
 		if strings.Contains(s, stop) {
 			return true
 		}

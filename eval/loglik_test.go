@@ -86,7 +86,7 @@ func benchmarkDocs(t *testing.T, opt BuildOptions) []Doc {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ds, err := Tasks[task].Build(context.Background(), d, opt)
+		ds, err := tasks[task].Build(context.Background(), d, opt)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -41,9 +41,9 @@ type Options struct {
 func ParseTaskArg(arg string) (name, path string, err error) {
 	if i := strings.IndexByte(arg, '='); i > 0 {
 		name, path = arg[:i], arg[i+1:]
-		if _, ok := Tasks[name]; !ok {
+		if _, ok := tasks[name]; !ok {
 			return "", "", fmt.Errorf("eval: --task %s: unknown task %q; the tasks are %s (or give a JSON lines file of generic multiple-choice items)",
-				arg, name, strings.Join(TaskNames, ", "))
+				arg, name, strings.Join(taskNames, ", "))
 		}
 		if path == "" {
 			return "", "", fmt.Errorf("eval: --task %s: give the data's path after =", arg)
@@ -69,7 +69,7 @@ func Run(ctx context.Context, m *model.Model, tok tokenizer.Tokenizer, name, pat
 		base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 		return scoreDocs(ctx, m, tok, nil, ItemDocs(base, items), 0, opt)
 	}
-	t := Tasks[name]
+	t := tasks[name]
 	if t == nil {
 		return nil, fmt.Errorf("eval: unknown task %q", name)
 	}

@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -48,8 +49,8 @@ type Task struct {
 // fewshot_random_seed, which resets each task's random.Random.
 const FewshotSeed = 1234
 
-// Tasks are the benchmarks by name.
-var Tasks = map[string]*Task{
+// tasks are the benchmarks by name (LookupTask).
+var tasks = map[string]*Task{
 	"mmlu": {Name: "mmlu", Dataset: "cais/mmlu (the all folder, or one subject's)", Fields: []string{"question", "subject", "choices", "answer"},
 		EvalSplit: "test", FewshotSplit: "dev", Shots: 5, FirstN: true, parse: parseMMLU},
 	"hellaswag": {Name: "hellaswag", Dataset: "Rowan/hellaswag", Fields: []string{"activity_label", "ctx_a", "ctx_b", "endings", "label"},
@@ -64,8 +65,22 @@ var Tasks = map[string]*Task{
 		EvalSplit: "test", Shots: 0, Generate: true},
 }
 
+// taskNames lists the benchmarks in the order of the papers' tables.
+var taskNames = []string{"winogrande", "arc_challenge", "arc_easy", "mmlu", "hellaswag", "humaneval"}
+
+// LookupTask returns the benchmark of that name (a copy: the table itself
+// does not change).
+func LookupTask(name string) (*Task, bool) {
+	t, ok := tasks[name]
+	if !ok {
+		return nil, false
+	}
+	c := *t
+	return &c, true
+}
+
 // TaskNames lists the benchmarks in the order of the papers' tables.
-var TaskNames = []string{"winogrande", "arc_challenge", "arc_easy", "mmlu", "hellaswag", "humaneval"}
+func TaskNames() []string { return slices.Clone(taskNames) }
 
 // example is a parsed row: what doc_to_text, doc_to_choice and
 // doc_to_target give.

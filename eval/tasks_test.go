@@ -103,7 +103,7 @@ func TestTaskRequests(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				docs, err := Tasks[c.task].Build(context.Background(), d, c.opt)
+				docs, err := tasks[c.task].Build(context.Background(), d, c.opt)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -144,8 +144,8 @@ func TestTaskDefaults(t *testing.T) {
 		"arc_easy":      "test train 0 acc_norm",
 		"humaneval":     "test  0 generate",
 	}
-	for _, name := range TaskNames {
-		tk := Tasks[name]
+	for _, name := range taskNames {
+		tk := tasks[name]
 		got := fmt.Sprintf("%s %s %d", tk.EvalSplit, tk.FewshotSplit, tk.Shots)
 		for _, f := range []struct {
 			on   bool
@@ -177,7 +177,7 @@ func TestConvertedLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs, err := Tasks["arc_challenge"].Build(context.Background(), d, BuildOptions{Shots: 2})
+	docs, err := tasks["arc_challenge"].Build(context.Background(), d, BuildOptions{Shots: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestTaskErrors(t *testing.T) {
 		t.Run(c.want, func(t *testing.T) {
 			d, err := OpenDataset(c.path)
 			if err == nil {
-				_, err = Tasks[c.task].Build(context.Background(), d, BuildOptions{Shots: c.shots})
+				_, err = tasks[c.task].Build(context.Background(), d, BuildOptions{Shots: c.shots})
 			}
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("%v, want %q", err, c.want)

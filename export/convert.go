@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
 )
 
 // ConvertTorch turns a directory holding a PyTorch checkpoint
@@ -22,7 +24,7 @@ func ConvertTorch(src, out string, maxShard int64) (int, error) {
 		return 0, err
 	}
 	n := 0
-	err = atomicDir(out, func(tmp string) error {
+	err = diskio.WriteDir(out, false, func(tmp string) error {
 		var err error
 		if n, err = checkpoints.ConvertTorch(src, tmp, maxShard); err != nil {
 			return err
@@ -41,9 +43,9 @@ func ConvertTorch(src, out string, maxShard int64) (int, error) {
 				return fmt.Errorf("export: %s: tensor %q has shape %v, config.json implies %v", src, p.Name, info.Shape, p.Shape)
 			}
 		}
-		for _, f := range append([]string{"config.json"}, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json") {
+		for _, f := range append([]string{"config.json"}, tokenizer.DirFiles()...) {
 			if b, err := os.ReadFile(filepath.Join(src, f)); err == nil {
-				if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
+				if err := diskio.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
 					return err
 				}
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
 )
@@ -20,7 +21,8 @@ import (
 // transformers 4 and 5 read, safetensors in dtype dt sharded at maxShard
 // bytes with an index, the tokenizer files (tokenizer.json generated from a
 // SentencePiece BPE model when the source has none, so fast tokenizers
-// work) and generation_config.json. The directory appears when complete.
+// work) and generation_config.json (the source's, or made from config.json).
+// The directory appears when complete.
 func HF(src, out string, dt backend.DType, maxShard int64) error {
 	cfg, err := model.LoadConfig(filepath.Join(src, "config.json"))
 	if err != nil {
@@ -45,7 +47,7 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 			return checkpoints.EncodeFloat32(dt, v)
 		}})
 	}
-	return atomicDir(out, func(tmp string) error {
+	return diskio.WriteDir(out, false, func(tmp string) error {
 		if _, err := checkpoints.WriteSharded(tmp, es, maxShard, map[string]string{"format": "pt"}); err != nil {
 			return err
 		}
@@ -62,8 +64,14 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 		if b, err = json.MarshalIndent(m, "", "  "); err != nil {
 			return err
 		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "config.json"), append(b, '\n')); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "config.json"), append(b, '\n')); err != nil {
 			return err
+		}
+		if err := tokenizerFiles(src, tmp, cfg); err != nil {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(tmp, "generation_config.json")); err == nil {
+			return nil // the source's, copied with the tokenizer
 		}
 		gen := map[string]any{"_from_model_config": true}
 		if cfg.BOS >= 0 {
@@ -75,22 +83,20 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 			gen["eos_token_id"] = cfg.EOS
 		}
 		gb, _ := json.MarshalIndent(gen, "", "  ")
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "generation_config.json"), append(gb, '\n')); err != nil {
-			return err
-		}
-		return tokenizerFiles(src, tmp, cfg)
+		return diskio.WriteFileAtomic(filepath.Join(tmp, "generation_config.json"), append(gb, '\n'))
 	})
 }
 
-// tokenizerFiles copies the tokenizer and writes what fast tokenizers need.
+// tokenizerFiles copies the tokenizer and generation files and writes what
+// fast tokenizers need.
 func tokenizerFiles(src, dst string, cfg *model.Config) error {
 	copied := map[string]bool{}
-	for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} {
+	for _, n := range tokenizer.DirFiles() {
 		b, err := os.ReadFile(filepath.Join(src, n))
 		if err != nil {
 			continue
 		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(dst, n), b); err != nil {
+		if err := diskio.WriteFileAtomic(filepath.Join(dst, n), b); err != nil {
 			return err
 		}
 		copied[n] = true
@@ -107,7 +113,7 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 			if b, err = withBOS(b, sp); err != nil {
 				return err
 			}
-			if err := checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer.json"), b); err != nil {
+			if err := diskio.WriteFileAtomic(filepath.Join(dst, "tokenizer.json"), b); err != nil {
 				return err
 			}
 			copied["tokenizer.json"] = true
@@ -128,7 +134,7 @@ func tokenizerFiles(src, dst string, cfg *model.Config) error {
 		}
 		tc["unk_token"] = sp.Piece(sp.Unknown())
 		b, _ := json.MarshalIndent(tc, "", "  ")
-		return checkpoints.WriteFileAtomic(filepath.Join(dst, "tokenizer_config.json"), append(b, '\n'))
+		return diskio.WriteFileAtomic(filepath.Join(dst, "tokenizer_config.json"), append(b, '\n'))
 	}
 	return nil
 }
@@ -181,29 +187,4 @@ func SourceDType(src string) (backend.DType, error) {
 		}
 	}
 	return 0, fmt.Errorf("export: %s holds none of the model's matrices", src)
-}
-
-// atomicDir builds a directory under a temporary name and renames it into
-// place; a failure leaves nothing at out.
-func atomicDir(out string, fill func(tmp string) error) error {
-	if _, err := os.Stat(out); err == nil {
-		return fmt.Errorf("export: %s already exists; remove it or choose another --out", out)
-	}
-	parent := filepath.Dir(filepath.Clean(out))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	if err := fill(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("export: %w", err)
-	}
-	return checkpoints.SyncDir(parent)
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -103,15 +104,38 @@ func TestHF(t *testing.T) {
 			t.Errorf("missing %s", f)
 		}
 	}
-	// The generated tokenizer.json encodes like the SentencePiece model.
-	sp, _ := tokenizer.LoadSentencePiece(tokPath)
+	// The generated tokenizer.json encodes and decodes every sample of the
+	// sentencepiece library's goldens as the library did.
 	js, err := tokenizer.LoadJSON(filepath.Join(out, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := "func (s *Server) Serve() error {\n\treturn nil\n}"
-	if a, b := sp.Encode(text), js.Encode(text); len(a) != len(b) || a[3] != b[3] {
-		t.Fatalf("tokenizer.json %v, sentencepiece %v", b, a)
+	var golden struct {
+		Samples []struct {
+			Text    string  `json:"text"`
+			IDs     []int32 `json:"ids"`
+			Decoded string  `json:"decoded"`
+		} `json:"samples"`
+	}
+	gb, err := os.ReadFile(strings.TrimSuffix(tokPath, ".model") + ".golden.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(gb, &golden); err != nil || len(golden.Samples) < 5 {
+		t.Fatalf("goldens: %d samples, %v", len(golden.Samples), err)
+	}
+	for _, g := range golden.Samples {
+		if strings.Contains(g.Text, "<s>") || strings.Contains(g.Text, "</s>") {
+			// Hugging Face tokenizers match special tokens written in the
+			// text; sentencepiece encodes them as plain text.
+			continue
+		}
+		if got := js.Encode(g.Text); !slices.Equal(got, g.IDs) {
+			t.Errorf("tokenizer.json encodes %q as %v, sentencepiece %v", g.Text, got, g.IDs)
+		}
+		if got := js.Decode(g.IDs); got != g.Decoded {
+			t.Errorf("tokenizer.json decodes %v as %q, sentencepiece %q", g.IDs, got, g.Decoded)
+		}
 	}
 	if err := HF(src, out, backend.BF16, 0); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Fatalf("overwriting: %v", err)

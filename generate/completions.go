@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"time"
 	"unicode/utf8"
+
+	"github.com/minitron/minitron/tokenizer"
 )
 
 // completionRequest is the subset of OpenAI's legacy completions request
@@ -55,11 +57,7 @@ func (s *Server) prompts(raw json.RawMessage) ([]prompt, *apiError) {
 		return nil, badRequest("prompt", "prompt must be a string, a list of strings, a list of token ids, or a list of lists of token ids")
 	}
 	for _, t := range texts {
-		var ids []int32
-		if b := s.tok.BOS(); b >= 0 {
-			ids = append(ids, b)
-		}
-		ids = s.tok.AppendEncode(ids, t)
+		ids := tokenizer.EncodePrompt(s.tok, t)
 		if len(ids) == 0 {
 			return nil, badRequest("prompt", "the prompt %q encodes to no tokens", t)
 		}

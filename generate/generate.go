@@ -342,7 +342,8 @@ func topK(dst []cand, logits []float32, k int) []cand {
 	return h
 }
 
-// Logits is a helper for tests and tools: the full-sequence logits of ids.
+// Logits returns the full-sequence logits of ids (b sequences of t tokens),
+// for tools and tests that compare them.
 func Logits(m *model.Model, b, t int, ids []int32) ([]float32, error) {
 	a, err := m.NewActivations(b*t, false)
 	if err != nil {

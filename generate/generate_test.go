@@ -9,6 +9,7 @@ import (
 
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 )
 
@@ -24,15 +25,9 @@ func load(t *testing.T, name string) *model.Model {
 }
 
 func ids64(t *testing.T, g *checkpoints.Tensors, name string) []int32 {
-	v, _, err := g.Int64(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]int32, len(v))
-	for i, x := range v {
-		out[i] = int32(x)
-	}
-	return out
+	t.Helper()
+	ids, _ := fixture.IDs(t, g, name)
+	return ids
 }
 
 // TestGreedyParity reproduces transformers' greedy decoding exactly.

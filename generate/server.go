@@ -436,7 +436,7 @@ func (s *Server) follow(c *choice, events <-chan Event, cancel func(), stops []s
 		for range events { // let the engine finish with this request
 		}
 	}()
-	ts := newTextState(s.tok, c.req.Prompt, stops)
+	ts := NewTextStream(s.tok, c.req.Prompt, stops)
 	send := func(d delta) *apiError {
 		if out == nil {
 			return nil
@@ -470,7 +470,7 @@ func (s *Server) follow(c *choice, events <-chan Event, cancel func(), stops []s
 				c.ids, c.lps = append(c.ids, ev.Token), append(c.lps, *ev.Logprob)
 			}
 			c.finish = ev.Finish
-			rest := ts.flush()
+			rest := ts.Flush()
 			c.text.WriteString(rest)
 			return send(delta{text: rest, from: from, finish: c.finish})
 		}
@@ -479,12 +479,12 @@ func (s *Server) follow(c *choice, events <-chan Event, cancel func(), stops []s
 		if ev.Logprob != nil {
 			c.ids, c.lps = append(c.ids, ev.Token), append(c.lps, *ev.Logprob)
 		}
-		piece := ts.add(ev.Token)
+		piece := ts.Add(ev.Token)
 		c.text.WriteString(piece)
-		if ts.stopped {
+		if ts.Stopped() {
 			c.finish = FinishStop
 			cancel() // the engine stops generating for this request
-			c.text.WriteString(ts.flush())
+			c.text.WriteString(ts.Flush())
 			return send(delta{text: piece, from: from, finish: c.finish})
 		}
 		if piece != "" || len(c.ids) > from {

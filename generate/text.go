@@ -6,10 +6,13 @@ import (
 	"github.com/minitron/minitron/tokenizer"
 )
 
-// textState turns tokens into text, applying stop strings: text up to the
-// first stop string is released, and while streaming, a tail that could
-// still become a stop string (or an incomplete character) is held back.
-type textState struct {
+// TextStream turns generated tokens into text as they come, applying stop
+// strings: it decodes the prompt and the tokens together (so a piece's
+// leading space and multi-byte characters come out right), releases text
+// up to the first stop string, and holds back a tail that could still
+// become a stop string or an incomplete character (U+FFFD) until it is
+// decided.
+type TextStream struct {
 	tok      tokenizer.Tokenizer
 	prompt   []int32
 	gen      []int32
@@ -20,16 +23,17 @@ type textState struct {
 	finalLen int
 }
 
-func newTextState(tok tokenizer.Tokenizer, prompt []int32, stops []string) *textState {
-	return &textState{tok: tok, prompt: prompt, base: tok.Decode(prompt), stops: stops}
+// NewTextStream starts a stream after prompt; stops may be empty.
+func NewTextStream(tok tokenizer.Tokenizer, prompt []int32, stops []string) *TextStream {
+	return &TextStream{tok: tok, prompt: prompt, base: tok.Decode(prompt), stops: stops}
 }
 
-func (t *textState) text() string {
+func (t *TextStream) text() string {
 	return strings.TrimPrefix(t.tok.Decode(append(append([]int32(nil), t.prompt...), t.gen...)), t.base)
 }
 
-// add appends a token and returns the text that may be released now.
-func (t *textState) add(tok int32) string {
+// Add appends a token and returns the text that may be released now.
+func (t *TextStream) Add(tok int32) string {
 	t.gen = append(t.gen, tok)
 	full := t.text()
 	for _, s := range t.stops {
@@ -56,9 +60,13 @@ func (t *textState) add(tok int32) string {
 			}
 		}
 	}
-	if strings.HasSuffix(full, "\uFFFD") {
-		hold = max(hold, len("\uFFFD"))
+	// A character of three or four bytes shows as several U+FFFD until
+	// its last byte comes: hold them all.
+	trail := 0
+	for strings.HasSuffix(full[:len(full)-trail], "\uFFFD") {
+		trail += len("\uFFFD")
 	}
+	hold = max(hold, trail)
 	end := len(full) - hold
 	if end <= t.emitted {
 		return ""
@@ -68,8 +76,12 @@ func (t *textState) add(tok int32) string {
 	return out
 }
 
-// flush releases what is left at the end.
-func (t *textState) flush() string {
+// Stopped reports whether a stop string has appeared: nothing after it is
+// released.
+func (t *TextStream) Stopped() bool { return t.stopped }
+
+// Flush releases what is left at the end.
+func (t *TextStream) Flush() string {
 	full := t.text()
 	end := len(full)
 	if t.stopped {

@@ -25,8 +25,9 @@ type Aggregation struct {
 	Seq, Batch string
 }
 
-// DefaultAggregation is the paper's best combination.
-var DefaultAggregation = Aggregation{Seq: "mean", Batch: "l2"}
+// DefaultAggregation is the paper's best combination: the mean over each
+// sequence, then the L2 norm over the sequences.
+func DefaultAggregation() Aggregation { return Aggregation{Seq: "mean", Batch: "l2"} }
 
 func (a Aggregation) String() string { return fmt.Sprintf("batch=%s, seq=%s", a.Batch, a.Seq) }
 
@@ -235,7 +236,7 @@ func HashIDs(ids []int32) string {
 // Estimate scores m on n calibration sequences of T tokens (ids is n×T).
 func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Options) (*Scores, error) {
 	if opt.Agg == (Aggregation{}) {
-		opt.Agg = DefaultAggregation
+		opt.Agg = DefaultAggregation()
 	}
 	if err := opt.Agg.Validate(); err != nil {
 		return nil, err
@@ -291,8 +292,11 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 			return a, nil
 		}
 		a, err := m.NewActivations(rows, false)
+		if err != nil {
+			return nil, err
+		}
 		acts[rows] = a
-		return a, err
+		return a, nil
 	}
 	var bs int // sequences in the current pass
 	fold := func(stat *channelStat, v []float32, dims int) {

@@ -2,13 +2,18 @@ package importance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 )
 
@@ -16,36 +21,17 @@ const fixtures = "../testdata/hf"
 
 var fixtureModels = []string{"nemotron-tiny", "nemotron-odd", "llama-tiny"}
 
-func relErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		d := float64(got[i] - want[i])
-		num += d * d
-		den += float64(want[i]) * float64(want[i])
-	}
-	return math.Sqrt(num / den)
-}
+var relErr = backendtest.RelErr[float32]
 
-// fixture loads a model and its importance goldens.
-func fixture(t *testing.T, name string) (*model.Model, *checkpoints.Tensors, []int32, int, int) {
+// loadFixture loads a model and its importance goldens.
+func loadFixture(t *testing.T, name string) (*model.Model, *checkpoints.Tensors, []int32, int, int) {
 	t.Helper()
 	m, err := model.Load(filepath.Join(fixtures, name), cpu.New(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := checkpoints.Open(filepath.Join(fixtures, name, "importance.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	v, shape, err := g.Int64("calibration_ids")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := make([]int32, len(v))
-	for i, x := range v {
-		ids[i] = int32(x)
-	}
+	g := fixture.Goldens(t, name, "importance.safetensors")
+	ids, shape := fixture.IDs(t, g, "calibration_ids")
 	return m, g, ids, shape[0], shape[1]
 }
 
@@ -53,7 +39,7 @@ func fixture(t *testing.T, name string) (*model.Model, *checkpoints.Tensors, []i
 func TestParity(t *testing.T) {
 	for _, name := range fixtureModels {
 		t.Run(name, func(t *testing.T) {
-			m, g, ids, n, T := fixture(t, name)
+			m, g, ids, n, T := loadFixture(t, name)
 			// Batches of 3 and 1 sequences: the result must not depend on them.
 			for _, bs := range []int{3, 4} {
 				s, err := Estimate(context.Background(), m, ids, n, T, Options{Depth: true, BatchSize: bs})
@@ -79,7 +65,7 @@ func TestParity(t *testing.T) {
 }
 
 func TestSaveLoad(t *testing.T) {
-	m, _, ids, n, T := fixture(t, "llama-tiny")
+	m, _, ids, n, T := loadFixture(t, "llama-tiny")
 	s, err := Estimate(context.Background(), m, ids, n, T, Options{Agg: Aggregation{Seq: "l2", Batch: "var"}, NeuronSite: "pre"})
 	if err != nil {
 		t.Fatal(err)
@@ -233,4 +219,22 @@ func BenchmarkBlockImportance(b *testing.B) {
 			bs.end()
 		}
 	})
+}
+
+// outOfMemory is a backend whose allocations fail, as a full GPU's do.
+type outOfMemory struct{ backend.Backend }
+
+func (outOfMemory) New(backend.DType, ...int) (backend.Tensor, error) {
+	return nil, errors.New("out of device memory")
+}
+
+// TestAllocationFailure: a workspace that cannot be allocated is an error,
+// not a crash.
+func TestAllocationFailure(t *testing.T) {
+	m, _, ids, n, T := loadFixture(t, "nemotron-tiny")
+	m.Backend = outOfMemory{m.Backend}
+	_, err := Estimate(context.Background(), m, ids, n, T, Options{})
+	if err == nil || !strings.Contains(err.Error(), "out of device memory") {
+		t.Fatalf("error %v, want the allocation's", err)
+	}
 }

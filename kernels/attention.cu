@@ -324,25 +324,25 @@ UNROLL
 }
 
 // The forward kernels, one per padded head dimension. Shared memory
-// (BM + 2 BN) D bf16 values; see attnFwdShapes in backend/cuda/ops.go.
-extern "C" __global__ void attention_fwd_d32(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                             const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                             int kvRows, float scale, int nsplit) {
+// (BM + 2 BN) D bf16 values; see attnShapes in backend/cuda/ops.go.
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d32(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                    const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                    int kvRows, float scale, int nsplit) {
     attn_fwd<32>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
-extern "C" __global__ void attention_fwd_d64(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                             const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                             int kvRows, float scale, int nsplit) {
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d64(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                    const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                    int kvRows, float scale, int nsplit) {
     attn_fwd<64>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
-extern "C" __global__ void attention_fwd_d128(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                              const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                              int kvRows, float scale, int nsplit) {
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d128(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                     const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                     int kvRows, float scale, int nsplit) {
     attn_fwd<128>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
-extern "C" __global__ void attention_fwd_d256(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
-                                              const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
-                                              int kvRows, float scale, int nsplit) {
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_d256(void* out, void* lse, float* part, const void* q, const void* k, const void* v,
+                                                                     const int* past, const int* slots, int T, int heads, int kvHeads, int hd,
+                                                                     int kvRows, float scale, int nsplit) {
     attn_fwd<256>(out, lse, part, q, k, v, past, slots, T, heads, kvHeads, hd, kvRows, scale, nsplit);
 }
 
@@ -351,8 +351,8 @@ extern "C" __global__ void attention_fwd_d256(void* out, void* lse, float* part,
 // lse = M + log Σ_s e^(lse_s - M). One warp per row; grid (ceil(rows/8),
 // kvHeads, B) with 256 threads, rows = T * heads / kvHeads, rpad rows per
 // problem in part, each of D floats.
-extern "C" __global__ void attention_combine(void* out, void* lse, const float* part, int T, int heads, int kvHeads, int hd,
-                                             int D, int rpad, int nsplit) {
+extern "C" __global__ void __launch_bounds__(256) attention_combine(void* out, void* lse, const float* part, int T, int heads, int kvHeads, int hd,
+                                                                    int D, int rpad, int nsplit) {
     int lane = threadIdx.x & 31;
     int r = blockIdx.x * 8 + (threadIdx.x >> 5);
     int b = blockIdx.z, kvh = blockIdx.y, group = heads / kvHeads;
@@ -380,7 +380,7 @@ extern "C" __global__ void attention_combine(void* out, void* lse, const float* 
 
 // attention_backward_pre: Dv[r, h] = sum over the head's dims of dout*out,
 // one warp per (row, head).
-extern "C" __global__ void attention_backward_pre(float* Dv, const void* dout, const void* out, int n, int heads, int hd) {
+extern "C" __global__ void __launch_bounds__(256) attention_backward_pre(float* Dv, const void* dout, const void* out, int n, int heads, int hd) {
     i64 w = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (w >= (i64)n * heads) return;
@@ -399,13 +399,20 @@ extern "C" __global__ void attention_backward_pre(float* Dv, const void* dout, c
 // dq += ds k. dq is summed over key tiles in a fixed order: the block of key
 // tile j adds its part once the block of tile j-1 has (a counter per query
 // tile in sem, zeroed before the launch), so the result does not depend
-// on timing; the first writes dqacc, the last stores dq. Blocks are issued
-// in increasing index, so the block waited for is always running or done.
+// on timing; the first writes dqacc, the last stores dq.
+//
+// A block waits only for blocks that have started: blocks take their
+// (key tile, column slice, head, sequence) from a ticket, sem[0] counted
+// up as they start, in place of blockIdx (CUDA does not promise to start
+// blocks in index order, and a block spinning on one that has not started
+// could hold the multiprocessor it needs). Tile j-1 has a smaller ticket
+// than tile j, so its block is running or done, and waits only on smaller
+// tickets in turn.
 //
 // Grid (key tiles × D/DS, kvHeads, B), block 32 W threads; key tiles cover
 // the slot's kvRows rows (those no query sees get zero gradients). dqacc
-// holds float32 rows of D per problem, sem an int per (b, kvh, query tile,
-// column slice).
+// holds float32 rows of D per problem, sem the ticket counter and then an
+// int per (b, kvh, query tile, column slice).
 template <int D>
 __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout,
                                          const void* q, const void* k, const void* v, const void* lse, const float* Dv,
@@ -420,9 +427,22 @@ __device__ __forceinline__ void attn_bwd(void* dq, void* dk, void* dv, float* dq
     bf16* Ss = Os + 2 * BM * D;       // dsᵀ, [key][query], BN × BM
     float* Ls = (float*)(Ss + BN * BM); // lse of two query tiles
     float* Ds = Ls + 2 * BM;            // Dv of two query tiles
+    // The block's place, from its ticket: sequence, KV head, key tile,
+    // column slice. The loop over query tiles reads the sequence and head
+    // from here again (volatile) rather than holding them in registers:
+    // blockIdx, which they replace, costs none.
+    volatile int* place = (int*)(Ds + 2 * BM);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    const int b = blockIdx.z, kvh = blockIdx.y;
-    const int jt = blockIdx.x / NS, cs = blockIdx.x % NS; // key tile, column slice
+    if (threadIdx.x == 0) {
+        const int id = atomicAdd(sem, 1), bx = id % gridDim.x, by = id / gridDim.x; // the block's place in the grid
+        place[0] = by / gridDim.y;
+        place[1] = by % gridDim.y;
+        place[2] = bx / NS;
+        place[3] = bx % NS;
+    }
+    __syncthreads();
+    const int b = place[0], kvh = place[1];
+    const int jt = place[2], cs = place[3]; // key tile, column slice
     const int group = heads / kvHeads, R = T * group;
     const int p0 = past ? past[b] : 0;
     const int slot = slots ? slots[b] : b;
@@ -475,7 +495,7 @@ UNROLL
             for (int e = threadIdx.x; e < BM; e += NT) {
                 int r = (it + 1) * BM + e;
                 bool in = r < R;
-                i64 li = ((i64)b * T + r / group) * heads + kvh * group + r % group;
+                i64 li = ((i64)place[0] * T + r / group) * heads + place[1] * group + r % group;
                 Ls[(buf ^ 1) * BM + e] = in ? ld(lse, li) * LOG2E : 0.f;
                 Ds[(buf ^ 1) * BM + e] = in ? Dv[li] : 0.f;
             }
@@ -550,7 +570,7 @@ UNROLL
             }
         // Wait for this query tile's earlier key tiles to have added their dq.
         const int jlast = (p0 + (min(R, (it + 1) * BM) - 1) / group) / BN; // the last key tile this query tile sees
-        int* cnt = sem + (((i64)b * kvHeads + kvh) * qtiles + it) * NS + cs;
+        int* cnt = sem + 1 + (((i64)place[0] * kvHeads + place[1]) * qtiles + it) * NS + cs;
         if (threadIdx.x == 0 && jt > 0) {
             while (atomicAdd(cnt, 0) != jt) {
             }
@@ -583,7 +603,7 @@ UNROLL
                     int rq = mrow + g + 8 * h;
                     int r = it * BM + rq;
                     if (r >= R) continue;
-                    volatile float* acc = dqacc + ((((i64)b * kvHeads + kvh) * qtiles * BM) + r) * D;
+                    volatile float* acc = dqacc + ((((i64)place[0] * kvHeads + place[1]) * qtiles * BM) + r) * D;
                     i64 oo = qr.off(r);
 UNROLL
                     for (int n = 0; n < 4; n++) {
@@ -604,9 +624,14 @@ UNROLL
                 }
             }
         }
-        __threadfence();
         __syncthreads(); // every warp added its dq; Ss and the buffers are free
-        if (threadIdx.x == 0) atomicExch(cnt, jt + 1);
+        if (threadIdx.x == 0) {
+            // The block's dq stores, ordered before this thread's by the
+            // barrier, become visible to the whole GPU before the counter
+            // does (the pattern of cooperative groups' grid sync).
+            __threadfence();
+            atomicExch(cnt, jt + 1);
+        }
     }
     // dk and dv of this warp's 16 keys (zero for keys no query sees).
 UNROLL
@@ -630,25 +655,27 @@ UNROLL
 }
 
 // The backward kernels, one per padded head dimension; shared memory
-// (2 BN D + 4 BM D + BN BM) bf16 values and 4 BM floats (attnBwdShapes in
-// backend/cuda/ops.go).
-extern "C" __global__ void attention_bwd_d32(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                             const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                             const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+// (2 BN D + 4 BM D + BN BM) bf16 values, 4 BM floats and the ticket
+// (attnShapes in backend/cuda/ops.go). d32 asks for 2 blocks per
+// multiprocessor (≈ 190 registers): with a bound of 128 threads alone
+// ptxas 11.8 once squeezed it into 168 for sm_90 by spilling.
+extern "C" __global__ void __launch_bounds__(128, 2) attention_bwd_d32(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                    const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                    const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<32>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }
-extern "C" __global__ void attention_bwd_d64(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                             const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                             const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+extern "C" __global__ void __launch_bounds__(256) attention_bwd_d64(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                    const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                    const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<64>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }
-extern "C" __global__ void attention_bwd_d128(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                              const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                              const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+extern "C" __global__ void __launch_bounds__(256) attention_bwd_d128(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                     const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                     const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<128>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }
-extern "C" __global__ void attention_bwd_d256(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
-                                              const void* k, const void* v, const void* lse, const float* Dv, const int* past,
-                                              const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_d256(void* dq, void* dk, void* dv, float* dqacc, int* sem, const void* dout, const void* q,
+                                                                     const void* k, const void* v, const void* lse, const float* Dv, const int* past,
+                                                                     const int* slots, int T, int heads, int kvHeads, int hd, int kvRows, float scale) {
     attn_bwd<256>(dq, dk, dv, dqacc, sem, dout, q, k, v, lse, Dv, past, slots, T, heads, kvHeads, hd, kvRows, scale);
 }

@@ -1,6 +1,13 @@
 // Definitions shared by every kernel. Compiled by NVRTC with no headers:
 // bfloat16 is handled as raw bits.
 //
+// Every kernel declares __launch_bounds__(N), N the largest block the
+// host launches it with (backend/cuda checks each launch against it): the
+// compiler then keeps N threads' registers within a multiprocessor's 64K
+// (at most 64 each for 1024 threads, 255 for 256), where without the
+// bound a newer compiler could take more and the launch would fail with
+// CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES.
+//
 // A float tensor argument is a device address whose lowest bit says how
 // its elements are stored: clear for float32, set for bfloat16 (element
 // addresses are always even, so the bit is free). ld and st hide the
@@ -252,10 +259,10 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], const void* p) { emu
 __device__ __forceinline__ void ldmatrix_x2(u32 r[2], const void* p) { emu_ldmatrix(r, 2, false, p); }
 __device__ __forceinline__ void ldmatrix_x2_trans(u32 r[2], const void* p) { emu_ldmatrix(r, 2, true, p); }
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) { emu_cp_async_16(smem, gmem); }
-__device__ __forceinline__ void cp_async_commit() {}
-template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_commit() { emu_cp_async_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { emu_cp_async_wait(N); }
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) { return (u32)f2bf(lo) | ((u32)f2bf(hi) << 16); }
-__device__ __forceinline__ float fast_exp2(float x) { return exp2f(x); }
+__device__ __forceinline__ float fast_exp2(float x) { return emu_ex2_approx_ftz(x); }
 #endif
 
 // ---- 16-byte vector access to tagged tensors ----

@@ -1,43 +1,43 @@
 // Elementwise and row-copy kernels. All use grid-stride loops over n
 // elements, so any grid size is correct.
 
-extern "C" __global__ void fill(void* x, i64 n, float v) {
+extern "C" __global__ void __launch_bounds__(256) fill(void* x, i64 n, float v) {
     GRID_STRIDE(i, n) st(x, i, v);
 }
 
 // convert copies between float storages (and within one).
-extern "C" __global__ void convert(void* dst, const void* src, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) convert(void* dst, const void* src, i64 n) {
     GRID_STRIDE(i, n) st(dst, i, ld(src, i));
 }
 
-extern "C" __global__ void add(void* out, const void* a, const void* b, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) add(void* out, const void* a, const void* b, i64 n) {
     GRID_STRIDE(i, n) st(out, i, ld(a, i) + ld(b, i));
 }
 
-extern "C" __global__ void scale(void* x, i64 n, float alpha) {
+extern "C" __global__ void __launch_bounds__(256) scale(void* x, i64 n, float alpha) {
     GRID_STRIDE(i, n) st(x, i, ld(x, i) * alpha);
 }
 
-extern "C" __global__ void relu2(void* out, const void* x, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) relu2(void* out, const void* x, i64 n) {
     GRID_STRIDE(i, n) {
         float v = fmaxf(ld(x, i), 0.f);
         st(out, i, v * v);
     }
 }
 
-extern "C" __global__ void relu2_backward(void* dx, const void* dout, const void* x, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) relu2_backward(void* dx, const void* dout, const void* x, i64 n) {
     GRID_STRIDE(i, n) st(dx, i, ld(dout, i) * 2.f * fmaxf(ld(x, i), 0.f));
 }
 
 // swiglu: out = silu(gate) * up.
-extern "C" __global__ void swiglu(void* out, const void* gate, const void* up, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) swiglu(void* out, const void* gate, const void* up, i64 n) {
     GRID_STRIDE(i, n) {
         float g = ld(gate, i);
         st(out, i, g / (1.f + expf(-g)) * ld(up, i));
     }
 }
 
-extern "C" __global__ void swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, i64 n) {
+extern "C" __global__ void __launch_bounds__(256) swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, i64 n) {
     GRID_STRIDE(i, n) {
         float g = ld(gate, i), u = ld(up, i), d = ld(dout, i);
         float s = 1.f / (1.f + expf(-g));
@@ -50,7 +50,7 @@ extern "C" __global__ void swiglu_backward(void* dgate, void* dup, const void* d
 // visits into part[b], in double precision. The block reduces in a fixed
 // tree (no atomics), so the sums are the same on every run; blockDim.x
 // must be 256.
-extern "C" __global__ void sqnorm(const void* x, i64 n, double* part) {
+extern "C" __global__ void __launch_bounds__(256) sqnorm(const void* x, i64 n, double* part) {
     __shared__ double sh[256];
     double s = 0;
     GRID_STRIDE(i, n) {
@@ -68,7 +68,7 @@ extern "C" __global__ void sqnorm(const void* x, i64 n, double* part) {
 
 // sum_f64 adds x[0..n) into *out in a fixed order: one block of 256
 // threads, each summing a strided slice, then a fixed tree.
-extern "C" __global__ void sum_f64(const double* x, int n, double* out) {
+extern "C" __global__ void __launch_bounds__(256) sum_f64(const double* x, int n, double* out) {
     __shared__ double sh[256];
     double s = 0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
@@ -85,26 +85,29 @@ extern "C" __global__ void sum_f64(const double* x, int n, double* out) {
 // the bias-corrected step. bfloat16 weights and moments are stored with
 // stochastic rounding, so steps far below one bf16 ulp still move them on
 // average; seed (mixed on the host from the step and the tensor's id)
-// makes the noise differ between steps and between tensors. float32
+// makes the noise differ between steps and between tensors; element i's
+// noise is drawn for its index off + i in the whole tensor, so a tensor
+// updated in parts (views of data-parallel shards) gets the noise it gets
+// updated whole. float32
 // tensors (master weights, float32 moments) are stored exactly.
-extern "C" __global__ void adamw(void* w, const void* g, void* m, void* v, i64 n,
-                                 float lr, float beta1, float beta2, float eps, float wd,
-                                 float bc1, float sqrt_bc2, float gscale, u32 seed) {
+extern "C" __global__ void __launch_bounds__(256) adamw(void* w, const void* g, void* m, void* v, i64 n, i64 off,
+                                                        float lr, float beta1, float beta2, float eps, float wd,
+                                                        float bc1, float sqrt_bc2, float gscale, u32 seed) {
     GRID_STRIDE(i, n) {
         float gi = ld(g, i) * gscale;
         float mi = beta1 * ld(m, i) + (1.f - beta1) * gi;
         float vi = beta2 * ld(v, i) + (1.f - beta2) * gi * gi;
         float wi = ld(w, i) * (1.f - lr * wd);
         wi -= lr / bc1 * mi / (sqrtf(vi) / sqrt_bc2 + eps);
-        u32 r = hash32(seed, (u64)i);
+        u32 r = hash32(seed, (u64)(off + i));
         st_sr(w, i, wi, r);
         st_sr(m, i, mi, r >> 16 | r << 16);
-        st_sr(v, i, vi, hash32(seed ^ 0x9e3779b9u, (u64)i));
+        st_sr(v, i, vi, hash32(seed ^ 0x9e3779b9u, (u64)(off + i)));
     }
 }
 
 // gather_rows: dst[i] = src[rows[i]] for n rows of d.
-extern "C" __global__ void gather_rows(void* dst, const void* src, const int* rows, int n, int d, int srcRows, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) gather_rows(void* dst, const void* src, const int* rows, int n, int d, int srcRows, int* err) {
     int i = blockIdx.x;
     int r = rows[i];
     if (r < 0 || r >= srcRows) {
@@ -115,7 +118,7 @@ extern "C" __global__ void gather_rows(void* dst, const void* src, const int* ro
 }
 
 // scatter_rows: dst[rows[i]] = src[i].
-extern "C" __global__ void scatter_rows(void* dst, const void* src, const int* rows, int n, int d, int dstRows, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) scatter_rows(void* dst, const void* src, const int* rows, int n, int d, int dstRows, int* err) {
     int i = blockIdx.x;
     int r = rows[i];
     if (r < 0 || r >= dstRows) {
@@ -126,7 +129,7 @@ extern "C" __global__ void scatter_rows(void* dst, const void* src, const int* r
 }
 
 // embedding: out[i] = table[ids[i]].
-extern "C" __global__ void embedding(void* out, const void* table, const int* ids, int n, int d, int vocab, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) embedding(void* out, const void* table, const int* ids, int n, int d, int vocab, int* err) {
     int i = blockIdx.x;
     int id = ids[i];
     if (id < 0 || id >= vocab) {
@@ -142,7 +145,7 @@ extern "C" __global__ void embedding(void* out, const void* table, const int* id
 // the rows grouped by id, starts[s]..starts[s+1] delimits segment s. No
 // two blocks touch the same row of dtable, so no atomics are needed and
 // bfloat16 tables are rounded once per step, not once per occurrence.
-extern "C" __global__ void embedding_backward(void* dtable, const void* dout, const int* ids, const int* order, const int* starts, int d) {
+extern "C" __global__ void __launch_bounds__(1024) embedding_backward(void* dtable, const void* dout, const int* ids, const int* order, const int* starts, int d) {
     int s = blockIdx.x;
     int a = starts[s], b = starts[s + 1];
     int id = ids[order[a]];

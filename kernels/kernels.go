@@ -2,9 +2,10 @@
 // embedded in the binary and compiled at run time by NVRTC for the GPU at
 // hand (see backend/cuda), so building minitron needs no CUDA toolkit.
 //
-// Every kernel is declared `extern "C" __global__ void name(...)` with
-// parameters of the kinds listed in Kind; Kernels parses the declarations so
-// the Go side can check each launch's arguments against them.
+// Every kernel is declared `extern "C" __global__ void
+// __launch_bounds__(N) name(...)` with parameters of the kinds listed in
+// Kind; Kernels parses the declarations so the Go side can check each
+// launch's arguments and block size against them.
 package kernels
 
 import (
@@ -15,6 +16,7 @@ import (
 	"io/fs"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -87,6 +89,12 @@ type Kernel struct {
 	Name   string
 	File   string
 	Params []Param
+	// MaxThreads is the block size the kernel is compiled for (the first
+	// argument of its __launch_bounds__); 0 when it declares none. The compiler keeps the
+	// registers of a kernel with bounds N within what N threads may use
+	// (64K per block: 64 each for 1024 threads); a launch with more
+	// threads fails on the GPU.
+	MaxThreads int
 }
 
 // Param is one kernel parameter.
@@ -95,7 +103,7 @@ type Param struct {
 	Kind Kind
 }
 
-var declRE = regexp.MustCompile(`extern "C" __global__ void (\w+)\(([^)]*)\)`)
+var declRE = regexp.MustCompile(`extern "C" __global__ void\s+(?:__launch_bounds__\(\s*(\d+)\s*(?:,\s*\d+\s*)?\)\s+)?(\w+)\(([^)]*)\)`)
 
 // Kernels parses every kernel declaration, keyed by name.
 func Kernels() (map[string]Kernel, error) {
@@ -103,11 +111,18 @@ func Kernels() (map[string]Kernel, error) {
 	for _, name := range names() {
 		data, _ := files.ReadFile(name)
 		for _, m := range declRE.FindAllStringSubmatch(string(data), -1) {
-			k := Kernel{Name: m[1], File: name}
+			k := Kernel{Name: m[2], File: name}
 			if _, dup := out[k.Name]; dup {
 				return nil, fmt.Errorf("kernels: %s: kernel %s is declared twice", name, k.Name)
 			}
-			for _, p := range strings.Split(m[2], ",") {
+			if m[1] != "" {
+				n, err := strconv.Atoi(m[1])
+				if err != nil || n < 1 || n > 1024 {
+					return nil, fmt.Errorf("kernels: %s: kernel %s: __launch_bounds__(%s) is not a block size from 1 to 1024", name, k.Name, m[1])
+				}
+				k.MaxThreads = n
+			}
+			for _, p := range strings.Split(m[3], ",") {
 				p = strings.Join(strings.Fields(p), " ")
 				if p == "" {
 					continue

@@ -1,9 +1,12 @@
 package kernels
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -16,7 +19,7 @@ func TestKernelsParse(t *testing.T) {
 	// Spot-check declarations against the sources.
 	for name, want := range map[string]string{
 		"add":                      "pppl",
-		"adamw":                    "ppppl" + "ffffffff" + "u",
+		"adamw":                    "pppp" + "ll" + "ffffffff" + "u",
 		"attention_fwd_d128":       "pppppppp" + "iiiii" + "f" + "i",
 		"attention_bwd_d64":        "ppppppppppppp" + "iiiii" + "f",
 		"cross_entropy":            "pppp" + "ii" + "f" + "p",
@@ -39,6 +42,39 @@ func TestKernelsParse(t *testing.T) {
 	if len(ks) < 20 {
 		t.Errorf("only %d kernels parsed", len(ks))
 	}
+	// Every kernel declares the block size it is compiled for.
+	for name, k := range ks {
+		if k.MaxThreads == 0 {
+			t.Errorf("%s (%s) declares no __launch_bounds__", name, k.File)
+		}
+	}
+	for name, want := range map[string]int{"layernorm": 1024, "adamw": 256, "attention_bwd_d128": 256, "attention_fwd_d128": 128} {
+		if got := ks[name].MaxThreads; got != want {
+			t.Errorf("%s: launch bounds %d, want %d", name, got, want)
+		}
+	}
+}
+
+func TestLaunchBoundsParse(t *testing.T) {
+	for _, c := range []struct {
+		decl string
+		name string
+		max  int
+	}{
+		{`extern "C" __global__ void k(int n)`, "k", 0},
+		{`extern "C" __global__ void __launch_bounds__(256) k2(int n)`, "k2", 256},
+		{"extern \"C\" __global__ void  __launch_bounds__( 1024 )\n  k3(int n)", "k3", 1024},
+		{`extern "C" __global__ void __launch_bounds__(128, 2) k4(int n)`, "k4", 128},
+	} {
+		m := declRE.FindStringSubmatch(c.decl)
+		if m == nil || m[2] != c.name {
+			t.Errorf("%q: matched %q", c.decl, m)
+			continue
+		}
+		if got, _ := strconv.Atoi("0" + m[1]); got != c.max {
+			t.Errorf("%q: bounds %d, want %d", c.decl, got, c.max)
+		}
+	}
 }
 
 func TestSourceAssembly(t *testing.T) {
@@ -57,8 +93,10 @@ func TestSourceAssembly(t *testing.T) {
 			t.Errorf("%s included more than once", f)
 		}
 	}
-	if Hash() != Hash() || len(Hash()) != 64 {
-		t.Fatalf("hash %q", Hash())
+	// The hash names the compiled-kernel cache: it is the SHA-256 of the
+	// assembled source, so any change to a kernel changes it.
+	if sum := sha256.Sum256([]byte(src)); Hash() != hex.EncodeToString(sum[:]) {
+		t.Fatalf("hash %q is not the SHA-256 of the source", Hash())
 	}
 }
 

@@ -6,8 +6,8 @@
 // cross_entropy: losses[i] = logsumexp(x_i) - x_i[t_i]; dlogits (when
 // given) = scale*(softmax(x_i) - onehot(t_i)). A negative target gives a
 // zero loss and gradient.
-extern "C" __global__ void cross_entropy(void* losses, void* dlogits, const void* logits, const int* targets, int n,
-                                         int V, float scale, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy(void* losses, void* dlogits, const void* logits, const int* targets, int n,
+                                                                 int V, float scale, int* err) {
     int i = blockIdx.x;
     i64 row = (i64)i * V;
     int t = targets[i];
@@ -40,8 +40,8 @@ extern "C" __global__ void cross_entropy(void* losses, void* dlogits, const void
 // kl_div: losses[i] = T²·KL(p‖q) with p = softmax(teacher/T), q =
 // softmax(student/T), or T²·KL(q‖p) when reverse. dstudent (when given) =
 // gscale·T·(q − p), or gscale·T·q·(log q − log p − KL) for reverse.
-extern "C" __global__ void kl_div(void* losses, void* dstudent, const void* student, const void* teacher, int n, int V,
-                                  float T, int reverse, float gscale) {
+extern "C" __global__ void __launch_bounds__(1024) kl_div(void* losses, void* dstudent, const void* student, const void* teacher, int n, int V,
+                                                          float T, int reverse, float gscale) {
     i64 row = (i64)blockIdx.x * V;
     float inv = 1.f / T;
     MZ a, c;
@@ -75,8 +75,8 @@ extern "C" __global__ void kl_div(void* losses, void* dstudent, const void* stud
 // outside the K tokens is dropped and the K renormalized (uniform = 0) or
 // spread evenly over the other V−K tokens (uniform = 1). Block size must
 // be at least 32 and K at most TOPK_MAX.
-extern "C" __global__ void kl_topk(void* losses, void* dstudent, const void* student, const int* ids, const void* logp,
-                                   int n, int V, int K, float T, int reverse, int uniform, float gscale, int* err) {
+extern "C" __global__ void __launch_bounds__(1024) kl_topk(void* losses, void* dstudent, const void* student, const int* ids, const void* logp,
+                                                           int n, int V, int K, float T, int reverse, int uniform, float gscale, int* err) {
     __shared__ float lqk[TOPK_MAX]; // student log q at the teacher's ids, read before dstudent overwrites them
     i64 row = (i64)blockIdx.x * V;
     i64 krow = (i64)blockIdx.x * K;
@@ -152,7 +152,7 @@ extern "C" __global__ void kl_topk(void* losses, void* dstudent, const void* stu
 // cosine_loss: losses[i] = 1 − cos(u_i, v_i), cos = u·v/(max(‖u‖,1e-8)
 // max(‖v‖,1e-8)); du (when given) = scale·d(loss)/du = scale·(cos·u/‖u‖² −
 // v/(‖u‖‖v‖)). du may alias u.
-extern "C" __global__ void cosine_loss(void* losses, void* du, const void* u, const void* v, int n, int d, float scale) {
+extern "C" __global__ void __launch_bounds__(1024) cosine_loss(void* losses, void* du, const void* u, const void* v, int n, int d, float scale) {
     i64 row = (i64)blockIdx.x * d;
     float uv = 0.f, uu = 0.f, vv = 0.f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {

@@ -5,8 +5,8 @@
 // Rows move 8 elements a step (16-byte accesses) when d is a multiple of 8
 // and every row involved starts 16-byte aligned; else one at a time.
 
-extern "C" __global__ void layernorm(void* out, void* stats, const void* x, const void* w, const void* bias,
-                                     int n, int d, float eps, float woff) {
+extern "C" __global__ void __launch_bounds__(1024) layernorm(void* out, void* stats, const void* x, const void* w, const void* bias,
+                                                             int n, int d, float eps, float woff) {
     i64 row = (i64)blockIdx.x * d;
     const int V = (d & 7) == 0 && vec8_ok(x, row) && vec8_ok(out, row) && vec8_ok(w, 0) && (!bias || vec8_ok(bias, 0)) ? 8 : 1;
     float s = 0.f;
@@ -43,7 +43,7 @@ extern "C" __global__ void layernorm(void* out, void* stats, const void* x, cons
     }
 }
 
-extern "C" __global__ void rmsnorm(void* out, void* stats, const void* x, const void* w, int n, int d, float eps) {
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm(void* out, void* stats, const void* x, const void* w, int n, int d, float eps) {
     i64 row = (i64)blockIdx.x * d;
     const int V = (d & 7) == 0 && vec8_ok(x, row) && vec8_ok(out, row) && vec8_ok(w, 0) ? 8 : 1;
     float ss = 0.f;
@@ -85,8 +85,8 @@ __device__ __forceinline__ void dx_inputs(float gv[8], float wv[8], float xv[8],
 // norm_backward_dx overwrites dx for one row per block:
 // g = dout*(w+woff); dx = rstd*(g - mean(g) - xhat*mean(g*xhat)), without
 // the mean(g) term for RMSNorm. dx may alias dout.
-extern "C" __global__ void norm_backward_dx(void* dx, const void* dout, const void* x, const void* w, const void* stats,
-                                            int kind, int n, int d, float woff) {
+extern "C" __global__ void __launch_bounds__(1024) norm_backward_dx(void* dx, const void* dout, const void* x, const void* w, const void* stats,
+                                                                    int kind, int n, int d, float woff) {
     int i = blockIdx.x;
     i64 row = (i64)i * d;
     const int V = (d & 7) == 0 && vec8_ok(dx, row) && vec8_ok(dout, row) && vec8_ok(x, row) && vec8_ok(w, 0) ? 8 : 1;
@@ -119,8 +119,8 @@ extern "C" __global__ void norm_backward_dx(void* dx, const void* dout, const vo
 // norm_backward_dw_partial sums dout*xhat (and dout, for the bias) over
 // the rows of one chunk, for 32 columns per block: block (32, 8), grid
 // (ceil(d/32), chunks). part is float32 [chunks, 2, d].
-extern "C" __global__ void norm_backward_dw_partial(float* part, const void* dout, const void* x, const void* stats,
-                                                    int kind, int n, int d, int rowsPerChunk) {
+extern "C" __global__ void __launch_bounds__(256) norm_backward_dw_partial(float* part, const void* dout, const void* x, const void* stats,
+                                                                           int kind, int n, int d, int rowsPerChunk) {
     __shared__ float sw[8][33], sb[8][33];
     int c = blockIdx.x * 32 + threadIdx.x;
     int r0 = blockIdx.y * rowsPerChunk, r1 = min(n, r0 + rowsPerChunk);
@@ -148,7 +148,7 @@ extern "C" __global__ void norm_backward_dw_partial(float* part, const void* dou
 
 // norm_backward_dw_finish adds the chunk sums, in chunk order, to dw (and
 // to dbias when it is given).
-extern "C" __global__ void norm_backward_dw_finish(void* dw, void* dbias, const float* part, int chunks, int d) {
+extern "C" __global__ void __launch_bounds__(256) norm_backward_dw_finish(void* dw, void* dbias, const float* part, int chunks, int d) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= d) return;
     float aw = 0.f, ab = 0.f;
@@ -163,7 +163,7 @@ extern "C" __global__ void norm_backward_dw_finish(void* dw, void* dbias, const 
 // rope rotates the first rotDim dims of every head of x [n, heads*headDim]
 // in place, pairs (i, i + rotDim/2), by pos*invFreq[i] (negated when
 // inverse). One thread per pair.
-extern "C" __global__ void rope(void* x, const int* pos, const float* invFreq, int n, int heads, int headDim, int rotDim, int inverse) {
+extern "C" __global__ void __launch_bounds__(256) rope(void* x, const int* pos, const float* invFreq, int n, int heads, int headDim, int rotDim, int inverse) {
     int half = rotDim / 2;
     i64 total = (i64)n * heads * half;
     GRID_STRIDE(t, total) {

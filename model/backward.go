@@ -31,10 +31,7 @@ func (m *Model) NewGradsIn(dt backend.DType) (*Grads, error) {
 		}
 		g.T[i] = t
 	}
-	shadow := &Model{Config: m.Config, Params: m.Params, Weights: g.T}
-	shadow.bind()
-	g.Embed, g.LMHead, g.NormW, g.NormB, g.Layers = shadow.Embed, shadow.LMHead, shadow.NormW, shadow.NormB, shadow.Layers
-	return g, nil
+	return m.GradsOf(g.T), nil
 }
 
 // Zero clears every gradient.
@@ -54,9 +51,10 @@ func (g *Grads) Free(b backend.Backend) {
 	}
 }
 
-// lossChunk is the number of rows whose logits exist at once during the
-// loss: a 256k vocabulary never needs more than lossChunk×V floats.
-const lossChunk = 256
+// LossChunk is the number of rows whose logits exist at once during the
+// loss, the most a ChunkLoss is called with: a 256k vocabulary never needs
+// more than LossChunk×V floats.
+const LossChunk = 256
 
 // backState is the workspace of a backward pass: one layer's activation
 // gradients, reused across layers.
@@ -93,7 +91,7 @@ func (m *Model) newBackState(n int) (*backState, error) {
 	if c.Arch == Llama {
 		s.dgate = alloc(fd, n, f)
 	}
-	s.logits = alloc(fd, min(n, lossChunk), c.VocabSize)
+	s.logits = alloc(fd, min(n, LossChunk), c.VocabSize)
 	s.losses = alloc(backend.F32, n)
 	if err != nil {
 		s.free(m.Backend)
@@ -289,8 +287,8 @@ func (a *Activations) Final() backend.Tensor { return a.final }
 func (m *Model) lossBackward(a *Activations, s *backState, loss ChunkLoss, scale float32, g *Grads) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := a.N, c.HiddenSize, c.VocabSize
-	for r0 := 0; r0 < n; r0 += lossChunk {
-		r1 := min(n, r0+lossChunk)
+	for r0 := 0; r0 < n; r0 += LossChunk {
+		r1 := min(n, r0+LossChunk)
 		rows := r1 - r0
 		fin, err := b.View(a.final, r0*d, rows, d)
 		if err != nil {
@@ -476,7 +474,7 @@ func (m *Model) layerBackward(l int, a *Activations, s *backState, g *Grads, at 
 }
 
 // Loss returns the mean cross-entropy of the rows whose target is not
-// negative, without gradients; logits are made lossChunk rows at a time.
+// negative, without gradients; logits are made LossChunk rows at a time.
 // a may be made with or without keep. opt may skip layers or observe.
 func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (float64, error) {
 	n := in.B * in.T
@@ -491,7 +489,7 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 		return 0, err
 	}
 	b, c := m.Backend, m.Config
-	rows := min(n, lossChunk)
+	rows := min(n, LossChunk)
 	if err := m.ensure(&a.logits, a, b.FloatDType(), rows, c.VocabSize); err != nil {
 		return 0, err
 	}
@@ -505,8 +503,8 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 		return 0, err
 	}
 	defer b.Free(tg)
-	for r0 := 0; r0 < n; r0 += lossChunk {
-		r1 := min(n, r0+lossChunk)
+	for r0 := 0; r0 < n; r0 += LossChunk {
+		r1 := min(n, r0+LossChunk)
 		fin, err := b.View(a.final, r0*c.HiddenSize, r1-r0, c.HiddenSize)
 		if err != nil {
 			return 0, err
@@ -547,7 +545,7 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := backend.Rows(final), c.HiddenSize, c.VocabSize
-	lg, err := b.New(b.FloatDType(), min(n, lossChunk), v)
+	lg, err := b.New(b.FloatDType(), min(n, LossChunk), v)
 	if err != nil {
 		return 0, err
 	}
@@ -557,8 +555,8 @@ func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, er
 		return 0, err
 	}
 	defer b.Free(losses)
-	for r0 := 0; r0 < n; r0 += lossChunk {
-		r1 := min(n, r0+lossChunk)
+	for r0 := 0; r0 < n; r0 += LossChunk {
+		r1 := min(n, r0+LossChunk)
 		fin, err := b.View(final, r0*d, r1-r0, d)
 		if err != nil {
 			return 0, err

@@ -1,7 +1,3 @@
-// Package model holds the architectures: config.json, the ordered parameter
-// table every other package uses, and the Nemotron and Llama blocks as
-// explicit forward (and backward) functions over backend ops, with a KV cache
-// for decoding and an observer hook for activation statistics.
 package model
 
 import (
@@ -141,7 +137,7 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(b []byte) (*Config, error) {
 	var raw map[string]any
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %v", err)
+		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
 	c := &Config{raw: raw, BOS: -1}
 	p := fields{raw: raw}

@@ -163,3 +163,21 @@ func TestParamTable(t *testing.T) {
 		t.Fatal("tied lm_head listed")
 	}
 }
+
+// TestForwardFLOPs against a count by hand: a Llama block with hidden 4,
+// 2 heads of 2 (1 KV head), MLP 8, vocabulary 10, untied, 1 layer.
+func TestForwardFLOPs(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":4,"num_hidden_layers":1,
+		"num_attention_heads":2,"num_key_value_heads":1,"head_dim":2,"intermediate_size":8,"tie_word_embeddings":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Weights per token: q 4×4, k 4×2, v 4×2, o 4×4, gate, up and down
+	// 4×8 each, two RMSNorms and the final one of 4, the LM head 10×4:
+	// 16+8+8+16+96+12+40 = 196 multiply-adds. Attention over 3 tokens:
+	// 6 visible pairs × 2 heads × 2 dims × 2 products.
+	want := 2*3*196.0 + 2*6*2*2*2
+	if got := c.ForwardFLOPs(1, 3); got != want {
+		t.Fatalf("%v FLOPs, want %v", got, want)
+	}
+}

@@ -92,13 +92,12 @@ func (c *Cache) Free(b backend.Backend) {
 // layerActs are one layer's activations. With Keep, each layer has its own;
 // otherwise all layers share one set.
 type layerActs struct {
-	n1, s1    backend.Tensor // input norm output, stats
-	q, k, v   backend.Tensor // projections after RoPE
-	att, lse  backend.Tensor // attention output, log-sum-exp
-	n2, s2    backend.Tensor // post-attention norm output, stats
-	up, gate  backend.Tensor // MLP projections (gate: Llama only)
-	act       backend.Tensor // down_proj input
-	inputRows int
+	n1, s1   backend.Tensor // input norm output, stats
+	q, k, v  backend.Tensor // projections after RoPE
+	att, lse backend.Tensor // attention output, log-sum-exp
+	n2, s2   backend.Tensor // post-attention norm output, stats
+	up, gate backend.Tensor // MLP projections (gate: Llama only)
+	act      backend.Tensor // down_proj input
 }
 
 // Activations is the workspace of forward (and backward) passes over N rows.
@@ -495,7 +494,11 @@ func (m *Model) layerForward(l int, a *Activations, at backend.Attn, x, mid, out
 			}
 		}
 	}
-	if err := b.Attention(la.att, la.lse, la.q, k, v, at); err != nil {
+	lse := la.lse // the log-sum-exps serve only a backward pass
+	if !a.Keep {
+		lse = nil
+	}
+	if err := b.Attention(la.att, lse, la.q, k, v, at); err != nil {
 		return err
 	}
 	if err := obs(SiteAttnOut, l, la.att); err != nil {

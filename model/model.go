@@ -1,3 +1,7 @@
+// Package model holds the architectures: config.json, the ordered parameter
+// table every other package uses, and the Nemotron and Llama blocks as
+// explicit forward (and backward) functions over backend ops, with a KV cache
+// for decoding and an observer hook for activation statistics.
 package model
 
 import (
@@ -8,6 +12,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 // Layer holds one transformer block's weights. Norm biases are nil for
@@ -218,7 +223,7 @@ func (m *Model) SaveWeights(dir string, ws []backend.Tensor, dt backend.DType, m
 	if _, err := checkpoints.WriteSharded(dir, m.entries(ws, dt), maxShard, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(filepath.Join(dir, "config.json"), cfgJSON)
+	return diskio.WriteFileAtomic(filepath.Join(dir, "config.json"), cfgJSON)
 }
 
 // Free releases the weights.

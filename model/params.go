@@ -120,3 +120,16 @@ func (c *Config) NumParams() (total, nonEmbedding int64) {
 	}
 	return total, nonEmbedding
 }
+
+// ForwardFLOPs counts the floating-point operations of a forward pass over
+// batch sequences of seq tokens, two per multiply-add: every parameter but
+// the embedding table once per token, the LM head included (a tied head
+// counts as well), and causal attention's two products, QKᵀ and PV, over
+// the seq(seq+1)/2 visible pairs of each head.
+func (c *Config) ForwardFLOPs(batch, seq int) float64 {
+	_, nonEmb := c.NumParams()
+	tokens := float64(batch * seq)
+	linear := 2 * tokens * float64(nonEmb+int64(c.VocabSize*c.HiddenSize))
+	attn := 2 * 2 * float64(batch) * float64(seq*(seq+1)/2) * float64(c.NumHeads*c.HeadDim) * float64(c.NumLayers)
+	return linear + attn
+}

@@ -2,28 +2,25 @@ package model
 
 import (
 	"fmt"
-	"math"
 	"path/filepath"
 	"testing"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/internal/fixture"
 )
 
 const fixtures = "../testdata/hf"
 
 var fixtureModels = []string{"nemotron-tiny", "nemotron-odd", "llama-tiny"}
 
-func relErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		d := float64(got[i]) - float64(want[i])
-		num += d * d
-		den += float64(want[i]) * float64(want[i])
-	}
-	return math.Sqrt(num / den)
-}
+// relErr and goldenIDs are the shared test helpers.
+var (
+	relErr    = backendtest.RelErr[float32]
+	goldenIDs = fixture.IDs
+)
 
 func loadFixture(t *testing.T, name string) (*Model, *checkpoints.Tensors) {
 	t.Helper()
@@ -31,25 +28,7 @@ func loadFixture(t *testing.T, name string) (*Model, *checkpoints.Tensors) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := checkpoints.Open(filepath.Join(fixtures, name, "golden.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	return m, g
-}
-
-func goldenIDs(t *testing.T, g *checkpoints.Tensors, name string) ([]int32, []int) {
-	t.Helper()
-	ids, shape, err := g.Int64(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]int32, len(ids))
-	for i, v := range ids {
-		out[i] = int32(v)
-	}
-	return out, shape
+	return m, fixture.Goldens(t, name, "golden.safetensors")
 }
 
 func golden(t *testing.T, g *checkpoints.Tensors, name string) []float32 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 // WriteRandom writes a checkpoint of cfg with random weights (normal with
@@ -59,5 +60,5 @@ func WriteRandom(cfg *Config, dir string, dt backend.DType, seed uint64, maxShar
 	if err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(filepath.Join(dir, "config.json"), b)
+	return diskio.WriteFileAtomic(filepath.Join(dir, "config.json"), b)
 }

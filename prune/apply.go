@@ -13,7 +13,9 @@ import (
 	"unsafe"
 
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
 )
 
 // Report records what a prune kept, written as prune-report.json.
@@ -112,19 +114,14 @@ func directIO(mode string, size int64, resident func() float64) (bool, error) {
 	return false, fmt.Errorf("prune: read mode %q: use %s, %s or %s", mode, ReadAuto, ReadDirect, ReadBuffered)
 }
 
-// tokenizerFiles are copied from the source directory when present.
-var tokenizerFiles = []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}
-
 // Apply writes the pruned model of plan p, read from srcDir, to opt.Out as
 // a Hugging Face directory. The directory appears only when complete.
 func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Report, error) {
 	if opt.MaxShard <= 0 {
 		opt.MaxShard = 5 << 30
 	}
-	if st, err := os.Stat(opt.Out); err == nil {
-		if entries, _ := os.ReadDir(opt.Out); st.IsDir() && len(entries) > 0 || !st.IsDir() {
-			return nil, fmt.Errorf("prune: %s already exists; remove it or choose another --out", opt.Out)
-		}
+	if err := diskio.Vacant(opt.Out); err != nil {
+		return nil, fmt.Errorf("prune: %s already exists; remove it or choose another --out", opt.Out)
 	}
 	ts, err := checkpoints.Open(srcDir)
 	if err != nil {
@@ -184,44 +181,28 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 	}
 	rep := &Report{Source: srcDir, Scores: opt.ScoresPath, ScoresMeta: opt.ScoresMeta, ShapeBefore: shapeOf(p.Source), ShapeAfter: shapeOf(p.Target),
 		ParamsBefore: p.ParamsBefore, ParamsAfter: p.ParamsAfter, Kept: Kept{Layers: p.Layers, Hidden: p.Hidden, Heads: p.Heads, FFN: p.FFN}}
-	parent := filepath.Dir(filepath.Clean(opt.Out))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("prune: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(opt.Out)+".tmp-")
-	if err != nil {
-		return nil, fmt.Errorf("prune: %w", err)
-	}
-	fail := func(err error) (*Report, error) {
-		os.RemoveAll(tmp)
-		return nil, err
-	}
-	if _, err := checkpoints.WriteSharded(tmp, entries, opt.MaxShard, map[string]string{"format": "pt"}); err != nil {
-		return fail(err)
-	}
-	cfgJSON, err := p.Target.JSON()
-	if err != nil {
-		return fail(err)
-	}
-	if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "config.json"), cfgJSON); err != nil {
-		return fail(err)
-	}
-	for _, f := range tokenizerFiles {
-		if b, err := os.ReadFile(filepath.Join(srcDir, f)); err == nil {
-			if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
-				return fail(err)
+	err = diskio.WriteDir(opt.Out, false, func(tmp string) error {
+		if _, err := checkpoints.WriteSharded(tmp, entries, opt.MaxShard, map[string]string{"format": "pt"}); err != nil {
+			return err
+		}
+		cfgJSON, err := p.Target.JSON()
+		if err != nil {
+			return err
+		}
+		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "config.json"), cfgJSON); err != nil {
+			return err
+		}
+		for _, f := range tokenizer.DirFiles() {
+			if _, err := os.Stat(filepath.Join(srcDir, f)); err == nil {
+				if err := diskio.CopyFile(filepath.Join(srcDir, f), filepath.Join(tmp, f)); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	rb, _ := json.MarshalIndent(rep, "", "  ")
-	if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, ReportFile), append(rb, '\n')); err != nil {
-		return fail(err)
-	}
-	os.Remove(opt.Out) // an empty directory may stand in the way
-	if err := os.Rename(tmp, opt.Out); err != nil {
-		return fail(fmt.Errorf("prune: %w", err))
-	}
-	if err := checkpoints.SyncDir(parent); err != nil {
+		rb, _ := json.MarshalIndent(rep, "", "  ")
+		return diskio.WriteFileAtomic(filepath.Join(tmp, ReportFile), append(rb, '\n'))
+	})
+	if err != nil {
 		return nil, err
 	}
 	rep.SourceBytes, rep.BytesRead = size, rd.BytesRead()

@@ -13,9 +13,11 @@ import (
 	"testing"
 
 	"github.com/minitron/minitron/backend"
+	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/importance"
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 )
 
@@ -66,13 +68,8 @@ func TestParity(t *testing.T) {
 			if m.Config.HiddenSize != pj.Hidden || m.Config.HeadDim != cfg.HeadDim || rep.ParamsAfter >= rep.ParamsBefore {
 				t.Fatalf("pruned config %+v", m.Config)
 			}
-			g, _ := checkpoints.Open(filepath.Join(dir, "importance.safetensors"))
-			defer g.Close()
-			raw, shape, _ := g.Int64("input_ids")
-			ids := make([]int32, len(raw))
-			for i, v := range raw {
-				ids[i] = int32(v)
-			}
+			g := fixture.Goldens(t, name, "importance.safetensors")
+			ids, shape := fixture.IDs(t, g, "input_ids")
 			a, _ := m.NewActivations(len(ids), false)
 			lg, err := m.Forward(a, model.Input{B: shape[0], T: shape[1], IDs: ids}, model.Options{})
 			if err != nil {
@@ -80,12 +77,7 @@ func TestParity(t *testing.T) {
 			}
 			got, _ := m.Backend.ToFloat32(lg)
 			want, _ := g.Float32("pruned_logits")
-			var num, den float64
-			for i := range want {
-				num += math.Pow(float64(got[i]-want[i]), 2)
-				den += math.Pow(float64(want[i]), 2)
-			}
-			if e := math.Sqrt(num / den); e > 1e-4 {
+			if e := backendtest.RelErr(got, want); e > 1e-4 {
 				t.Fatalf("pruned logits: relative error %.3g", e)
 			}
 			files, _ := filepath.Glob(filepath.Join(out, "model-*.safetensors"))
@@ -315,7 +307,7 @@ func TestSearchMinitron4B(t *testing.T) {
 	if total, _ := src.NumParams(); math.Abs(float64(total)-15.6e9) > 0.1e9 {
 		t.Fatalf("Nemotron-15B shape has %d parameters, the paper says 15.6B", total)
 	}
-	cs, err := Search(src, 4.19e9, 0.05, PaperSpace)
+	cs, err := Search(src, 4.19e9, 0.05, PaperSpace())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,8 @@ import (
 	"strings"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
-	"github.com/minitron/minitron/distill"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
@@ -31,19 +30,18 @@ type ScoreOptions struct {
 	// Out holds one directory per candidate (the pruned model and its short
 	// distillation run) and ResultsFile.
 	Out string
-	// Distill is the short distillation each candidate gets: data, sequence
-	// length, batch, optimizer, steps and validation batches. Its model
-	// and teacher are filled in. Train.Steps 0 scores the pruned models
-	// as they are (Metric is then required).
-	Distill distill.Config
-	// Metric scores each candidate after its distillation; nil ranks by
-	// the distillation's validation loss.
+	// Retrain is the short retraining each candidate gets (the paper's
+	// lightweight distillation; distill.Retrainer): it trains the model in
+	// modelDir, keeps its run in runDir (so an interrupted one resumes
+	// there on a rerun; the trained model in runDir/final) and returns the
+	// validation cross-entropy. Nil scores the pruned models as they are
+	// (Metric is then required).
+	Retrain func(ctx context.Context, modelDir, runDir string) (float64, error)
+	// Metric scores each candidate after its retraining; nil ranks by the
+	// retraining's validation cross-entropy.
 	Metric  *Metric
 	Backend backend.Backend
 	Log     io.Writer
-	// Interrupt, when closed, stops the candidate in training after its
-	// current step with a checkpoint; rerunning resumes it.
-	Interrupt <-chan struct{}
 }
 
 // ResultsFile records the candidates scored so far in ScoreOptions.Out.
@@ -52,9 +50,9 @@ const ResultsFile = "search-results.json"
 // Scored is a candidate and its score after the short distillation.
 type Scored struct {
 	Candidate
-	// ValLoss is the distillation's final validation loss (nil without
-	// distillation steps).
-	ValLoss *float64 `json:"val_loss,omitempty"`
+	// ValLoss is the retraining's final validation cross-entropy (nil
+	// without retraining).
+	ValLoss *float64 `json:"val_ce,omitempty"`
 	// Score is the metric's value; the ranking's order.
 	Score  float64 `json:"score"`
 	Metric string  `json:"metric"`
@@ -77,10 +75,10 @@ type Metric struct {
 	Score  func(ctx context.Context, dir string, b backend.Backend) (float64, error)
 }
 
-// ValLoss is the mean next-token loss on up to sequences sequences (0:
-// all) of the validation split of a prepared dataset.
+// ValLoss is the mean next-token cross-entropy on up to sequences
+// sequences (0: all) of the validation split of a prepared dataset.
 func ValLoss(dataset string, seqLen int, valFraction float64, sequences int) *Metric {
-	return &Metric{Name: "val_loss", Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
+	return &Metric{Name: "val_ce", Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
 		ds, err := data.Open(dataset)
 		if err != nil {
 			return 0, err
@@ -149,14 +147,10 @@ func Task(name, path, tok string, shots, limit int) *Metric {
 // finished candidate is recorded at once, so a rerun after an interruption
 // skips it; an interrupted distillation resumes from its checkpoint.
 func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]Scored, error) {
-	steps := opt.Distill.Train.Steps
-	if opt.Metric == nil && (steps <= 0 || opt.Distill.Eval.Batches <= 0) {
-		return nil, fmt.Errorf("prune: scoring by validation loss needs distillation steps and validation batches (--score-steps, --eval-batches)")
+	if opt.Retrain == nil && opt.Metric == nil {
+		return nil, fmt.Errorf("prune: scoring needs a retraining (--score-steps) or a metric of the pruned models (--metric)")
 	}
-	if steps < 0 {
-		return nil, fmt.Errorf("prune: %d distillation steps", steps)
-	}
-	metric := "val_loss"
+	metric := "val_ce"
 	if opt.Metric != nil {
 		metric = opt.Metric.Name
 	}
@@ -203,20 +197,14 @@ func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]S
 		}
 		sc := Scored{Candidate: c, Score: math.NaN(), Metric: metric, Dir: dir}
 		scored := mdir
-		if steps > 0 {
-			cfg := opt.Distill
-			cfg.Model = train.ModelConfig{Checkpoint: mdir, Tokenizer: opt.Distill.Model.Tokenizer}
-			cfg.Teacher = distill.Teacher{Model: opt.Source}
-			cfg.Eval.Every = 0 // once, at the end
-			logf("candidate %d/%d %s: distilling %d steps", i+1, len(cs), c.Name(), steps)
-			res, _, err := distill.Run(ctx, &cfg, train.RunOptions{Out: filepath.Join(dir, "run"), Backend: opt.Backend, Interrupt: opt.Interrupt})
+		if opt.Retrain != nil {
+			logf("candidate %d/%d %s: retraining", i+1, len(cs), c.Name())
+			run := filepath.Join(dir, "run")
+			loss, err := opt.Retrain(ctx, mdir, run)
 			if err != nil {
-				if errors.Is(err, train.ErrInterrupted) {
-					return nil, fmt.Errorf("prune: candidate %s interrupted; rerun the same command to resume: %w", c.Name(), err)
-				}
 				return nil, fmt.Errorf("prune: candidate %s: %w", c.Name(), err)
 			}
-			sc.ValLoss, sc.Score, scored = &res.ValLoss, res.ValLoss, res.FinalDir
+			sc.ValLoss, sc.Score, scored = &loss, loss, filepath.Join(run, train.FinalDir)
 		}
 		if opt.Metric != nil {
 			v, err := opt.Metric.Score(ctx, scored, opt.Backend)
@@ -226,7 +214,7 @@ func ScoreCandidates(ctx context.Context, cs []Candidate, opt ScoreOptions) ([]S
 			sc.Score = v
 		}
 		if math.IsNaN(sc.Score) {
-			return nil, fmt.Errorf("prune: candidate %s: no validation loss (is the validation split empty?)", c.Name())
+			return nil, fmt.Errorf("prune: candidate %s: no validation cross-entropy (is the validation split empty?)", c.Name())
 		}
 		done[c.Name()] = sc
 		logf("candidate %d/%d %s: %s %.4f", i+1, len(cs), c.Name(), metric, sc.Score)
@@ -262,12 +250,24 @@ func readResults(path string) (map[string]Scored, error) {
 	if err != nil {
 		return nil, err
 	}
-	var list []Scored
+	var list []struct {
+		Scored
+		Old *float64 `json:"val_loss"` // the name of val_ce in searches made before it
+	}
 	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, fmt.Errorf("prune: %s: %v; delete it to score every candidate again", path, err)
+		return nil, fmt.Errorf("prune: %s: %w; delete it to score every candidate again", path, err)
 	}
 	for _, s := range list {
-		done[s.Name()] = s
+		if s.ValLoss == nil && s.Old != nil {
+			s.ValLoss = s.Old
+		}
+		switch {
+		case s.Metric == "" && s.ValLoss != nil: // ranked by it, before metrics
+			s.Score, s.Metric = *s.ValLoss, "val_ce"
+		case s.Metric == "val_loss":
+			s.Metric = "val_ce"
+		}
+		done[s.Name()] = s.Scored
 	}
 	return done, nil
 }
@@ -283,5 +283,5 @@ func writeResults(path string, done map[string]Scored, m *Metric) error {
 	if err != nil {
 		return err
 	}
-	return checkpoints.WriteFileAtomic(path, append(b, '\n'))
+	return diskio.WriteFileAtomic(path, append(b, '\n'))
 }

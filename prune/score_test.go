@@ -71,8 +71,9 @@ func TestScoreCandidates(t *testing.T) {
 	dc.Train.MicroBatch, dc.Train.Steps = 4, 3
 	dc.Optimizer.Warmup = 1
 	dc.Eval.Batches = 2
+	dc.Teacher = distill.Teacher{Model: tdir}
 	var log bytes.Buffer
-	opt := ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "search"), Distill: dc, Backend: cpu.New(), Log: &log}
+	opt := ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "search"), Retrain: distill.Retrainer(dc, train.RunOptions{Backend: cpu.New()}), Log: &log}
 	got, err := ScoreCandidates(context.Background(), cs, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +100,18 @@ func TestScoreCandidates(t *testing.T) {
 	if strings.Count(log.String(), "scored before") != 3 || !bytes.Equal(before, after) || again[0].Name() != got[0].Name() || again[0].Score != got[0].Score {
 		t.Fatalf("rerun scored again:\n%s", log.String())
 	}
+	// Results written before val_ce had its name read the same.
+	if !bytes.Contains(before, []byte(`"val_ce"`)) {
+		t.Fatalf("results without val_ce:\n%s", before)
+	}
+	os.WriteFile(filepath.Join(opt.Out, ResultsFile), bytes.ReplaceAll(before, []byte(`"val_ce"`), []byte(`"val_loss"`)), 0o644)
+	log.Reset()
+	same := func(a, b Scored) bool {
+		return a.Name() == b.Name() && a.Score == b.Score && a.Metric == b.Metric && a.ValLoss != nil && b.ValLoss != nil && *a.ValLoss == *b.ValLoss
+	}
+	if old, err := ScoreCandidates(context.Background(), cs, opt); err != nil || strings.Count(log.String(), "scored before") != 3 || !same(old[0], got[0]) || !same(old[2], got[2]) {
+		t.Fatalf("results with val_loss: %+v, %v\n%s", old, err, log.String())
+	}
 	// A candidate the teacher cannot be pruned to fails before any training.
 	bad := append(cs, Candidate{Layers: 2, Hidden: 64, Heads: 4, FFN: 16})
 	opt.Out = filepath.Join(dir, "bad")
@@ -120,10 +133,8 @@ func TestScoreBlocks(t *testing.T) {
 		t.Fatalf("%d candidates, %v", len(cs), err)
 	}
 	const T = 8
-	dc := distill.Default()
-	dc.Data = train.DataConfig{Datasets: []train.Dataset{{Path: ds, Weight: 1}}, SeqLen: T, ValFraction: 0.2, Seed: 1}
 	got, err := ScoreCandidates(context.Background(), cs, ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "blocks"),
-		Distill: dc, Metric: ValLoss(ds, T, 0.2, 0), Backend: cpu.New()})
+		Metric: ValLoss(ds, T, 0.2, 0), Backend: cpu.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +143,7 @@ func TestScoreBlocks(t *testing.T) {
 	_, val, _ := d.Split(T, 0.2)
 	a, _ := teacher.NewActivations(T, false)
 	for i, g := range got {
-		if i > 0 && g.Score < got[i-1].Score || g.ValLoss != nil || g.Metric != "val_loss" {
+		if i > 0 && g.Score < got[i-1].Score || g.ValLoss != nil || g.Metric != "val_ce" {
 			t.Fatalf("results %+v", got)
 		}
 		skip := make([]bool, 3)
@@ -160,7 +171,7 @@ func TestScoreBlocks(t *testing.T) {
 {"context": "return a", "choices": ["*b + 42", "((("], "label": 0}
 `), 0o644)
 	got, err = ScoreCandidates(context.Background(), cs, ScoreOptions{Source: tdir, Scores: scores, Out: filepath.Join(dir, "mc"),
-		Distill: dc, Metric: Task("", items, "../testdata/tokenizer/spm-nemotron-style.model", -1, 0), Backend: cpu.New()})
+		Metric: Task("", items, "../testdata/tokenizer/spm-nemotron-style.model", -1, 0), Backend: cpu.New()})
 	if err != nil {
 		t.Fatal(err)
 	}

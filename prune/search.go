@@ -18,11 +18,13 @@ type Space struct {
 
 // PaperSpace is the Minitron-4B search space: layers 29–32, heads
 // {24, 32, 48}, MLP factor {2.5, 3, 3.5, 4}, hidden 2560–4608.
-var PaperSpace = Space{
-	Layers:     []int{29, 30, 31, 32},
-	Heads:      []int{24, 32, 48},
-	MLPFactors: []float64{2.5, 3, 3.5, 4},
-	Hidden:     []int{2560, 3072, 3584, 4096, 4608},
+func PaperSpace() Space {
+	return Space{
+		Layers:     []int{29, 30, 31, 32},
+		Heads:      []int{24, 32, 48},
+		MLPFactors: []float64{2.5, 3, 3.5, 4},
+		Hidden:     []int{2560, 3072, 3584, 4096, 4608},
+	}
 }
 
 // Candidate is one shape of the search and its exact parameter count.

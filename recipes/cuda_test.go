@@ -21,7 +21,7 @@ func TestCUDARecipeResume(t *testing.T) {
 	b := cudatest.Backend(t)
 	var outs []string
 	for _, interrupt := range []bool{false, true} {
-		r, err := Load(setup(t), []string{"device=cuda", "eval.sequences=4", "eval.samples=[]"})
+		r, err := Load(setup(t), []string{"device=cuda", "eval.samples=[]"})
 		if err != nil {
 			t.Fatal(err)
 		}

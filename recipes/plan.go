@@ -339,24 +339,24 @@ func (r *Recipe) Plan(opt PlanOptions) (*Plan, error) {
 			for _, s := range shapes {
 				models = append(models, s, s)
 			}
-			if r.Eval.Sequences > 0 {
-				tok := int64(r.Eval.Sequences) * int64(seq)
-				st.Tokens = i64(tok * int64(len(models)))
-				st.Note = fmt.Sprintf("%d validation sequences for each of %d models", r.Eval.Sequences, len(models))
-				var f float64
-				known := true
-				for _, m := range models {
-					if m.cfg == nil {
-						known = false
-						break
-					}
-					f += forwardFLOPs(m.cfg, seq) * float64(tok)
+			// val ce on the last distillation's validation sequences
+			// (eval.batches micro-batches); the benchmarks not counted.
+			dc := r.distillConfig(len(r.Steps)-1, "", nil)
+			n := dc.Eval.Batches * dc.Train.MicroBatch
+			tok := int64(n) * int64(seq)
+			st.Tokens = i64(tok * int64(len(models)))
+			st.Note = fmt.Sprintf("val ce on %d held-out sequences for each of %d models (benchmarks not counted)", n, len(models))
+			var f float64
+			known := true
+			for _, m := range models {
+				if m.cfg == nil {
+					known = false
+					break
 				}
-				if known {
-					cost(&st, f)
-				}
-			} else {
-				st.Note = "the whole validation split for each model"
+				f += forwardFLOPs(m.cfg, seq) * float64(tok)
+			}
+			if known {
+				cost(&st, f)
 			}
 		case KindExport:
 			last := shapes[len(shapes)-1]

@@ -9,12 +9,11 @@
 package recipes
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -37,10 +36,12 @@ const (
 	KindExport            = "export"
 )
 
-// Stages lists the stage kinds in order. A recipe's stages are these, the
-// teacher correction only when enabled and importance, prune and distill
-// once per step (named STEP/KIND when the recipe has named steps).
-var Stages = []string{KindData, KindTeacherCorrection, KindImportance, KindPrune, KindDistill, KindEval, KindExport}
+// Stages returns the stage kinds in order. A recipe's stages are these,
+// the teacher correction only when enabled and importance, prune and
+// distill once per step (named STEP/KIND when the recipe has named steps).
+func Stages() []string {
+	return []string{KindData, KindTeacherCorrection, KindImportance, KindPrune, KindDistill, KindEval, KindExport}
+}
 
 // Model references in a step's source and teacher.
 const (
@@ -306,10 +307,13 @@ type Sample struct {
 	Seed         uint64  `yaml:"seed"`
 }
 
-// EvalStage measures teacher, pruned and distilled models.
+// EvalStage measures teacher, pruned and distilled models: their
+// cross-entropy on the held-out sequences the distillation validates on
+// (distill.eval.batches micro-batches of distill.train.micro_batch), so
+// the student's compares with the distillation's val_ce; the benchmarks
+// in Tasks; and samples from the student.
 type EvalStage struct {
-	Sequences int      `yaml:"sequences"` // validation sequences (0: all)
-	Samples   []Sample `yaml:"samples"`
+	Samples []Sample `yaml:"samples"`
 	// Tasks are benchmarks scored on every model, as lm-evaluation-harness
 	// scores them (see minitron eval --help).
 	Tasks []EvalTask `yaml:"tasks"`
@@ -362,7 +366,7 @@ func Default() Recipe {
 		Importance:        ImportanceStage{SeqAgg: "mean", BatchAgg: "l2", NeuronSite: "post", Depth: true},
 		Prune:             PruneStage{DepthMetric: "bi", Divisor: 1},
 		Distill:           DistillStage{Train: t.Train, Optimizer: t.Optimizer, Eval: t.Eval, Checkpoint: t.Checkpoint, KD: distill.KD{Temperature: 1}},
-		Eval:              EvalStage{Sequences: 256, HumanEval: HumanEvalStage{Samples: 20, Temperature: 0.2, TopP: 0.95, Seed: 1234, MaxNewTokens: 1024}},
+		Eval:              EvalStage{HumanEval: HumanEvalStage{Samples: 20, Temperature: 0.2, TopP: 0.95, Seed: 1234, MaxNewTokens: 1024}},
 		Export:            ExportStage{Formats: []string{"hf"}, DType: "bf16", GGUFDType: "f16"},
 	}
 }
@@ -417,26 +421,10 @@ func Load(path string, overrides []string) (*Recipe, error) {
 	return &r, nil
 }
 
-// goroot finds the Go source tree for $GOROOT in recipes.
-func goroot() string {
-	if g := os.Getenv("GOROOT"); g != "" {
-		return g
-	}
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		return strings.TrimSpace(string(out))
-	}
-	return runtime.GOROOT()
-}
-
-// path resolves a recipe path: environment variables ($GOROOT included)
-// expanded, relative paths taken from the recipe file's directory.
+// path resolves a recipe path: environment variables expanded, relative
+// paths taken from the recipe file's directory.
 func (r *Recipe) path(p string) string {
-	p = os.Expand(p, func(k string) string {
-		if k == "GOROOT" {
-			return goroot()
-		}
-		return os.Getenv(k)
-	})
+	p = os.ExpandEnv(p)
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
@@ -574,6 +562,19 @@ func (r *Recipe) dirOf(x ref) string {
 	return x.dir
 }
 
+// unsetVars returns the first environment variable p refers to that is not
+// set, or "".
+func unsetVars(p string) string {
+	missing := ""
+	os.Expand(p, func(k string) string {
+		if _, ok := os.LookupEnv(k); !ok && missing == "" {
+			missing = k
+		}
+		return ""
+	})
+	return missing
+}
+
 // Validate checks everything that can be checked before heavy work: the
 // teacher and tokenizer exist, inputs exist, every step's source and
 // teacher resolve, the prune targets fit each step's source, and the
@@ -583,7 +584,7 @@ func (r *Recipe) Validate() error {
 	add := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
 	var tcfg *model.Config
 	if r.Teacher == "" {
-		add("teacher: no teacher model directory")
+		add("teacher: no teacher model directory (set teacher: to the Hugging Face directory of the model to prune and distill from)")
 	} else if _, err := os.Stat(filepath.Join(r.path(r.Teacher), "config.json")); err != nil {
 		add("teacher: %s is not a model directory (no config.json): %v", r.path(r.Teacher), err)
 	} else if tcfg, err = model.LoadConfig(filepath.Join(r.path(r.Teacher), "config.json")); err != nil {
@@ -623,6 +624,10 @@ func (r *Recipe) Validate() error {
 			}
 		}
 		for _, in := range d.Inputs {
+			if v := unsetVars(in); v != "" {
+				add("data.datasets[%d] (%s): input %s uses $%s, which is not set in the environment", i, d.Name, in, v)
+				continue
+			}
 			if _, err := os.Stat(r.path(in)); err != nil {
 				add("data.datasets[%d] (%s): input %v", i, d.Name, err)
 			}
@@ -686,14 +691,21 @@ func (r *Recipe) Validate() error {
 			}
 			shapes[i] = tgt
 		}
+		// The distillation's own checks, in the recipe's keys.
 		dc := r.distillConfig(i, "student", []train.Dataset{{Path: "data", Weight: 1}})
-		if err := dc.Validate(); err != nil {
+		dc.Teacher = distill.Teacher{Model: "teacher"}
+		var inv *config.Invalid
+		if err := dc.Validate(); errors.As(err, &inv) {
+			for _, p := range inv.Problems(recipeKey) {
+				add("%s: %s", where, p)
+			}
+		} else if err != nil {
 			add("%s: %v", where, err)
 		}
 	}
 	for i, t := range r.Eval.Tasks {
-		if _, ok := eval.Tasks[t.Name]; !ok {
-			add("eval.tasks[%d]: unknown task %q (tasks: %s)", i, t.Name, strings.Join(eval.TaskNames, ", "))
+		if _, ok := eval.LookupTask(t.Name); !ok {
+			add("eval.tasks[%d]: unknown task %q (tasks: %s)", i, t.Name, strings.Join(eval.TaskNames(), ", "))
 		}
 		if _, err := os.Stat(r.path(t.Path)); t.Path == "" || err != nil {
 			add("eval.tasks[%d] (%s): no data at %q: give the folder of its hub files, or one file", i, t.Name, r.path(t.Path))
@@ -756,6 +768,33 @@ func targetShape(src *model.Config, p PruneStage) (*model.Config, []string) {
 		errs = append(errs, fmt.Sprintf("prune.depth_metric %q: use bi, loss or block-bi", p.DepthMetric))
 	}
 	return &t, errs
+}
+
+// recipeKey names a key of the distillation configuration as the recipe
+// spells it: its loop, optimizer, eval, checkpoint and kd settings are under
+// distill, its data settings under data, its device and teacher at the top.
+func recipeKey(key string) string {
+	switch head, _, _ := strings.Cut(key, "."); head {
+	case "train", "optimizer", "eval", "checkpoint", "kd":
+		return "distill." + key
+	case "teacher":
+		return "teacher"
+	case "model":
+		return "the pruned student (" + key + ", the prune stage's output)"
+	}
+	return key
+}
+
+// correctionKey names a key of the teacher correction's configuration as
+// the recipe spells it.
+func correctionKey(key string) string {
+	switch head, _, _ := strings.Cut(key, "."); head {
+	case "train", "optimizer", "eval", "checkpoint":
+		return "teacher_correction." + key
+	case "model":
+		return "teacher"
+	}
+	return key
 }
 
 // distillConfig is step i's distillation run of the student in dir.

@@ -3,18 +3,20 @@ package recipes
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/eval"
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/prune"
+	"github.com/minitron/minitron/train"
 )
 
 const tokPath = "../testdata/tokenizer/spm-nemotron-style.model"
@@ -23,10 +25,8 @@ const tokPath = "../testdata/tokenizer/spm-nemotron-style.model"
 // recipe using Go's strings package as data.
 func setup(t *testing.T) string {
 	t.Helper()
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
+	// The recipe reads $GOROOT/src/strings.
+	t.Setenv("GOROOT", fixture.GoRoot(t))
 	dir := t.TempDir()
 	cfg, err := model.ParseConfig([]byte(`{"architectures":["NemotronForCausalLM"],"vocab_size":4000,"hidden_size":32,"num_hidden_layers":3,
 		"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"intermediate_size":64,"bos_token_id":1,"eos_token_id":2}`))
@@ -71,7 +71,6 @@ distill:
   eval: {every: 3, batches: 2}
   checkpoint: {every: 3, keep: 1}
 eval:
-  sequences: 8
   samples: [{prompt: "func ", max_new_tokens: 5, temperature: 0}]
   tasks:
     - {name: arc_challenge, path: `+evalData(t, "arc_challenge")+`, num_fewshot: 1}
@@ -102,6 +101,16 @@ func TestRecipeStages(t *testing.T) {
 	if len(sum.Skipped) != 0 || len(sum.Report.Models) != 3 || len(sum.Report.Samples) != 1 {
 		t.Fatalf("summary %+v", sum)
 	}
+	// Every output the recipe lists is there.
+	outs := r.Outputs()
+	if len(outs) != 7 { // dataset, scores, pruned, run, student, report, hf
+		t.Fatalf("outputs %+v", outs)
+	}
+	for _, o := range outs {
+		if _, err := os.Stat(o.Path); err != nil {
+			t.Errorf("%s (%s stage): %v", o.What, o.Stage, err)
+		}
+	}
 	st, err := model.LoadConfig(filepath.Join(r.Out, "export", "hf", "config.json"))
 	if err != nil || st.HiddenSize != 16 || st.NumLayers != 2 || st.NumHeads != 2 {
 		t.Fatalf("exported student %+v %v", st, err)
@@ -117,6 +126,21 @@ func TestRecipeStages(t *testing.T) {
 	}
 	if tb := sum.Report.Table(); !strings.Contains(tb, "winogrande(0)") || !strings.Contains(tb, "arc_challenge(1) acc_norm") {
 		t.Fatalf("table:\n%s", tb)
+	}
+	// The student's val ce is the distillation's last val_ce: the same
+	// held-out sequences (up to the bf16 rounding of the exported model).
+	ms, err := train.ReadMetrics(filepath.Join(r.Out, "distill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last float64
+	for _, m := range ms {
+		if m.ValCE != nil {
+			last = *m.ValCE
+		}
+	}
+	if got := sum.Report.Models[2].ValCE; math.Abs(got-last) > 2e-3*last {
+		t.Fatalf("student val ce %v in the table, %v in the distillation", got, last)
 	}
 	// A rerun skips every stage, data included, and leaves its marker.
 	before, _ := os.ReadFile(r.markerPath("data"))
@@ -134,13 +158,34 @@ func TestRecipeStages(t *testing.T) {
 	if strings.Contains(log.String(), "preparing") || !strings.Contains(log.String(), "stage data       up to date") {
 		t.Fatalf("rerun log:\n%s", log.String())
 	}
-	// Changing the prune target redoes prune and what follows, not importance.
+	// A distillation setting changed after the fact is refused, naming the
+	// recipe's key and both values; nothing is deleted.
+	r1, _ := Load(path, []string{"distill.kd.temperature=2"})
+	if _, err := Run(context.Background(), r1, RunOptions{Backend: cpu.New()}); err == nil ||
+		!strings.Contains(err.Error(), "distill.kd.temperature: 1 (the run's) → 2 (now)") || !strings.Contains(err.Error(), "--from distill") {
+		t.Fatalf("a changed temperature: %v", err)
+	}
+	// A longer distillation resumes where the run stopped.
+	r1, _ = Load(path, []string{"distill.train.steps=8"})
+	if sum, err = Run(context.Background(), r1, RunOptions{Backend: cpu.New()}); err != nil || strings.Join(sum.Skipped, ",") != "data,importance,prune" {
+		t.Fatalf("a longer distillation: skipped %v, %v", sum, err)
+	}
+	if ms, _ := train.ReadMetrics(filepath.Join(r.Out, "distill")); len(ms) == 0 || ms[len(ms)-1].Step != 8 {
+		t.Fatalf("the distillation did not go on to step 8")
+	}
+	// Changing the prune target redoes prune, not importance; the
+	// distillation of the former student is not resumed with the new one:
+	// --from distill starts it over.
 	r2, _ := Load(path, []string{"prune.intermediate_size=48"})
-	sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New()})
+	if _, err := Run(context.Background(), r2, RunOptions{Backend: cpu.New()}); err == nil || !strings.Contains(err.Error(), "the pruned student") ||
+		!strings.Contains(err.Error(), "not the same content") {
+		t.Fatalf("after changing the prune target: %v", err)
+	}
+	sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New(), From: "distill"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(sum.Skipped, ",") != "data,importance" {
+	if strings.Join(sum.Skipped, ",") != "data,importance,prune" {
 		t.Fatalf("after changing the prune target, skipped %v", sum.Skipped)
 	}
 	// --from redoes a stage; --until stops.
@@ -181,12 +226,24 @@ func TestRecipeErrors(t *testing.T) {
 		{[]string{"prune.num_attention_heads=3"}, "not a multiple of the source's 2 KV groups"},
 		{[]string{"prune.hidden_size=64"}, "prune.hidden_size 64 must be in [0, 32]"},
 		{[]string{"distill.optimizer.schedule=exp"}, "schedule"},
-		{[]string{"distill.bogus=1"}, "field bogus not found"},
+		{[]string{"distill.bogus=1"}, "--set distill.bogus=1: distill.bogus: unknown key"},
+		{[]string{"distill.train.micro_bacth=1"}, "did you mean distill.train.micro_batch?"},
+		{[]string{"distill.train.steps=four hundred"}, `distill.train.steps: want an integer, got "four hundred"`},
+		{[]string{"distill.train.steps=-5"}, "distill.train.steps -5 must be positive"},
+		{[]string{"distill.kd.temperature=0"}, "distill.kd.temperature 0 must be positive"},
 		{[]string{"eval.tasks=[{name: bogus, path: .}]"}, `eval.tasks[0]: unknown task "bogus"`},
 		{[]string{"eval.tasks=[{name: mmlu, path: nowhere}]"}, "eval.tasks[0] (mmlu): no data at"},
 	}
 	checkErrors(t, path, cases)
-	r, _ := Load(path, nil)
+	// A recipe without a teacher hears about the recipe's key only.
+	r, err := Load(path, []string{"teacher="})
+	if err == nil {
+		err = r.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "teacher: no teacher model directory") || strings.Contains(err.Error(), "teacher.") {
+		t.Errorf("no teacher: %v", err)
+	}
+	r, _ = Load(path, nil)
 	if _, err := Run(context.Background(), r, RunOptions{Backend: cpu.New(), From: "quantize"}); err == nil || !strings.Contains(err.Error(), "unknown stage") {
 		t.Fatalf("unknown stage: %v", err)
 	}
@@ -294,15 +351,20 @@ func TestRecipeChain(t *testing.T) {
 	if got := strings.Join(names, "; "); got != "teacher; teacher (corrected); a: pruned, before distillation; a: student (distilled); b: pruned, before distillation; b: student (distilled)" {
 		t.Fatalf("eval rows: %s", got)
 	}
-	// A rerun skips everything; a change in step a redoes a and all after it.
+	// A rerun skips everything. A change in step a's shape redoes a/prune,
+	// and its distillation is not resumed with the new student: the run
+	// says so, naming --from a/distill, which redoes a and all after it.
 	if sum, err = Run(context.Background(), r, RunOptions{Backend: cpu.New()}); err != nil || len(sum.Skipped) != len(r.StageNames()) {
 		t.Fatalf("rerun: skipped %v, %v", sum.Skipped, err)
 	}
 	r2, _ := Load(path, []string{"steps.a.prune.intermediate_size=40"})
-	if sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New()}); err != nil {
+	if _, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New()}); err == nil || !strings.Contains(err.Error(), "--from a/distill") {
+		t.Fatalf("after changing step a's shape: %v", err)
+	}
+	if sum, err = Run(context.Background(), r2, RunOptions{Backend: cpu.New(), From: "a/distill"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(sum.Skipped, ","); got != "data,teacher-correction,a/importance" {
+	if got := strings.Join(sum.Skipped, ","); got != "data,teacher-correction,a/importance,a/prune" {
 		t.Fatalf("after changing step a's shape, skipped %s", got)
 	}
 	if _, err := Run(context.Background(), r2, RunOptions{Backend: cpu.New(), Until: "distill"}); err == nil || !strings.Contains(err.Error(), "a/distill, b/distill") {
@@ -335,9 +397,9 @@ func TestReportTable(t *testing.T) {
 	acc := func(v float64) eval.Metric { return eval.Metric{Value: v} }
 	norm := acc(0.75)
 	rep := &Report{Models: []ModelReport{
-		{Name: "teacher", Params: 15_600_000_000, NonEmbParams: 12_500_000_000, TrainTokens: -1, Loss: 1.5, Perplexity: 4.48,
+		{Name: "teacher", Params: 15_600_000_000, NonEmbParams: 12_500_000_000, TrainTokens: -1, ValCE: 1.5, Perplexity: 4.48,
 			Tasks: []*eval.TaskResult{{Task: "hellaswag", Shots: 10, Acc: acc(0.6), AccNorm: &norm}, {Task: "winogrande", Shots: 5, Acc: acc(0.74)}}},
-		{Name: "student (distilled)", Params: 4_190_000_000, NonEmbParams: 2_600_000_000, TrainTokens: 94_000_000_000, Loss: 2, Perplexity: 7.39,
+		{Name: "student (distilled)", Params: 4_190_000_000, NonEmbParams: 2_600_000_000, TrainTokens: 94_000_000_000, ValCE: 2, Perplexity: 7.39,
 			Tasks: []*eval.TaskResult{{Task: "winogrande", Shots: 5, Acc: acc(0.7)}, {Task: "humaneval", Samples: 20, PassAt: map[int]eval.Metric{1: acc(0.233)}}}},
 	}}
 	// A 28-character label column, then one right-aligned column per
@@ -351,7 +413,7 @@ func TestReportTable(t *testing.T) {
 		{"winogrande(5)", "74.0", "70.0"},
 		{"hellaswag(10) acc_norm", "75.0", "-"},
 		{"humaneval(n=20)(0) pass@1", "-", "23.3"},
-		{"Validation loss", "1.5000", "2.0000"},
+		{"val ce", "1.5000", "2.0000"},
 		{"Perplexity", "4.48", "7.39"},
 	} {
 		want += fmt.Sprintf("%-28s%21s%21s\n", r[0], r[1], r[2])

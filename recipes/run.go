@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,8 +16,8 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/export"
@@ -43,13 +44,16 @@ type RunOptions struct {
 
 // ModelReport is one column of the final table.
 type ModelReport struct {
-	Name         string  `json:"name"`
-	Dir          string  `json:"dir"`
-	Params       int64   `json:"params"`
-	NonEmbParams int64   `json:"non_embedding_params"`
-	Loss         float64 `json:"val_loss"`
-	Perplexity   float64 `json:"perplexity"`
-	Tokens       int64   `json:"tokens"`
+	Name         string `json:"name"`
+	Dir          string `json:"dir"`
+	Params       int64  `json:"params"`
+	NonEmbParams int64  `json:"non_embedding_params"`
+	// ValCE is the cross-entropy on the distillation's validation
+	// sequences (Tokens of them), the student's the same quantity as the
+	// distillation's val_ce; Perplexity is its exponential.
+	ValCE      float64 `json:"val_ce"`
+	Perplexity float64 `json:"perplexity"`
+	Tokens     int64   `json:"tokens"`
 	// TrainTokens are the tokens the recipe trained the model on (the
 	// student's distillation), -1 when unknown (the teacher).
 	TrainTokens int64              `json:"train_tokens"`
@@ -98,7 +102,7 @@ func (r *Recipe) done(stage, inputs string) bool {
 
 func (r *Recipe) finish(stage, inputs string) error {
 	b, _ := json.MarshalIndent(marker{Stage: stage, Inputs: inputs, Finished: time.Now().UTC()}, "", "  ")
-	return checkpoints.WriteFileAtomic(r.markerPath(stage), append(b, '\n'))
+	return diskio.WriteFileAtomic(r.markerPath(stage), append(b, '\n'))
 }
 
 // checksum hashes values (configs, upstream checksums) into a stage key.
@@ -109,23 +113,6 @@ func checksum(parts ...any) string {
 		enc.Encode(p)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// modelIdentity identifies a model directory without reading its weights:
-// config.json and the names, sizes and times of its files.
-func modelIdentity(dir string) (string, error) {
-	cfg, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return "", fmt.Errorf("recipes: %w", err)
-	}
-	var files []string
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".safetensors") {
-			files = append(files, fmt.Sprintf("%s %d %d", e.Name(), info.Size(), info.ModTime().UnixNano()))
-		}
-	}
-	return checksum(string(cfg), files), nil
 }
 
 // Run executes the recipe's stages.
@@ -173,7 +160,7 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	teacherID, err := modelIdentity(r.path(r.Teacher))
+	teacherID, err := model.DirIdentity(r.path(r.Teacher))
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +234,7 @@ func (s *state) modelKey(name string, i int) (string, error) {
 	if id, ok := s.dirIDs[x.dir]; ok {
 		return id, nil
 	}
-	id, err := modelIdentity(x.dir)
+	id, err := model.DirIdentity(x.dir)
 	s.dirIDs[x.dir] = id
 	return id, err
 }
@@ -256,19 +243,6 @@ func (s *state) modelKey(name string, i int) (string, error) {
 func (s *state) modelDir(name string, i int) string {
 	x, _ := s.r.resolve(name, i)
 	return s.r.dirOf(x)
-}
-
-// trainDir readies a training run's directory: a run made with other
-// inputs is removed, and the inputs are recorded for the next time.
-func (s *state) trainDir(out, key string) error {
-	if b, err := os.ReadFile(filepath.Join(out, ".inputs")); err == nil && string(b) != key {
-		s.logf("the inputs of %s changed: starting it over", out)
-		os.RemoveAll(out)
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return err
-	}
-	return checkpoints.WriteFileAtomic(filepath.Join(out, ".inputs"), []byte(key))
 }
 
 // onStep forwards a training stage's steps.
@@ -295,14 +269,12 @@ func (s *state) run(ctx context.Context, sg stage) (bool, error) {
 			return true, nil
 		}
 		out := r.correctionDir()
-		if err := s.trainDir(out, key); err != nil {
-			return false, err
-		}
-		res, err := train.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.onStep(sg.name), Interrupt: s.opt.Interrupt})
+		res, err := train.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.onStep(sg.name), Interrupt: s.opt.Interrupt,
+			KeyName: correctionKey, NewRun: fmt.Sprintf("rerun the recipe with --from %s, which deletes its checkpoints (or from an earlier stage)", sg.name)})
 		if err != nil {
 			return false, err
 		}
-		s.logf("corrected the teacher in %d steps (%d tokens): validation loss %.4f", res.Steps, res.Tokens, res.ValLoss)
+		s.logf("corrected the teacher in %d steps (%d tokens): val ce %.4f", res.Steps, res.Tokens, res.ValLoss)
 		return false, r.finish(sg.name, key)
 
 	case KindImportance:
@@ -350,15 +322,16 @@ func (s *state) run(ctx context.Context, sg stage) (bool, error) {
 		if r.done(sg.name, key) {
 			return true, nil
 		}
+		// A distillation already under way resumes, when nothing but its
+		// length changed; train.Run refuses any other change, naming the
+		// recipe's keys (its checkpoints are not thrown away).
 		out := r.distillDir(i)
-		if err := s.trainDir(out, key); err != nil {
-			return false, err
-		}
-		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.onStep(sg.name), Interrupt: s.opt.Interrupt})
+		res, _, err := distill.Run(ctx, cfg, train.RunOptions{Out: out, Backend: s.opt.Backend, Log: s.opt.Log, OnStep: s.onStep(sg.name), Interrupt: s.opt.Interrupt,
+			KeyName: recipeKey, NewRun: fmt.Sprintf("rerun the recipe with --from %s, which deletes its checkpoints (or from an earlier stage)", sg.name)})
 		if err != nil {
 			return false, err
 		}
-		s.logf("distilled %d steps (%d tokens) from %s: validation loss %.4f", res.Steps, res.Tokens, cfg.Teacher.Model, res.ValLoss)
+		s.logf("distilled %d steps (%d tokens) from %s: val ce %.4f", res.Steps, res.Tokens, cfg.Teacher.Model, res.ValLoss)
 		return false, r.finish(sg.name, key)
 
 	case KindEval:
@@ -369,7 +342,7 @@ func (s *state) run(ctx context.Context, sg stage) (bool, error) {
 		key = checksum(parts, r.Eval)
 		s.keys[sg.name] = key
 		if r.done(sg.name, key) {
-			b, err := os.ReadFile(filepath.Join(r.Out, "eval", "report.json"))
+			b, err := os.ReadFile(r.reportPath())
 			if err == nil {
 				var rep Report
 				if json.Unmarshal(b, &rep) == nil {
@@ -387,12 +360,12 @@ func (s *state) run(ctx context.Context, sg stage) (bool, error) {
 			return true, nil
 		}
 		final := r.FinalStudent()
-		os.RemoveAll(filepath.Join(r.Out, "export"))
+		os.RemoveAll(r.exportDir())
 		for _, f := range r.Export.Formats {
 			var dir string
 			switch f {
 			case "hf":
-				dir = filepath.Join(r.Out, "export", "hf")
+				dir = r.exportPath(f)
 				dt, err := backend.ParseDType(r.Export.DType)
 				if err != nil {
 					return false, err
@@ -401,7 +374,7 @@ func (s *state) run(ctx context.Context, sg stage) (bool, error) {
 					return false, err
 				}
 			case "gguf":
-				dir = filepath.Join(r.Out, "export", r.Name+"-"+r.Export.GGUFDType+".gguf")
+				dir = r.exportPath(f)
 				if err := export.GGUF(final, dir, r.Export.GGUFDType); err != nil {
 					return false, err
 				}
@@ -550,13 +523,10 @@ func (s *state) importance(ctx context.Context, sg stage, key string) error {
 	if err != nil {
 		return err
 	}
-	idx, _ := json.Marshal(c.Indices)
 	sc.Meta["model"] = src
+	maps.Copy(sc.Meta, c.Meta())
 	sc.Meta["calibration_source"] = dir
 	sc.Meta["calibration_split"] = fmt.Sprintf("train (val_fraction %v, sequences of %d tokens)", r.Data.ValFraction, r.Data.SeqLen)
-	sc.Meta["calibration_seed"] = fmt.Sprint(st.Calibration.Seed)
-	sc.Meta["calibration_indices"] = string(idx)
-	sc.Meta["calibration_dataset_tokenizer"] = ds.Manifest.Tokenizer.Hash
 	if err := os.MkdirAll(filepath.Dir(r.scoresPath(sg.step)), 0o755); err != nil {
 		return err
 	}
@@ -632,17 +602,17 @@ func (s *state) evalModels() []evalModel {
 // student.
 func (s *state) evaluate(ctx context.Context, key string) error {
 	r := s.r
-	ds, err := data.Open(s.datasets[0].Path)
+	tcfg, err := model.LoadConfig(filepath.Join(r.path(r.Teacher), "config.json"))
 	if err != nil {
 		return err
 	}
-	defer ds.Close()
-	_, val, err := ds.Split(r.Data.SeqLen, r.Data.ValFraction)
+	// The held-out sequences the distillations validate on (every step's
+	// the same: they share data and sequence length).
+	last := len(r.Steps) - 1
+	dc := r.distillConfig(last, r.prunedDir(last), s.datasets)
+	val, err := train.ValidationSequences(&dc.Config, tcfg.VocabSize)
 	if err != nil {
 		return err
-	}
-	if val.Count == 0 {
-		return fmt.Errorf("the first dataset has no validation split; set data.val_fraction above 0")
 	}
 	var sandbox *eval.Sandbox
 	for _, t := range r.Eval.Tasks {
@@ -659,12 +629,12 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		if err != nil {
 			return err
 		}
-		res, err := eval.Perplexity(ctx, m, val, r.Eval.Sequences, max(1, 2048/r.Data.SeqLen))
+		res, err := eval.PerplexityOn(ctx, m, val, dc.Train.MicroBatch)
 		if err != nil {
 			return err
 		}
 		total, nonEmb := m.Config.NumParams()
-		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, Loss: res.Loss, Perplexity: res.Perplexity,
+		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, ValCE: res.Loss, Perplexity: res.Perplexity,
 			Tokens: res.Tokens, TrainTokens: mm.tokens}
 		for _, t := range r.Eval.Tasks {
 			start := time.Now()
@@ -680,10 +650,7 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		rep.Models = append(rep.Models, mr)
 		if mm.dir == r.FinalStudent() {
 			for _, smp := range r.Eval.Samples {
-				ids := s.tok.Encode(smp.Prompt)
-				if b := s.tok.BOS(); b >= 0 {
-					ids = append([]int32{b}, ids...)
-				}
+				ids := tokenizer.EncodePrompt(s.tok, smp.Prompt)
 				g, err := generate.Generate(ctx, m, [][]int32{ids}, generate.Options{MaxNewTokens: smp.MaxNewTokens,
 					Temperature: smp.Temperature, TopK: smp.TopK, Seed: smp.Seed, Stop: []int32{s.tok.EOS()}})
 				if err != nil {
@@ -696,10 +663,10 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		m.Free()
 	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.MkdirAll(filepath.Join(r.Out, "eval"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.reportPath()), 0o755); err != nil {
 		return err
 	}
-	if err := checkpoints.WriteFileAtomic(filepath.Join(r.Out, "eval", "report.json"), append(b, '\n')); err != nil {
+	if err := diskio.WriteFileAtomic(r.reportPath(), append(b, '\n')); err != nil {
 		return err
 	}
 	s.report = rep
@@ -745,7 +712,7 @@ func distilledTokens(dir string) int64 {
 // Table renders the report in the layout of the Minitron papers' Table 2:
 // a column per model, rows for the parameters, the training tokens, each
 // benchmark with its shots (in the papers' order; HellaSwag and ARC as
-// acc_norm, HumanEval as pass@1, in percent), and the validation loss.
+// acc_norm, HumanEval as pass@1, in percent), and the val ce (cross-entropy on the held-out split).
 func (rep *Report) Table() string {
 	var b strings.Builder
 	w := 16
@@ -785,12 +752,12 @@ func (rep *Report) Table() string {
 		}
 	}
 	order := func(name string) int {
-		for i, n := range eval.TaskNames {
+		for i, n := range eval.TaskNames() {
 			if n == name {
 				return i
 			}
 		}
-		return len(eval.TaskNames)
+		return len(eval.TaskNames())
 	}
 	sort.SliceStable(benches, func(i, j int) bool { return order(benches[i].task) < order(benches[j].task) })
 	for _, bn := range benches {
@@ -820,7 +787,7 @@ func (rep *Report) Table() string {
 			return "-"
 		})
 	}
-	row("Validation loss", func(m ModelReport) string { return fmt.Sprintf("%.4f", m.Loss) })
+	row("val ce", func(m ModelReport) string { return fmt.Sprintf("%.4f", m.ValCE) })
 	row("Perplexity", func(m ModelReport) string { return fmt.Sprintf("%.2f", m.Perplexity) })
 	return b.String()
 }

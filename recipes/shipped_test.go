@@ -21,6 +21,8 @@ func TestShippedRecipes(t *testing.T) {
 		"minitron-4b": {3072, 24, 9216}, "minitron-4b-oneshot": {3072, 24, 9216}, "minitron-8b": {4096, 48, 16384},
 		"llama-3.1-minitron-4b-width": {3072, 32, 9216}, "llama-3.1-minitron-4b-depth": {0, 0, 0}, "tiny": {96, 4, 384}, "tiny-chain": {96, 4, 384},
 	}
+	// The tiny recipes read $GOROOT/src (minitron sets it when unset).
+	t.Setenv("GOROOT", runtime.GOROOT())
 	_, srcErr := os.Stat(filepath.Join(runtime.GOROOT(), "src"))
 	for _, f := range files {
 		t.Run(f, func(t *testing.T) {
@@ -52,5 +54,28 @@ func TestShippedRecipes(t *testing.T) {
 				t.Errorf("validation %v: want only the missing teacher and data", err)
 			}
 		})
+	}
+}
+
+// TestShippedList: every recipe file is listed with the first phrase of
+// its opening comment.
+func TestShippedList(t *testing.T) {
+	got := map[string]string{}
+	for _, r := range Shipped() {
+		got[r.File] = r.Summary
+	}
+	files, _ := filepath.Glob("*.yaml")
+	if len(got) != len(files) {
+		t.Fatalf("listed %v, files %v", got, files)
+	}
+	for f, want := range map[string]string{
+		"tiny.yaml":                        "A tiny Go-source teacher pruned to half its width and distilled, the default recipe",
+		"minitron-4b.yaml":                 "Minitron-4B-Base from Nemotron-4 15B, the way the paper made it",
+		"minitron-8b.yaml":                 "Minitron-8B-Base from Nemotron-4 15B",
+		"llama-3.1-minitron-4b-width.yaml": "Llama-3.1-Minitron-4B-Width from Llama-3.1-8B",
+	} {
+		if got[f] != want {
+			t.Errorf("%s: %q, want %q", f, got[f], want)
+		}
 	}
 }

@@ -4,8 +4,9 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
+
+	"github.com/minitron/minitron/internal/fixture"
 )
 
 // goSourceLines returns lines of Go source from GOROOT, a real corpus every
@@ -14,7 +15,7 @@ func goSourceLines(tb testing.TB, maxBytes int) []string {
 	tb.Helper()
 	var lines []string
 	total := 0
-	root := filepath.Join(runtime.GOROOT(), "src")
+	root := fixture.GoSource(tb)
 	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil || total >= maxBytes {
 			return filepath.SkipDir

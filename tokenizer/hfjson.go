@@ -168,7 +168,7 @@ func components(raw json.RawMessage, list string) ([]component, error) {
 func ParseJSON(b []byte) (*JSON, error) {
 	var r rawJSON
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %v", err)
+		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
 	if r.Model.Type != "BPE" && !(r.Model.Type == "" && r.Model.Vocab != nil && r.Model.Merges != nil) {
 		return nil, fmt.Errorf("tokenizer.json model type %q is not supported (supported: BPE)", r.Model.Type)
@@ -255,7 +255,7 @@ func ParseJSON(b []byte) (*JSON, error) {
 func (t *JSON) parseMerges(raw json.RawMessage) error {
 	var list []json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
-		return fmt.Errorf("model.merges: %v", err)
+		return fmt.Errorf("model.merges: %w", err)
 	}
 	m := make(map[uint64]int32, len(list))
 	t.ranks = make(map[uint64]int32, len(list))
@@ -300,7 +300,7 @@ func (t *JSON) parseMerges(raw json.RawMessage) error {
 func (t *JSON) parseNormalizer(raw json.RawMessage) error {
 	cs, err := components(raw, "normalizers")
 	if err != nil {
-		return fmt.Errorf("normalizer: %v", err)
+		return fmt.Errorf("normalizer: %w", err)
 	}
 	for _, c := range cs {
 		switch c.Type {
@@ -321,7 +321,7 @@ func (t *JSON) parseNormalizer(raw json.RawMessage) error {
 func (t *JSON) parsePreTokenizer(raw json.RawMessage) error {
 	cs, err := components(raw, "pretokenizers")
 	if err != nil {
-		return fmt.Errorf("pre_tokenizer: %v", err)
+		return fmt.Errorf("pre_tokenizer: %w", err)
 	}
 	for _, c := range cs {
 		switch c.Type {
@@ -380,7 +380,7 @@ func (t *JSON) parsePreTokenizer(raw json.RawMessage) error {
 func (t *JSON) parseDecoder(raw json.RawMessage) error {
 	cs, err := components(raw, "decoders")
 	if err != nil {
-		return fmt.Errorf("decoder: %v", err)
+		return fmt.Errorf("decoder: %w", err)
 	}
 	for _, c := range cs {
 		switch c.Type {

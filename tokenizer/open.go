@@ -83,7 +83,7 @@ func specialIDs(dir string, tok Tokenizer) (bos, eos int32, err error) {
 	}
 	var c map[string]any
 	if err := json.Unmarshal(b, &c); err != nil {
-		return 0, 0, fmt.Errorf("tokenizer: %s: invalid JSON: %v", p, err)
+		return 0, 0, fmt.Errorf("tokenizer: %s: invalid JSON: %w", p, err)
 	}
 	lookup := func(key string, cur int32) (int32, error) {
 		var s string

@@ -194,9 +194,6 @@ func (sp *SentencePiece) Piece(id int32) string {
 // Hash identifies the model file's content.
 func (sp *SentencePiece) Hash() string { return sp.hash }
 
-// Normalize returns the text as the model sees it before segmentation.
-func (sp *SentencePiece) Normalize(s string) string { return sp.norm.normalize(s) }
-
 // Encode returns the ids of text, without BOS or EOS.
 func (sp *SentencePiece) Encode(text string) []int32 {
 	return sp.AppendEncode(nil, text)
@@ -505,10 +502,6 @@ func oneCharLen(b byte) int {
 }
 
 const unkPenalty = 10
-
-// scanLimit is the input length (in symbols) up to which BPE picks merges by
-// scanning instead of through a priority queue.
-const scanLimit = 64
 
 // fltMin is C's FLT_MIN, the smallest normal float32: the library starts its
 // maximum piece score there, so with all scores negative it stays there.

@@ -95,7 +95,7 @@ func TestTrie(t *testing.T) {
 // normalizedText is what decoding should give back: the normalized text
 // with U+2581 as spaces and the dummy prefix removed.
 func normalizedText(sp *SentencePiece, s string) string {
-	n := strings.ReplaceAll(sp.Normalize(s), spaceSymbol, " ")
+	n := strings.ReplaceAll(sp.norm.normalize(s), spaceSymbol, " ")
 	if sp.norm.addDummyPrefix || sp.norm.removeExtraWS {
 		n = strings.TrimPrefix(n, " ")
 	}
@@ -172,5 +172,26 @@ func TestIsolatingSplit(t *testing.T) {
 				t.Fatalf("%s: split and whole encodings differ", name)
 			}
 		}
+	}
+}
+
+// noBOS is a tokenizer without a BOS token.
+type noBOS struct{ *SentencePiece }
+
+func (noBOS) BOS() int32 { return -1 }
+
+// TestEncodePrompt: a prompt is BOS (when there is one) and the text's ids
+// as sentencepiece encodes them, nothing else.
+func TestEncodePrompt(t *testing.T) {
+	sp, samples := loadGolden(t, "spm-nemotron-style")
+	g := samples[0]
+	if sp.BOS() < 0 {
+		t.Fatal("the fixture has a BOS token")
+	}
+	if got, want := EncodePrompt(sp, g.Text), append([]int32{sp.BOS()}, g.IDs...); !slices.Equal(got, want) {
+		t.Fatalf("prompt %v, want %v", got, want)
+	}
+	if got := EncodePrompt(noBOS{sp}, g.Text); !slices.Equal(got, g.IDs) {
+		t.Fatalf("without BOS: %v, want %v", got, g.IDs)
 	}
 }

@@ -33,3 +33,24 @@ func hashBytes(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
 }
+
+// EncodePrompt returns the ids a model is prompted with: BOS, when the
+// tokenizer has one, then the ids of text (no EOS).
+func EncodePrompt(t interface {
+	Encode(text string) []int32
+	BOS() int32
+}, text string) []int32 {
+	ids := t.Encode(text)
+	if b := t.BOS(); b >= 0 {
+		ids = append([]int32{b}, ids...)
+	}
+	return ids
+}
+
+// DirFiles are the files of a model directory, besides config.json and the
+// weights, that say how to tokenize and generate: the tokenizer itself,
+// its configuration and special tokens, and the generation defaults. They
+// go along with a model that is pruned, distilled, converted or exported.
+func DirFiles() []string {
+	return []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}
+}

@@ -3,7 +3,6 @@ package train
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,7 +11,9 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/tokenizer"
 )
 
 // A checkpoint directory is a Hugging Face model directory (config.json,
@@ -37,6 +38,11 @@ type State struct {
 	TotalSteps  int         `json:"total_steps"`
 	Cursor      data.Cursor `json:"data_cursor"`
 	Fingerprint string      `json:"config_fingerprint"`
+	// GPUs is the number of ranks of a data-parallel run, whose optimizer
+	// state is in one shard file per rank; 0 on one device.
+	GPUs int `json:"gpus,omitempty"`
+	// Identities are RunOptions.Identities and the datasets' (by key).
+	Identities map[string]string `json:"identities,omitempty"`
 }
 
 func checkpointName(step int) string { return fmt.Sprintf("checkpoint-%07d", step) }
@@ -62,54 +68,6 @@ func Checkpoints(out string) ([]string, error) {
 	return dirs, nil
 }
 
-// writeDir builds a directory atomically: fill writes into a temporary
-// sibling, which is fsynced and renamed to dir (replacing an old one).
-func writeDir(dir string, fill func(tmp string) error) error {
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	if err := fill(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	if err := checkpoints.SyncDir(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	if _, err := os.Stat(dir); err == nil {
-		old := dir + ".old"
-		os.RemoveAll(old)
-		if err := os.Rename(dir, old); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("train: %w", err)
-		}
-		defer os.RemoveAll(old)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("train: %w", err)
-	}
-	return checkpoints.SyncDir(parent)
-}
-
-// copyFile copies a file (a tokenizer into a model directory).
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	defer in.Close()
-	return checkpoints.WriteAtomic(dst, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
-}
-
 // ExportModel writes m as a Hugging Face directory in dtype dt, with the
 // tokenizer file copied in when given (a .model becomes tokenizer.model, a
 // .json tokenizer.json). The values come from ws (aligned with m.Params:
@@ -118,7 +76,7 @@ func ExportModel(dir string, m *model.Model, ws []backend.Tensor, dt backend.DTy
 	if ws == nil {
 		ws = m.Weights
 	}
-	return writeDir(dir, func(tmp string) error {
+	return diskio.WriteDir(dir, true, func(tmp string) error {
 		if err := m.SaveWeights(tmp, ws, dt, 2<<30); err != nil {
 			return err
 		}
@@ -126,16 +84,16 @@ func ExportModel(dir string, m *model.Model, ws []backend.Tensor, dt backend.DTy
 	})
 }
 
-// CopyTokenizer copies a tokenizer file, or the tokenizer files of a model
-// directory, into dir.
+// CopyTokenizer copies a tokenizer file, or a model directory's tokenizer
+// and generation files (tokenizer.DirFiles), into dir.
 func CopyTokenizer(src, dir string) error {
 	if src == "" {
 		return nil
 	}
 	if st, err := os.Stat(src); err == nil && st.IsDir() {
-		for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} {
+		for _, n := range tokenizer.DirFiles() {
 			if _, err := os.Stat(filepath.Join(src, n)); err == nil {
-				if err := copyFile(filepath.Join(src, n), filepath.Join(dir, n)); err != nil {
+				if err := diskio.CopyFile(filepath.Join(src, n), filepath.Join(dir, n)); err != nil {
 					return err
 				}
 			}
@@ -146,15 +104,20 @@ func CopyTokenizer(src, dir string) error {
 	if strings.HasSuffix(src, ".json") {
 		name = "tokenizer.json"
 	}
-	return copyFile(src, filepath.Join(dir, name))
+	return diskio.CopyFile(src, filepath.Join(dir, name))
 }
 
-// save writes a checkpoint of the trainer's current step.
-func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
+// save writes a checkpoint of the trainer's current step. In a
+// data-parallel run, shards is the folder holding the ranks' optimizer
+// shards, which move into the checkpoint.
+func (t *Trainer) save(out string, cfgYAML []byte, shards string) (string, error) {
 	dir := filepath.Join(out, checkpointName(t.Step))
-	err := writeDir(dir, func(tmp string) error {
+	err := diskio.WriteDir(dir, true, func(tmp string) error {
 		if err := t.Model.SaveWeights(tmp, t.modelWeights(), backend.F32, 2<<30); err != nil {
 			return err
+		}
+		if shards != "" {
+			return t.finishCheckpoint(tmp, cfgYAML, shards)
 		}
 		// Moments (and the objective's own parameters) are written as float32
 		// whatever their storage, so a run resumes on any device.
@@ -181,20 +144,41 @@ func (t *Trainer) save(out string, cfgYAML []byte) (string, error) {
 		if err := checkpoints.WriteFile(filepath.Join(tmp, optimFile), es, map[string]string{"step": fmt.Sprint(t.Step)}); err != nil {
 			return err
 		}
-		st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint()}
-		b, _ := json.MarshalIndent(st, "", "  ")
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
-			return err
-		}
-		if err := checkpoints.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
-			return err
-		}
-		if err := CopyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
-			return err
-		}
-		return checkpoints.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))
+		return t.finishCheckpoint(tmp, cfgYAML, "")
 	})
 	return dir, err
+}
+
+// finishCheckpoint moves the optimizer shards in from the folder shards
+// (if any) and writes the position, the configuration and the tokenizer,
+// and COMPLETE last.
+func (t *Trainer) finishCheckpoint(tmp string, cfgYAML []byte, shards string) error {
+	if shards != "" {
+		files := shardFiles(shards)
+		if len(files) != t.dp.lay.world {
+			return fmt.Errorf("train: %d optimizer shards in %s, want one per GPU, %d (with several nodes, --out must be a folder all of them share)", len(files), shards, t.dp.lay.world)
+		}
+		for _, f := range files {
+			if err := os.Rename(f, filepath.Join(tmp, filepath.Base(f))); err != nil {
+				return fmt.Errorf("train: %w", err)
+			}
+		}
+	}
+	st := State{Step: t.Step, Tokens: t.Tokens, TotalSteps: t.Total, Cursor: t.Data.Cursor(), Fingerprint: t.Cfg.fingerprint(), Identities: t.identities}
+	if t.dp != nil {
+		st.GPUs = t.dp.lay.world
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := diskio.WriteFileAtomic(filepath.Join(tmp, stateFile), append(b, '\n')); err != nil {
+		return err
+	}
+	if err := diskio.WriteFileAtomic(filepath.Join(tmp, "training.yaml"), cfgYAML); err != nil {
+		return err
+	}
+	if err := CopyTokenizer(t.Cfg.Model.Tokenizer, tmp); err != nil {
+		return err
+	}
+	return diskio.WriteFileAtomic(filepath.Join(tmp, completeFile), []byte("ok\n"))
 }
 
 // readState loads a checkpoint's state.json.
@@ -205,7 +189,7 @@ func readState(dir string) (*State, error) {
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("train: %s: invalid JSON: %v", filepath.Join(dir, stateFile), err)
+		return nil, fmt.Errorf("train: %s: invalid JSON: %w", filepath.Join(dir, stateFile), err)
 	}
 	return &s, nil
 }
@@ -214,6 +198,12 @@ func readState(dir string) (*State, error) {
 // weights were loaded with the model (rounded to its storage); master
 // copies are read again from the checkpoint's float32 values.
 func (t *Trainer) restore(dir string, st *State) error {
+	if shardedCheckpoint(dir) {
+		if err := t.restoreFromShards(dir); err != nil {
+			return err
+		}
+		return t.setPosition(dir, st)
+	}
 	ts, err := checkpoints.Open(filepath.Join(dir, optimFile))
 	if err != nil {
 		return err
@@ -267,6 +257,11 @@ func (t *Trainer) restore(dir string, st *State) error {
 			}
 		}
 	}
+	return t.setPosition(dir, st)
+}
+
+// setPosition moves the trainer and its data to a checkpoint's position.
+func (t *Trainer) setPosition(dir string, st *State) error {
 	if err := t.Data.SetCursor(st.Cursor); err != nil {
 		return fmt.Errorf("train: %s: %w", dir, err)
 	}
@@ -297,23 +292,4 @@ func prune(out string, keep int) error {
 		}
 	}
 	return nil
-}
-
-// cleanTemporary removes directories left by interrupted writes.
-func cleanTemporary(out string) {
-	matches, _ := filepath.Glob(filepath.Join(out, ".*.tmp-*"))
-	for _, m := range matches {
-		os.RemoveAll(m)
-	}
-	// A directory replaced by writeDir is renamed to NAME.old first; if the
-	// process died before the new one took its place, put it back.
-	olds, _ := filepath.Glob(filepath.Join(out, "*.old"))
-	for _, m := range olds {
-		orig := strings.TrimSuffix(m, ".old")
-		if _, err := os.Stat(orig); os.IsNotExist(err) {
-			os.Rename(m, orig)
-			continue
-		}
-		os.RemoveAll(m)
-	}
 }

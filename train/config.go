@@ -7,8 +7,8 @@ package train
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"math"
+	"strings"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/config"
@@ -192,86 +192,115 @@ func Load(path string, overrides []string) (*Config, error) {
 	return &c, c.Validate()
 }
 
-// Validate checks the configuration before any work.
+// Validate checks the configuration before any work. Its error is a
+// *config.Invalid listing every problem.
 func (c *Config) Validate() error {
-	var errs []string
-	add := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
+	e := &config.Invalid{Prefix: "train"}
+	c.Check(e)
+	return e.Err()
+}
+
+// Check adds the configuration's problems to e (a larger configuration
+// that embeds this one validates both at once).
+func (c *Config) Check(e *config.Invalid) {
 	if (c.Model.Config == "") == (c.Model.Checkpoint == "") {
-		add("model: give exactly one of model.config (fresh weights) or model.checkpoint")
+		e.Addf("give exactly one of {model.config} (fresh weights) or {model.checkpoint}")
 	}
 	if len(c.Data.Datasets) == 0 {
-		add("data.datasets: no datasets")
+		e.Addf("{data.datasets}: no datasets")
 	}
 	for i, d := range c.Data.Datasets {
 		if d.Path == "" {
-			add("data.datasets[%d]: no path", i)
+			e.Addf("{data.datasets}[%d].path: no path", i)
 		}
 		if d.Weight <= 0 {
-			add("data.datasets[%d] (%s): weight %v must be positive", i, d.Path, d.Weight)
+			e.Addf("{data.datasets}[%d].weight %v (%s) must be positive", i, d.Weight, d.Path)
 		}
 	}
 	if c.Data.SeqLen < 1 {
-		add("data.seq_len %d must be positive", c.Data.SeqLen)
+		e.Addf("{data.seq_len} %d must be positive", c.Data.SeqLen)
 	}
 	if c.Data.ValFraction < 0 || c.Data.ValFraction >= 1 {
-		add("data.val_fraction %v must be in [0, 1)", c.Data.ValFraction)
+		e.Addf("{data.val_fraction} %v must be in [0, 1)", c.Data.ValFraction)
 	}
-	if c.Train.MicroBatch < 1 || c.Train.Accumulation < 1 {
-		add("train.micro_batch and train.accumulation must be at least 1")
+	if c.Train.MicroBatch < 1 {
+		e.Addf("{train.micro_batch} %d must be at least 1", c.Train.MicroBatch)
 	}
-	if (c.Train.Steps > 0) == (c.Train.Tokens > 0) {
-		add("train: give exactly one of train.steps or train.tokens (a token budget)")
+	if c.Train.Accumulation < 1 {
+		e.Addf("{train.accumulation} %d must be at least 1", c.Train.Accumulation)
+	}
+	switch {
+	case c.Train.Steps < 0:
+		e.Addf("{train.steps} %d must be positive", c.Train.Steps)
+	case c.Train.Tokens < 0:
+		e.Addf("{train.tokens} %d must be positive", c.Train.Tokens)
+	case c.Train.Steps == 0 && c.Train.Tokens == 0:
+		e.Addf("give the length of the run: {train.steps}, or {train.tokens} (a token budget)")
+	case c.Train.Steps > 0 && c.Train.Tokens > 0:
+		e.Addf("give {train.steps} (%d) or {train.tokens} (%d), not both", c.Train.Steps, c.Train.Tokens)
 	}
 	o := c.Optimizer
-	if o.LR <= 0 || o.MinLR < 0 || o.MinLR > o.LR {
-		add("optimizer: lr %v must be positive and min_lr %v in [0, lr]", o.LR, o.MinLR)
+	if !(o.LR > 0) {
+		e.Addf("{optimizer.lr} %v must be positive", o.LR)
+	}
+	if o.MinLR < 0 || o.MinLR > o.LR {
+		e.Addf("{optimizer.min_lr} %v must be in [0, {optimizer.lr} %v]", o.MinLR, o.LR)
 	}
 	if o.Warmup < 0 {
-		add("optimizer.warmup %d must be >= 0", o.Warmup)
+		e.Addf("{optimizer.warmup} %d must be >= 0", o.Warmup)
 	}
 	switch o.Schedule {
 	case "cosine", "linear", "constant":
 	default:
-		add("optimizer.schedule %q: use cosine, linear or constant", o.Schedule)
+		e.Addf("{optimizer.schedule} %q: use cosine, linear or constant", o.Schedule)
 	}
-	if o.Beta1 < 0 || o.Beta1 >= 1 || o.Beta2 < 0 || o.Beta2 >= 1 || o.Eps <= 0 || o.WeightDecay < 0 || o.Clip < 0 {
-		add("optimizer: need 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0, clip >= 0")
+	if o.Beta1 < 0 || o.Beta1 >= 1 {
+		e.Addf("{optimizer.beta1} %v must be in [0, 1)", o.Beta1)
 	}
-	for _, d := range []struct{ key, v string }{{"grad_dtype", o.GradDType}, {"state_dtype", o.StateDType}} {
-		switch d.v {
-		case "", "f32", "bf16":
-		default:
-			add("optimizer.%s %q: use f32 or bf16", d.key, d.v)
-		}
+	if o.Beta2 < 0 || o.Beta2 >= 1 {
+		e.Addf("{optimizer.beta2} %v must be in [0, 1)", o.Beta2)
+	}
+	if !(o.Eps > 0) {
+		e.Addf("{optimizer.eps} %v must be positive", o.Eps)
+	}
+	if o.WeightDecay < 0 {
+		e.Addf("{optimizer.weight_decay} %v must be >= 0", o.WeightDecay)
+	}
+	if o.Clip < 0 {
+		e.Addf("{optimizer.clip} %v must be >= 0 (0 disables clipping)", o.Clip)
+	}
+	switch o.GradDType {
+	case "", "f32", "bf16":
+	default:
+		e.Addf("{optimizer.grad_dtype} %q: use f32 or bf16", o.GradDType)
+	}
+	switch o.StateDType {
+	case "", "f32", "bf16":
+	default:
+		e.Addf("{optimizer.state_dtype} %q: use f32 or bf16", o.StateDType)
 	}
 	switch o.Decay {
 	case "", DecayMatrices, DecayNoEmbeddings, DecayAll:
 	default:
-		add("optimizer.decay %q: use %s (Megatron's rule: weights of two or more dimensions), %s or %s", o.Decay, DecayMatrices, DecayNoEmbeddings, DecayAll)
+		e.Addf("{optimizer.decay} %q: use %s (Megatron's rule: weights of two or more dimensions), %s or %s", o.Decay, DecayMatrices, DecayNoEmbeddings, DecayAll)
 	}
-	if c.Eval.Every < 0 || c.Eval.Batches < 0 || c.Checkpoint.Every < 0 || c.Checkpoint.Keep < 1 {
-		add("eval.every, eval.batches, checkpoint.every must be >= 0 and checkpoint.keep >= 1")
+	if c.Eval.Every < 0 {
+		e.Addf("{eval.every} %d must be >= 0 (0: only at the end)", c.Eval.Every)
+	}
+	if c.Eval.Batches < 0 {
+		e.Addf("{eval.batches} %d must be >= 0", c.Eval.Batches)
+	}
+	if c.Checkpoint.Every < 0 {
+		e.Addf("{checkpoint.every} %d must be >= 0 (0: only at the end)", c.Checkpoint.Every)
+	}
+	if c.Checkpoint.Keep < 1 {
+		e.Addf("{checkpoint.keep} %d must be at least 1", c.Checkpoint.Keep)
 	}
 	switch c.Checkpoint.ExportDType {
 	case "bf16", "f16", "f32":
 	default:
-		add("checkpoint.export_dtype %q: use bf16, f16 or f32", c.Checkpoint.ExportDType)
+		e.Addf("{checkpoint.export_dtype} %q: use bf16, f16 or f32", c.Checkpoint.ExportDType)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("train: invalid config:\n  %s", joinLines(errs))
-	}
-	return nil
-}
-
-func joinLines(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += "\n  "
-		}
-		out += x
-	}
-	return out
 }
 
 // TokensPerStep is the number of tokens one optimizer step trains on.
@@ -291,8 +320,30 @@ func (c *Config) TotalSteps() int {
 func (c *Config) YAML() ([]byte, error) { return config.Marshal(c) }
 
 // fingerprint identifies what a resumed run must share with the saved one:
-// everything but the length of the run and the checkpoint cadence.
-func (c *Config) fingerprint() string { return hashYAML(c.resumable()) }
+// everything but the length of the run and the checkpoint cadence, and
+// which GPUs and how many (a run resumes on another number of GPUs).
+func (c *Config) fingerprint() string {
+	d := c.resumable()
+	d.Device = DeviceKind(d.Device)
+	return hashYAML(d)
+}
+
+// resumes reports whether a checkpoint of fingerprint fp continues this
+// configuration: fp is its fingerprint, or the one it had with the device
+// as given (before the GPUs were left out), or its legacyFingerprint.
+func (c *Config) resumes(fp string) bool {
+	legacy := c.legacyFingerprint()
+	return fp == c.fingerprint() || fp == hashYAML(c.resumable()) || (legacy != "" && fp == legacy)
+}
+
+// DeviceKind is a device setting without its GPU numbers: cpu or cuda.
+func DeviceKind(dev string) string {
+	d := strings.ToLower(strings.TrimSpace(dev))
+	if d == "gpu" || strings.HasPrefix(d, "cuda") {
+		return "cuda"
+	}
+	return d
+}
 
 // resumable is c without what may change between a run and its resumption.
 func (c *Config) resumable() Config {

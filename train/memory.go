@@ -67,10 +67,6 @@ func storage(dt backend.DType, floatBytes int) int64 {
 	return 4
 }
 
-// lossChunk matches the rows of logits the losses hold at once (package
-// model's chunk, distillation's buffers).
-const lossChunk = 256
-
 // PlanMemory computes the device memory of a run from its configuration:
 // every tensor the trainer, the model and the distillation objective
 // allocate, the way they allocate them. Not counted: the CUDA context,
@@ -105,7 +101,7 @@ func PlanMemory(s MemorySpec) MemoryPlan {
 		// Teacher logits and a copy of the student's for one chunk of rows,
 		// three per-row float32 losses; a cached teacher's ids and
 		// log-probabilities of the chunk.
-		rows := int64(min(s.Rows, lossChunk))
+		rows := int64(min(s.Rows, model.LossChunk)) // the rows of logits the losses hold at once
 		v := int64(s.Student.VocabSize)
 		p.LossBuffers = 2*rows*v*fb + 3*4*rows + 8*rows*int64(s.CacheK)
 	}

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/minitron/minitron/backend"
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/config"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
+	"github.com/minitron/minitron/dist"
 	"github.com/minitron/minitron/model"
 )
 
@@ -28,18 +30,39 @@ const FinalDir = "final"
 // writing a checkpoint; rerunning resumes it.
 var ErrInterrupted = errors.New("train: interrupted; a checkpoint was written and rerunning the same command resumes")
 
-// Metric is one line of metrics.jsonl: a training step, or a validation.
+// Metric is one line of metrics.jsonl: a training step (loss, the
+// objective optimized) or a validation (val_ce, the model's cross-entropy
+// on the held-out split).
 type Metric struct {
 	Step     int      `json:"step"`
 	Loss     *float64 `json:"loss,omitempty"`
-	ValLoss  *float64 `json:"val_loss,omitempty"`
+	ValCE    *float64 `json:"val_ce,omitempty"`
 	LR       *float64 `json:"lr,omitempty"`
 	GradNorm *float64 `json:"grad_norm,omitempty"`
 	Tokens   int64    `json:"tokens"`
 	TokPerS  float64  `json:"tok_per_s,omitempty"`
 	Elapsed  float64  `json:"elapsed_s"`
-	// Extra holds objective-specific values (distillation's KL, teacher loss).
+	// Extra holds objective-specific values (distillation's kl on the
+	// step's batch; at a validation val_kl and val_teacher_ce).
 	Extra map[string]float64 `json:"extra,omitempty"`
+}
+
+// UnmarshalJSON reads a metrics line, val_loss (the name of val_ce in runs
+// made before it) included.
+func (m *Metric) UnmarshalJSON(b []byte) error {
+	type plain Metric
+	var v struct {
+		plain
+		Old *float64 `json:"val_loss"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*m = Metric(v.plain)
+	if m.ValCE == nil {
+		m.ValCE = v.Old
+	}
+	return nil
 }
 
 // RunOptions are the parts of a run that are not configuration.
@@ -56,6 +79,43 @@ type RunOptions struct {
 	Interrupt <-chan struct{}
 	// Extra returns objective-specific values to log with each step.
 	Extra func() map[string]float64
+	// Replicas, when given, make the run data-parallel: one per GPU this
+	// process drives, in rank order, each run by its goroutine of Group.
+	// Backend and Objective are then unused.
+	Replicas []Replica
+	Group    *dist.Group
+	// Settings is the run's whole configuration when it is more than the
+	// Config (a distillation's teacher and loss): config.yaml and every
+	// checkpoint hold it, and a resumed run is compared with it key by key.
+	// Nil: the Config.
+	Settings any
+	// Identities identify inputs the settings name only by path (a
+	// teacher's weights), by the key naming them; a resumed run refuses
+	// to go on when one changed. The datasets' are added by Run.
+	Identities map[string]string
+	// KeyName renames keys in resumption errors, for settings that are
+	// part of a larger file (a recipe); nil keeps them.
+	KeyName func(key string) string
+	// NewRun says, in a resumption error, how to start a new run instead;
+	// empty: with another output directory.
+	NewRun string
+}
+
+// Replica is one rank of a data-parallel run.
+type Replica struct {
+	Backend   backend.Backend
+	Comm      dist.Comm
+	Objective Objective // nil: CrossEntropy
+}
+
+// Replicas pairs the backends of a process's GPUs with their members of
+// the communicator.
+func Replicas(bs []backend.Backend, cs []dist.Comm) []Replica {
+	out := make([]Replica, len(bs))
+	for i := range out {
+		out[i] = Replica{Backend: bs[i], Comm: cs[i]}
+	}
+	return out
 }
 
 // Result summarizes a finished run.
@@ -63,7 +123,7 @@ type Result struct {
 	Steps       int
 	ResumedFrom int // step of the checkpoint resumed from, 0 if none
 	TrainLoss   float64
-	ValLoss     float64 // NaN without validation
+	ValLoss     float64 // cross-entropy on the held-out split; NaN without validation
 	FinalDir    string
 	Tokens      int64
 }
@@ -107,6 +167,29 @@ func OpenData(cfg *Config, vocab int) (train, val *data.Loader, err error) {
 	return train, val, nil
 }
 
+// ValidationSequences returns the held-out sequences (SeqLen+1 tokens
+// each) a run of cfg validates on: eval.batches micro-batches, always the
+// same ones. eval.PerplexityOn measures other models on them, so their
+// cross-entropy compares with the run's val_ce.
+func ValidationSequences(cfg *Config, vocab int) ([][]int32, error) {
+	_, val, err := OpenData(cfg, vocab)
+	if err != nil {
+		return nil, err
+	}
+	if val == nil || cfg.Eval.Batches == 0 {
+		return nil, fmt.Errorf("train: no validation data (data.val_fraction %v, eval.batches %d)", cfg.Data.ValFraction, cfg.Eval.Batches)
+	}
+	var out [][]int32
+	for range cfg.Eval.Batches * cfg.Train.MicroBatch {
+		seq, _, err := val.Next(nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, seq)
+	}
+	return out, nil
+}
+
 // StartModel makes the model a run starts from: the newest checkpoint in
 // out when resuming, else the configured checkpoint or fresh weights.
 func StartModel(cfg *Config, out string, b backend.Backend) (*model.Model, string, error) {
@@ -132,7 +215,8 @@ func StartModel(cfg *Config, out string, b backend.Backend) (*model.Model, strin
 }
 
 // Run trains according to cfg into opt.Out, resuming from the newest
-// complete checkpoint there, and exports the final model.
+// complete checkpoint there, and exports the final model. With
+// opt.Replicas it runs this process's ranks of a data-parallel run.
 func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -140,62 +224,84 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	if opt.Objective == nil {
 		opt.Objective = CrossEntropy{}
 	}
-	logf := func(f string, a ...any) {
-		if opt.Log != nil {
-			fmt.Fprintf(opt.Log, f+"\n", a...)
-		}
-	}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	cleanTemporary(opt.Out)
-	cfgYAML, err := cfg.YAML()
+	var settings any = cfg
+	if opt.Settings != nil {
+		settings = opt.Settings
+	}
+	cfgYAML, err := config.Marshal(settings)
 	if err != nil {
 		return nil, err
 	}
-	m, resumeDir, err := StartModel(cfg, opt.Out, opt.Backend)
-	if err != nil {
-		return nil, err
+	var e engine
+	var valData *data.Loader
+	var resumeDir string
+	if len(opt.Replicas) > 0 {
+		p, err := startParallel(cfg, opt)
+		if err != nil {
+			return nil, err
+		}
+		e, valData, resumeDir = p, p.val, p.resumeDir
+	} else {
+		diskio.CleanTemporary(opt.Out)
+		m, dir, err := StartModel(cfg, opt.Out, opt.Backend)
+		if err != nil {
+			return nil, err
+		}
+		trainData, val, err := OpenData(cfg, m.Config.VocabSize)
+		if err != nil {
+			return nil, err
+		}
+		t, err := NewTrainer(cfg, m, opt.Objective, trainData)
+		if err != nil {
+			return nil, err
+		}
+		e, valData, resumeDir = single{t}, val, dir
 	}
-	trainData, valData, err := OpenData(cfg, m.Config.VocabSize)
-	if err != nil {
-		return nil, err
+	defer e.free()
+	t := e.lead()
+	writes := e.writes()
+	logf := func(f string, a ...any) {
+		if opt.Log != nil && writes {
+			fmt.Fprintf(opt.Log, f+"\n", a...)
+		}
 	}
-	t, err := NewTrainer(cfg, m, opt.Objective, trainData)
-	if err != nil {
-		return nil, err
-	}
-	defer t.Free()
 	res := &Result{ValLoss: nanValue()}
+	ids, err := identities(cfg, opt.Identities)
+	if err != nil {
+		return nil, err
+	}
+	t.identities = ids
 	if resumeDir != "" {
 		st, err := readState(resumeDir)
 		if err != nil {
 			return nil, err
 		}
-		if st.Fingerprint != cfg.fingerprint() && (cfg.legacyFingerprint() == "" || st.Fingerprint != cfg.legacyFingerprint()) {
-			saved := filepath.Join(resumeDir, "training.yaml")
-			hint := ""
-			if b, err := os.ReadFile(saved); err == nil && strings.Contains(string(b), "decay_norms_and_embeddings:") {
-				hint = "; it was started before optimizer.decay existed: to resume it, set optimizer.decay: no_embeddings (what decay_norms_and_embeddings: false did) or all (true)"
-			}
-			return nil, fmt.Errorf("train: %s holds a run with a different configuration (model, data or optimizer changed); use another --out or restore the original config (saved in %s)%s",
-				opt.Out, saved, hint)
+		if err := checkResume(cfg, opt, st, resumeDir, cfgYAML, ids); err != nil {
+			return nil, err
 		}
-		if err := t.restore(resumeDir, st); err != nil {
+		if err := e.resume(resumeDir, st); err != nil {
 			return nil, err
 		}
 		res.ResumedFrom = st.Step
 		logf("resuming from %s (step %d of %d)", resumeDir, st.Step, t.Total)
 	}
-	if err := checkpoints.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
-		return nil, err
+	var mf *metricsFile
+	if writes {
+		if err := diskio.WriteFileAtomic(filepath.Join(opt.Out, "config.yaml"), cfgYAML); err != nil {
+			return nil, err
+		}
+		if mf, err = openMetrics(filepath.Join(opt.Out, MetricsFile), t.Step); err != nil {
+			return nil, err
+		}
+		defer mf.Close()
 	}
-	mf, err := openMetrics(filepath.Join(opt.Out, MetricsFile), t.Step)
-	if err != nil {
-		return nil, err
-	}
-	defer mf.Close()
 	emit := func(mt Metric) error {
+		if !writes {
+			return nil
+		}
 		b, _ := json.Marshal(mt)
 		if _, err := mf.Write(append(b, '\n')); err != nil {
 			return fmt.Errorf("train: writing metrics: %w", err)
@@ -212,17 +318,17 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		if err := valData.SetCursor(data.Cursor{Counts: make([]int64, len(valData.Cursor().Counts))}); err != nil {
 			return err
 		}
-		v, err := t.Evaluate(valData, cfg.Eval.Batches)
+		v, err := e.validate(valData, cfg.Eval.Batches)
 		if err != nil {
 			return err
 		}
 		res.ValLoss = v
-		logf("step %d: validation loss %.4f", t.Step, v)
-		return emit(Metric{Step: t.Step, ValLoss: &v, Tokens: t.Tokens, Extra: extra(opt)})
+		logf("step %d: validation ce %.4f", t.Step, v)
+		return emit(Metric{Step: t.Step, ValCE: &v, Tokens: t.Tokens, Extra: extra(opt, true)})
 	}
 	checkpoint := func() error {
-		dir, err := t.save(opt.Out, cfgYAML)
-		if err != nil {
+		dir, err := e.checkpoint(opt.Out, cfgYAML)
+		if err != nil || !writes {
 			return err
 		}
 		if err := mf.Sync(); err != nil {
@@ -234,7 +340,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 	start := time.Now()
 	startTokens := t.Tokens
 	for t.Step < t.Total {
-		st, err := t.TrainStep()
+		st, err := e.step()
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +348,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 		el := time.Since(start).Seconds()
 		loss, lr, gn := st.Loss, st.LR, st.GradNorm
 		if err := emit(Metric{Step: st.Step, Loss: &loss, LR: &lr, GradNorm: &gn, Tokens: st.Tokens, Elapsed: el,
-			TokPerS: float64(st.Tokens-startTokens) / el, Extra: extra(opt)}); err != nil {
+			TokPerS: float64(st.Tokens-startTokens) / el, Extra: extra(opt, false)}); err != nil {
 			return nil, err
 		}
 		last := t.Step == t.Total
@@ -251,13 +357,17 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 				return nil, err
 			}
 		}
-		interrupted := false
+		asked := false
 		select {
 		case <-opt.Interrupt:
-			interrupted = true
+			asked = true
 		case <-ctx.Done():
-			interrupted = true
+			asked = true
 		default:
+		}
+		interrupted, err := e.stop(asked)
+		if err != nil {
+			return nil, err
 		}
 		if (cfg.Checkpoint.Every > 0 && t.Step%cfg.Checkpoint.Every == 0) || last || interrupted {
 			if err := checkpoint(); err != nil {
@@ -268,7 +378,7 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 			return nil, ErrInterrupted
 		}
 	}
-	if res.ResumedFrom == t.Total {
+	if res.ResumedFrom == t.Total && writes {
 		logf("the run in %s is already complete (%d steps)", opt.Out, t.Total)
 		// Its last losses are in the metrics it logged.
 		if ms, err := ReadMetrics(opt.Out); err == nil {
@@ -276,26 +386,72 @@ func Run(ctx context.Context, cfg *Config, opt RunOptions) (*Result, error) {
 				if mt.Loss != nil {
 					res.TrainLoss = *mt.Loss
 				}
-				if mt.ValLoss != nil {
-					res.ValLoss = *mt.ValLoss
+				if mt.ValCE != nil {
+					res.ValLoss = *mt.ValCE
 				}
 			}
 		}
 	}
+	res.Steps, res.Tokens = t.Step, t.Tokens
+	if !writes {
+		return res, nil
+	}
 	dt, _ := backend.ParseDType(cfg.Checkpoint.ExportDType)
 	res.FinalDir = filepath.Join(opt.Out, FinalDir)
-	if err := ExportModel(res.FinalDir, m, t.modelWeights(), dt, cfg.Model.Tokenizer); err != nil {
+	if err := ExportModel(res.FinalDir, t.Model, t.modelWeights(), dt, cfg.Model.Tokenizer); err != nil {
 		return nil, err
 	}
-	res.Steps, res.Tokens = t.Step, t.Tokens
 	return res, nil
 }
 
-func extra(opt RunOptions) map[string]float64 {
+// engine is what Run drives: the trainer of one device, or the ranks of
+// a data-parallel run that this process drives.
+type engine interface {
+	// lead is the trainer whose position and model stand for the run's.
+	lead() *Trainer
+	// writes reports whether this process writes the logs, metrics,
+	// checkpoints' shared files and the model (global rank 0's).
+	writes() bool
+	resume(dir string, st *State) error
+	step() (StepStats, error)
+	validate(val *data.Loader, batches int) (float64, error)
+	// stop reports whether the run stops after this step: asked here or,
+	// in a data-parallel run, in any process.
+	stop(asked bool) (bool, error)
+	checkpoint(out string, cfgYAML []byte) (string, error)
+	free()
+}
+
+// single is the engine of one device.
+type single struct{ t *Trainer }
+
+func (s single) lead() *Trainer                                  { return s.t }
+func (s single) writes() bool                                    { return true }
+func (s single) resume(dir string, st *State) error              { return s.t.restore(dir, st) }
+func (s single) step() (StepStats, error)                        { return s.t.TrainStep() }
+func (s single) stop(asked bool) (bool, error)                   { return asked, nil }
+func (s single) free()                                           { s.t.Free() }
+func (s single) checkpoint(out string, y []byte) (string, error) { return s.t.save(out, y, "") }
+func (s single) validate(val *data.Loader, batches int) (float64, error) {
+	return s.t.Evaluate(val, batches)
+}
+
+// extra returns the objective's values for a validation line (the val_
+// ones) or a step line (the others).
+func extra(opt RunOptions, validation bool) map[string]float64 {
 	if opt.Extra == nil {
 		return nil
 	}
-	return opt.Extra()
+	var out map[string]float64
+	for k, v := range opt.Extra() {
+		if strings.HasPrefix(k, "val_") == validation {
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func nanValue() float64 { var z float64; return z / z }
@@ -336,7 +492,7 @@ func openMetrics(path string, step int) (*metricsFile, error) {
 		}
 		f.Close()
 	}
-	err := checkpoints.WriteAtomic(path, func(w io.Writer) error {
+	err := diskio.WriteAtomic(path, func(w io.Writer) error {
 		for _, l := range keep {
 			if _, err := w.Write(l); err != nil {
 				return err

@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -16,6 +17,8 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/backend/cpu"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/eval"
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
 )
@@ -35,10 +38,7 @@ var (
 // goCorpus prepares a small real dataset (Go's strings package) once.
 func goCorpus(t testing.TB) string {
 	t.Helper()
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
+	src := fixture.GoSource(t, "strings")
 	corpusOnce.Do(func() {
 		tok, err := tokenizer.LoadSentencePiece(tokPath)
 		if err != nil {
@@ -116,12 +116,15 @@ func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.yaml")
 	os.WriteFile(p, []byte("model:\n  config: x.json\ndata:\n  seq_len: 8\n  shufle: true\n"), 0o644)
-	if _, err := Load(p, nil); err == nil || !strings.Contains(err.Error(), "line 5: field shufle not found") {
+	if _, err := Load(p, nil); err == nil || !strings.Contains(err.Error(), "c.yaml:5: data.shufle: unknown key; did you mean data.shuffle?") {
 		t.Fatalf("unknown key: %v", err)
 	}
 	os.WriteFile(p, []byte("model:\n  config: x.json\ndata:\n  datasets: [{path: d, weight: 1}]\ntrain:\n  steps: 10\n"), 0o644)
 	if _, err := Load(p, []string{"optimizer.schedule=exp"}); err == nil || !strings.Contains(err.Error(), "schedule") {
 		t.Fatalf("bad schedule: %v", err)
+	}
+	if _, err := Load(p, []string{"train.steps=-5"}); err == nil || !strings.Contains(err.Error(), "train.steps -5 must be positive") {
+		t.Fatalf("negative steps: %v", err)
 	}
 	c, err := Load(p, []string{"optimizer.lr=0.01", "train.micro_batch=2"})
 	if err != nil || c.Optimizer.LR != 0.01 || c.Train.MicroBatch != 2 || c.Data.SeqLen != 256 {
@@ -205,7 +208,7 @@ func sameMetrics(t *testing.T, a, b []Metric) {
 	if len(a) != len(b) {
 		for _, x := range [][]Metric{a, b} {
 			for _, m := range x {
-				t.Logf("step %d loss %v val %v", m.Step, m.Loss != nil, m.ValLoss != nil)
+				t.Logf("step %d loss %v val %v", m.Step, m.Loss != nil, m.ValCE != nil)
 			}
 			t.Log("--")
 		}
@@ -214,7 +217,7 @@ func sameMetrics(t *testing.T, a, b []Metric) {
 	for i := range a {
 		x, y := a[i], b[i]
 		eq := func(p, q *float64) bool { return (p == nil) == (q == nil) && (p == nil || *p == *q) }
-		if x.Step != y.Step || x.Tokens != y.Tokens || !eq(x.Loss, y.Loss) || !eq(x.ValLoss, y.ValLoss) || !eq(x.LR, y.LR) || !eq(x.GradNorm, y.GradNorm) {
+		if x.Step != y.Step || x.Tokens != y.Tokens || !eq(x.Loss, y.Loss) || !eq(x.ValCE, y.ValCE) || !eq(x.LR, y.LR) || !eq(x.GradNorm, y.GradNorm) {
 			t.Fatalf("metric line %d differs: %+v vs %+v", i, x, y)
 		}
 	}
@@ -234,6 +237,14 @@ func sameFile(t *testing.T, a, b string) {
 // per-step losses as an uninterrupted run.
 func TestResumeBitIdentical(t *testing.T) {
 	c := tinyRun(t, 12)
+	// A copy of the shared corpus: the test edits it at the end.
+	ds := t.TempDir()
+	files, _ := filepath.Glob(filepath.Join(c.Data.Datasets[0].Path, "*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		os.WriteFile(filepath.Join(ds, filepath.Base(f)), b, 0o644)
+	}
+	c.Data.Datasets[0].Path = ds
 	ref := t.TempDir()
 	if _, err := runTo(t, c, ref, nil); err != nil {
 		t.Fatal(err)
@@ -295,13 +306,43 @@ func TestResumeBitIdentical(t *testing.T) {
 	if len(dirs) != 2 || !strings.HasSuffix(dirs[1], "checkpoint-0000012") {
 		t.Fatalf("checkpoints kept: %v", dirs)
 	}
-	// A changed optimizer is refused on resume.
+	// A changed optimizer is refused on resume, naming the key and both
+	// values; a longer run of the same settings is allowed.
 	c2 := *c
 	c2.Optimizer.LR *= 2
 	c2.Train.Steps = 20
-	if _, err := runTo(t, &c2, out, nil); err == nil || !strings.Contains(err.Error(), "different configuration") {
+	if _, err := runTo(t, &c2, out, nil); err == nil || !strings.Contains(err.Error(), "optimizer.lr: 0.003 (the run's) → 0.006 (now)") ||
+		strings.Contains(err.Error(), "train.steps:") || !strings.Contains(err.Error(), "choose another output directory") {
 		t.Fatalf("resume with another config: %v", err)
 	}
+	c3 := *c
+	c3.Train.Steps = 14
+	res, err = runTo(t, &c3, out, nil)
+	if err != nil || res.ResumedFrom != 12 || res.Steps != 14 {
+		t.Fatalf("extending the run: %+v %v", res, err)
+	}
+	// The dataset re-prepared with other content under the same path is
+	// refused.
+	os.WriteFile(filepath.Join(c.Data.Datasets[0].Path, "manifest.json"), editShardSum(t, c.Data.Datasets[0].Path), 0o644)
+	c3.Train.Steps = 16
+	if _, err := runTo(t, &c3, out, nil); err == nil || !strings.Contains(err.Error(), "data.datasets[0].path: the same path, but not the same content") {
+		t.Fatalf("resume on other data: %v", err)
+	}
+}
+
+// editShardSum returns a dataset's manifest with its first shard's checksum
+// changed, as a dataset prepared again from other text would have.
+func editShardSum(t *testing.T, dir string) []byte {
+	t.Helper()
+	var m map[string]any
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	shards := m["shards"].([]any)
+	shards[0].(map[string]any)["sha256"] = strings.Repeat("0", 64)
+	out, _ := json.Marshal(m)
+	return out
 }
 
 // TestAccumulation: 2 micro-batches of 2 equal 1 micro-batch of 4.
@@ -412,6 +453,96 @@ type testLog struct{ t *testing.T }
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TestCopyTokenizer: a model directory's tokenizer and generation files go
+// along (a distilled student keeps generation_config.json); a single
+// tokenizer file is named as transformers expects.
+func TestCopyTokenizer(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	for _, f := range []string{"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "model.safetensors"} {
+		os.WriteFile(filepath.Join(src, f), []byte(f), 0o644)
+	}
+	if err := CopyTokenizer(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dst)
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if want := "generation_config.json,special_tokens_map.json,tokenizer.model,tokenizer_config.json"; strings.Join(got, ",") != want {
+		t.Fatalf("copied %v, want %s", got, want)
+	}
+	one := t.TempDir()
+	if err := CopyTokenizer(tokPath, one); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(one, "tokenizer.model")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMetricNames: a validation line is val_ce, and lines written as
+// val_loss before the name changed still read.
+func TestMetricNames(t *testing.T) {
+	v := 2.5
+	b, _ := json.Marshal(Metric{Step: 3, ValCE: &v})
+	if !strings.Contains(string(b), `"val_ce":2.5`) {
+		t.Fatalf("written %s", b)
+	}
+	var m Metric
+	if err := json.Unmarshal([]byte(`{"step":3,"val_loss":1.5,"tokens":9,"extra":{"val_kl":0.1}}`), &m); err != nil || m.ValCE == nil || *m.ValCE != 1.5 ||
+		m.Tokens != 9 || m.Extra["val_kl"] != 0.1 {
+		t.Fatalf("read %+v %v", m, err)
+	}
+}
+
+// TestValidationSequences: a model measured by eval on the run's
+// validation sequences gets the run's val_ce (the same data, the same
+// sequence length), whoever reports it.
+func TestValidationSequences(t *testing.T) {
+	c := tinyRun(t, 6)
+	c.Checkpoint.ExportDType = "f32"
+	res, err := runTo(t, c, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := ValidationSequences(c, 4000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != c.Eval.Batches*c.Train.MicroBatch || len(seqs[0]) != c.Data.SeqLen+1 {
+		t.Fatalf("%d sequences of %d tokens", len(seqs), len(seqs[0]))
+	}
+	m, err := model.Load(res.FinalDir, cpu.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := eval.PerplexityOn(context.Background(), m, seqs, c.Train.MicroBatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(got.Loss-res.ValLoss) > 1e-5*res.ValLoss {
+		t.Fatalf("eval on the validation sequences: %v, the run's val_ce %v", got.Loss, res.ValLoss)
+	}
+}
+
+// TestValidateMessages: every problem is named by its key, indexes filled in.
+func TestValidateMessages(t *testing.T) {
+	c := Default()
+	c.Model.Config = "x.json"
+	c.Data.Datasets = []Dataset{{Path: "a", Weight: 1}, {Weight: -1}}
+	c.Train.Steps = 10
+	err := c.Validate()
+	for _, want := range []string{"data.datasets[1].path: no path", "data.datasets[1].weight -1 () must be positive"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want %q", err, want)
+		}
+	}
+	if err != nil && strings.ContainsAny(err.Error(), "{}") {
+		t.Errorf("braces left in %q", err)
+	}
 }
 
 // countingBackend counts SquaredNorm calls and the tensors they cover.

@@ -54,15 +54,6 @@ type RefsConsumer interface{ SetRefs(refs []data.SeqRef) }
 
 type refsBatcher interface{ Refs() []data.SeqRef }
 
-// passRefs tells the objective where a batch came from.
-func passRefs(obj Objective, b Batcher) {
-	rc, ok1 := obj.(RefsConsumer)
-	rb, ok2 := b.(refsBatcher)
-	if ok1 && ok2 {
-		rc.SetRefs(rb.Refs())
-	}
-}
-
 // Batcher supplies sequences of SeqLen()+1 tokens (inputs and targets).
 type Batcher interface {
 	Batch(n int) ([]int32, error)
@@ -88,6 +79,12 @@ type Trainer struct {
 	// slots are the tensors AdamW updates: the model's parameters in table
 	// order, then the objective's.
 	slots []slot
+	// dp is the rank's part of a data-parallel run (NewShardedTrainer),
+	// which replaces the slots' moments and master copies; nil on one
+	// device.
+	dp *sharded
+	// identities are recorded in checkpoints (RunOptions.Identities).
+	identities map[string]string
 }
 
 // slot is one parameter as the optimizer sees it.
@@ -173,9 +170,13 @@ func NewTrainer(cfg *Config, m *model.Model, obj Objective, batches Batcher) (*T
 	return t, nil
 }
 
-// Free releases the trainer's buffers (not the model).
+// Free releases the trainer's buffers (not the model, except in a
+// data-parallel run, whose model weights live in the trainer's buffer).
 func (t *Trainer) Free() {
 	b := t.Model.Backend
+	if t.dp != nil {
+		t.freeSharded()
+	}
 	if t.grads != nil {
 		t.grads.Free(b)
 	}
@@ -194,8 +195,12 @@ func (t *Trainer) Free() {
 
 // modelWeights returns the values of the model's parameters as the
 // optimizer holds them: the float32 master copies where there are any,
-// else the weights themselves.
+// else the weights themselves. In a data-parallel run each rank holds a
+// share of the master copies only: the weights.
 func (t *Trainer) modelWeights() []backend.Tensor {
+	if t.dp != nil {
+		return t.Model.Weights
+	}
 	ws := make([]backend.Tensor, len(t.Model.Params))
 	for i := range ws {
 		ws[i] = t.slots[i].target()
@@ -218,8 +223,7 @@ func split(seqs []int32, n, seqLen int) (ids, targets []int32) {
 // TrainStep runs one optimizer step: accumulation micro-batches, global
 // norm clipping, AdamW.
 func (t *Trainer) TrainStep() (StepStats, error) {
-	cfg, m, b := t.Cfg, t.Model, t.Model.Backend
-	n, T := cfg.Train.MicroBatch, cfg.Data.SeqLen
+	cfg, b := t.Cfg, t.Model.Backend
 	if err := t.grads.Zero(b); err != nil {
 		return StepStats{}, err
 	}
@@ -228,22 +232,23 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 			return StepStats{}, err
 		}
 	}
+	if ss, ok := t.Obj.(StepSummer); ok {
+		ss.BeginStep()
+	}
 	var loss float64
 	for range cfg.Train.Accumulation {
-		seqs, err := t.Data.Batch(n)
+		mb, err := draw(t.Data, cfg.Train.MicroBatch)
 		if err != nil {
 			return StepStats{}, err
 		}
-		ids, targets := split(seqs, n, T)
-		passRefs(t.Obj, t.Data)
-		l, err := t.Obj.LossAndGrad(m, t.acts, model.Input{B: n, T: T, IDs: ids}, targets, 1/float32(cfg.Train.Accumulation), t.grads)
+		l, err := t.lossAndGrad(mb, 1/float32(cfg.Train.Accumulation))
 		if err != nil {
 			return StepStats{}, err
 		}
 		loss += l / float64(cfg.Train.Accumulation)
 	}
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return StepStats{}, fmt.Errorf("train: step %d: the loss is %v; lower the learning rate or check the data", t.Step+1, loss)
+	if err := t.checkLoss(loss); err != nil {
+		return StepStats{}, err
 	}
 	// The global norm in one reduction on the device, read back once.
 	gs := make([]backend.Tensor, len(t.slots))
@@ -254,22 +259,9 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 	if err != nil {
 		return StepStats{}, err
 	}
-	norm := math.Sqrt(sq)
-	scale := float32(1)
-	if c := cfg.Optimizer.Clip; c > 0 && norm > c {
-		scale = float32(c / norm)
-	}
-	step := t.Step + 1
-	lr := cfg.LR(step, t.Total)
-	o := cfg.Optimizer
+	u := t.update(sq)
 	for i, s := range t.slots {
-		wd := float32(0)
-		if s.decay {
-			wd = float32(o.WeightDecay)
-		}
-		p := backend.AdamW{LR: float32(lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), WeightDecay: wd,
-			Step: step, GradScale: scale, Seed: uint32(i)}
-		if err := b.AdamW(s.target(), s.g, s.m, s.v, p); err != nil {
+		if err := b.AdamW(s.target(), s.g, s.m, s.v, u.adamW(s.decay, uint32(i))); err != nil {
 			return StepStats{}, err
 		}
 		if s.master != nil {
@@ -279,9 +271,52 @@ func (t *Trainer) TrainStep() (StepStats, error) {
 			}
 		}
 	}
-	t.Step = step
-	t.Tokens += cfg.TokensPerStep()
-	return StepStats{Step: step, Loss: loss, LR: lr, GradNorm: norm, Tokens: t.Tokens}, b.Sync()
+	return t.finishStep(u, loss)
+}
+
+// checkLoss refuses a step whose loss is not finite.
+func (t *Trainer) checkLoss(loss float64) error {
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return fmt.Errorf("train: step %d: the loss is %v; lower the learning rate or check the data", t.Step+1, loss)
+	}
+	return nil
+}
+
+// stepUpdate is what the optimizer applies in a step: the global gradient
+// norm, the clipping scale it implies and the learning rate.
+type stepUpdate struct {
+	step      int
+	lr, norm  float64
+	scale     float32
+	optimizer OptimizerConfig
+}
+
+// update prepares the next step's update from the squared global norm.
+func (t *Trainer) update(sq float64) stepUpdate {
+	u := stepUpdate{step: t.Step + 1, norm: math.Sqrt(sq), scale: 1, optimizer: t.Cfg.Optimizer}
+	if c := u.optimizer.Clip; c > 0 && u.norm > c {
+		u.scale = float32(c / u.norm)
+	}
+	u.lr = t.Cfg.LR(u.step, t.Total)
+	return u
+}
+
+// adamW is the AdamW step of a tensor, with weight decay or without;
+// seed tells the tensor's stochastic rounding noise from the others'.
+func (u stepUpdate) adamW(decay bool, seed uint32) backend.AdamW {
+	o := u.optimizer
+	p := backend.AdamW{LR: float32(u.lr), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.Eps), Step: u.step, GradScale: u.scale, Seed: seed}
+	if decay {
+		p.WeightDecay = float32(o.WeightDecay)
+	}
+	return p
+}
+
+// finishStep advances the position past a step and waits for its work.
+func (t *Trainer) finishStep(u stepUpdate, loss float64) (StepStats, error) {
+	t.Step = u.step
+	t.Tokens += t.Cfg.TokensPerStep()
+	return StepStats{Step: u.step, Loss: loss, LR: u.lr, GradNorm: u.norm, Tokens: t.Tokens}, t.Model.Backend.Sync()
 }
 
 // EvalStarter is implemented by objectives that accumulate their own
@@ -294,16 +329,13 @@ func (t *Trainer) Evaluate(val Batcher, batches int) (float64, error) {
 	if s, ok := t.Obj.(EvalStarter); ok {
 		s.BeginEval()
 	}
-	n, T := t.Cfg.Train.MicroBatch, t.Cfg.Data.SeqLen
 	var sum float64
 	for range batches {
-		seqs, err := val.Batch(n)
+		mb, err := draw(val, t.Cfg.Train.MicroBatch)
 		if err != nil {
 			return 0, err
 		}
-		ids, targets := split(seqs, n, T)
-		passRefs(t.Obj, val)
-		l, err := t.Obj.Loss(t.Model, t.acts, model.Input{B: n, T: T, IDs: ids}, targets)
+		l, err := t.evalLoss(mb)
 		if err != nil {
 			return 0, err
 		}
@@ -339,6 +371,9 @@ func (r *RandomBatcher) Cursor() data.Cursor {
 
 // SetCursor implements Batcher.
 func (r *RandomBatcher) SetCursor(c data.Cursor) error { r.drawn = c.Drawn; return nil }
+
+// Skip moves past n sequences.
+func (r *RandomBatcher) Skip(n int) { r.drawn += int64(n) }
 
 // SeqLen implements Batcher.
 func (r *RandomBatcher) SeqLen() int { return r.Len }

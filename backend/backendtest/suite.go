@@ -211,13 +211,14 @@ func rounded(dt backend.DType, x []float64) []float64 {
 	return out
 }
 
-// RelErr returns ‖got−want‖/‖want‖ (absolute error when want is zero).
-func RelErr(got, want []float64) float64 {
+// RelErr returns ‖got−want‖/‖want‖ (absolute error when want is zero),
+// summed in float64.
+func RelErr[T float32 | float64](got, want []T) float64 {
 	var num, den float64
 	for i := range want {
-		d := got[i] - want[i]
+		d := float64(got[i]) - float64(want[i])
 		num += d * d
-		den += want[i] * want[i]
+		den += float64(want[i]) * float64(want[i])
 	}
 	if den == 0 {
 		return math.Sqrt(num)

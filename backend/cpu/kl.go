@@ -9,29 +9,20 @@ import (
 )
 
 // logSoftmax writes log(softmax(x/temp)) into out (float64 accumulation of
-// the normalizer) and returns nothing; out may alias x.
+// the normalizer); out may alias x.
 func logSoftmax(out, x []float32, temp float32) {
 	inv := 1 / temp
-	mx := x[0] * inv
-	for _, v := range x {
-		mx = max(mx, v*inv)
-	}
-	for j, v := range x {
-		out[j] = v*inv - mx
-	}
+	mx := vec.Max(x) * inv
 	var s float64
-	// Exponentiate a copy a block at a time: no second row of scratch.
+	// Exponentiate a block at a time into a buffer: no second row of scratch.
 	var buf [1024]float32
-	for j := 0; j < len(out); j += len(buf) {
-		k := copy(buf[:], out[j:])
-		vec.Exp(buf[:k])
-		for _, v := range buf[:k] {
-			s += float64(v)
-		}
+	for j := 0; j < len(x); j += len(buf) {
+		blk := x[j:min(j+len(buf), len(x))]
+		s += vec.ExpSum(buf[:len(blk)], blk, inv, mx)
 	}
-	ls := float32(math.Log(s))
-	for j := range out {
-		out[j] -= ls
+	c := mx + float32(math.Log(s))
+	for j, v := range x {
+		out[j] = v*inv - c
 	}
 }
 
@@ -55,48 +46,58 @@ func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p bac
 		return err
 	}
 	sf, tf, lf, df := fs[0], fs[1], fs[2], fs[3]
-	T := p.Temperature
 	b.parallelRows(n, 8*v, func(lo, hi int) {
-		lq := make([]float32, v)
-		lp := make([]float32, v)
-		q := make([]float32, v)
+		ea := make([]float32, v)
+		eb := make([]float32, v)
 		for i := lo; i < hi; i++ {
-			logSoftmax(lq, sf[i*v:(i+1)*v], T)
-			logSoftmax(lp, tf[i*v:(i+1)*v], T)
-			copy(q, lq)
-			vec.Exp(q)
-			var kl float64
-			if !p.Reverse {
-				pp := lp // reuse: p = exp(lp) computed into a second pass
-				for j := range pp {
-					e := float64(pp[j])
-					kl += math.Exp(e) * (e - float64(lq[j]))
-				}
-			} else {
-				for j := range q {
-					kl += float64(q[j]) * float64(lq[j]-lp[j])
-				}
+			var d []float32
+			if df != nil {
+				d = df[i*v : (i+1)*v]
 			}
-			lf[i] = float32(float64(T) * float64(T) * kl)
-			if df == nil {
-				continue
-			}
-			d := df[i*v : (i+1)*v]
-			g := p.Scale * T
-			if !p.Reverse {
-				vec.Exp(lp) // p
-				for j := range d {
-					d[j] = g * (q[j] - lp[j])
-				}
-			} else {
-				k := float32(kl)
-				for j := range d {
-					d[j] = g * q[j] * (lq[j] - lp[j] - k)
-				}
-			}
+			lf[i] = klRow(d, sf[i*v:(i+1)*v], tf[i*v:(i+1)*v], ea, eb, p)
 		}
 	})
 	return nil
+}
+
+// klRow returns T²·KL between the softmaxes at temperature T of one row of
+// student logits s and teacher logits t, and writes p.Scale × its gradient
+// with respect to s into d unless d is nil (d may alias s). ea and eb are
+// scratch rows.
+//
+// With a = s/T, b = t/T, their maxima ma, mb, ea = e^(a−ma), eb = e^(b−mb)
+// and their sums za, zb: q = ea/za, p = eb/zb and
+//
+//	KL(p‖q) = Σ p·(b−a) + (ma−mb) + log za − log zb
+//	KL(q‖p) = Σ q·(a−b) + (mb−ma) + log zb − log za
+//
+// and the gradients of T²·KL are T·(q−p) and T·q·((a−b) − Σ q·(a−b)):
+// each element costs two exponentials.
+func klRow(d, s, t, ea, eb []float32, p backend.KL) float32 {
+	T := p.Temperature
+	it := 1 / T
+	ma, mb := vec.Max(s)*it, vec.Max(t)*it
+	za := vec.ExpSum(ea, s, it, ma)
+	zb := vec.ExpSum(eb, t, it, mb)
+	logRatio := float64(ma) - float64(mb) + math.Log(za) - math.Log(zb) // (ma−mb) + log za − log zb
+	g := float64(p.Scale * T)
+	var kl float64
+	if !p.Reverse {
+		kl = vec.DotDiff(eb, t, s)*float64(it)/zb + logRatio
+		if d != nil {
+			vec.AXPBY(d, ea, eb, float32(g/za), -float32(g/zb))
+		}
+	} else {
+		sq := vec.DotDiff(ea, s, t) * float64(it) / za // Σ q·(a−b)
+		kl = sq - logRatio
+		if d != nil {
+			ga, sq32 := float32(g/za), float32(sq)
+			for j := range d {
+				d[j] = ga * ea[j] * ((s[j]-t[j])*it - sq32)
+			}
+		}
+	}
+	return float32(float64(T) * float64(T) * kl)
 }
 
 // KLTopK compares student logits with a top-k teacher.

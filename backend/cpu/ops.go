@@ -95,35 +95,32 @@ func (b *Backend) LayerNorm(out, stats, x, w, bias backend.Tensor, eps, wOffset 
 		return err
 	}
 	xf, of, wf, bf, sf := fs[0], fs[1], fs[2], fs[3], fs[4]
+	w1 := offsetWeight(wf, wOffset)
 	b.parallelRows(n, 4*d, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := xf[i*d : (i+1)*d]
-			var s float64
-			for _, v := range row {
-				s += float64(v)
-			}
-			mean := s / float64(d)
-			var ss float64
-			for _, v := range row {
-				dv := float64(v) - mean
-				ss += dv * dv
-			}
-			rstd := 1 / math.Sqrt(ss/float64(d)+float64(eps))
+			mean := vec.Sum(row) / float64(d)
+			rstd := 1 / math.Sqrt(vec.SumSqDev(row, mean)/float64(d)+float64(eps))
 			m32, r32 := float32(mean), float32(rstd)
-			o := of[i*d : (i+1)*d]
-			for j, v := range row {
-				y := (v - m32) * r32 * (wf[j] + wOffset)
-				if bf != nil {
-					y += bf[j]
-				}
-				o[j] = y
-			}
+			vec.Norm(of[i*d:(i+1)*d], row, w1, bf, m32, r32)
 			if sf != nil {
 				sf[2*i], sf[2*i+1] = m32, r32
 			}
 		}
 	})
 	return nil
+}
+
+// offsetWeight returns w+off elementwise (w itself when off is 0).
+func offsetWeight(w []float32, off float32) []float32 {
+	if off == 0 {
+		return w
+	}
+	w1 := make([]float32, len(w))
+	for j, v := range w {
+		w1[j] = v + off
+	}
+	return w1
 }
 
 // LayerNormBackward overwrites dx and accumulates dw and dbias.
@@ -136,27 +133,16 @@ func (b *Backend) LayerNormBackward(dx, dw, dbias, dout, x, w, stats backend.Ten
 		return err
 	}
 	xf, df, dxf, wf, dwf, sf, dbf := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6]
+	w1 := offsetWeight(wf, wOffset)
 	b.parallelReduce(n, 8*d, d, func(lo, hi int, acc []float64) {
 		xhat := make([]float32, d)
+		dys := make([]float32, d)
 		for i := lo; i < hi; i++ {
 			mean, rstd := sf[2*i], sf[2*i+1]
-			row, g := xf[i*d:(i+1)*d], df[i*d:(i+1)*d]
-			var sumDy, sumDyX float64
-			for j, v := range row {
-				xh := (v - mean) * rstd
-				xhat[j] = xh
-				dy := g[j] * (wf[j] + wOffset)
-				sumDy += float64(dy)
-				sumDyX += float64(dy * xh)
-				acc[j] += float64(g[j] * xh)
-				acc[d+j] += float64(g[j])
-			}
-			mDy, mDyX := float32(sumDy/float64(d)), float32(sumDyX/float64(d))
-			o := dxf[i*d : (i+1)*d]
-			for j := range o {
-				dy := g[j] * (wf[j] + wOffset)
-				o[j] = rstd * (dy - mDy - xhat[j]*mDyX)
-			}
+			// xhat, dy = g·(w+off); dw += g·xhat, dbias += g
+			vec.NormGradIn(xhat, dys, xf[i*d:(i+1)*d], df[i*d:(i+1)*d], w1, acc[:d], acc[d:2*d], mean, rstd)
+			mDy, mDyX := float32(vec.Sum(dys)/float64(d)), float32(vec.Dot(dys, xhat)/float64(d))
+			vec.NormGradOut(dxf[i*d:(i+1)*d], dys, xhat, rstd, mDy, mDyX)
 		}
 	}, dwf, dbf)
 	return nil
@@ -241,28 +227,48 @@ func (b *Backend) RoPE(x, pos backend.Tensor, r backend.RoPE, inverse bool) erro
 	if inverse {
 		sign = -1
 	}
+	angles := func(p int32, cos, sin []float32) {
+		for j, f := range r.InvFreq {
+			s, c := math.Sincos(float64(p) * float64(f))
+			cos[j], sin[j] = float32(c), float32(sign*s)
+		}
+	}
+	// Rows of a batch share positions (every sequence starts at 0): with
+	// fewer positions than rows, each position's angles are computed once.
+	var table []float32 // [maxPos+1][cos half, sin half]
+	if maxPos := maxInt32(pf); half > 0 && int(maxPos)+1 <= n/2 {
+		table = make([]float32, (int(maxPos)+1)*2*half)
+		for p := range int(maxPos) + 1 {
+			t := table[p*2*half : (p+1)*2*half]
+			angles(int32(p), t[:half], t[half:])
+		}
+	}
 	b.parallelRows(n, width*2, func(lo, hi int) {
-		cos := make([]float32, half)
-		sin := make([]float32, half)
+		cosBuf := make([]float32, half)
+		sinBuf := make([]float32, half)
 		for i := lo; i < hi; i++ {
-			p := float64(pf[i])
-			for j, f := range r.InvFreq {
-				s, c := math.Sincos(p * float64(f))
-				cos[j], sin[j] = float32(c), float32(sign*s)
+			cos, sin := cosBuf, sinBuf
+			if table != nil && pf[i] >= 0 {
+				t := table[int(pf[i])*2*half : (int(pf[i])+1)*2*half]
+				cos, sin = t[:half], t[half:]
+			} else {
+				angles(pf[i], cos, sin)
 			}
 			row := xf[i*width : (i+1)*width]
 			for h := 0; h < width; h += r.HeadDim {
-				x1 := row[h : h+half]
-				x2 := row[h+half : h+2*half]
-				for j := range half {
-					a, c := x1[j], x2[j]
-					x1[j] = a*cos[j] - c*sin[j]
-					x2[j] = c*cos[j] + a*sin[j]
-				}
+				vec.Rotate(row[h:h+half], row[h+half:h+2*half], cos, sin)
 			}
 		}
 	})
 	return nil
+}
+
+func maxInt32(v []int32) int32 {
+	m := int32(0)
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
 }
 
 // ReLU2 computes max(x,0)².
@@ -271,12 +277,7 @@ func (b *Backend) ReLU2(out, x backend.Tensor) error {
 	if err != nil {
 		return err
 	}
-	b.parallelRows(len(xf), 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			v := max(xf[i], 0)
-			of[i] = v * v
-		}
-	})
+	b.parallelRows(len(xf), 1, func(lo, hi int) { vec.ReLU2(of[lo:hi], xf[lo:hi]) })
 	return nil
 }
 
@@ -290,11 +291,7 @@ func (b *Backend) ReLU2Backward(dx, dout, x backend.Tensor) error {
 	if err != nil {
 		return err
 	}
-	b.parallelRows(len(xf), 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			dxf[i] = df[i] * 2 * max(xf[i], 0)
-		}
-	})
+	b.parallelRows(len(xf), 1, func(lo, hi int) { vec.ReLU2Grad(dxf[lo:hi], df[lo:hi], xf[lo:hi]) })
 	return nil
 }
 
@@ -495,10 +492,7 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 				continue
 			}
 			xt := row[t]
-			mx := row[0]
-			for _, x := range row {
-				mx = max(mx, x)
-			}
+			mx := vec.Max(row)
 			// e^(x-max) into the gradient row (which may be the logits
 			// row itself) or a scratch row.
 			var e []float32
@@ -510,14 +504,7 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 				}
 				e = scratch
 			}
-			for j, x := range row {
-				e[j] = x - mx
-			}
-			vec.Exp(e)
-			var s float64
-			for _, x := range e {
-				s += float64(x)
-			}
+			s := vec.ExpSum(e, row, 1, mx)
 			loss[i] = float32(float64(mx) + math.Log(s) - float64(xt))
 			if df != nil {
 				inv := float32(float64(scale) / s)
@@ -576,7 +563,7 @@ func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
 }
 
 // AdamW updates w, m and v in place (float32 storage: no rounding, so
-// p.Seed is not used).
+// p.Seed and p.Offset are not used).
 func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	const op = "AdamW"
 	wf, gf, err := sameFloats(op, w, g)

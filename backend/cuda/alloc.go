@@ -79,9 +79,14 @@ func (a *allocator) free(p uintptr) {
 	a.cached += r
 }
 
-// release gives every cached block back to the driver.
+// release gives every cached block back to the driver, once the stream
+// has drained: work queued before a block was cached may still read it
+// (cuMemFree waits for the device too, but only by its implementation).
 func (a *allocator) release() error {
-	var first error
+	if len(a.lists) == 0 {
+		return nil
+	}
+	first := a.dev.sync()
 	for r, l := range a.lists {
 		for _, p := range l {
 			if err := a.dev.free(p); err != nil && first == nil {

@@ -101,19 +101,7 @@ func runAttention(t *testing.T, be backend.Backend, a backend.Attn, seed uint64)
 	return res
 }
 
-// RelErr is relErr for the tests of package cuda_test.
-var RelErr = relErr
-
-// relErr is ‖got − want‖ / ‖want‖.
-func relErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		d := float64(got[i]) - float64(want[i])
-		num += d * d
-		den += float64(want[i]) * float64(want[i])
-	}
-	return math.Sqrt(num / den)
-}
+var relErr = backendtest.RelErr[float32]
 
 // TestGPUAttentionWide compares attention and its gradients with the CPU
 // backend at the head dimensions of real models (the suite's are small),

@@ -100,6 +100,16 @@ func Available() error {
 	return err
 }
 
+// DeviceCount returns the number of GPUs visible (as CUDA_VISIBLE_DEVICES
+// leaves them).
+func DeviceCount() (int, error) {
+	drv, _, _, err := loadLibraries()
+	if err != nil {
+		return 0, err
+	}
+	return drv.start()
+}
+
 // Open initializes the GPU, compiles (or loads from the cache) the kernels
 // and returns the backend. Close it when done.
 func Open(opt Options) (*Backend, error) {
@@ -179,9 +189,14 @@ func (g *gpu) setup(rtc compiler, kern map[string]kernels.Kernel, cacheDir strin
 			return fmt.Errorf("%w (kernel %s)", err, name)
 		}
 		g.funcs[name] = f
-		if _, big := attentionShared[name]; big && info.MaxShared > 48<<10 {
-			if err := drv.check("cuFuncSetAttribute", drv.cuFuncSetAttribute.call(f, funcAttrMaxDynamicShared, uintptr(info.MaxShared))); err != nil {
-				return err
+		// Above 48 KiB a kernel's dynamic shared memory must be asked for,
+		// and static plus dynamic may not exceed the opt-in limit: ask for
+		// what the kernel uses (at most the limit; attnCheck refuses the
+		// head dimensions that need more), not for the limit itself.
+		if need, big := attentionShared[name]; big && info.MaxShared > 48<<10 {
+			n := min(need(0), info.MaxShared)
+			if err := drv.check("cuFuncSetAttribute", drv.cuFuncSetAttribute.call(f, funcAttrMaxDynamicShared, uintptr(n))); err != nil {
+				return fmt.Errorf("%w (kernel %s, %d bytes of dynamic shared memory)", err, name, n)
 			}
 		}
 	}
@@ -202,7 +217,9 @@ func compileKernels(rtc compiler, info deviceInfo, n int, dir string, logf func(
 	if dir == "" {
 		d, err := CacheDir()
 		if err != nil {
-			return nil, err
+			// A machine without a home directory still runs, compiling
+			// the kernels at every start.
+			logf("%v; the kernels are compiled at every start", err)
 		}
 		dir = d
 	}
@@ -661,13 +678,14 @@ func rowBlock(d int) [3]uint32 {
 	return [3]uint32{uint32(min(max(t, 32), 1024)), 1, 1}
 }
 
-// launch checks the arguments against the kernel's declaration and queues it.
+// launch checks the block size and arguments against the kernel's
+// declaration and queues it.
 func (b *Backend) launch(name string, grid, block [3]uint32, shared int, args ...arg) error {
 	k, ok := b.kern[name]
 	if !ok {
 		return fmt.Errorf("cuda: no kernel named %s (this is a bug)", name)
 	}
-	if err := checkArgs(k, args); err != nil {
+	if err := checkLaunch(k, block, args); err != nil {
 		return err
 	}
 	if grid[0] == 0 || grid[1] == 0 || grid[2] == 0 {

@@ -244,15 +244,19 @@ func TestHostIndexChecks(t *testing.T) {
 }
 
 func TestArgs(t *testing.T) {
-	k := kernels.Kernel{Name: "k", File: "x.cu", Params: []kernels.Param{{Name: "p", Kind: kernels.Ptr}, {Name: "n", Kind: kernels.Int}, {Name: "s", Kind: kernels.Float}}}
-	if err := checkArgs(k, []arg{argPtr(1), argInt(2), argF32(3)}); err != nil {
+	k := kernels.Kernel{Name: "k", File: "x.cu", Params: []kernels.Param{{Name: "p", Kind: kernels.Ptr}, {Name: "n", Kind: kernels.Int}, {Name: "s", Kind: kernels.Float}}, MaxThreads: 256}
+	blk256 := [3]uint32{32, 8, 1}
+	if err := checkLaunch(k, blk256, []arg{argPtr(1), argInt(2), argF32(3)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkArgs(k, []arg{argPtr(1), argI64(2), argF32(3)}); err == nil || !strings.Contains(err.Error(), "parameter 1 (n)") {
+	if err := checkLaunch(k, blk256, []arg{argPtr(1), argI64(2), argF32(3)}); err == nil || !strings.Contains(err.Error(), "parameter 1 (n)") {
 		t.Fatalf("wrong kind: %v", err)
 	}
-	if err := checkArgs(k, []arg{argPtr(1)}); err == nil {
+	if err := checkLaunch(k, blk256, []arg{argPtr(1)}); err == nil {
 		t.Fatal("wrong count accepted")
+	}
+	if err := checkLaunch(k, [3]uint32{32, 8, 2}, []arg{argPtr(1), argInt(2), argF32(3)}); err == nil || !strings.Contains(err.Error(), "at most 256 threads") {
+		t.Fatalf("a block above the launch bounds: %v", err)
 	}
 	var blk argBlock
 	args := []arg{argPtr(0xdeadbeef00), argInt(-3), argF32(1.5), argI64(1 << 40), argU32(7)}
@@ -294,6 +298,9 @@ func TestAllocator(t *testing.T) {
 	}
 	if a.cached != 0 || f.frees != 2 {
 		t.Fatalf("cache not released: cached %d, %d frees", a.cached, f.frees)
+	}
+	if f.freeSyncs[0] == 0 {
+		t.Fatal("cached blocks were given back before the stream drained")
 	}
 	_, err = a.alloc(100 << 20)
 	if !errors.Is(err, ErrOutOfMemory) || !strings.Contains(err.Error(), "in use") {

@@ -17,7 +17,7 @@ func CacheDir() (string, error) {
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("cuda: no cache directory for compiled kernels (%v); set MINITRON_CACHE", err)
+		return "", fmt.Errorf("cuda: no cache directory for compiled kernels (%w); set MINITRON_CACHE", err)
 	}
 	return filepath.Join(d, "minitron", "kernels"), nil
 }
@@ -39,8 +39,13 @@ func cacheKey(sourceHash, arch string, driverVersion, nvrtcVersion int, nvrtcIde
 // cachedCompile returns the image stored under key in dir, or compiles it
 // and stores it (atomically: a temporary file renamed into place, so a
 // killed process never leaves a torn image). A cache that cannot be
-// written is not an error: the image is returned all the same.
+// written is not an error: the image is returned all the same. An empty
+// dir means no cache.
 func cachedCompile(dir, key, ext string, compile func() ([]byte, error)) (img []byte, hit bool, err error) {
+	if dir == "" {
+		img, err = compile()
+		return img, false, err
+	}
 	path := filepath.Join(dir, key+ext)
 	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
 		return b, true, nil
@@ -52,6 +57,9 @@ func cachedCompile(dir, key, ext string, compile func() ([]byte, error)) (img []
 	if err := os.MkdirAll(dir, 0o755); err == nil {
 		if f, err := os.CreateTemp(dir, key+".tmp*"); err == nil {
 			_, werr := f.Write(img)
+			if werr == nil {
+				werr = f.Chmod(0o644) // CreateTemp's 0600 would hide it from other users
+			}
 			serr := f.Sync()
 			cerr := f.Close()
 			if werr == nil && serr == nil && cerr == nil {

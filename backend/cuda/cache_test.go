@@ -2,8 +2,10 @@ package cuda
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -23,6 +25,10 @@ func TestCachedCompile(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 || ents[0].Name() != "k1.cubin" {
 		t.Fatalf("cache holds %v", ents)
+	}
+	// Other users can read it.
+	if st, err := os.Stat(filepath.Join(dir, "k1.cubin")); err != nil || st.Mode().Perm()&0o044 != 0o044 {
+		t.Fatalf("cached image mode %v (%v), want readable by others", st.Mode(), err)
 	}
 	// A different key compiles again; a failing compile is an error and stores nothing.
 	boom := errors.New("boom")
@@ -64,5 +70,32 @@ func TestCacheDir(t *testing.T) {
 	t.Setenv("MINITRON_CACHE", "/tmp/mc")
 	if d, err := CacheDir(); err != nil || d != "/tmp/mc/kernels" {
 		t.Fatalf("%q %v", d, err)
+	}
+}
+
+// Without any cache directory (no $HOME, as in some containers) the
+// kernels are compiled all the same, every time, and nothing is written
+// to the working directory.
+func TestCompileWithoutCacheDir(t *testing.T) {
+	t.Setenv("MINITRON_CACHE", "")
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("HOME", "")
+	if _, err := CacheDir(); err == nil {
+		t.Skip("this system has a user cache directory without $HOME")
+	}
+	t.Chdir(t.TempDir())
+	var logs []string
+	for range 2 {
+		fc := &fakeCompiler{known: map[string]bool{"sm_90": true}}
+		img, err := compileKernels(fc, deviceInfo{Major: 9, Driver: 13000}, 1, "", func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) })
+		if err != nil || string(img) != "image for sm_90 by fake" || len(fc.compiled) != 1 {
+			t.Fatalf("image %q (%v) after %d compiles", img, err, len(fc.compiled))
+		}
+	}
+	if ents, _ := os.ReadDir("."); len(ents) != 0 {
+		t.Errorf("files written to the working directory: %v", ents)
+	}
+	if len(logs) == 0 || !strings.Contains(logs[0], "compiled at every start") {
+		t.Errorf("logs %q", logs)
 	}
 }

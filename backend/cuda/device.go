@@ -45,8 +45,14 @@ func argF32(v float32) arg             { return arg{kernels.Float, uint64(mathFl
 func argU32(v uint32) arg              { return arg{kernels.Uint, uint64(v)} }
 func mathFloat32bits(f float32) uint32 { return *(*uint32)(unsafe.Pointer(&f)) }
 
-// checkArgs compares a launch's arguments with the kernel's declaration.
-func checkArgs(k kernels.Kernel, args []arg) error {
+// checkLaunch compares a launch's block size and arguments with the
+// kernel's declaration. A block above the kernel's __launch_bounds__ would
+// fail on the GPU (CUDA_ERROR_INVALID_VALUE or, for lack of registers,
+// CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES), never on the CPU stand-ins.
+func checkLaunch(k kernels.Kernel, block [3]uint32, args []arg) error {
+	if n := uint64(block[0]) * uint64(block[1]) * uint64(block[2]); k.MaxThreads > 0 && n > uint64(k.MaxThreads) {
+		return fmt.Errorf("cuda: kernel %s (%s) is compiled for blocks of at most %d threads, launched with %v (this is a bug)", k.Name, k.File, k.MaxThreads, block)
+	}
 	if len(args) != len(k.Params) {
 		return fmt.Errorf("cuda: kernel %s (%s) takes %d parameters, launched with %d (this is a bug)", k.Name, k.File, len(k.Params), len(args))
 	}

@@ -20,7 +20,7 @@ type library struct {
 func openLibrary(what, path string) (*library, error) {
 	h, err := dlopen(path, false)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: loading %s from %s: %v", what, path, err)
+		return nil, fmt.Errorf("cuda: loading %s from %s: %w", what, path, err)
 	}
 	if bareName(path) {
 		if p := loadedPath(h); p != "" {

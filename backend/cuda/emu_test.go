@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -69,6 +71,38 @@ func TestEmuGPUTests(t *testing.T) {
 	}
 }
 
+// TestEmuReverseOrder runs the conformance suite and the attention tests
+// with the stand-ins starting each launch's blocks last index first and,
+// between barriers, running a block's warps last first (CUDA promises
+// neither order). The attention backward kernel's blocks wait for one
+// another and may only wait for blocks that have started; one waiting
+// for a block not yet started would spin forever (the run is stopped
+// after two minutes). A missing barrier between a warp that writes shared
+// memory and one that reads it shows in one of the two warp orders.
+func TestEmuReverseOrder(t *testing.T) {
+	dir := emu.Dir(t)
+	const limit = 2 * time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	tests := []string{"TestGPUConformance", "TestGPUAttentionWide", "TestGPUAttentionDeterministic", "TestGPUAttentionSplit"}
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^("+strings.Join(tests, "|")+")$", "-test.v", "-test.count=1")
+	cmd.Env = emu.Env(dir, "MINITRON_REQUIRE_GPU=1", "MINITRON_EMU_BLOCK_ORDER=reverse", "MINITRON_EMU_WARP_ORDER=reverse", "MINITRON_EMU_THREADS=2")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the GPU tests did not finish in %v with blocks started in reverse order: a block waits for one that has not started\n%s", limit, out)
+	}
+	if err != nil {
+		t.Fatalf("the GPU tests failed with blocks and warps in reverse order (%v):\n%s", err, out)
+	}
+	for _, name := range tests {
+		if !strings.Contains(string(out), "--- PASS: "+name) {
+			t.Fatalf("%s did not run:\n%s", name, out)
+		}
+	}
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
 // TestEmuStandIns checks what the stand-ins promise beyond running correct
 // kernels: faults are reported naming the kernel and the allocation,
 // MINITRON_EMU_GPUS and MINITRON_EMU_MEMORY shape the devices, compiler
@@ -84,10 +118,18 @@ func TestEmuStandIns(t *testing.T) {
 		stderr []string // lines it must print
 	}{
 		{name: "semantics", env: []string{"MINITRON_EMU_THREADS=3"}},
+		{name: "order", env: []string{"MINITRON_EMU_THREADS=1"}},
+		{name: "order", env: []string{"MINITRON_EMU_THREADS=1", "MINITRON_EMU_BLOCK_ORDER=reverse", "MINITRON_EMU_WARP_ORDER=reverse"}},
+		{name: "order", env: []string{"MINITRON_EMU_BLOCK_ORDER=sideways"}, stderr: []string{"MINITRON_EMU_BLOCK_ORDER=sideways: want forward or reverse"}},
 		{name: "write-past-end", stderr: []string{"kernel write_at wrote past the end of device allocation #", "(100 bytes at", "at byte 100, 1 past its end"}},
 		{name: "write-before-start", stderr: []string{"kernel write_at wrote before the start of device allocation #", "at byte -4"}},
 		{name: "read-past-end", crash: true, stderr: []string{"kernel read_at, block (0,0,0): invalid memory access", "byte 256 of device allocation #", "(256 bytes at"}},
 		{name: "shared-overrun", stderr: []string{"kernel shared_overrun, block (", "): wrote past the end of its 252 bytes of dynamic shared memory (at byte 252)"}},
+		{name: "misaligned", crash: true, stderr: []string{"kernel misaligned, block (0,0,0): misaligned memory access", "CUDA_ERROR_MISALIGNED_ADDRESS"}},
+		{name: "misaligned16", env: []string{"MODE=0"}, crash: true, stderr: []string{"kernel misaligned16, block (0,0,0): misaligned memory access"}},
+		{name: "misaligned16", env: []string{"MODE=1"}, crash: true, stderr: []string{"kernel misaligned16, block (0,0,0): misaligned memory access"}},
+		{name: "misaligned16", env: []string{"MODE=2"}, crash: true, stderr: []string{"kernel misaligned16, block (0,0,0): misaligned memory access"}},
+		{name: "misaligned16", env: []string{"MODE=3"}},
 		{name: "stack-overflow", crash: true, stderr: []string{"kernel deep, block (0,0,0): stack overflow", "MINITRON_EMU_STACK"}},
 		{name: "barrier-deadlock", stderr: []string{"kernel diverge, block (0,0,0): threads wait at different barriers"}},
 		{name: "partial-warp", stderr: []string{"kernel partial, block (0,0,0) thread (0,0,0): a warp-level operation (shuffle, vote or __syncwarp) with mask 0xffff while lanes 0xffffffff of the warp run"}},
@@ -101,7 +143,7 @@ func TestEmuStandIns(t *testing.T) {
 		{name: "modules"},
 		{name: "symbols"},
 	} {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(strings.Join(append([]string{c.name}, c.env...), " "), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestEmuHelper$", "-test.v", "-test.count=1")
 			cmd.Env = emu.Env(dir, append(c.env, "MINITRON_EMU_HELPER="+c.name)...)
 			out, err := cmd.CombinedOutput()
@@ -200,6 +242,52 @@ extern "C" __global__ void barriers(int* out, int n) {
     out[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
 
+// order records the order blocks start in (out[block] = how many started
+// before it) and, in out[blocks + block], what warp 0 reads of a shared
+// value warp 1 writes with no barrier between: 1 when warp 1 ran first.
+extern "C" __global__ void order(int* out, int* started) {
+    __shared__ int s;
+    if (threadIdx.x == 0) {
+        out[blockIdx.x] = atomicAdd(started, 1);
+        s = 0;
+    }
+    __syncthreads();
+    if (threadIdx.x == 32) s = 1;
+    if (threadIdx.x == 0) out[gridDim.x + blockIdx.x] = s;
+    __syncthreads();
+}
+
+// misaligned reads a float at an odd address, as a bfloat16 tensor's
+// tagged address would be read without its tag bit cleared.
+extern "C" __global__ void misaligned(const float* p, float* out) {
+    out[0] = *(const float*)((const char*)p + 1);
+}
+
+// misaligned16 copies 16 bytes a thread into shared memory with cp.async
+// and reads them back with ldmatrix, making one access a GPU refuses:
+// mode 0 a copy from a global address 8 bytes past a multiple of 16, mode
+// 1 a copy to such a shared address, mode 2 an ldmatrix whose lane 5 gives
+// such a row address; mode 3 none.
+extern "C" __global__ void misaligned16(const float* p, int mode, float* out) {
+    extern __shared__ float sm[];
+    emu_cp_async_16(sm + 4 * threadIdx.x + (mode == 1 ? 2 : 0), p + 4 * threadIdx.x + (mode == 0 ? 2 : 0));
+    emu_cp_async_commit();
+    emu_cp_async_wait(0);
+    __syncthreads();
+    unsigned r[4];
+    emu_ldmatrix(r, 4, false, sm + 4 * threadIdx.x + (mode == 2 && threadIdx.x == 5 ? 2 : 0));
+    out[threadIdx.x] = (float)r[0];
+}
+
+// fastmath: out[i] = __expf(x[i]), out[n+i] = rsqrtf(x[i]).
+extern "C" __global__ void fastmath(const float* x, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        out[i] = __expf(x[i]);
+        out[n + i] = rsqrtf(x[i]);
+    }
+}
+
 // early_exit: the upper half of the block returns before a barrier the
 // lower half meets twice (returned threads count as arrived).
 extern "C" __global__ void early_exit(int* out) {
@@ -257,7 +345,7 @@ func emuDevice(t testing.TB, ordinal int) *gpu {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"write_at", "read_at", "shared_overrun", "deep", "diverge", "check", "lanes", "block_sums",
-		"early_exit", "nop", "shuffles", "barriers", "partial"} {
+		"early_exit", "nop", "shuffles", "barriers", "partial", "order", "fastmath", "misaligned", "misaligned16"} {
 		var f uintptr
 		cname := cstr(name)
 		if err := drv.check("cuModuleGetFunction", drv.cuModuleGetFunction.call(uintptr(unsafe.Pointer(&f)), mod, uintptr(unsafe.Pointer(&cname[0])))); err != nil {
@@ -375,6 +463,46 @@ var emuHelpers = map[string]func(t *testing.T){
 				t.Errorf("block size %d: atomic count %d and sum %v, want %d", bs, cnt[0], math.Float32frombits(cnt[1]), blocks*bs)
 			}
 		}
+		// The fast-math functions are as inexact as CUDA documents, not
+		// correctly rounded: __expf within 2 + floor(1.173|x|) ulp,
+		// rsqrtf within 2 (each half an ulp more for the host's libm).
+		const nx = 2000
+		xs := make([]float32, nx)
+		for i := range xs {
+			xs[i] = float32(i-nx/2) * 0.043
+		}
+		xs[0] = 1e-30
+		fo := g.mustMalloc(t, 2*nx*4)
+		if err := g.launch("fastmath", [3]uint32{(nx + 255) / 256, 1, 1}, [3]uint32{256, 1, 1}, 0, []arg{argPtr(upload(t, g, xs)), argPtr(fo), argInt(nx)}); err != nil {
+			t.Fatal(err)
+		}
+		fm := download[float32](t, g, fo, 2*nx)
+		ulps := func(got float32, want float64) float64 {
+			w := float32(want)
+			return math.Abs(float64(got)-want) / float64(math.Nextafter32(w, float32(math.Inf(1)))-w)
+		}
+		inexact := 0
+		for i, x := range xs {
+			e := ulps(fm[i], math.Exp(float64(x)))
+			if e > 2.5+math.Floor(math.Abs(1.173*float64(x))) {
+				t.Errorf("__expf(%g) = %g, %.2f ulp from %g", x, fm[i], e, math.Exp(float64(x)))
+			}
+			if x > 0 {
+				r := 1 / math.Sqrt(float64(x))
+				if e := ulps(fm[nx+i], r); e > 2.5 {
+					t.Errorf("rsqrtf(%g) = %g, %.2f ulp from %g", x, fm[nx+i], e, r)
+				}
+				if fm[nx+i] != float32(r) {
+					inexact++
+				}
+			}
+			if fm[i] != float32(math.Exp(float64(x))) {
+				inexact++
+			}
+		}
+		if inexact < nx/2 {
+			t.Errorf("only %d of %d fast-math results differ from the correctly rounded ones", inexact, 2*nx)
+		}
 		eo := g.mustMalloc(t, 64*4)
 		if err := g.launch("early_exit", one, [3]uint32{64, 1, 1}, 0, []arg{argPtr(eo)}); err != nil {
 			t.Fatal(err)
@@ -382,6 +510,38 @@ var emuHelpers = map[string]func(t *testing.T){
 		for i, v := range download[int32](t, g, eo, 32) {
 			if v != 42 {
 				t.Fatalf("early_exit: thread %d read %d, want 42", i, v)
+			}
+		}
+	},
+	"order": func(t *testing.T) {
+		// One worker thread: blocks start one after another, in index
+		// order or (MINITRON_EMU_BLOCK_ORDER=reverse) last first. Between
+		// two barriers the two warp orders interleave warps differently:
+		// by default the warp that reached the barrier last goes on first
+		// (warp 1 writes before warp 0 reads), with
+		// MINITRON_EMU_WARP_ORDER=reverse warp 0 does.
+		if err := Available(); err != nil {
+			wantStatus(t, err, "CUDA_ERROR_INVALID_VALUE")
+			return
+		}
+		g := emuDevice(t, 0)
+		const blocks = 5
+		out, started := g.mustMalloc(t, 2*blocks*4), upload(t, g, []int32{0})
+		if err := g.launch("order", [3]uint32{blocks, 1, 1}, [3]uint32{64, 1, 1}, 0, []arg{argPtr(out), argPtr(started)}); err != nil {
+			t.Fatal(err)
+		}
+		got := download[int32](t, g, out, 2*blocks)
+		revBlocks, revWarps := os.Getenv("MINITRON_EMU_BLOCK_ORDER") == "reverse", os.Getenv("MINITRON_EMU_WARP_ORDER") == "reverse"
+		for b := range blocks {
+			wantStart, wantSeen := int32(b), int32(1)
+			if revBlocks {
+				wantStart = blocks - 1 - int32(b)
+			}
+			if revWarps {
+				wantSeen = 0
+			}
+			if got[b] != wantStart || got[blocks+b] != wantSeen {
+				t.Errorf("block %d started %d-th and read %d, want %d-th and %d", b, got[b], got[blocks+b], wantStart, wantSeen)
 			}
 		}
 	},
@@ -408,6 +568,28 @@ var emuHelpers = map[string]func(t *testing.T){
 		out := g.mustMalloc(t, 8)
 		err := g.launch("shared_overrun", [3]uint32{2, 1, 1}, [3]uint32{64, 1, 1}, 63*4, []arg{argPtr(out)})
 		wantStatus(t, err, "CUDA_ERROR_ILLEGAL_ADDRESS")
+	},
+	"misaligned": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		p, out := g.mustMalloc(t, 64), g.mustMalloc(t, 4)
+		g.launch("misaligned", one, [3]uint32{32, 1, 1}, 0, []arg{argPtr(p), argPtr(out)})
+		t.Fatal("a misaligned access did not stop the process")
+	},
+	"misaligned16": func(t *testing.T) {
+		g := emuDevice(t, 0)
+		mode, _ := strconv.Atoi(os.Getenv("MODE"))
+		p, out := g.mustMalloc(t, 32*16+16), g.mustMalloc(t, 32*4)
+		err := g.launch("misaligned16", one, [3]uint32{32, 1, 1}, 32*16+16, []arg{argPtr(p), argInt(mode), argPtr(out)})
+		if mode < 3 {
+			t.Fatalf("a misaligned 16-byte access (mode %d) did not stop the process: %v", mode, err)
+		}
+		// Mode 3: an aligned ldmatrix runs.
+		if err == nil {
+			err = g.sync()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	},
 	"stack-overflow": func(t *testing.T) {
 		g := emuDevice(t, 0)
@@ -590,8 +772,8 @@ var emuHelpers = map[string]func(t *testing.T){
 		wantStatus(t, g.gemm(bad), "CUBLAS_STATUS_EXECUTION_FAILED")
 	},
 	"symbols": func(t *testing.T) {
-		// Every driver, NVRTC and cuBLAS call the backend binds or is about
-		// to (multi-GPU, pinned memory, fp32 master weights), with its
+		// Every driver, NVRTC, cuBLAS and NCCL call the backend binds or is
+		// about to (multi-GPU, pinned memory, fp32 master weights), with its
 		// versioned names.
 		want := map[*libSpec][]string{
 			&driverSpec: {"cuInit", "cuDriverGetVersion", "cuGetErrorName", "cuGetErrorString", "cuDeviceGetCount",
@@ -610,6 +792,9 @@ var emuHelpers = map[string]func(t *testing.T){
 				"nvrtcGetPTX", "nvrtcGetErrorString", "nvrtcGetNumSupportedArchs", "nvrtcGetSupportedArchs"},
 			&cublasSpec: {"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasGemmEx",
 				"cublasGemmStridedBatchedEx", "cublasSgemm_v2", "cublasSetMathMode", "cublasSetWorkspace_v2", "cublasGetProperty"},
+			&ncclSpec: {"ncclGetVersion", "ncclGetUniqueId", "ncclCommInitRank", "ncclCommDestroy", "ncclCommAbort",
+				"ncclGetErrorString", "ncclGetLastError", "ncclAllReduce", "ncclReduceScatter", "ncclAllGather", "ncclBroadcast",
+				"ncclGroupStart", "ncclGroupEnd"},
 		}
 		for spec, syms := range want {
 			lib, err := osEnv.openSpec(*spec, 0, nil)

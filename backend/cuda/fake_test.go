@@ -17,15 +17,18 @@ import (
 // cuBLAS GemmEx (column-major, as cuBLAS defines it) and the simplest
 // kernels; other launches are only recorded.
 type fakeDevice struct {
-	blocks   map[uintptr][]byte
-	next     uintptr
-	last     uintptr // the block of the latest access
-	limit    int64   // bytes; 0 means unlimited
-	used     int64
-	mallocs  int
-	frees    int
-	closes   int
-	launches []fakeLaunch
+	blocks  map[uintptr][]byte
+	next    uintptr
+	last    uintptr // the block of the latest access
+	limit   int64   // bytes; 0 means unlimited
+	used    int64
+	mallocs int
+	frees   int
+	syncs   int
+	// freeSyncs is syncs at each free (0: before any synchronization).
+	freeSyncs []int
+	closes    int
+	launches  []fakeLaunch
 }
 
 type fakeLaunch struct {
@@ -63,6 +66,7 @@ func (f *fakeDevice) free(p uintptr) error {
 	f.used -= int64(len(b))
 	delete(f.blocks, p)
 	f.frees++
+	f.freeSyncs = append(f.freeSyncs, f.syncs)
 	return nil
 }
 
@@ -103,7 +107,7 @@ func (f *fakeDevice) memset32(dst uintptr, v uint32, n int64) error {
 	return nil
 }
 
-func (f *fakeDevice) sync() error { return nil }
+func (f *fakeDevice) sync() error { f.syncs++; return nil }
 
 func (f *fakeDevice) close() error { f.closes++; return nil }
 

@@ -112,7 +112,7 @@ func TestGPUFixtureParity(t *testing.T) {
 				t.Fatal(err)
 			}
 			want, _ := g.Float32("logits")
-			if e := cuda.RelErr(got, want); e > 3e-2 {
+			if e := backendtest.RelErr(got, want); e > 3e-2 {
 				t.Errorf("logits: relative error %.3g", e)
 			} else {
 				t.Logf("logits: relative error %.3g", e)
@@ -136,7 +136,7 @@ func TestGPUFixtureParity(t *testing.T) {
 					t.Fatal(err)
 				}
 				wg, _ := g.Float32("grad." + p.Name)
-				e := cuda.RelErr(gv, wg)
+				e := backendtest.RelErr(gv, wg)
 				worst = max(worst, e)
 				if e > 8e-2 {
 					t.Errorf("grad.%s: relative error %.3g", p.Name, e)

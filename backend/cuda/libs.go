@@ -261,6 +261,7 @@ func (m *MissingError) Error() string {
 		"the CUDA driver": "install the NVIDIA driver",
 		"NVRTC":           "install the CUDA toolkit or `pip install nvidia-cuda-nvrtc-cu12`, or set CUDA_HOME",
 		"cuBLAS":          "install the CUDA toolkit or `pip install nvidia-cublas-cu12`, or set CUDA_HOME",
+		"NCCL":            "install NCCL (`apt install libnccl2`, or `pip install nvidia-nccl-cu12`), or set CUDA_HOME",
 	}[m.What]
 	shown := m.Dirs
 	if len(shown) > 12 {

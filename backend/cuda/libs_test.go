@@ -71,6 +71,11 @@ func TestFindLibraries(t *testing.T) {
 			driverSpec, "/opt/drv/libcuda.so.1"},
 		{"loader cache entry gone", nil, map[string][]string{"libcuda.so.1": {"/opt/drv/libcuda.so.1"}}, nil, driverSpec, "libcuda.so.1"},
 		{"bare name last", nil, nil, nil, cublasSpec, "libcublas.so.13"},
+		{"NCCL of the system", nil, nil, []string{"/usr/lib/x86_64-linux-gnu/libnccl.so.2"}, ncclSpec, "/usr/lib/x86_64-linux-gnu/libnccl.so.2"},
+		{"NCCL under CUDA_HOME", map[string]string{"CUDA_HOME": "/opt/cuda"}, nil, []string{"/opt/cuda/lib64/libnccl.so.2"}, ncclSpec, "/opt/cuda/lib64/libnccl.so.2"},
+		{"NCCL wheel", map[string]string{"VIRTUAL_ENV": "/venv"}, nil, []string{"/venv/lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2"},
+			ncclSpec, "/venv/lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2"},
+		{"NCCL in the CUDA 13 wheel", nil, nil, []string{venv13 + "/libnccl.so.2"}, ncclSpec, venv13 + "/libnccl.so.2"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -123,6 +128,24 @@ func TestOpenSpecSkips(t *testing.T) {
 		t.Fatalf("rejected %+v", me.Rejected)
 	}
 	for _, s := range []string{"/opt/new/libnvrtc.so.13 was skipped", "/etc/ld.so.cache", "LD_LIBRARY_PATH", "update the NVIDIA driver"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not say %q", err, s)
+		}
+	}
+}
+
+// A missing NCCL is reported like the other libraries: where it was
+// sought and how to install it.
+func TestNCCLMissing(t *testing.T) {
+	n, err := openNCCL(staged(map[string]string{"LD_LIBRARY_PATH": "/nowhere"}, nil))
+	if err == nil {
+		t.Skipf("the system loader finds an NCCL (%s)", n.lib.path)
+	}
+	var me *MissingError
+	if !errors.As(err, &me) || me.What != "NCCL" {
+		t.Fatalf("error %v, want a MissingError for NCCL", err)
+	}
+	for _, s := range []string{"NCCL (libnccl.so.2 or libnccl.so) was not found in /nowhere", "apt install libnccl2", "nvidia-nccl-cu12", "LD_LIBRARY_PATH"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error %q does not say %q", err, s)
 		}

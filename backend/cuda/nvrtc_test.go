@@ -139,6 +139,16 @@ func TestRealNVRTCCompile(t *testing.T) {
 				if u.Registers <= 0 {
 					t.Errorf("ptxas reports %d registers for %s", u.Registers, u.Name)
 				}
+				// A block of the kernel's launch bounds fits one multiprocessor.
+				k := kern[u.Name]
+				if regs := blockRegisters(u.Registers, k.MaxThreads); k.MaxThreads == 0 || regs > 64<<10 {
+					t.Errorf("%s: %d registers × %d threads need %d registers a block, above the 65536 of an SM", u.Name, u.Registers, k.MaxThreads, regs)
+				}
+				if need, ok := attentionShared[u.Name]; ok {
+					if total, limit := u.SharedBytes+need(0), optinShared[c.arch]; total > limit {
+						t.Errorf("%s: %d bytes of static and %d of dynamic shared memory, above the %d %s allows a block", u.Name, u.SharedBytes, need(0), limit, c.arch)
+					}
+				}
 			}
 			for _, k := range names {
 				if !funcs[k] {
@@ -153,6 +163,17 @@ func TestRealNVRTCCompile(t *testing.T) {
 		})
 	}
 }
+
+// blockRegisters is the register file a block of threads takes on sm_80
+// and sm_90: registers are allocated per warp in units of 256.
+func blockRegisters(perThread, threads int) int {
+	warps := (threads + 31) / 32
+	return warps * ((perThread*32 + 255) / 256 * 256)
+}
+
+// optinShared is the shared memory a block may opt into
+// (cuFuncSetAttribute) by architecture, static and dynamic together.
+var optinShared = map[string]int{"sm_80": 163 << 10, "sm_90": 227 << 10}
 
 // elfVersion1 returns a copy of a cubin with the ELF version fields
 // (e_ident[EI_VERSION] and e_version) set to EV_CURRENT: NVIDIA stores

@@ -279,8 +279,12 @@ func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, stats backend.Tensor) erro
 }
 
 // normRowsPerChunk is the number of rows each partial weight-gradient sum
-// covers; the sums are added in chunk order, so results are deterministic.
+// covers (more when the chunks would exceed maxGridY); the sums are added
+// in chunk order, so results are deterministic.
 const normRowsPerChunk = 64
+
+// maxGridY is the largest grid y (and z) dimension of a launch.
+const maxGridY = 65535
 
 func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, stats backend.Tensor, wOffset float32) error {
 	n, d := backend.Rows(x), backend.Cols(x)
@@ -293,7 +297,9 @@ func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, s
 	if n == 0 || d == 0 {
 		return nil
 	}
-	chunks := (n + normRowsPerChunk - 1) / normRowsPerChunk
+	// Chunks are grid rows (at most 65535): beyond 4M rows they grow.
+	per := max(normRowsPerChunk, (n+maxGridY-1)/maxGridY)
+	chunks := (n + per - 1) / per
 	part, err := b.temp(backend.F32, chunks*2*d)
 	if err != nil {
 		return err
@@ -301,7 +307,7 @@ func (b *Backend) normBackward(op string, kind int, dx, dw, dbias, dout, x, w, s
 	defer b.Free(part)
 	// Weight gradients first: dx may overwrite dout.
 	if err := b.launch("norm_backward_dw_partial", [3]uint32{uint32((d + 31) / 32), uint32(chunks), 1}, [3]uint32{32, 8, 1}, 0,
-		argPtr(part.ptr), gt.arg(), xt.arg(), stt.arg(), argInt(kind), argInt(n), argInt(d), argInt(normRowsPerChunk)); err != nil {
+		argPtr(part.ptr), gt.arg(), xt.arg(), stt.arg(), argInt(kind), argInt(n), argInt(d), argInt(per)); err != nil {
 		return err
 	}
 	if err := b.launch("norm_backward_dx", [3]uint32{uint32(n), 1, 1}, rowBlock(d), 0,
@@ -378,7 +384,7 @@ func (s attnShape) fwdShared(d int) int { return 2 * (s.fwdBM + 2*s.fwdBN) * d }
 
 func (s attnShape) bwdShared(d int) int {
 	bn := 16 * s.bwdW
-	return 2*(2*bn*d+4*s.bwdBM*d+bn*s.bwdBM) + 4*4*s.bwdBM
+	return 2*(2*bn*d+4*s.bwdBM*d+bn*s.bwdBM) + 4*4*s.bwdBM + 16 // and the block's ticket
 }
 
 // attentionShared gives each attention kernel's dynamic shared memory in
@@ -547,7 +553,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 		return err
 	}
 	defer b.Free(acc)
-	nsem := a.B * a.KVHeads * qtiles * slices
+	nsem := 1 + a.B*a.KVHeads*qtiles*slices // the ticket counter, then one per query tile and slice
 	sem, err := b.temp(backend.I32, nsem)
 	if err != nil {
 		return err
@@ -724,7 +730,8 @@ func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
 
 // AdamW updates w, m and v in place; bf16 tensors are written with
 // stochastic rounding whose noise depends on the step and the tensor's
-// id (p.Seed), float32 ones exactly.
+// id (p.Seed) and on each element's index in the whole tensor (p.Offset
+// on), float32 ones exactly.
 func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	const op = "AdamW"
 	ts, err := b.sameFloats(op, w, g, m, v)
@@ -734,11 +741,14 @@ func (b *Backend) AdamW(w, g, m, v backend.Tensor, p backend.AdamW) error {
 	if p.Step < 1 {
 		return fmt.Errorf("cuda: AdamW: step %d, want >= 1", p.Step)
 	}
+	if p.Offset < 0 {
+		return fmt.Errorf("cuda: AdamW: offset %d, want >= 0", p.Offset)
+	}
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
 	n := ts[0].numel()
 	seed := adamSeed(p.Step, p.Seed)
-	return b.launch("adamw", b.grid1(n), block1, 0, ts[0].arg(), ts[1].arg(), ts[2].arg(), ts[3].arg(), argI64(n),
+	return b.launch("adamw", b.grid1(n), block1, 0, ts[0].arg(), ts[1].arg(), ts[2].arg(), ts[3].arg(), argI64(n), argI64(p.Offset),
 		argF32(p.LR), argF32(p.Beta1), argF32(p.Beta2), argF32(p.Eps), argF32(p.WeightDecay),
 		argF32(float32(bc1)), argF32(float32(math.Sqrt(bc2))), argF32(p.GradScale), argU32(seed))
 }

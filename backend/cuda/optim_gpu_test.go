@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/minitron/minitron/backend"
@@ -12,7 +13,8 @@ import (
 // weights move bfloat16 weights only through stochastic rounding. Two
 // tensors of the same shape with the same values and gradient, updated in
 // the same step, get independent rounding noise when their ids differ and
-// identical results when they are the same; on average the rounding is
+// identical results when they are the same, also when the tensor is
+// updated in parts with their offsets; on average the rounding is
 // unbiased (the mean change is the float32 update).
 func TestGPUAdamWNoise(t *testing.T) {
 	b := device(t)
@@ -24,7 +26,10 @@ func TestGPUAdamWNoise(t *testing.T) {
 		g[i] = 1
 	}
 	p := backend.AdamW{LR: 1e-5, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, Step: 1, GradScale: 1}
-	update := func(seed uint32) []float32 {
+	// update runs the step on the tensor whole, or, given cuts, on views
+	// of its parts between them, each with its offset (as data-parallel
+	// shards do).
+	update := func(seed uint32, cuts ...int) []float32 {
 		t.Helper()
 		w, err := b.FromFloat32(append([]float32(nil), w0...), n)
 		if err != nil {
@@ -34,10 +39,20 @@ func TestGPUAdamWNoise(t *testing.T) {
 		m, _ := b.New(backend.F32, n)
 		v, _ := b.New(backend.F32, n)
 		defer func() { b.Free(w); b.Free(gt); b.Free(m); b.Free(v) }()
-		q := p
-		q.Seed = seed
-		if err := b.AdamW(w, gt, m, v, q); err != nil {
-			t.Fatal(err)
+		bounds := append(append([]int{0}, cuts...), n)
+		for k := range len(bounds) - 1 {
+			lo, hi := bounds[k], bounds[k+1]
+			var xs [4]backend.Tensor
+			for i, x := range []backend.Tensor{w, gt, m, v} {
+				if xs[i], err = b.View(x, lo, hi-lo); err != nil {
+					t.Fatal(err)
+				}
+			}
+			q := p
+			q.Seed, q.Offset = seed, lo
+			if err := b.AdamW(xs[0], xs[1], xs[2], xs[3], q); err != nil {
+				t.Fatal(err)
+			}
 		}
 		out, err := b.ToFloat32(w)
 		if err != nil {
@@ -46,6 +61,15 @@ func TestGPUAdamWNoise(t *testing.T) {
 		return out
 	}
 	a, a2, c := update(0), update(0), update(1)
+	for _, cut := range []int{n / 2, 1000} {
+		if pa := update(0, cut); !slices.Equal(pa, a) {
+			i := 0
+			for pa[i] == a[i] {
+				i++
+			}
+			t.Errorf("updated in parts cut at %d: element %d is %v, updated whole %v", cut, i, pa[i], a[i])
+		}
+	}
 	same, differ := 0, 0
 	var mean float64
 	for i := range a {

@@ -103,7 +103,7 @@ func TestAdamWSeedPerTensor(t *testing.T) {
 			seen[s] = what
 		}
 	}
-	if seedOf(2, 1) != seedOf(2, 1) {
-		t.Error("the seed of one (step, tensor) changes between calls")
+	if a, b := seedOf(2, 1), seedOf(2, 1); a != b {
+		t.Errorf("the seed of one (step, tensor) changes between calls: %#x, %#x", a, b)
 	}
 }

@@ -43,8 +43,11 @@ type Report struct {
 	DriverRelease string  `json:"driver_release,omitempty"`
 	NVRTC         Library `json:"nvrtc"`
 	CuBLAS        Library `json:"cublas"`
-	GPUs          []GPU   `json:"gpus"`
-	GPUsErr       string  `json:"gpus_error,omitempty"` // why no GPU could be listed
+	// NCCL is needed only to train on several GPUs; its version is NCCL's
+	// own ("2.21.5").
+	NCCL    Library `json:"nccl"`
+	GPUs    []GPU   `json:"gpus"`
+	GPUsErr string  `json:"gpus_error,omitempty"` // why no GPU could be listed
 }
 
 // cudaVersion formats a version number such as 13000 as "13.0".
@@ -62,7 +65,7 @@ func cudaVersion(v int) string {
 // it compiles. It never fails: what is missing is in the report.
 func Probe(checkKernels bool, cacheDir string, log func(string)) Report {
 	r := Report{GPUs: []GPU{}}
-	r.Driver.What, r.NVRTC.What, r.CuBLAS.What = driverSpec.what, nvrtcSpec.what, cublasSpec.what
+	r.Driver.What, r.NVRTC.What, r.CuBLAS.What, r.NCCL.What = driverSpec.what, nvrtcSpec.what, cublasSpec.what, ncclSpec.what
 	drv, err := openDriver(osEnv)
 	maxMajor := 0
 	if err != nil {
@@ -92,6 +95,11 @@ func Probe(checkKernels bool, cacheDir string, log func(string)) Report {
 		r.CuBLAS.Error = err.Error()
 	} else {
 		r.CuBLAS.Path, r.CuBLAS.Version = blas.lib.path, cudaVersion(blas.version())
+	}
+	if nc, err := openNCCL(osEnv); err != nil {
+		r.NCCL.Error = err.Error()
+	} else {
+		r.NCCL.Path, r.NCCL.Version = nc.lib.path, nc.release()
 	}
 	if drv == nil {
 		return r

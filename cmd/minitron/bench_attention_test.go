@@ -5,10 +5,12 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/minitron/minitron/bench"
 )
 
 func TestBenchAttention(t *testing.T) {
-	var res benchResult
+	var res bench.Result
 	r := mustRun(t, "bench", "attention", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--batch", "2", "--seq", "33", "--min-time", "1ms", "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("%v: %s", err, r.stdout)
@@ -25,7 +27,7 @@ func TestBenchAttention(t *testing.T) {
 		t.Errorf("backward FLOPs %g, want %g", got, 2.5*flops)
 	}
 	r = mustRun(t, "bench", "attention", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--batch", "1", "--seq", "1", "--past", "40", "--min-time", "1ms", "--json")
-	res = benchResult{}
+	res = bench.Result{}
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("%v: %s", err, r.stdout)
 	}

@@ -15,9 +15,19 @@ import (
 
 func newData() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "data",
+		Use:   "data COMMAND",
 		Short: "Prepare tokenized datasets and inspect them",
+		Long: `data makes and reads the tokenized datasets training, distillation,
+importance scoring and evaluation read:
+
+  prepare   tokenize text, JSON lines and Parquet files into a dataset
+            directory of zstd Arrow IPC token shards and a manifest
+  inspect   summarize a dataset: tokenizer, inputs, documents, tokens,
+            shards, document lengths, and a few decoded documents
+
+A dataset is named by its directory in configurations and recipes.`,
 	}
+	groupOnly(cmd)
 	cmd.AddCommand(newDataPrepare(), newDataInspect())
 	return cmd
 }
@@ -104,7 +114,13 @@ func newDataInspect() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect DIR",
 		Short: "Summarize a prepared dataset: counts, shards, document lengths, samples",
-		Args:  cobra.ExactArgs(1),
+		Long: `inspect reads a dataset directory made by data prepare and prints its
+manifest (tokenizer, inputs, documents, tokens, shards and their size on
+disk), a histogram of document lengths in tokens, and the first --samples
+documents decoded with the tokenizer the manifest records (or --tokenizer,
+which must be the same one: its hash is checked). --verify also checks
+every shard against the checksum in the manifest.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ds, err := data.Open(args[0])
 			if err != nil {

@@ -21,46 +21,93 @@ import (
 
 // addDevice registers --device on a command.
 func addDevice(cmd *cobra.Command, dev *string) {
-	cmd.Flags().StringVar(dev, "device", "cpu", "compute device: cpu (float32), or cuda / cuda:N (bfloat16 on NVIDIA GPU N; needs the driver, NVRTC and cuBLAS, found on LD_LIBRARY_PATH, $CUDA_HOME or a Python nvidia/*/lib folder)")
+	cmd.Flags().StringVar(dev, "device", "cpu", "compute device: cpu (float32), or cuda / cuda:N (bfloat16 on NVIDIA GPU N, GPU 0 for cuda; needs the driver, NVRTC and cuBLAS, found on LD_LIBRARY_PATH, $CUDA_HOME or a Python nvidia/*/lib folder)")
 }
 
-// openBackend returns the backend for a --device value.
-func openBackend(dev string) (backend.Backend, error) {
-	d := strings.ToLower(dev)
+// deviceSpec is a parsed --device: the CPU, or GPUs by number (nil:
+// every visible GPU).
+type deviceSpec struct {
+	cuda bool
+	gpus []int
+}
+
+// parseDevice reads cpu, cuda (or gpu), cuda:N or cuda:N,M,...
+func parseDevice(dev string) (deviceSpec, error) {
+	d := strings.ToLower(strings.TrimSpace(dev))
 	switch {
 	case d == "cpu":
-		return cpu.New(), nil
-	case d == "cuda" || d == "gpu" || strings.HasPrefix(d, "cuda:"):
-		ordinal := 0
-		if i := strings.IndexByte(d, ':'); i >= 0 {
-			n, err := strconv.Atoi(d[i+1:])
+		return deviceSpec{}, nil
+	case d == "cuda" || d == "gpu":
+		return deviceSpec{cuda: true}, nil
+	case strings.HasPrefix(d, "cuda:") || strings.HasPrefix(d, "gpu:"):
+		spec := deviceSpec{cuda: true}
+		seen := map[int]bool{}
+		for _, f := range strings.Split(d[strings.IndexByte(d, ':')+1:], ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || n < 0 {
-				return nil, fmt.Errorf("--device %q: the GPU number after cuda: must be a non-negative integer", dev)
+				return spec, fmt.Errorf("--device %q: the GPU numbers after cuda: must be non-negative integers separated by commas (cuda:0,1)", dev)
 			}
-			ordinal = n
+			if seen[n] {
+				return spec, fmt.Errorf("--device %q: GPU %d is listed twice", dev, n)
+			}
+			seen[n] = true
+			spec.gpus = append(spec.gpus, n)
 		}
-		b, err := cuda.Open(cuda.Options{Device: ordinal, Log: func(s string) { fmt.Fprintln(os.Stderr, s) }})
-		if err != nil {
-			return nil, fmt.Errorf("--device %s: %w (use --device cpu to run without a GPU)", dev, err)
-		}
-		opened = append(opened, b)
-		return b, nil
+		return spec, nil
 	}
-	return nil, fmt.Errorf("unknown --device %q (use cpu, cuda or cuda:N)", dev)
+	return deviceSpec{}, fmt.Errorf("unknown --device %q (use cpu, cuda, cuda:N or cuda:N,M,...)", dev)
+}
+
+// openBackend returns the backend for a --device value, for commands
+// that run on one device: of a list of GPUs the first, and GPU 0 for cuda.
+func openBackend(dev string) (backend.Backend, error) {
+	spec, err := parseDevice(dev)
+	if err != nil {
+		return nil, err
+	}
+	if !spec.cuda {
+		return cpu.New(), nil
+	}
+	ordinal := 0
+	if len(spec.gpus) > 0 {
+		ordinal = spec.gpus[0]
+	}
+	return openGPU(dev, ordinal)
+}
+
+// openGPU opens GPU ordinal; dev names the --device value in errors.
+func openGPU(dev string, ordinal int) (*cuda.Backend, error) {
+	b, err := cuda.Open(cuda.Options{Device: ordinal, Log: func(s string) { fmt.Fprintln(os.Stderr, s) }})
+	if err != nil {
+		return nil, fmt.Errorf("--device %s: %w (use --device cpu to run without a GPU)", dev, err)
+	}
+	opened = append(opened, b)
+	return b, nil
 }
 
 // opened holds the backends openBackend opened, which closeBackends
 // closes when the command has finished.
 var opened []io.Closer
 
-// closeBackends closes the backends opened, reporting failures on stderr.
+// closeBackends closes the backends opened (communicators first),
+// reporting failures on stderr.
 func closeBackends() {
+	for _, c := range comms {
+		if err := c.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "minitron: closing the communicator:", err)
+		}
+	}
+	comms = nil
 	for _, b := range opened {
 		if err := b.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "minitron: closing the device:", err)
 		}
 	}
 	opened = nil
+	for _, g := range groups {
+		g.Close()
+	}
+	groups = nil
 }
 
 // onInterrupt returns a channel closed at the first SIGINT (the running

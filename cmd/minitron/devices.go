@@ -16,7 +16,7 @@ import (
 
 	"github.com/minitron/minitron/backend/cpu/gemm"
 	"github.com/minitron/minitron/backend/cuda"
-	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/diskio"
 )
 
 func newDevices() *cobra.Command {
@@ -31,7 +31,8 @@ func newDevices() *cobra.Command {
   the CPU: model, logical CPUs, AVX2 / AVX-512, the float32 GEMM kernel used;
   CUDA: for the driver, NVRTC and cuBLAS, the file found and its CUDA
   version, or what is missing and where it was sought (and which files were
-  skipped, e.g. an NVRTC newer than the driver); each GPU: name, memory,
+  skipped, e.g. an NVRTC newer than the driver); NCCL (for training on
+  several GPUs) and its version; each GPU: name, memory,
   compute capability, driver version, and whether the kernels compile (or
   come from the cache) and load on it.
 
@@ -134,6 +135,8 @@ func (r devicesReport) print(w io.Writer) {
 		switch {
 		case l.Error != "":
 			fmt.Fprintf(w, "%-12s missing: %s\n", l.What, l.Error)
+		case l.Version != "" && l.What == "NCCL":
+			fmt.Fprintf(w, "%-12s %s (%s; for several GPUs)\n", l.What, l.Path, l.Version)
 		case l.Version != "":
 			fmt.Fprintf(w, "%-12s %s (CUDA %s)\n", l.What, l.Path, l.Version)
 		default:
@@ -145,6 +148,7 @@ func (r devicesReport) print(w io.Writer) {
 	lib(u.Driver)
 	lib(u.NVRTC)
 	lib(u.CuBLAS)
+	lib(u.NCCL)
 	if u.GPUsErr != "" {
 		fmt.Fprintf(w, "%-12s none: %s\n", "GPUs", u.GPUsErr)
 	} else if len(u.GPUs) == 0 {
@@ -199,9 +203,9 @@ func compileArchs(w io.Writer, archs []string, dir string, asJSON bool) error {
 				ext = ".ptx"
 			}
 			r.File, r.Bytes, r.Kernels = filepath.Join(dir, arch+ext), len(c.Image), c.Usage
-			err = checkpoints.WriteFileAtomic(r.File, c.Image)
+			err = diskio.WriteFileAtomic(r.File, c.Image)
 			if err == nil && c.Log != "" {
-				err = checkpoints.WriteFileAtomic(filepath.Join(dir, arch+".log"), []byte(c.Log+"\n"))
+				err = diskio.WriteFileAtomic(filepath.Join(dir, arch+".log"), []byte(c.Log+"\n"))
 			}
 		}
 		if err != nil {

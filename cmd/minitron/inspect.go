@@ -121,7 +121,7 @@ activation recomputation (not implemented in training yet).`,
 	cmd.Flags().IntVar(&seq, "seq-len", 0, "sequence length used for the memory estimates (default: the training run's, else the model's context)")
 	cmd.Flags().IntVar(&batch, "batch", 8, "batch size used for the training memory estimate")
 	cmd.Flags().StringVar(&cfgPath, "config", "", "a train or distill configuration (YAML): print its memory plan instead")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a value of --config, e.g. --set optimizer.state_dtype=bf16 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a value of --config: `key.path=value`, e.g. --set optimizer.state_dtype=bf16 (repeatable)")
 	cmd.Flags().IntVar(&gpus, "gpus", 1, "with --config: data-parallel GPUs sharing the optimizer state (master weights and moments sharded)")
 	cmd.Flags().BoolVar(&recompute, "recompute", false, "with --config: estimate activations with full recomputation (each layer's input kept only)")
 	return cmd

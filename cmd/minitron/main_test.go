@@ -2,14 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/minitron/minitron/train"
 )
 
 // TestMain lets the test binary act as the minitron command when
@@ -93,13 +99,32 @@ func TestHelp(t *testing.T) {
 			t.Errorf("--help does not list %s", c)
 		}
 	}
-	// Every flag of every command has a description.
-	for _, c := range newRoot().Commands() {
+	// Every command, at every level, has a summary and a description;
+	// every flag a description and a value name a user can read.
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if strings.TrimSpace(c.Short) == "" || strings.TrimSpace(c.Long) == "" {
+			t.Errorf("%s: no Short or Long help", c.CommandPath())
+		}
 		c.Flags().VisitAll(func(f *pflag.Flag) {
 			if strings.TrimSpace(f.Usage) == "" {
-				t.Errorf("%s --%s has no help text", c.Name(), f.Name)
+				t.Errorf("%s --%s has no help text", c.CommandPath(), f.Name)
+			}
+			if name, _ := pflag.UnquoteUsage(f); strings.Contains(name, "Slice") || strings.Contains(name, "Array") {
+				t.Errorf("%s --%s shows the Go type %s", c.CommandPath(), f.Name, name)
 			}
 		})
+		for _, sub := range c.Commands() {
+			if sub.Name() != "help" && sub.Name() != "completion" {
+				walk(sub)
+			}
+		}
+	}
+	walk(newRoot())
+	// A group of commands refuses an unknown one, with a suggestion.
+	r = run(t, "", "bench", "forwrd")
+	if r.code == 0 || !strings.Contains(r.stderr, "did you mean forward?") {
+		t.Errorf("bench forwrd: exit %d, %q", r.code, r.stderr)
 	}
 }
 
@@ -143,5 +168,91 @@ func TestBadInputs(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "o.safetensors")); err == nil {
 		t.Fatal("a failed run left an output file")
+	}
+}
+
+// TestSignals: the first signal cancels the command's context, the second
+// aborts.
+func TestSignals(t *testing.T) {
+	sig := make(chan os.Signal, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	aborted := make(chan struct{})
+	go onSignals(sig, cancel, func() { close(aborted) })
+	sig <- os.Interrupt
+	<-ctx.Done()
+	select {
+	case <-aborted:
+		t.Fatal("aborted at the first signal")
+	default:
+	}
+	sig <- os.Interrupt
+	<-aborted
+}
+
+// checkReadable fails when a file or directory under dir is less readable
+// than the umask allows (0644 files, 0755 directories under umask 022):
+// outputs are for other users and tools too.
+func checkReadable(t *testing.T, dir string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		want := os.FileMode(0o644) &^ umask()
+		if d.IsDir() {
+			want = 0o755 &^ umask()
+		}
+		if got := info.Mode().Perm(); got&want != want {
+			t.Errorf("%s: mode %v, want at least %v", p, got, want)
+		}
+		n++
+		return nil
+	})
+	if err != nil || n < 2 {
+		t.Fatalf("walking %s: %d entries, %v", dir, n, err)
+	}
+}
+
+// TestVersionAndNoRecipe: --version names the Go version and the cgo
+// setting; run without a recipe shows its usage and the shipped recipes.
+func TestVersionAndNoRecipe(t *testing.T) {
+	r := mustRun(t, "--version")
+	if !strings.HasPrefix(r.stdout, "minitron ") || !strings.Contains(r.stdout, runtime.Version()) || !strings.Contains(r.stdout, "CGO_ENABLED=") ||
+		!strings.Contains(r.stdout, "commit ") {
+		t.Errorf("--version: %q", r.stdout)
+	}
+	r = run(t, "", "run")
+	for _, want := range []string{"run needs a recipe file", "Usage:", "minitron run RECIPE.yaml", "tiny.yaml", "minitron-4b.yaml", "the default recipe"} {
+		if r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("run without a recipe: exit %d, stderr lacks %q:\n%s", r.code, want, r.stderr)
+		}
+	}
+}
+
+// TestProgressLine: one name per quantity; a validation shows no
+// throughput of its own.
+func TestProgressLine(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	var p progress
+	for _, c := range []struct {
+		m    train.Metric
+		want string
+	}{
+		{train.Metric{Step: 1, Loss: f(0.25), TokPerS: 800, Extra: map[string]float64{"kl": 0.25}}, "kl 0.2500 | 800 tok/s"},
+		{train.Metric{Step: 1, ValCE: f(2.0306)}, "kl 0.2500 | val ce 2.0306 | 800 tok/s"},
+		{train.Metric{Step: 2, Loss: f(0.3), TokPerS: 810, Extra: map[string]float64{"kl": 0.2, "train_ce": 1}}, "loss 0.3000 (kl 0.2000) | val ce 2.0306 | 810 tok/s"},
+	} {
+		if got := p.update(c.m); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.m, got, c.want)
+		}
+	}
+	var q progress
+	if got := q.update(train.Metric{Step: 1, Loss: f(1.9), TokPerS: 5}); got != "loss 1.9000 | 5 tok/s" {
+		t.Errorf("training: %q", got)
 	}
 }

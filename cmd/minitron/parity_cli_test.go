@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,12 +33,7 @@ func TestLogitsCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			w, _ := want.Float32("logits")
-			var num, den float64
-			for i := range w {
-				num += math.Pow(float64(g[i]-w[i]), 2)
-				den += math.Pow(float64(w[i]), 2)
-			}
-			if e := math.Sqrt(num / den); e > 1e-4 {
+			if e := rel(g, w); e > 1e-4 {
 				t.Fatalf("relative error %.3g", e)
 			}
 		})
@@ -176,6 +170,30 @@ func TestTokenizeCommand(t *testing.T) {
 	r = run(t, "{\"text\": 3}\n", "tokenize", "--tokenizer", model, "--jsonl")
 	if r.code == 0 || !strings.Contains(r.stderr, "line 1") {
 		t.Fatalf("bad line not reported: %q", r.stderr)
+	}
+	// A text without tokens has an empty list of ids.
+	if r := mustRun(t, "tokenize", "--tokenizer", model, "--jsonl"); r.stdout != "" {
+		t.Fatalf("no input: %q", r.stdout)
+	}
+	r = run(t, "{\"text\": \"\"}\n", "tokenize", "--tokenizer", model, "--jsonl")
+	if r.code != 0 || r.stdout != "{\"ids\":[]}\n" {
+		t.Fatalf("empty text: %q %s", r.stdout, r.stderr)
+	}
+	// Ids outside the vocabulary of 4000 are errors naming the id, the
+	// size and the line.
+	for _, c := range []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", []string{"--decode", "--text", "333 99999 1992"}, "--text: token id 99999 is outside the vocabulary of 4000 tokens"},
+		{"{\"ids\": [1, -3]}\n", []string{"--decode", "--jsonl"}, "stdin line 1: token id -3 is outside the vocabulary of 4000 tokens"},
+		{"333 1992\n\n5 4000\n", []string{"--decode", "--lines"}, "stdin line 3: token id 4000 is outside the vocabulary of 4000 tokens"},
+	} {
+		r := run(t, c.stdin, append([]string{"tokenize", "--tokenizer", model}, c.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: exit %d, %q; want %q", c.args, r.code, r.stderr, c.want)
+		}
 	}
 }
 

@@ -15,13 +15,17 @@ func newPlot() *cobra.Command {
 	var noVal, valOnly bool
 	cmd := &cobra.Command{
 		Use:   "plot RUN_DIR... -o loss.png",
-		Short: "Draw the loss curves of one or several runs",
+		Short: "Draw the loss and held-out cross-entropy curves of one or several runs",
 		Long: `plot reads metrics.jsonl of each run directory (from train or distill) and
-draws the training loss (solid) and validation loss (dashed) of every run on
-one chart, against steps or tokens (--x tokens), so runs compare at a glance.
-A distillation run's training loss is its distillation loss (KL), not a
-cross-entropy; its validation loss is the student's cross-entropy, so
---validation-only compares distilled and trained runs on one scale.`,
+draws, for every run on one chart, against steps or tokens (--x tokens):
+
+  loss     (solid) the objective optimized at each step: the cross-entropy
+           of a training run, the KL of a distillation run (its kl)
+  val ce   (dashed) the model's cross-entropy on the held-out split at each
+           validation
+
+Every run's val ce is the same quantity, so --validation-only compares
+distilled and trained runs on one scale.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if x != "steps" && x != "tokens" {
@@ -36,8 +40,8 @@ cross-entropy; its validation loss is the student's cross-entropy, so
 				if err != nil {
 					return err
 				}
-				tr := plots.Series{Name: filepath.Base(dir) + " train", Color: i}
-				va := plots.Series{Name: filepath.Base(dir) + " validation", Dashed: true, Color: i}
+				tr := plots.Series{Name: filepath.Base(dir) + " loss", Color: i}
+				va := plots.Series{Name: filepath.Base(dir) + " val ce", Dashed: true, Color: i}
 				for _, m := range ms {
 					xv := float64(m.Step)
 					if x == "tokens" {
@@ -46,8 +50,8 @@ cross-entropy; its validation loss is the student's cross-entropy, so
 					if m.Loss != nil {
 						tr.X, tr.Y = append(tr.X, xv), append(tr.Y, *m.Loss)
 					}
-					if m.ValLoss != nil {
-						va.X, va.Y = append(va.X, xv), append(va.Y, *m.ValLoss)
+					if m.ValCE != nil {
+						va.X, va.Y = append(va.X, xv), append(va.Y, *m.ValCE)
 					}
 				}
 				if !valOnly {
@@ -57,7 +61,11 @@ cross-entropy; its validation loss is the student's cross-entropy, so
 					series = append(series, va)
 				}
 			}
-			if err := plots.Curves(out, "loss", x, "cross-entropy (nats/token)", series); err != nil {
+			title, y := "loss and val ce", "nats per token"
+			if valOnly {
+				title = "val ce (cross-entropy on the held-out split)"
+			}
+			if err := plots.Curves(out, title, x, y, series); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", out)
@@ -66,7 +74,7 @@ cross-entropy; its validation loss is the student's cross-entropy, so
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "loss.png", "PNG file to write")
 	cmd.Flags().StringVar(&x, "x", "steps", "x axis: steps or tokens")
-	cmd.Flags().BoolVar(&noVal, "no-validation", false, "omit the validation curves")
-	cmd.Flags().BoolVar(&valOnly, "validation-only", false, "draw only the validation curves")
+	cmd.Flags().BoolVar(&noVal, "no-validation", false, "omit the val ce curves")
+	cmd.Flags().BoolVar(&valOnly, "validation-only", false, "draw only the val ce curves")
 	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -148,7 +149,7 @@ func newPruneSearch() *cobra.Command {
 	var datasets []string
 	var target, tol, lr, valFraction float64
 	var steps, evalBatches, seqLen, microBatch, block, metricSeqs, metricLimit int
-	space := prune.PaperSpace
+	space := prune.PaperSpace()
 	cmd := &cobra.Command{
 		Use:   "search --model DIR (--target-params N | --drop-block N)",
 		Short: "List candidate shapes within a parameter budget, or blocks of layers to drop; rank them by a short distillation",
@@ -161,8 +162,9 @@ contiguous block of N layers to drop, width kept (the depth pruning of
 arXiv:2408.11796 §2, which picks the block by a downstream score).
 
 With --score-steps N, each candidate is then pruned (with --scores), distilled
-from the source for N steps on --data, and scored: by default its validation
-loss on --eval-batches batches of the validation split, lowest first (the
+from the source for N steps on --data, and scored: by default its val ce (the
+held-out cross-entropy) on --eval-batches batches of the validation split,
+lowest first (the
 paper's lightweight retraining, which picks the architecture that recovers
 best); --metric TASK=PATH scores a benchmark's accuracy as minitron eval does
 (e.g. winogrande=PATH, the score 2408.11796 ranks blocks by), and --metric
@@ -221,6 +223,9 @@ one in training from its checkpoint.`,
 				}
 				m = prune.Task(name, path, modelDir, -1, metricLimit)
 			}
+			if m == nil && evalBatches <= 0 {
+				return fmt.Errorf("--score-steps ranks by val ce: give --eval-batches of at least 1")
+			}
 			s, err := importance.Load(scores)
 			if err != nil {
 				return err
@@ -239,8 +244,13 @@ one in training from its checkpoint.`,
 			}
 			interrupt, stop := onInterrupt()
 			defer stop()
+			dc.Teacher = distill.Teacher{Model: modelDir}
+			var retrain func(ctx context.Context, modelDir, runDir string) (float64, error)
+			if steps > 0 {
+				retrain = distill.Retrainer(dc, train.RunOptions{Backend: be, Interrupt: interrupt})
+			}
 			ranked, err := prune.ScoreCandidates(cmd.Context(), cs, prune.ScoreOptions{Source: modelDir, Scores: s, ScoresPath: scores, Out: out,
-				Distill: dc, Metric: m, Backend: be, Log: cmd.ErrOrStderr(), Interrupt: interrupt})
+				Retrain: retrain, Metric: m, Backend: be, Log: cmd.ErrOrStderr()})
 			if err != nil {
 				return err
 			}
@@ -259,15 +269,15 @@ one in training from its checkpoint.`,
 	f.IntSliceVar(&space.Layers, "layers", space.Layers, "candidate layer counts")
 	f.IntSliceVar(&space.Heads, "heads", space.Heads, "candidate query head counts")
 	f.IntSliceVar(&space.Hidden, "hidden", space.Hidden, "candidate hidden sizes")
-	f.Float64SliceVar(&space.MLPFactors, "mlp-factors", space.MLPFactors, "candidate MLP sizes as multiples of the hidden size")
+	f.Var((*floatList)(&space.MLPFactors), "mlp-factors", "candidate MLP sizes as multiples of the hidden size")
 	f.IntVar(&steps, "score-steps", 0, "distill each candidate this many steps and rank them by --metric (0: only list, or with --metric score the pruned models as they are)")
 	f.IntVar(&block, "drop-block", 0, "candidates: every contiguous block of this many layers to drop, width kept (instead of --target-params)")
-	f.StringVar(&metric, "metric", "val-loss", "with scoring: val-loss (validation loss, lowest first), TASK=PATH (a benchmark of minitron eval, e.g. winogrande=PATH) or ITEMS.jsonl (generic multiple choice), accuracy highest first")
+	f.StringVar(&metric, "metric", "val-loss", "with scoring: val-loss (val ce, the held-out cross-entropy, lowest first), TASK=PATH (a benchmark of minitron eval, e.g. winogrande=PATH) or ITEMS.jsonl (generic multiple choice), accuracy highest first")
 	f.IntVar(&metricLimit, "metric-limit", 0, "with a benchmark metric: score its first N documents only (0: all)")
 	f.IntVar(&metricSeqs, "metric-sequences", 256, "with --metric val-loss and --score-steps 0: validation sequences scored (0: all)")
 	f.Float64Var(&valFraction, "val-fraction", 0.01, "with scoring: the validation fraction of --data (as in training)")
 	f.StringVar(&scores, "scores", "", "with --score-steps: importance scores to prune with")
-	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: prepared dataset directory (repeatable; equal weights)")
+	f.StringArrayVar(&datasets, "data", nil, "with --score-steps: a prepared `DATASET` directory (repeatable; equal weights)")
 	f.StringVar(&out, "out", "", "with --score-steps: working directory (one subdirectory per candidate)")
 	f.IntVar(&seqLen, "seq-len", 4096, "with --score-steps: tokens per sequence")
 	f.IntVar(&microBatch, "micro-batch", 8, "with --score-steps: sequences per step")
@@ -277,3 +287,29 @@ one in training from its checkpoint.`,
 	cmd.MarkFlagRequired("model")
 	return cmd
 }
+
+// floatList is a comma-separated list of numbers as a flag value.
+type floatList []float64
+
+func (l *floatList) String() string {
+	var s []string
+	for _, x := range *l {
+		s = append(s, strconv.FormatFloat(x, 'g', -1, 64))
+	}
+	return "[" + strings.Join(s, ",") + "]"
+}
+
+func (l *floatList) Set(v string) error {
+	var out []float64
+	for _, f := range strings.Split(strings.Trim(v, "[]"), ",") {
+		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, x)
+	}
+	*l = out
+	return nil
+}
+
+func (l *floatList) Type() string { return "numbers" }

@@ -3,24 +3,20 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/minitron/minitron/backend/backendtest"
 	"github.com/minitron/minitron/checkpoints"
+	"github.com/minitron/minitron/internal/fixture"
 )
 
 // calibFile writes the fixture's calibration_ids as input_ids.
 func calibFile(t *testing.T, name string) string {
 	t.Helper()
-	g, err := checkpoints.Open(filepath.Join(fixtures, name, "importance.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	ids, shape, err := g.Int64("calibration_ids")
+	ids, shape, err := fixture.Goldens(t, name, "importance.safetensors").Int64("calibration_ids")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +59,7 @@ func TestImportancePruneCommands(t *testing.T) {
 			out := filepath.Join(tmp, "pruned")
 			mustRun(t, "prune", "--model", dir, "--scores", scores, "--hidden-size", fmt.Sprint(pj.Hidden),
 				"--num-attention-heads", fmt.Sprint(pj.Heads), "--intermediate-size", fmt.Sprint(pj.FFN), "--out", out)
+			checkReadable(t, out)
 			lg := filepath.Join(tmp, "logits.safetensors")
 			mustRun(t, "logits", "--model", out, "--input", filepath.Join(dir, "importance.safetensors"), "--output", lg)
 			gl, _ := checkpoints.Open(lg)
@@ -77,14 +74,7 @@ func TestImportancePruneCommands(t *testing.T) {
 	}
 }
 
-func rel(g, w []float32) float64 {
-	var num, den float64
-	for i := range w {
-		num += math.Pow(float64(g[i]-w[i]), 2)
-		den += math.Pow(float64(w[i]), 2)
-	}
-	return math.Sqrt(num / den)
-}
+var rel = backendtest.RelErr[float32]
 
 func TestPruneBadInputs(t *testing.T) {
 	dir := filepath.Join(fixtures, "nemotron-tiny")

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -30,7 +32,8 @@ func newRun() *cobra.Command {
                       step's source model on calibration data (training split)
   prune               slice the source to the step's shape
   distill             retrain the student against the step's teacher's logits
-  eval                validation loss and perplexity of teacher, pruned models and
+  eval                val ce (cross-entropy on the distillation's held-out
+                      sequences) and benchmarks of teacher, pruned models and
                       students; samples from the final student
   export              write the final student as a Hugging Face directory (or GGUF)
 
@@ -52,8 +55,14 @@ target shape, parameter count, token budget, estimated FLOPs and GPU-hours
 at --mfu of --peak-tflops) without reading any file the recipe names; the
 teacher's shape comes from the recipe's teacher_arch. --json prints it as
 {"stages": [{"name", "kind", "source", "teacher", "shape", "out", "tokens", ...}]}.`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New(noRecipe(cmd))
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			setGOROOT()
 			r, err := recipes.Load(args[0], sets)
 			if err != nil {
 				return err
@@ -84,6 +93,8 @@ teacher's shape comes from the recipe's teacher_arch. --json prints it as
 			bars := map[string]*progressbar.ProgressBar{}
 			var stepBar *progressbar.ProgressBar
 			var barStage string
+			var p progress
+			var pStage string
 			lastLog := time.Now()
 			opt := recipes.RunOptions{From: from, Until: until, Backend: be, Log: logWriter{}, Interrupt: interrupt,
 				Progress: func(stage string, done, total int64) {
@@ -103,10 +114,10 @@ teacher's shape comes from the recipe's teacher_arch. --json prints it as
 					}
 				},
 				OnStep: func(stage string, m train.Metric, total int) {
-					desc := stage
-					if m.Loss != nil {
-						desc = fmt.Sprintf("%s: loss %.4f | %.0f tok/s", stage, *m.Loss, m.TokPerS)
+					if stage != pStage { // a new training stage: its own losses
+						p, pStage = progress{}, stage
 					}
+					desc := stage + ": " + p.update(m)
 					if interactive() {
 						if stepBar == nil || barStage != stage {
 							barStage = stage
@@ -137,21 +148,57 @@ teacher's shape comes from the recipe's teacher_arch. --json prints it as
 				for _, s := range sum.Report.Samples {
 					fmt.Fprintf(w, "\nsample from the student (prompt %q):\n%s\n", s.Prompt, indent(s.Text))
 				}
+				fmt.Fprintln(w)
+			}
+			last := len(r.StageNames()) - 1
+			if until != "" {
+				last, _ = r.StageIndex(until)
+			}
+			fmt.Fprintln(w, "outputs:")
+			for _, o := range r.Outputs() {
+				if i, err := r.StageIndex(o.Stage); err == nil && i <= last {
+					fmt.Fprintf(w, "  %-60s %s\n", o.What, o.Path)
+				}
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "redo this stage and those after it (a stage name, or a kind: "+strings.Join(recipes.Stages, ", ")+")")
+	f.StringVar(&from, "from", "", "redo this stage and those after it (a stage name, or a kind: "+strings.Join(recipes.Stages(), ", ")+")")
 	f.StringVar(&until, "until", "", "stop after this stage")
 	f.BoolVar(&plan, "plan", false, "print the stages, shapes, token budgets and compute estimates without reading any file the recipe names")
 	f.BoolVar(&asJSON, "json", false, "with --plan: print the plan as JSON")
 	f.Float64Var(&popt.MFU, "mfu", popt.MFU, "with --plan: model FLOPs utilization assumed for the GPU-hour estimates")
 	f.Float64Var(&popt.PeakTFLOPs, "peak-tflops", popt.PeakTFLOPs, "with --plan: one GPU's dense bf16 peak in TFLOP/s (989: H100 SXM)")
-	f.StringArrayVar(&sets, "set", nil, "override a recipe value, e.g. --set distill.train.steps=100 (repeatable)")
+	f.StringArrayVar(&sets, "set", nil, "override a recipe value: `key.path=value`, e.g. --set distill.train.steps=100 (repeatable)")
 	return cmd
 }
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}
+
+// setGOROOT sets $GOROOT, which recipes use to name the Go source tree as a
+// corpus, from the go command when the environment does not set it.
+func setGOROOT() {
+	if _, ok := os.LookupEnv("GOROOT"); ok {
+		return
+	}
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if g := strings.TrimSpace(string(out)); g != "" {
+			os.Setenv("GOROOT", g)
+		}
+	}
+}
+
+// noRecipe is the message of run without a recipe: its usage and the
+// recipes that come with minitron.
+func noRecipe(cmd *cobra.Command) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "run needs a recipe file\n\nUsage:\n  %s\n\nRecipes shipped in recipes/ of the minitron source:\n", cmd.UseLine())
+	for _, r := range recipes.Shipped() {
+		fmt.Fprintf(&b, "  %-34s %s\n", r.File, r.Summary)
+	}
+	fmt.Fprintf(&b, "\nStart with: minitron run recipes/tiny.yaml (see minitron run --help)")
+	return b.String()
 }

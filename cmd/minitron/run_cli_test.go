@@ -53,9 +53,9 @@ func TestRunPlan(t *testing.T) {
 	}
 }
 
-// goDataset prepares a dataset of n lines of Go with the tiny teacher's
+// tinyGoDataset prepares a dataset of n lines of Go with the tiny teacher's
 // tokenizer, in a temporary directory.
-func goDataset(t *testing.T, n int) (dir, ds string) {
+func tinyGoDataset(t *testing.T, n int) (dir, ds string) {
 	t.Helper()
 	dir = t.TempDir()
 	var text strings.Builder
@@ -71,7 +71,7 @@ func goDataset(t *testing.T, n int) (dir, ds string) {
 // TestCacheTeacherCost: cache-teacher prints the disk cost before it
 // starts, and warns below the top-k the Minitron paper found lossy.
 func TestCacheTeacherCost(t *testing.T) {
-	dir, ds := goDataset(t, 40)
+	dir, ds := tinyGoDataset(t, 40)
 	teacher := "../../models/tiny-teacher"
 	for _, c := range []struct {
 		k    string
@@ -92,7 +92,7 @@ func TestCacheTeacherCost(t *testing.T) {
 // TestCalibrationSplit: importance --val-fraction draws only training
 // sequences of the dataset.
 func TestCalibrationSplit(t *testing.T) {
-	_, ds := goDataset(t, 400)
+	_, ds := tinyGoDataset(t, 400)
 	d, err := data.Open(ds)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/minitron/minitron/generate"
+	"github.com/minitron/minitron/tokenizer"
 )
 
 func newSample() *cobra.Command {
@@ -48,7 +49,7 @@ end.`,
 				return err
 			}
 			var ids []int32
-			var tok textCodec
+			var tok tokenizer.Tokenizer
 			if promptIDs != "" {
 				if ids, err = parseIDs(promptIDs); err != nil {
 					return fmt.Errorf("--prompt-ids: %w", err)
@@ -61,8 +62,8 @@ end.`,
 				if tok, err = openTokenizer(src); err != nil {
 					return err
 				}
-				if ids, err = tok.EncodePrompt(prompt); err != nil {
-					return err
+				if ids = tokenizer.EncodePrompt(tok, prompt); len(ids) == 0 {
+					return fmt.Errorf("the prompt encodes to no tokens")
 				}
 			}
 			if n := len(ids) + opt.MaxNewTokens; n > m.Config.MaxPositions && !allowLong {
@@ -75,15 +76,15 @@ end.`,
 				opt.MaxNewTokens = fit
 			}
 			if !ignoreEOS {
-				for _, e := range m.Config.EOS {
-					opt.Stop = append(opt.Stop, int32(e))
+				if opt.Stop, err = generate.StopTokens(modelDir, m.Config.EOS); err != nil {
+					return err
 				}
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
 			defer out.Flush()
-			var stream *textStream
+			var stream *generate.TextStream
 			if !printIDs && tok != nil {
-				stream = newTextStream(tok, ids)
+				stream = generate.NewTextStream(tok, ids, nil)
 				fmt.Fprint(out, prompt)
 				out.Flush()
 				opt.OnToken = func(_ int, t int32) error {

@@ -1,20 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -106,7 +99,7 @@ flight finish.`,
 				chat.Template, chat.Source = string(b), templatePath
 			}
 			opt.ChatTemplate, opt.SpecialTokens = chat.Template, chat.Specials
-			if opt.Stop, err = stopTokens(modelDir, m.Config.EOS); err != nil {
+			if opt.Stop, err = generate.StopTokens(modelDir, m.Config.EOS); err != nil {
 				return err
 			}
 			opt.MaxBodyBytes = int64(bodyMB * (1 << 20))
@@ -185,137 +178,4 @@ func contextLength(asked, model int, allowLong bool) (int, error) {
 		return 0, fmt.Errorf("--context %d is beyond the model's context of %d tokens (max_position_embeddings); pass --allow-long-context to use it anyway", asked, model)
 	}
 	return asked, nil
-}
-
-// stopTokens are the model's end-of-sequence ids: config.json's and
-// generation_config.json's eos_token_id (end-of-turn tokens of chat models
-// are often only in the latter).
-func stopTokens(dir string, eos []int) ([]int32, error) {
-	var out []int32
-	add := func(id int) {
-		if !slices.Contains(out, int32(id)) {
-			out = append(out, int32(id))
-		}
-	}
-	for _, e := range eos {
-		add(e)
-	}
-	p := filepath.Join(dir, "generation_config.json")
-	b, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var g struct {
-		EOS json.RawMessage `json:"eos_token_id"`
-	}
-	if err := json.Unmarshal(b, &g); err != nil {
-		return nil, fmt.Errorf("%s: invalid JSON: %v", p, err)
-	}
-	var one int
-	var list []int
-	switch {
-	case len(g.EOS) == 0 || string(g.EOS) == "null":
-	case json.Unmarshal(g.EOS, &one) == nil:
-		add(one)
-	case json.Unmarshal(g.EOS, &list) == nil:
-		for _, e := range list {
-			add(e)
-		}
-	default:
-		return nil, fmt.Errorf("%s: eos_token_id must be a number or a list of numbers", p)
-	}
-	return out, nil
-}
-
-func newBenchServe() *cobra.Command {
-	var url, prompt, levels string
-	var requests, maxTokens int
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "serve --url http://127.0.0.1:8080",
-		Short: "Load-test a running server: throughput and p50/p99 latency at several concurrency levels",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var out []map[string]any
-			for _, l := range strings.Split(levels, ",") {
-				c, err := strconv.Atoi(strings.TrimSpace(l))
-				if err != nil || c < 1 {
-					return fmt.Errorf("--concurrency: %q is not a positive number", l)
-				}
-				var mu sync.Mutex
-				var lat []time.Duration
-				tokens, failures := 0, 0
-				next := 0
-				start := time.Now()
-				var wg sync.WaitGroup
-				for range c {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for {
-							mu.Lock()
-							i := next
-							next++
-							mu.Unlock()
-							if i >= requests {
-								return
-							}
-							b, _ := json.Marshal(map[string]any{"prompt": prompt, "max_tokens": maxTokens, "temperature": 0.8, "seed": i})
-							t0 := time.Now()
-							resp, err := http.Post(url+"/v1/completions", "application/json", bytes.NewReader(b))
-							var r struct {
-								Usage struct {
-									CompletionTokens int `json:"completion_tokens"`
-								} `json:"usage"`
-							}
-							if err == nil {
-								json.NewDecoder(resp.Body).Decode(&r)
-								io.Copy(io.Discard, resp.Body)
-								resp.Body.Close()
-							}
-							d := time.Since(t0)
-							mu.Lock()
-							if err != nil || resp.StatusCode != 200 {
-								failures++
-							} else {
-								lat = append(lat, d)
-								tokens += r.Usage.CompletionTokens
-							}
-							mu.Unlock()
-						}
-					}()
-				}
-				wg.Wait()
-				wall := time.Since(start)
-				if len(lat) == 0 {
-					return fmt.Errorf("every request at concurrency %d failed; is the server at %s up?", c, url)
-				}
-				slices.Sort(lat)
-				p := func(q float64) float64 { return lat[min(len(lat)-1, int(q*float64(len(lat))))].Seconds() * 1000 }
-				res := map[string]any{"concurrency": c, "requests": len(lat), "failures": failures, "tokens_per_second": float64(tokens) / wall.Seconds(),
-					"requests_per_second": float64(len(lat)) / wall.Seconds(), "p50_ms": p(0.5), "p99_ms": p(0.99)}
-				out = append(out, res)
-				if !asJSON {
-					fmt.Fprintf(cmd.OutOrStdout(), "concurrency %3d: %6.1f tokens/s, %5.2f requests/s, latency p50 %7.1f ms, p99 %7.1f ms (%d requests, %d failed)\n",
-						c, res["tokens_per_second"], res["requests_per_second"], res["p50_ms"], res["p99_ms"], len(lat), failures)
-				}
-			}
-			if asJSON {
-				b, _ := json.Marshal(out)
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-			}
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&url, "url", "http://127.0.0.1:8080", "server address")
-	f.StringVar(&levels, "concurrency", "1,4,16", "comma-separated numbers of concurrent clients")
-	f.IntVar(&requests, "requests", 32, "requests per concurrency level")
-	f.IntVar(&maxTokens, "max-tokens", 32, "max_tokens of each request")
-	f.StringVar(&prompt, "prompt", "func (s *Server) ", "prompt of each request")
-	f.BoolVar(&asJSON, "json", false, "print one JSON array")
-	return cmd
 }

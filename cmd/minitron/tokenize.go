@@ -2,16 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/spf13/cobra"
 
+	"github.com/minitron/minitron/internal/ordered"
 	"github.com/minitron/minitron/tokenizer"
 )
 
@@ -54,7 +56,7 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 			out := bufio.NewWriterSize(cmd.OutOrStdout(), 1<<20)
 			defer out.Flush()
 			enc := func(s string) []int32 {
-				var ids []int32
+				ids := []int32{} // JSON [] for a text with no tokens
 				if bos {
 					ids = append(ids, tok.BOS())
 				}
@@ -71,6 +73,9 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 						if err != nil && len(strings.TrimSpace(string(line))) > 0 {
 							return nil, fmt.Errorf("stdin line %d: %w", n, err)
 						}
+						if err := checkIDs(ids, tok.VocabSize()); err != nil {
+							return nil, fmt.Errorf("stdin line %d: %w", n, err)
+						}
 						return []byte(tok.Decode(ids)), nil
 					}
 					return []byte(joinIDs(enc(string(line)))), nil
@@ -79,6 +84,9 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 			if !jsonl {
 				if decode {
 					ids, err := parseIDs(text)
+					if err == nil {
+						err = checkIDs(ids, tok.VocabSize())
+					}
 					if err != nil {
 						return fmt.Errorf("--text: %w", err)
 					}
@@ -95,6 +103,9 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 					}
 					if err := json.Unmarshal(line, &in); err != nil || in.IDs == nil {
 						return nil, fmt.Errorf("stdin line %d: want {\"ids\": [...]}, got %.60q", n, line)
+					}
+					if err := checkIDs(*in.IDs, tok.VocabSize()); err != nil {
+						return nil, fmt.Errorf("stdin line %d: %w", n, err)
 					}
 					return json.Marshal(map[string]string{"text": tok.Decode(*in.IDs)})
 				}
@@ -120,6 +131,16 @@ Ids exclude BOS and EOS unless --bos / --eos ask for them.`,
 	return cmd
 }
 
+// checkIDs reports the first id outside a vocabulary of vocab tokens.
+func checkIDs(ids []int32, vocab int) error {
+	for _, id := range ids {
+		if id < 0 || int(id) >= vocab {
+			return fmt.Errorf("token id %d is outside the vocabulary of %d tokens (ids 0 to %d)", id, vocab, vocab-1)
+		}
+	}
+	return nil
+}
+
 func joinIDs(ids []int32) string {
 	var b strings.Builder
 	for i, id := range ids {
@@ -142,154 +163,68 @@ func mapLinesRaw(r io.Reader, w io.Writer, f func(line []byte, n int) ([]byte, e
 	return mapLinesOpt(r, w, true, f)
 }
 
+// lineChunk is a run of input lines and their line numbers (from 1).
+type lineChunk struct {
+	lines [][]byte
+	nums  []int
+}
+
 func mapLinesOpt(r io.Reader, w io.Writer, keepEmpty bool, f func(line []byte, n int) ([]byte, error)) error {
-	type chunk struct {
-		first int
-		lines [][]byte
-		out   [][]byte
-		err   error
-		done  chan struct{}
-	}
-	workers := runtime.GOMAXPROCS(0)
-	jobs := make(chan *chunk, workers)
-	order := make(chan *chunk, 4*workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range jobs {
-				for i, l := range c.lines {
-					o, err := f(l, c.first+i)
-					if err != nil {
-						c.err = err
-						break
-					}
-					c.out = append(c.out, o)
-				}
-				close(c.done)
-			}
-		}()
-	}
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(order)
-		defer close(jobs)
+	read := func(send func(lineChunk) error) error {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 1<<20), 256<<20)
 		n := 0
-		c := &chunk{first: 1, done: make(chan struct{})}
+		var c lineChunk
 		for sc.Scan() {
 			n++
 			line := sc.Bytes()
-			if !keepEmpty && len(strings.TrimSpace(string(line))) == 0 {
+			if !keepEmpty && len(bytes.TrimSpace(line)) == 0 {
 				continue
 			}
 			c.lines = append(c.lines, append([]byte(nil), line...))
+			c.nums = append(c.nums, n)
 			if len(c.lines) == 256 {
-				jobs <- c
-				order <- c
-				c = &chunk{first: n + 1, done: make(chan struct{})}
+				if err := send(c); err != nil {
+					return err
+				}
+				c = lineChunk{}
 			}
+		}
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("reading stdin: %w", err)
 		}
 		if len(c.lines) > 0 {
-			jobs <- c
-			order <- c
+			return send(c)
 		}
-		readErr <- sc.Err()
-	}()
-	var firstErr error
-	for c := range order {
-		<-c.done
-		if firstErr != nil {
-			continue
+		return nil
+	}
+	apply := func(c lineChunk) ([][]byte, error) {
+		out := make([][]byte, len(c.lines))
+		for i, l := range c.lines {
+			o, err := f(l, c.nums[i])
+			if err != nil {
+				return nil, err
+			}
+			out[i] = append(o, '\n')
 		}
-		if c.err != nil {
-			firstErr = c.err
-			continue
-		}
-		for _, o := range c.out {
-			if _, err := w.Write(append(o, '\n')); err != nil {
-				firstErr = err
-				break
+		return out, nil
+	}
+	write := func(out [][]byte) error {
+		for _, o := range out {
+			if _, err := w.Write(o); err != nil {
+				return err
 			}
 		}
+		return nil
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	if err := <-readErr; err != nil {
-		return fmt.Errorf("reading stdin: %w", err)
-	}
-	return nil
-}
-
-// textCodec is what sample needs from a tokenizer.
-type textCodec interface {
-	EncodePrompt(s string) ([]int32, error)
-	Decode(ids []int32) string
-}
-
-type promptCodec struct{ tokenizer.Tokenizer }
-
-// EncodePrompt encodes a prompt with BOS first, when the tokenizer has one.
-func (p promptCodec) EncodePrompt(s string) ([]int32, error) {
-	var ids []int32
-	if b := p.BOS(); b >= 0 {
-		ids = append(ids, b)
-	}
-	ids = p.AppendEncode(ids, s)
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("the prompt encodes to no tokens")
-	}
-	return ids, nil
+	return ordered.Map(context.Background(), runtime.GOMAXPROCS(0), read, apply, write)
 }
 
 // openTokenizer finds a model directory's tokenizer.
-func openTokenizer(dir string) (textCodec, error) {
+func openTokenizer(dir string) (tokenizer.Tokenizer, error) {
 	tok, err := tokenizer.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("--prompt needs the model's tokenizer: %w (or use --prompt-ids)", err)
 	}
-	return promptCodec{tok}, nil
-}
-
-// textStream turns generated ids into text incrementally: it decodes the
-// whole sequence and emits what is new, holding back a trailing partial
-// UTF-8 character (shown as U+FFFD) until it completes.
-type textStream struct {
-	tok     textCodec
-	ids     []int32
-	emitted string
-	prompt  string
-}
-
-func newTextStream(tok textCodec, prompt []int32) *textStream {
-	s := &textStream{tok: tok, ids: append([]int32(nil), prompt...)}
-	s.prompt = tok.Decode(s.ids)
-	return s
-}
-
-func (s *textStream) text() string { return strings.TrimPrefix(s.tok.Decode(s.ids), s.prompt) }
-
-// Add appends a token and returns the newly complete text.
-func (s *textStream) Add(id int32) string {
-	s.ids = append(s.ids, id)
-	t := s.text()
-	if strings.HasSuffix(t, "\uFFFD") || !strings.HasPrefix(t, s.emitted) {
-		return ""
-	}
-	d := t[len(s.emitted):]
-	s.emitted = t
-	return d
-}
-
-// Flush returns whatever has not been emitted yet.
-func (s *textStream) Flush() string {
-	t := s.text()
-	if strings.HasPrefix(t, s.emitted) {
-		return t[len(s.emitted):]
-	}
-	return ""
+	return tok, nil
 }

@@ -4,18 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/train"
 )
 
 func newTrain() *cobra.Command {
 	var cfgPath, out string
 	var sets []string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "train --config FILE.yaml --out DIR [--set key=value]...",
 		Short: "Train a model (fresh or from a checkpoint) on prepared datasets",
@@ -54,7 +55,9 @@ checkpoint-NNNNNNN directories (Hugging Face layout plus optimizer state,
 written atomically) and, at the end, DIR/final with the exported model.
 Rerunning the same command resumes from the newest complete checkpoint and
 gives bit-identical results to an uninterrupted run. Ctrl-C finishes the
-current step, writes a checkpoint and exits.`,
+current step, writes a checkpoint and exits.
+
+` + dataParallelHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := train.Load(cfgPath, sets)
@@ -63,47 +66,57 @@ current step, writes a checkpoint and exits.`,
 			}
 			y, _ := cfg.YAML()
 			fmt.Fprintf(os.Stderr, "effective configuration:\n%s\n", y)
-			be, err := openBackend(cfg.Device)
+			devs, err := openTraining(cmd.Context(), cfg, timeout)
 			if err != nil {
 				return err
 			}
-			res, err := runTraining(cmd, cfg, out, be, nil, nil)
-			if err != nil {
+			opt := train.RunOptions{Backend: devs.single}
+			if devs.parallel() {
+				opt.Replicas, opt.Group = devs.replicas(), devs.group
+			}
+			res, err := runTraining(cmd, cfg, out, opt)
+			if err != nil || !devs.writes() {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "trained %d steps (%d tokens): train loss %.4f, validation loss %.4f; model in %s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "trained %d steps (%d tokens): loss %.4f, validation ce %.4f; model in %s\n",
 				res.Steps, res.Tokens, res.TrainLoss, res.ValLoss, res.FinalDir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "training configuration (YAML)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (created; an existing run there is resumed)")
-	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value, e.g. --set train.steps=100 (repeatable)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a configuration value: `key.path=value`, e.g. --set train.steps=100 (repeatable)")
+	addRendezvousTimeout(cmd, &timeout)
 	cmd.MarkFlagRequired("config")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
 
-// runTraining runs train.Run with a progress bar, SIGINT handling and
-// optional objective (distillation).
-func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.Backend, obj train.Objective, extra func() map[string]float64) (*train.Result, error) {
+// dataParallelHelp explains multi-GPU runs in the help of train and distill.
+const dataParallelHelp = `With device: cuda the run uses every visible GPU (cuda:0,1,... a subset),
+one goroutine per GPU, data-parallel over NCCL with the optimizer state
+sharded: the global batch stays micro_batch × accumulation sequences, the
+accumulation micro-batches are split between the GPUs (accumulation must
+be a multiple of their number), so any number of GPUs follows the same
+trajectory. Over several nodes, start one process per node with torchrun
+(--nproc_per_node=1; WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT) or srun
+(--ntasks-per-node=1; SLURM_PROCID, SLURM_NTASKS, the job's first host);
+the processes meet at MASTER_ADDR:MASTER_PORT, --out must be a folder all
+nodes share, and rank 0 writes the logs and the model.`
+
+// runTraining runs train.Run with a progress bar and SIGINT handling;
+// opt holds the device(s) and the objective (distillation).
+func runTraining(cmd *cobra.Command, cfg *train.Config, out string, opt train.RunOptions) (*train.Result, error) {
 	interrupt, stop := onInterrupt()
 	defer stop()
 	var bar *progressbar.ProgressBar
 	lastLog := time.Now()
-	var loss, val float64
+	var p progress
 	onStep := func(m train.Metric, total int) {
-		if m.Loss != nil {
-			loss = *m.Loss
+		desc := p.update(m)
+		if m.ValCE != nil && !interactive() {
+			return // train.Run logs each validation
 		}
-		if m.ValLoss != nil {
-			val = *m.ValLoss
-		}
-		desc := fmt.Sprintf("loss %.4f", loss)
-		if val > 0 {
-			desc += fmt.Sprintf(" | val %.4f", val)
-		}
-		desc += fmt.Sprintf(" | %.0f tok/s", m.TokPerS)
 		if interactive() {
 			if bar == nil {
 				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(25),
@@ -119,8 +132,8 @@ func runTraining(cmd *cobra.Command, cfg *train.Config, out string, be backend.B
 			lastLog = time.Now()
 		}
 	}
-	res, err := train.Run(cmd.Context(), cfg, train.RunOptions{Out: out, Backend: be, Objective: obj, OnStep: onStep,
-		Log: logWriter{}, Interrupt: interrupt, Extra: extra})
+	opt.Out, opt.OnStep, opt.Log, opt.Interrupt = out, onStep, logWriter{}, interrupt
+	res, err := train.Run(cmd.Context(), cfg, opt)
 	if bar != nil {
 		bar.Finish()
 		fmt.Fprintln(os.Stderr)
@@ -139,4 +152,42 @@ func (logWriter) Write(p []byte) (int, error) {
 		fmt.Fprint(os.Stderr, "\r\033[K")
 	}
 	return os.Stderr.Write(p)
+}
+
+// progress is the one-line state of a training or distillation run: the
+// latest step's loss (the objective; a distillation's kl when that is all
+// it optimizes), the latest validation's cross-entropy on the held-out
+// split (val ce), and the training throughput.
+type progress struct {
+	step, val string
+	tokPerS   float64
+}
+
+// update takes a metrics line and returns the line to show.
+func (p *progress) update(m train.Metric) string {
+	if m.Loss != nil {
+		kl, hasKL := m.Extra["kl"]
+		switch {
+		case hasKL && len(m.Extra) == 1:
+			p.step = fmt.Sprintf("kl %.4f", kl)
+		case hasKL:
+			p.step = fmt.Sprintf("loss %.4f (kl %.4f)", *m.Loss, kl)
+		default:
+			p.step = fmt.Sprintf("loss %.4f", *m.Loss)
+		}
+		p.tokPerS = m.TokPerS
+	}
+	if m.ValCE != nil {
+		p.val = fmt.Sprintf("val ce %.4f", *m.ValCE)
+	}
+	parts := []string{}
+	for _, s := range []string{p.step, p.val} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if p.tokPerS > 0 {
+		parts = append(parts, fmt.Sprintf("%.0f tok/s", p.tokPerS))
+	}
+	return strings.Join(parts, " | ")
 }

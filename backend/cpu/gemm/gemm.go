@@ -1,7 +1,7 @@
 // Package gemm is the float32 matrix multiply of the CPU backend: cache-blocked
-// (BLIS-style packing of A and B panels), parallel over cores, with an
-// assembly FMA micro-kernel (AVX-512 or AVX2, chosen at run time) and a pure
-// Go fallback.
+// (BLIS-style packing of B panels; A read in place through its strides),
+// parallel over cores, with an assembly FMA micro-kernel (AVX-512 or AVX2,
+// chosen at run time) and a pure Go fallback.
 package gemm
 
 import (
@@ -16,17 +16,36 @@ type archImpl struct {
 	name   string
 	mr, nr int // micro-tile rows and columns
 	lanes  int // float32 lanes per vector register
-	// kernel computes C[mr×nr] += Apanel·Bpanel for packed panels of depth kc.
-	kernel func(kc int, a, b, c []float32, ldc int)
-	// dot4 writes lane partial sums of a[:n]·b[r*ldb:][:n], r=0..3, to out[r*lanes:];
-	// n is a multiple of 2*lanes.
-	dot4 func(n int, a, b []float32, ldb int, out []float32)
+	kernel kernelFunc
 	// dotRows writes out[r] = a[:n]·b[r*ldb:][:n] for r < rows; n is a
 	// multiple of 4*lanes.
 	dotRows func(n int, a, b []float32, ldb, rows int, out []float32)
 }
 
-var arch = archImpl{name: "generic", mr: 4, nr: 8, kernel: kernelGeneric}
+// kernelFunc computes, for t < panels, C_t[mr×nr] = alpha·A·B_t, or
+// C_t += alpha·A·B_t when acc, over a depth of kc, where A(r, p) =
+// a[r*rs + p*ks], B_t is the packed panel at b[t*bp:] (B_t(p, q) =
+// b[t*bp + p*nr + q]) and C_t starts at c[t*nr] with row stride ldc: one
+// row panel of A against consecutive column panels of B.
+type kernelFunc func(kc int, a []float32, rs, ks int, b []float32, bp int, c []float32, ldc int, alpha float32, acc bool, panels int)
+
+var generic = archImpl{name: "generic", mr: 4, nr: 8, kernel: kernelGeneric}
+
+var arch = generic
+
+// avx2x12 is the AVX-512 kernel's twelve-row addressing in AVX2 registers
+// (12×8), set where the machine has AVX2: tests run it where AVX-512 is
+// missing.
+var avx2x12 archImpl
+
+// copyRows, where the machine has it, copies rows rows of w floats from
+// src (row stride ss) to dst (row stride ds) and returns true, or returns
+// false when w is not one of the widths it has (6, 12, 16, 32).
+var copyRows func(w int, dst []float32, ds int, src []float32, ss, rows int) bool
+
+// transpose, where the machine has it, writes dst[p*ds + q] = src[q*ss + p]
+// for q < 8 and p < k rounded down to a multiple of 8.
+var transpose func(dst []float32, ds int, src []float32, ss, k int)
 
 // forceGeneric lets MINITRON_GEMM=generic|avx2 cap the kernel choice, for
 // testing every path on one machine.
@@ -44,29 +63,32 @@ func forceGeneric(level string) bool {
 // Kernel names the micro-kernel in use ("avx512", "avx2" or "generic").
 func Kernel() string { return arch.name }
 
-// Cache blocking: a kc×nr panel of B and an mr×kc panel of A are the
-// micro-kernel's working set; mc×kc of A stays in L2 across the nc columns.
+// RowsPerTile is the number of rows of C the micro-kernel computes at once;
+// products whose row count is a multiple of it need no padding.
+func RowsPerTile() int { return arch.mr }
+
+// Cache blocking: a kc×nr panel of B and an mr×kc block of A are the
+// micro-kernel's working set (L1); a kc×nc block of packed B (bBlock floats,
+// 1 MB, at most: L2 or L3) stays cached while every row panel of A passes
+// over it. A larger block reads A fewer times; at the tiny recipe's shapes
+// 1 MB ran 1–6% faster than 512 KB and as fast as 2 or 4 MB (interleaved
+// single-core measurements).
 const (
-	kc = 256
-	mc = 144
-	nc = 2048
+	kc     = 256
+	bBlock = 256 << 10
 )
 
-// Threads bounds the number of goroutines one call uses (default GOMAXPROCS).
-var Threads = 0
-
-func threads() int {
-	if Threads > 0 {
-		return Threads
-	}
-	return runtime.GOMAXPROCS(0)
+// ncFor is the width of the packed B block for a depth of kb.
+func ncFor(kb int) int {
+	return max(arch.nr, bBlock/max(kb, 1)/arch.nr*arch.nr)
 }
 
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices, where
 // op(A) is m×k, op(B) is k×n and C is m×n with row stride ldc. op(X) is X, or
-// Xᵀ when trans is set: A is then stored k×m with row stride lda.
+// Xᵀ when trans is set: A is then stored k×m with row stride lda. It runs on
+// up to GOMAXPROCS goroutines.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	sgemm(threads(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	sgemm(runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 // Serial is Sgemm on the calling goroutine only, for callers that already
@@ -79,13 +101,20 @@ func sgemm(workers int, transA, transB bool, m, n, k int, alpha float32, a []flo
 	if m == 0 || n == 0 {
 		return
 	}
-	scaleC(m, n, beta, c, ldc)
 	if k == 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
 		return
 	}
 	if !transA && transB && m < arch.mr/2 && arch.dotRows != nil {
+		scaleC(m, n, beta, c, ldc)
 		gemvT(workers, m, n, k, alpha, a, lda, b, ldb, c, ldc)
 		return
+	}
+	// beta 0 and 1 need no pass over C: the first block of depth stores
+	// (or adds to) C directly.
+	acc := beta != 0
+	if beta != 0 && beta != 1 {
+		scaleC(m, n, beta, c, ldc)
 	}
 	if flops := m * n * k; flops < 64*64*64 {
 		workers = 1
@@ -96,14 +125,14 @@ func sgemm(workers int, transA, transB bool, m, n, k int, alpha float32, a []flo
 		parts := split(nt, workers)
 		parallel(len(parts)-1, func(w int) {
 			j0, j1 := parts[w]*arch.nr, min(parts[w+1]*arch.nr, n)
-			blocked(transA, transB, m, j1-j0, k, alpha, a, lda, offsetB(b, ldb, transB, j0), ldb, c[j0:], ldc)
+			blocked(transA, transB, m, j1-j0, k, alpha, a, lda, offsetB(b, ldb, transB, j0), ldb, acc, c[j0:], ldc)
 		})
 		return
 	}
 	parts := split(mt, workers)
 	parallel(len(parts)-1, func(w int) {
 		i0, i1 := parts[w]*arch.mr, min(parts[w+1]*arch.mr, m)
-		blocked(transA, transB, i1-i0, n, k, alpha, offsetA(a, lda, transA, i0), lda, b, ldb, c[i0*ldc:], ldc)
+		blocked(transA, transB, i1-i0, n, k, alpha, offsetA(a, lda, transA, i0), lda, b, ldb, acc, c[i0*ldc:], ldc)
 	})
 }
 
@@ -119,6 +148,14 @@ func offsetB(b []float32, ldb int, trans bool, j0 int) []float32 {
 		return b[j0*ldb:]
 	}
 	return b[j0:]
+}
+
+// strides returns the row and depth strides of op(A) stored with row stride lda.
+func strides(trans bool, lda int) (rs, ks int) {
+	if trans {
+		return 1, lda
+	}
+	return lda, 1
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
@@ -192,124 +229,131 @@ type workspace struct {
 	tile []float32
 }
 
-var pool = sync.Pool{New: func() any {
-	return &workspace{
-		a:    make([]float32, (mc+arch.mr)*kc),
-		b:    make([]float32, kc*(nc+arch.nr)),
-		tile: make([]float32, arch.mr*arch.nr),
-	}
-}}
+var pool = sync.Pool{New: func() any { return newWorkspace() }}
 
-// blocked runs the packed, cache-blocked loops on one goroutine: C += alpha*op(A)*op(B).
-func blocked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+// maxMR and maxNR bound the tiles of every kernel, so a workspace serves
+// whichever is in use.
+const maxMR, maxNR = 12, 32
+
+func newWorkspace() *workspace {
+	return &workspace{
+		a:    make([]float32, maxMR*kc),
+		b:    make([]float32, bBlock+kc*maxNR),
+		tile: make([]float32, maxMR*maxNR),
+	}
+}
+
+// blocked runs the cache-blocked loops on one goroutine: C = alpha*op(A)*op(B)
+// (+ C when acc).
+func blocked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, acc bool, c []float32, ldc int) {
 	ws := pool.Get().(*workspace)
 	defer pool.Put(ws)
+	rs, ks := strides(transA, lda)
+	for p0 := 0; p0 < k; p0 += kc {
+		kb := min(kc, k-p0)
+		nc := ncFor(kb)
+		for j0 := 0; j0 < n; j0 += nc {
+			nb := min(nc, n-j0)
+			packB(ws.b, b, ldb, transB, p0, kb, j0, nb, kb)
+			mul(m, nb, kb, alpha, a[p0*ks:], rs, ks, transA, ws.b, kb, acc || p0 > 0, c[j0:], ldc, ws)
+		}
+	}
+}
+
+// mul computes C[m×n] = alpha·A·B (+ C when acc) for A(i, p) = a[i*rs + p*ks]
+// and B packed in panels of depth kp ≥ k (panel j at bp[j*kp*nr:]). Row
+// panels of A are read in place, except a last partial one (zero-padded
+// into the workspace) and, when pack is set (A stored transposed, so a
+// panel's rows are spread over k lines), every one: packed once, it serves
+// all of B's panels from L1.
+func mul(m, n, k int, alpha float32, a []float32, rs, ks int, pack bool, bp []float32, kp int, acc bool, c []float32, ldc int, ws *workspace) {
 	mr, nr := arch.mr, arch.nr
-	for j0 := 0; j0 < n; j0 += nc {
-		nb := min(nc, n-j0)
-		for p0 := 0; p0 < k; p0 += kc {
-			kb := min(kc, k-p0)
-			packB(ws.b, b, ldb, transB, p0, kb, j0, nb, nr)
-			for i0 := 0; i0 < m; i0 += mc {
-				mb := min(mc, m-i0)
-				packA(ws.a, a, lda, transA, i0, mb, p0, kb, mr, alpha)
-				for ir := 0; ir < mb; ir += mr {
-					ap := ws.a[ir*kb:]
-					rows := min(mr, mb-ir)
-					for jr := 0; jr < nb; jr += nr {
-						bp := ws.b[jr*kb:]
-						cols := min(nr, nb-jr)
-						cij := c[(i0+ir)*ldc+j0+jr:]
-						if rows == mr && cols == nr {
-							arch.kernel(kb, ap, bp, cij, ldc)
-							continue
-						}
-						t := ws.tile
-						clear(t)
-						arch.kernel(kb, ap, bp, t, nr)
-						for r := range rows {
-							dst := cij[r*ldc : r*ldc+cols]
-							for q, v := range t[r*nr : r*nr+cols] {
-								dst[q] += v
-							}
-						}
+	full := n / nr // column panels the kernel stores in place
+	for i := 0; i < m; i += mr {
+		rows := min(mr, m-i)
+		ap, ars, aks := a[i*rs:], rs, ks
+		if rows < mr || pack {
+			ap, ars, aks = packA(ws.a, ap, rs, ks, rows, k), 1, mr
+		}
+		j0 := 0
+		if rows == mr && full > 0 {
+			arch.kernel(k, ap, ars, aks, bp, kp*nr, c[i*ldc:], ldc, alpha, acc, full)
+			j0 = full * nr
+		}
+		for j := j0; j < n; j += nr {
+			// A partial tile: computed aside, its rows and columns copied.
+			cols := min(nr, n-j)
+			t := ws.tile
+			arch.kernel(k, ap, ars, aks, bp[j*kp:], kp*nr, t, nr, alpha, false, 1)
+			for r := range rows {
+				dst := c[(i+r)*ldc+j : (i+r)*ldc+j+cols]
+				src := t[r*nr : r*nr+cols]
+				if acc {
+					for q, v := range src {
+						dst[q] += v
 					}
-				}
-			}
-		}
-	}
-}
-
-// packA copies alpha*op(A)[i0:i0+mb, p0:p0+kb] into micro-panels of mr rows,
-// each stored k-major (mr values per k), zero-padding the last panel.
-func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int, alpha float32) {
-	for ir := 0; ir < mb; ir += mr {
-		panel := dst[ir*kb : ir*kb+mr*kb]
-		rows := min(mr, mb-ir)
-		if rows < mr {
-			clear(panel)
-		}
-		if trans {
-			// op(A) row i is column i of A: walk A's rows, reading the
-			// panel's rows contiguously.
-			for p := range kb {
-				src := a[(p0+p)*lda+i0+ir : (p0+p)*lda+i0+ir+rows]
-				dst := panel[p*mr : p*mr+rows]
-				if alpha == 1 {
+				} else {
 					copy(dst, src)
-					continue
 				}
-				for r, v := range src {
-					dst[r] = alpha * v
-				}
-			}
-			continue
-		}
-		if rows == mr && mr == 12 {
-			packRows12(panel, a, lda, i0+ir, p0, kb, alpha)
-			continue
-		}
-		for r := range rows {
-			i := i0 + ir + r
-			src := a[i*lda+p0 : i*lda+p0+kb]
-			for p, v := range src {
-				panel[p*mr+r] = alpha * v
 			}
 		}
 	}
 }
 
-// packRows12 interleaves 12 rows of A, k-major: it reads the 12 rows in
-// lockstep and writes the panel sequentially.
-func packRows12(panel, a []float32, lda, i, p0, kb int, alpha float32) {
-	var rows [12][]float32
+// packA copies rows < mr rows of A (A(r, p) = a[r*rs + p*ks], p < k) into a
+// zero-padded panel of mr rows, k-major, and returns it.
+func packA(dst, a []float32, rs, ks, rows, k int) []float32 {
+	mr := arch.mr
+	panel := dst[:mr*k]
+	if rows < mr {
+		clear(panel)
+	}
+	if rs == 1 && rows == mr && copyRows != nil && copyRows(mr, panel, mr, a, ks, k) {
+		return panel // each depth step was mr contiguous values
+	}
 	for r := range rows {
-		rows[r] = a[(i+r)*lda+p0 : (i+r)*lda+p0+kb]
+		for p := range k {
+			panel[p*mr+r] = a[r*rs+p*ks]
+		}
 	}
-	for p := range kb {
-		d := panel[p*12 : p*12+12 : p*12+12]
-		d[0], d[1], d[2], d[3] = alpha*rows[0][p], alpha*rows[1][p], alpha*rows[2][p], alpha*rows[3][p]
-		d[4], d[5], d[6], d[7] = alpha*rows[4][p], alpha*rows[5][p], alpha*rows[6][p], alpha*rows[7][p]
-		d[8], d[9], d[10], d[11] = alpha*rows[8][p], alpha*rows[9][p], alpha*rows[10][p], alpha*rows[11][p]
-	}
+	return panel
 }
 
-// packB copies op(B)[p0:p0+kb, j0:j0+nb] into micro-panels of nr columns,
-// each stored k-major (nr values per k), zero-padding the last panel.
-func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
+// packB copies op(B)[p0:p0+kb, j0:j0+nb] into panels of nr columns, each
+// of depth kp ≥ kb stored k-major (nr values per k), zero-padding the last
+// panel's missing columns.
+func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, kp int) {
+	nr := arch.nr
 	for jr := 0; jr < nb; jr += nr {
-		panel := dst[jr*kb : jr*kb+nr*kb]
+		panel := dst[jr*kp : jr*kp+nr*kb]
 		cols := min(nr, nb-jr)
 		if cols < nr {
 			clear(panel)
 		}
 		if trans {
-			for q := range cols {
+			q0 := 0
+			if transpose != nil {
+				// Blocks of 8 columns by 8 depth steps, transposed in registers.
+				k8 := kb &^ 7
+				for ; q0+8 <= cols && k8 > 0; q0 += 8 {
+					transpose(panel[q0:], nr, b[(j0+jr+q0)*ldb+p0:], ldb, k8)
+					for q := q0; q < q0+8; q++ {
+						src := b[(j0+jr+q)*ldb+p0 : (j0+jr+q)*ldb+p0+kb]
+						for p := k8; p < kb; p++ {
+							panel[p*nr+q] = src[p]
+						}
+					}
+				}
+			}
+			for q := q0; q < cols; q++ {
 				src := b[(j0+jr+q)*ldb+p0 : (j0+jr+q)*ldb+p0+kb]
 				for p, v := range src {
 					panel[p*nr+q] = v
 				}
 			}
+			continue
+		}
+		if cols == nr && copyRows != nil && copyRows(nr, panel, nr, b[p0*ldb+j0+jr:], ldb, kb) {
 			continue
 		}
 		for p := range kb {
@@ -319,30 +363,83 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
 	}
 }
 
-// kernelGeneric is the portable micro-kernel for a 4×8 tile.
-func kernelGeneric(kb int, a, b, c []float32, ldc int) {
-	var acc [4][8]float32
-	for p := range kb {
-		ap := a[p*4 : p*4+4]
-		bp := b[p*8 : p*8+8]
-		for r, av := range ap {
-			row := &acc[r]
-			for q, bv := range bp {
-				row[q] += av * bv
+// kernelGeneric is the portable micro-kernel for 4×8 tiles.
+func kernelGeneric(kb int, a []float32, rs, ks int, b []float32, bp int, c []float32, ldc int, alpha float32, acc bool, panels int) {
+	for pn := range panels {
+		var t [4][8]float32
+		bt := b[pn*bp:]
+		for p := range kb {
+			bv := bt[p*8 : p*8+8]
+			for r := range 4 {
+				av := a[r*rs+p*ks]
+				row := &t[r]
+				for q, x := range bv {
+					row[q] += av * x
+				}
+			}
+		}
+		for r := range 4 {
+			dst := c[r*ldc+pn*8 : r*ldc+pn*8+8]
+			for q := range dst {
+				if acc {
+					dst[q] += alpha * t[r][q]
+				} else {
+					dst[q] = alpha * t[r][q]
+				}
 			}
 		}
 	}
-	for r := range 4 {
-		dst := c[r*ldc : r*ldc+8]
-		for q := range dst {
-			dst[q] += acc[r][q]
+}
+
+// Panels is op(B) packed once for several products against it (MulPanels):
+// the keys and values of an attention head, used by every block of queries.
+type Panels struct {
+	buf  []float32
+	k, n int
+}
+
+// Pack packs op(B) of k×n: B is stored k×n, or n×k when trans, with row
+// stride ldb. The storage is reused across calls.
+func (p *Panels) Pack(trans bool, k, n int, b []float32, ldb int) {
+	size := ceilDiv(n, arch.nr) * arch.nr * k
+	if cap(p.buf) < size {
+		p.buf = make([]float32, size)
+	}
+	p.buf, p.k, p.n = p.buf[:size], k, n
+	if k > 0 {
+		packB(p.buf, b, ldb, trans, 0, k, 0, n, k)
+	}
+}
+
+// MulPanels computes C[m×n] = alpha·op(A)·B[0:k, 0:n] (+ C when acc) on
+// the calling goroutine, where B is p (n ≤ its width, k ≤ its depth) and
+// op(A) is m×k: A is stored m×k, or k×m when transA, with row stride lda.
+func MulPanels(transA bool, m, n, k int, alpha float32, a []float32, lda int, p *Panels, acc bool, c []float32, ldc int) {
+	if k > p.k || n > p.n {
+		panic("gemm: MulPanels beyond its panels")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 {
+		if !acc {
+			scaleC(m, n, 0, c, ldc)
 		}
+		return
+	}
+	ws := pool.Get().(*workspace)
+	defer pool.Put(ws)
+	rs, ks := strides(transA, lda)
+	for p0 := 0; p0 < k; p0 += kc {
+		kb := min(kc, k-p0)
+		mul(m, n, kb, alpha, a[p0*ks:], rs, ks, transA, p.buf[p0*arch.nr:], p.k, acc || p0 > 0, c, ldc, ws)
 	}
 }
 
 // gemvT handles few rows of A against a transposed B (the decode case,
 // x·Wᵀ with W stored [n,k]): each worker streams its block of W's rows once
 // per row of A, sequentially, which is what memory bandwidth rewards.
+// C must already hold beta·C.
 func gemvT(workers, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	if n*k < 1<<16 {
 		workers = 1

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -42,21 +43,21 @@ func kernels(t *testing.T) []archImpl {
 	// Every kernel this machine can run, plus the portable one.
 	impls := []archImpl{arch}
 	if arch.name != "generic" {
-		impls = append(impls, archImpl{name: "generic", mr: 4, nr: 8, kernel: kernelGeneric})
+		impls = append(impls, generic)
+	}
+	if avx2x12.kernel != nil {
+		impls = append(impls, avx2x12)
 	}
 	return impls
 }
 
 func TestSgemm(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	shapes := [][3]int{{1, 1, 1}, {1, 7, 5}, {3, 100, 70}, {2, 33, 64}, {5, 64, 300}, {13, 33, 17}, {12, 32, 256}, {37, 71, 300}, {150, 40, 600}, {200, 2100, 9}, {64, 64, 0}}
+	shapes := [][3]int{{1, 1, 1}, {1, 7, 5}, {3, 100, 70}, {2, 33, 64}, {5, 64, 300}, {13, 33, 17}, {12, 32, 256}, {37, 71, 300}, {150, 40, 600}, {200, 2100, 9}, {20, 700, 300}, {64, 64, 0}}
 	saved := arch
 	defer func() { arch = saved }()
 	for _, impl := range kernels(t) {
 		arch = impl
-		pool.New = func() any {
-			return &workspace{a: make([]float32, (mc+arch.mr)*kc), b: make([]float32, kc*(nc+arch.nr)), tile: make([]float32, arch.mr*arch.nr)}
-		}
 		for _, s := range shapes {
 			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
 				for _, ab := range [][2]float32{{1, 0}, {0.5, 1}, {-2, 0.25}} {
@@ -73,6 +74,7 @@ func TestSgemm(t *testing.T) {
 						a := randSlice(r, max(m, k)*lda+1)
 						b := randSlice(r, max(n, k)*ldb+1)
 						c := randSlice(r, m*ldc)
+						orig := slices.Clone(c)
 						want := ref(tr[0], tr[1], m, n, k, ab[0], a, lda, b, ldb, ab[1], c, ldc)
 						Sgemm(tr[0], tr[1], m, n, k, ab[0], a, lda, b, ldb, ab[1], c, ldc)
 						for i := range m {
@@ -86,8 +88,8 @@ func TestSgemm(t *testing.T) {
 								}
 							}
 							for j := n; j < ldc; j++ { // padding beyond n untouched
-								if i*ldc+j < len(c) && math.IsNaN(float64(c[i*ldc+j])) {
-									t.Fatalf("padding written")
+								if p := i*ldc + j; c[p] != orig[p] {
+									t.Fatalf("padding C[%d,%d] written: %v, was %v", i, j, c[p], orig[p])
 								}
 							}
 						}
@@ -151,6 +153,96 @@ func BenchmarkGemvStream(bm *testing.B) {
 	for range bm.N {
 		for i, s := range shapes {
 			Sgemm(false, true, 1, s.n, s.k, 1, x, s.k, ws[i], s.k, 0, y, s.n)
+		}
+	}
+}
+
+func TestMulPanels(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	saved := arch
+	defer func() { arch = saved }()
+	for _, impl := range kernels(t) {
+		arch = impl
+		for _, s := range [][5]int{{1, 1, 1, 1, 1}, {7, 5, 9, 9, 5}, {64, 32, 100, 64, 40}, {13, 33, 300, 300, 33}, {30, 7, 40, 0, 10}} {
+			m, n, kp, k, np := s[0], s[1], s[2], s[3], s[4] // panels of depth kp and width np, used to depth k and width n
+			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+				for _, acc := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%s/%dx%dx%d/of%dx%d/tA=%v/tB=%v/acc=%v", impl.name, m, n, k, kp, np, tr[0], tr[1], acc), func(t *testing.T) {
+						lda, ldb, ldc := k+2, np+3, n+1
+						if tr[0] {
+							lda = m + 2
+						}
+						if tr[1] {
+							ldb = kp + 3
+						}
+						a := randSlice(r, max(m, k)*lda+1)
+						b := randSlice(r, max(np, kp)*ldb+1)
+						c := randSlice(r, m*ldc)
+						var p Panels
+						p.Pack(tr[1], kp, np, b, ldb)
+						beta := float32(0)
+						if acc {
+							beta = 1
+						}
+						want := ref(tr[0], tr[1], m, n, k, 0.75, a, lda, b, ldb, beta, c, ldc)
+						MulPanels(tr[0], m, n, k, 0.75, a, lda, &p, acc, c, ldc)
+						for i := range m {
+							for j := range n {
+								got, w := float64(c[i*ldc+j]), want[i*n+j]
+								if math.Abs(got-w) > 1e-4*(1+math.Abs(w)) {
+									t.Fatalf("C[%d,%d] = %v, want %v", i, j, got, w)
+								}
+							}
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+func TestCopyRowsAndTranspose(t *testing.T) {
+	if copyRows == nil {
+		t.Skip("no assembly copies on this machine")
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, w := range []int{6, 12, 16, 32} {
+		for _, rows := range []int{0, 1, 7} {
+			src := randSlice(r, 7*(w+5))
+			dst := make([]float32, 7*(w+3))
+			if !copyRows(w, dst, w+3, src, w+5, rows) {
+				t.Fatalf("width %d not copied", w)
+			}
+			for i := range 7 {
+				for j := range w + 3 {
+					want := float32(0)
+					if i < rows && j < w {
+						want = src[i*(w+5)+j]
+					}
+					if dst[i*(w+3)+j] != want {
+						t.Fatalf("width %d, %d rows: dst[%d][%d] = %v, want %v", w, rows, i, j, dst[i*(w+3)+j], want)
+					}
+				}
+			}
+		}
+	}
+	if copyRows(5, nil, 0, nil, 0, 0) {
+		t.Fatal("width 5 claimed")
+	}
+	for _, k := range []int{8, 13, 24} {
+		src := randSlice(r, 8*(k+3))
+		dst := make([]float32, k*10)
+		transpose(dst, 10, src, k+3, k)
+		for p := range k {
+			for q := range 10 {
+				want := float32(0)
+				if q < 8 && p < k&^7 {
+					want = src[q*(k+3)+p]
+				}
+				if dst[p*10+q] != want {
+					t.Fatalf("k=%d: dst[%d][%d] = %v, want %v", k, p, q, dst[p*10+q], want)
+				}
+			}
 		}
 	}
 }

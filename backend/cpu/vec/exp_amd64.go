@@ -15,6 +15,48 @@ func expAVX512(p *float32, n int)
 //go:noescape
 func expAVX2(p *float32, n int)
 
+//go:noescape
+func expSumAVX2(dst, src *float32, n int, scale, shift float32) float64
+
+//go:noescape
+func maxAVX2(p *float32, n int) float32
+
+//go:noescape
+func sumAVX2(v *float32, n int) float64
+
+//go:noescape
+func sumSqDevAVX2(v *float32, n int, mean float64) float64
+
+//go:noescape
+func dotAVX2(x, y *float32, n int) float64
+
+//go:noescape
+func dotDiffAVX2(w, x, y *float32, n int) float64
+
+//go:noescape
+func normAVX2(out, x, w, b *float32, n int, mean, rstd float32)
+
+//go:noescape
+func normGradInAVX2(xhat, dy, x, grad, w *float32, aw, ab *float64, n int, mean, rstd float32)
+
+//go:noescape
+func normGradOutAVX2(dx, dy, xhat *float32, n int, rstd, mdy, mdyx float32)
+
+//go:noescape
+func rotateAVX2(x1, x2, cos, sin *float32, n int)
+
+//go:noescape
+func relu2AVX2(out, x *float32, n int)
+
+//go:noescape
+func relu2GradAVX2(dx, dout, x *float32, n int)
+
+//go:noescape
+func axpbyAVX2(dst, x, y *float32, n int, a, b float32)
+
+//go:noescape
+func mulSubAVX2(dst, p, d *float32, n int, c float32)
+
 func init() {
 	level := strings.ToLower(os.Getenv("MINITRON_GEMM")) // the same switch as the matmul kernels
 	switch {
@@ -23,5 +65,33 @@ func init() {
 		expKernel = func(v []float32) { expAVX512(&v[0], len(v)) }
 	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
 		expKernel = func(v []float32) { expAVX2(&v[0], len(v)) }
+	}
+	if level != "generic" && cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		expSumKernel = func(dst, src []float32, scale, shift float32) float64 {
+			return expSumAVX2(&dst[0], &src[0], len(src), scale, shift)
+		}
+		maxKernel = func(v []float32) float32 { return maxAVX2(&v[0], len(v)) }
+		sumKernel = func(v []float32) float64 { return sumAVX2(&v[0], len(v)) }
+		sumSqDevKernel = func(v []float32, mean float64) float64 { return sumSqDevAVX2(&v[0], len(v), mean) }
+		dotKernel = func(x, y []float32) float64 { return dotAVX2(&x[0], &y[0], len(x)) }
+		dotDiffKernel = func(w, x, y []float32) float64 { return dotDiffAVX2(&w[0], &x[0], &y[0], len(w)) }
+		normKernel = func(out, x, w, b []float32, mean, rstd float32) {
+			var bp *float32
+			if b != nil {
+				bp = &b[0]
+			}
+			normAVX2(&out[0], &x[0], &w[0], bp, len(x), mean, rstd)
+		}
+		normGradInKernel = func(xhat, dy, x, g, w []float32, aw, ab []float64, mean, rstd float32) {
+			normGradInAVX2(&xhat[0], &dy[0], &x[0], &g[0], &w[0], &aw[0], &ab[0], len(x), mean, rstd)
+		}
+		normGradOutKernel = func(dx, dy, xhat []float32, rstd, mdy, mdyx float32) {
+			normGradOutAVX2(&dx[0], &dy[0], &xhat[0], len(dy), rstd, mdy, mdyx)
+		}
+		rotateKernel = func(x1, x2, cos, sin []float32) { rotateAVX2(&x1[0], &x2[0], &cos[0], &sin[0], len(x1)) }
+		relu2Kernel = func(out, x []float32) { relu2AVX2(&out[0], &x[0], len(x)) }
+		relu2GradKernel = func(dx, dout, x []float32) { relu2GradAVX2(&dx[0], &dout[0], &x[0], len(x)) }
+		axpbyKernel = func(dst, x, y []float32, a, b float32) { axpbyAVX2(&dst[0], &x[0], &y[0], len(x), a, b) }
+		mulSubKernel = func(dst, p, d []float32, c float32) { mulSubAVX2(&dst[0], &p[0], &d[0], len(p), c) }
 	}
 }

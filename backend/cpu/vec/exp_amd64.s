@@ -137,3 +137,128 @@ loop2:
 	VZEROUPPER
 done2:
 	RET
+
+// func expSumAVX2(dst, src *float32, n int, scale, shift float32) float64
+// dst[i] = exp(src[i]*scale - shift), returns the sum in float64; n is a
+// multiple of 8. The exp is expAVX2's, constants from expc.
+TEXT ·expSumAVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS scale+24(FP), Y14
+	VBROADCASTSS shift+28(FP), Y15
+	VXORPD Y9, Y9, Y9            // sums of lanes 0-3
+	VXORPD Y10, Y10, Y10         // sums of lanes 4-7
+	SHRQ $3, CX
+	JZ   sumdone
+	LEAQ expc<>(SB), R8
+	VBROADCASTSS 0(R8), Y8       // log2e
+	VBROADCASTSS 36(R8), Y11     // 1
+	VBROADCASTSS 40(R8), Y12     // max
+	VBROADCASTSS 44(R8), Y13     // min
+sumloop:
+	VMOVUPS (SI), Y0
+	VFMSUB213PS Y15, Y14, Y0     // x = src*scale - shift
+	VMAXPS Y13, Y0, Y1
+	VMINPS Y12, Y1, Y1
+	VMULPS Y8, Y1, Y2
+	VROUNDPS $0, Y2, Y2          // n
+	VMOVAPS Y1, Y3
+	VBROADCASTSS 4(R8), Y4
+	VFNMADD231PS Y4, Y2, Y3      // r = x - n*ln2hi
+	VBROADCASTSS 8(R8), Y4
+	VFNMADD231PS Y4, Y2, Y3      // r -= n*ln2lo
+	VBROADCASTSS 12(R8), Y4
+	VBROADCASTSS 16(R8), Y5
+	VFMADD213PS Y5, Y3, Y4
+	VBROADCASTSS 20(R8), Y5
+	VFMADD213PS Y5, Y3, Y4
+	VBROADCASTSS 24(R8), Y5
+	VFMADD213PS Y5, Y3, Y4
+	VBROADCASTSS 28(R8), Y5
+	VFMADD213PS Y5, Y3, Y4
+	VBROADCASTSS 32(R8), Y5
+	VFMADD213PS Y5, Y3, Y4       // p
+	VMULPS Y3, Y3, Y5            // r*r
+	VADDPS Y11, Y3, Y6           // 1 + r
+	VFMADD231PS Y5, Y4, Y6       // p*r*r + r + 1
+	VBROADCASTSS 56(R8), Y5      // n > 127.5: use n-1 and 2p
+	VCMPPS $0x1e, Y5, Y2, Y7
+	VANDPS Y11, Y7, Y5
+	VSUBPS Y5, Y2, Y2
+	VANDPS Y6, Y7, Y5
+	VADDPS Y5, Y6, Y6
+	VCVTPS2DQ Y2, Y7
+	VPBROADCASTD 52(R8), Y5      // 127
+	VPADDD Y5, Y7, Y7
+	VPSLLD $23, Y7, Y7           // 2^n
+	VMULPS Y7, Y6, Y6
+	VCMPPS $1, Y13, Y0, Y7       // x < min -> 0
+	VANDNPS Y6, Y7, Y6
+	VCMPPS $0x1e, Y12, Y0, Y7    // x > max -> +Inf
+	VBROADCASTSS 48(R8), Y5
+	VBLENDVPS Y7, Y5, Y6, Y6
+	VCMPPS $3, Y0, Y0, Y7        // NaN stays NaN
+	VBLENDVPS Y7, Y0, Y6, Y6
+	VMOVUPS Y6, (DI)
+	VCVTPS2PD X6, Y7
+	VADDPD Y7, Y9, Y9
+	VEXTRACTF128 $1, Y6, X7
+	VCVTPS2PD X7, Y7
+	VADDPD Y7, Y10, Y10
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  sumloop
+sumdone:
+	VADDPD Y10, Y9, Y9
+	VEXTRACTF128 $1, Y9, X10
+	VADDPD X10, X9, X9
+	VUNPCKHPD X9, X9, X10
+	VADDSD X10, X9, X9
+	VMOVSD X9, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func maxAVX2(p *float32, n int) float32
+// n is a positive multiple of 8.
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	VMOVUPS (SI), Y0
+	VMOVAPS Y0, Y1
+	VMOVAPS Y0, Y2
+	VMOVAPS Y0, Y3
+	MOVQ CX, DX
+	SHRQ $5, DX
+	JZ   max8
+max32:
+	VMAXPS 0(SI), Y0, Y0
+	VMAXPS 32(SI), Y1, Y1
+	VMAXPS 64(SI), Y2, Y2
+	VMAXPS 96(SI), Y3, Y3
+	ADDQ $128, SI
+	DECQ DX
+	JNZ  max32
+max8:
+	ANDQ $31, CX
+	SHRQ $3, CX
+	JZ   maxreduce
+max8loop:
+	VMAXPS (SI), Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  max8loop
+maxreduce:
+	VMAXPS Y1, Y0, Y0
+	VMAXPS Y3, Y2, Y2
+	VMAXPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VMOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET

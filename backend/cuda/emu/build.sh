@@ -39,6 +39,7 @@ libs='
 libcuda.so.1    | driver.cc sched.cc mem.cc   | -ldl -lpthread            | libcuda.so
 libnvrtc.so.12  | nvrtc.cc prelude.gen.cc     |                           | libnvrtc.so
 libcublas.so.12 | cublas.cc                   | -L@OUT@ -l:libcuda.so.1   | libcublas.so
+libnccl.so.2    | nccl.cc                     | -L@OUT@ -l:libcuda.so.1 -lpthread -lrt | libnccl.so
 '
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/minitron-emu-build.XXXXXX")"

@@ -2,7 +2,8 @@
 // Included before the kernel source; every other prelude/*.h follows it in
 // name order and may use what is defined here, in particular the warp
 // contract at the end (emu_lane, emu_warp_id, emu_warp_sync,
-// emu_warp_scratch), which stays stable.
+// emu_warp_scratch, emu_thread_index, emu_block_serial), which stays
+// stable.
 //
 // Each CUDA thread is a fiber; a block's fibers share one OS thread, and
 // blocks run concurrently on several. So: __shared__ variables are
@@ -110,6 +111,13 @@ static inline void emu_warp_sync() {
     t->wmask = 0xffffffffu;
     __emu_rt.sync_warp(t);
 }
+// emu_thread_index returns the calling thread's linear index in its block
+// (below 1024).
+static inline unsigned emu_thread_index() { return __emu_self()->index; }
+// emu_block_serial returns a number, never 0, that differs for every block
+// the calling OS thread runs: per-thread state kept in thread_local tables
+// across blocks is stale when its serial differs.
+static inline uint64_t emu_block_serial() { return __emu_self()->block->serial; }
 // emu_warp_scratch returns EMU_WARP_SCRATCH (8 KiB) bytes, 16-byte
 // aligned, private to the calling warp and kept for the whole launch.
 static inline void* emu_warp_scratch() {
@@ -380,12 +388,28 @@ static inline long long min(long long a, int b) { return min(a, (long long)b); }
 static inline long long max(int a, long long b) { return max((long long)a, b); }
 static inline long long max(long long a, int b) { return max(a, (long long)b); }
 
-static inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+// The GPU's fast math is approximate; the stand-ins give results of about
+// the same accuracy (CUDA's documented bounds), so tolerances tuned on
+// them hold on a GPU: __emu_2ulp rounds a float to 4-ulp steps (2 ulp
+// more than the host's result, itself within half an ulp), with
+// infinities and NaN kept.
+static inline float __emu_2ulp(float r) {
+    uint32_t u;
+    memcpy(&u, &r, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return r;
+    u = (u + 2u) & ~3u;
+    memcpy(&r, &u, 4);
+    return r;
+}
+// rsqrtf: at most 2 ulp.
+static inline float rsqrtf(float x) { return __emu_2ulp((float)(1.0 / sqrt((double)x))); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 static inline float rcbrtf(float x) { return 1.f / cbrtf(x); }
 static inline float saturatef(float x) { return fminf(fmaxf(x, 0.f), 1.f); }
 static inline float __emu__saturatef(float x) { return saturatef(x); }
-static inline float __emu__expf(float x) { return expf(x); }
+// __expf is ex2.approx(x·log2 e), the product rounded to float: 2 ulp
+// plus an error growing with |x| (2 + floor(|1.173 x|) ulp).
+static inline float __emu__expf(float x) { return __emu_2ulp(exp2f(x * 1.44269504f)); }
 static inline float __emu__exp10f(float x) { return exp10f(x); }
 static inline float __emu__logf(float x) { return logf(x); }
 static inline float __emu__log2f(float x) { return log2f(x); }

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EMU_ABI_VERSION 3
+#define EMU_ABI_VERSION 4
 
 // Every fiber (one CUDA thread) runs on a stack region of 2^stack_shift
 // bytes aligned to its size; its EmuThread sits near the top, so code on
@@ -48,6 +48,7 @@ struct EmuBlock {
     dim3 blockDim, gridDim;
     void* dynsmem; // dynamic shared memory (extern __shared__)
     EmuWarp* warps;
+    uint64_t serial; // differs for every block a worker thread runs (never 0), for per-thread state kept across blocks
     // scheduler state (driver only)
     int live, arrived;
     unsigned gen;

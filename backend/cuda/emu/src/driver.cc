@@ -167,6 +167,20 @@ int read_config() {
         while (p < v) p <<= 1;
         c.stack = p;
     }
+    if (const char* s = getenv("MINITRON_EMU_BLOCK_ORDER"); s && *s) {
+        if (strcmp(s, "reverse") != 0 && strcmp(s, "forward") != 0) {
+            emu_log("MINITRON_EMU_BLOCK_ORDER=%s: want forward or reverse", s);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+        c.reverse_blocks = strcmp(s, "reverse") == 0;
+    }
+    if (const char* s = getenv("MINITRON_EMU_WARP_ORDER"); s && *s) {
+        if (strcmp(s, "reverse") != 0 && strcmp(s, "forward") != 0) {
+            emu_log("MINITRON_EMU_WARP_ORDER=%s: want forward or reverse", s);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+        c.reverse_warps = strcmp(s, "reverse") == 0;
+    }
     g_config = c;
     return CUDA_SUCCESS;
 }

@@ -39,6 +39,8 @@ struct Config {
     int threads = 1;               // MINITRON_EMU_THREADS, the calling thread included
     size_t stack = 64 << 10;       // MINITRON_EMU_STACK, a power of two
     int sms = 1;                   // multiprocessors reported (CPU cores)
+    bool reverse_blocks = false;   // MINITRON_EMU_BLOCK_ORDER=reverse: blocks start last index first
+    bool reverse_warps = false;    // MINITRON_EMU_WARP_ORDER=reverse: between barriers, later warps run first
 };
 extern Config g_config;
 

@@ -223,7 +223,7 @@ void mem_describe(uintptr_t addr, char* buf, size_t n) {
 
 // ---- the fault handler ----------------------------------------------------
 
-static struct sigaction g_old_segv, g_old_bus;
+static struct sigaction g_old_segv, g_old_bus, g_old_ill;
 
 static void write_err(const char* s) {
     size_t n = strlen(s);
@@ -255,16 +255,24 @@ static void on_fault(int sig, siginfo_t* info, void* uc) {
             else
                 snprintf(code, sizeof code, " at pc %#lx", (unsigned long)pc);
 #endif
-            mem_describe(addr, where, sizeof where);
-            snprintf(msg, sizeof msg, "minitron emu: %s: invalid memory access (%s%s) at %s\n", what,
-                     sig == SIGBUS ? "bus error" : "segmentation fault", code, where);
+            if (sig == SIGILL) {
+                // Kernels are compiled to trap on misaligned accesses.
+                snprintf(msg, sizeof msg,
+                         "minitron emu: %s: misaligned memory access%s (an access of n bytes at an address that is not "
+                         "a multiple of n; CUDA_ERROR_MISALIGNED_ADDRESS on a GPU)\n",
+                         what, code);
+            } else {
+                mem_describe(addr, where, sizeof where);
+                snprintf(msg, sizeof msg, "minitron emu: %s: invalid memory access (%s%s) at %s\n", what,
+                         sig == SIGBUS ? "bus error" : "segmentation fault", code, where);
+            }
         }
         write_err(msg);
         signal(SIGABRT, SIG_DFL);
         abort();
     }
     // Not ours: hand it to the handler installed before (the Go runtime's).
-    struct sigaction* old = sig == SIGBUS ? &g_old_bus : &g_old_segv;
+    struct sigaction* old = sig == SIGBUS ? &g_old_bus : sig == SIGILL ? &g_old_ill : &g_old_segv;
     if (old->sa_flags & SA_SIGINFO) {
         old->sa_sigaction(sig, info, uc);
         return;
@@ -288,5 +296,6 @@ void fault_init() {
         sigfillset(&sa.sa_mask);
         sigaction(SIGSEGV, &sa, &g_old_segv);
         sigaction(SIGBUS, &sa, &g_old_bus);
+        sigaction(SIGILL, &sa, &g_old_ill);
     });
 }

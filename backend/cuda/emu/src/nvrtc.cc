@@ -347,6 +347,8 @@ nvrtcResult compile(Program* p, const std::vector<std::string>& opts) {
     const char* cxx = getenv("MINITRON_EMU_CXX");
     std::vector<std::string> argv = {cxx && *cxx ? cxx : EMU_CXX, "-std=" + std_, "-O2", "-fPIC", "-shared",
                                      "-fvisibility=hidden", "-fno-exceptions", "-fstack-clash-protection", "-w",
+                                     // A misaligned access faults on a GPU (x86 allows it): trap on it.
+                                     "-fsanitize=alignment", "-fsanitize-trap=alignment",
                                      "-I" + dir, "-I" + dir + "/include"};
     for (auto& i : includes) argv.push_back("-I" + i);
     for (auto& d : defines) argv.push_back("-D" + d);

@@ -109,6 +109,7 @@ struct Worker {
     char* scratch = nullptr;
     Launch* launch = nullptr;
     uint64_t block_id = 0;
+    uint64_t blocks_run = 0;     // for EmuBlock::serial
     unsigned nthreads = 0;       // in the running block
     EmuThread* exited = nullptr; // the thread that just returned
 };
@@ -218,7 +219,8 @@ static void sync_block(EmuThread* t) {
     }
     w->state[t->index] = T_WAIT_BLOCK;
     w->wait_gen[t->index] = b->gen;
-    yield(t, w->nthreads);
+    if (g_config.reverse_warps) SWITCH(&t->sp, w->sched_sp); // the scheduler picks the next warp, last first
+    else yield(t, w->nthreads);
 }
 
 [[noreturn]] static void thread_fail(EmuThread* t, int code, const char* msg);
@@ -382,6 +384,7 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
     b.blockIdx.z = (unsigned)(bid / gx / gy);
     b.blockDim = L->block;
     b.gridDim = L->grid;
+    b.serial = ++w->blocks_run;
     unsigned n = L->block.x * L->block.y * L->block.z;
     unsigned nwarps = (n + 31) / 32;
     for (unsigned i = 0; i < nwarps; i++) {
@@ -415,7 +418,11 @@ static void run_block(Worker* w, Launch* L, uint64_t bid) {
     bool failed = false;
     for (;;) {
         bool progressed = false;
-        for (unsigned wi = 0; wi < nwarps && !failed; wi++) {
+        for (unsigned k = 0; k < nwarps && !failed; k++) {
+            // Warps run in order, or last first (MINITRON_EMU_WARP_ORDER):
+            // a missing barrier shows when the warp that reads shared data
+            // runs after the one that overwrites it.
+            unsigned wi = g_config.reverse_warps ? nwarps - 1 - k : k;
             unsigned lo = 32 * wi, hi = lo + 32 < n ? lo + 32 : n;
             for (;;) {
                 bool ran = false;
@@ -604,8 +611,12 @@ static void run_job(Job* j) {
     }
 }
 
+// launch_block runs the i-th block to start: block i, or with
+// MINITRON_EMU_BLOCK_ORDER=reverse the i-th from the end (CUDA promises
+// no order; kernels must not wait for a block that may not have started).
 static void launch_block(void* ctx, uint64_t i, Worker* w) {
     Launch* L = (Launch*)ctx;
+    if (g_config.reverse_blocks) i = (uint64_t)L->grid.x * L->grid.y * L->grid.z - 1 - i;
     Launch* prev = w->launch;
     const char* prevOp = tls_op;
     w->launch = L;

@@ -1,4 +1,4 @@
-package checkpoints
+package diskio
 
 import (
 	"os"
@@ -14,6 +14,10 @@ import (
 // (Linux): large aligned writes from this process's memory straight to
 // the disk, in the background while the producer goes on, without the
 // page cache's cost of taking a fresh page for every 4 KB written.
+// Align is the offset, length and memory alignment direct reads and
+// writes use: a multiple of every common logical block size.
+const Align = 4096
+
 type streamWriter struct {
 	f        *os.File
 	off      int64 // bytes written
@@ -35,8 +39,8 @@ var (
 func (s *streamWriter) Write(p []byte) (int, error) {
 	if s.d == nil && !s.tried && s.off+int64(len(p)) > directAfter {
 		// Direct writes start at an aligned offset.
-		if r := s.off % directAlign; r != 0 {
-			k := int(min(int64(len(p)), directAlign-r))
+		if r := s.off % Align; r != 0 {
+			k := int(min(int64(len(p)), Align-r))
 			n, err := s.writeBuffered(p[:k])
 			if err != nil || k == len(p) {
 				return n, err
@@ -109,7 +113,7 @@ type directJob struct {
 func newDirectSink(direct, buffered *os.File, start int64) *directSink {
 	d := &directSink{direct: direct, buffered: buffered, off: start, free: make(chan []byte, 2), jobs: make(chan directJob, 1), done: make(chan error, 1)}
 	for range 2 {
-		d.free <- alignedBuffer(directBuffer)
+		d.free <- AlignedBuffer(directBuffer)
 	}
 	d.buf = <-d.free
 	go func() {
@@ -119,7 +123,7 @@ func newDirectSink(direct, buffered *os.File, start int64) *directSink {
 			if first == nil {
 				var err error
 				if useDirect {
-					if _, err = d.direct.WriteAt(j.b, j.off); err != nil && isInvalid(err) {
+					if _, err = d.direct.WriteAt(j.b, j.off); err != nil && IsRefused(err) {
 						useDirect = false
 					} else if err == nil {
 						directWrites.Add(1)
@@ -161,7 +165,7 @@ func (d *directSink) write(p []byte) (int, error) {
 // finish writes the last partial buffer (its aligned part direct, the
 // rest buffered), waits for the writer and closes the direct file.
 func (d *directSink) finish() error {
-	whole := len(d.buf) / directAlign * directAlign
+	whole := len(d.buf) / Align * Align
 	tail := append([]byte(nil), d.buf[whole:]...)
 	if whole > 0 {
 		d.jobs <- directJob{d.buf[:whole], d.off}
@@ -177,10 +181,10 @@ func (d *directSink) finish() error {
 	return err
 }
 
-// alignedBuffer returns an empty slice of capacity n whose memory starts
-// at a directAlign boundary.
-func alignedBuffer(n int) []byte {
-	b := make([]byte, n+directAlign)
-	shift := (directAlign - int(uintptr(unsafe.Pointer(unsafe.SliceData(b))))%directAlign) % directAlign
+// AlignedBuffer returns an empty slice of capacity n whose memory starts
+// at an Align boundary, as direct reads and writes need.
+func AlignedBuffer(n int) []byte {
+	b := make([]byte, n+Align)
+	shift := (Align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b))))%Align) % Align
 	return b[shift : shift : shift+n]
 }
