@@ -573,3 +573,61 @@ func TestGoSourceCorpus(t *testing.T) {
 		t.Fatalf("first document differs from the tokenized %s", files[0])
 	}
 }
+
+// A dataset small enough to cache whole is decoded once however its
+// sequences are drawn; a larger one keeps only its most recent batches.
+func TestCacheHoldsSmallDataset(t *testing.T) {
+	for _, c := range []struct {
+		batch  int
+		tokens int64
+		want   int
+	}{
+		{65536, 45_965_253, 45_965_253}, // the default recipe's Go source: whole
+		{65536, 64 << 20, 64 << 20},
+		{65536, 64<<20 + 1, 1 << 20}, // larger: 16 batches, at least 1M tokens
+		{1 << 20, 94e9, 16 << 20},
+		{13, 5000, 1 << 20},
+	} {
+		if got := cacheLimit(&Manifest{BatchTokens: c.batch, Tokens: c.tokens}); got != c.want {
+			t.Errorf("%d tokens in batches of %d: cache of %d tokens, want %d", c.tokens, c.batch, got, c.want)
+		}
+	}
+	ds, all := syntheticDataset(t, 400, "cache")
+	nb := (len(all) + int(ds.Manifest.BatchTokens) - 1) / int(ds.Manifest.BatchTokens)
+	if ds.decodes != nb {
+		t.Fatalf("reading the stream once decoded %d batches, want %d", ds.decodes, nb)
+	}
+	train, _, err := ds.Split(5, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := NewLoader([]Source{{Name: "a", Split: train, Weight: 1}}, 5, true)
+	for range 3 * train.Count {
+		if _, _, err := l.Next(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ds.decodes != nb {
+		t.Fatalf("three shuffled epochs decoded %d batches in all, want the %d of the first read", ds.decodes, nb)
+	}
+	// Bounded: with a limit of 16 batches, shuffled reads decode again.
+	small, err := Open(ds.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	small.limit = 16 * ds.Manifest.BatchTokens
+	strain, _, err := small.Split(5, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, _ := NewLoader([]Source{{Name: "a", Split: strain, Weight: 1}}, 5, true)
+	for range strain.Count {
+		if _, _, err := sl.Next(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if small.decodes <= 2*nb || small.cached > small.limit {
+		t.Fatalf("a 16-batch cache: %d decodes in an epoch of %d batches, %d tokens held (limit %d)", small.decodes, nb, small.cached, small.limit)
+	}
+}

@@ -13,20 +13,30 @@ import (
 )
 
 // Dataset is an opened prepared dataset: random access to its token stream.
-// Shards are read one record batch at a time; a small cache keeps recently
-// decoded batches, so memory stays bounded whatever the dataset's size.
+// Shards are read one record batch at a time; a cache keeps recently
+// decoded batches (a dataset of up to wholeCacheTokens tokens stays
+// decoded whole), so memory stays bounded whatever the dataset's size.
 type Dataset struct {
 	Dir      string
 	Manifest *Manifest
 	starts   []int64 // stream offset of each shard's first token
 
-	mu     sync.Mutex
-	files  map[int]*shardFile
-	cache  *list.List // of *cachedBatch, most recent first
-	index  map[int64]*list.Element
-	cached int // tokens held by the cache
-	limit  int // cache capacity in tokens
+	mu      sync.Mutex
+	files   map[int]*shardFile
+	cache   *list.List // of *cachedBatch, most recent first
+	index   map[int64]*list.Element
+	cached  int // tokens held by the cache
+	limit   int // cache capacity in tokens
+	decodes int // record batches decoded so far
 }
+
+// wholeCacheTokens is the size (64M tokens, 256 MB decoded) up to which a
+// dataset's decoded batches all stay in the cache. Shuffled training reads
+// sequences from all over the stream, so a smaller cache decodes a record
+// batch for nearly every sequence, and each decode costs far more than the
+// batch's tokens: the Arrow reader starts a new zstd decoder (megabytes of
+// buffers) per record batch. A dataset of this size is decoded once.
+const wholeCacheTokens = 64 << 20
 
 type shardFile struct {
 	f *os.File
@@ -45,10 +55,7 @@ func Open(dir string) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The cache holds 16 batches, and at least 1M tokens (4 MB): a dataset
-	// of small batches would otherwise decompress one for nearly every
-	// shuffled read.
-	d := &Dataset{Dir: dir, Manifest: m, files: map[int]*shardFile{}, cache: list.New(), index: map[int64]*list.Element{}, limit: max(16*m.BatchTokens, 1<<20)}
+	d := &Dataset{Dir: dir, Manifest: m, files: map[int]*shardFile{}, cache: list.New(), index: map[int64]*list.Element{}, limit: cacheLimit(m)}
 	var off int64
 	for _, s := range m.Shards {
 		st, err := os.Stat(filepath.Join(dir, s.File))
@@ -62,6 +69,18 @@ func Open(dir string) (*Dataset, error) {
 		off += s.Tokens
 	}
 	return d, nil
+}
+
+// cacheLimit is the decoded-batch cache's capacity in tokens: 16 batches,
+// at least 1M tokens (4 MB), and the whole dataset when it has at most
+// wholeCacheTokens; a dataset of small batches would otherwise decompress
+// one for nearly every shuffled read.
+func cacheLimit(m *Manifest) int {
+	limit := max(16*m.BatchTokens, 1<<20)
+	if m.Tokens <= wholeCacheTokens {
+		limit = max(limit, int(m.Tokens))
+	}
+	return limit
 }
 
 // Close closes the shard files.
@@ -127,6 +146,7 @@ func (d *Dataset) batch(b int64) (*cachedBatch, error) {
 	if i >= sf.r.NumRecords() {
 		return nil, fmt.Errorf("data: %s: shard %s has %d batches, batch %d was asked for", d.Dir, d.Manifest.Shards[s].File, sf.r.NumRecords(), i)
 	}
+	d.decodes++
 	rec, err := sf.r.RecordBatch(i)
 	if err != nil {
 		return nil, fmt.Errorf("data: %s: shard %s batch %d: %w", d.Dir, d.Manifest.Shards[s].File, i, err)
