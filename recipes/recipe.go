@@ -459,10 +459,6 @@ func (r *Recipe) resolve(s string, i int) (ref, error) {
 	return ref{kind: "dir", dir: r.path(s)}, nil
 }
 
-// hasSteps reports whether the recipe names its steps (stage names and
-// directories then carry the step's name).
-func (r *Recipe) hasSteps() bool { return r.Steps[0].Name != "" }
-
 // stage is one stage of a recipe.
 type stage struct {
 	name, kind string

@@ -3,9 +3,10 @@ package recipes
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/minitron/minitron/internal/fixture"
 )
 
 // TestShippedRecipes: every recipe file parses and plans; the big ones
@@ -22,8 +23,9 @@ func TestShippedRecipes(t *testing.T) {
 		"llama-3.1-minitron-4b-width": {3072, 32, 9216}, "llama-3.1-minitron-4b-depth": {0, 0, 0}, "tiny": {96, 4, 384}, "tiny-chain": {96, 4, 384},
 	}
 	// The tiny recipes read $GOROOT/src (minitron sets it when unset).
-	t.Setenv("GOROOT", runtime.GOROOT())
-	_, srcErr := os.Stat(filepath.Join(runtime.GOROOT(), "src"))
+	goroot := fixture.GoRoot(t)
+	t.Setenv("GOROOT", goroot)
+	_, srcErr := os.Stat(filepath.Join(goroot, "src"))
 	for _, f := range files {
 		t.Run(f, func(t *testing.T) {
 			r, err := Load(f, nil)
