@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/minitron/minitron/internal/cputime"
 )
 
 // BenchmarkServer times one 32-token greedy request through the HTTP
@@ -29,7 +31,7 @@ func BenchmarkServer(b *testing.B) {
 		b.Fatalf("the greedy continuation stops after %d tokens", len(want.Tokens[0]))
 	}
 	b.Run("direct", func(b *testing.B) {
-		defer reportCPU(b, cpuTime())
+		defer reportCPU(b, cputime.Now())
 		for b.Loop() {
 			if _, err := Generate(context.Background(), ts.m, [][]int32{ids}, Options{MaxNewTokens: 32, Stop: []int32{ts.tok.EOS()}}); err != nil {
 				b.Fatal(err)
@@ -38,7 +40,7 @@ func BenchmarkServer(b *testing.B) {
 	})
 	request := func(b *testing.B, path string, body map[string]any) {
 		raw, _ := json.Marshal(body)
-		defer reportCPU(b, cpuTime())
+		defer reportCPU(b, cputime.Now())
 		for b.Loop() {
 			resp, err := http.Post(ts.url+path, "application/json", bytes.NewReader(raw))
 			if err != nil {
@@ -66,7 +68,7 @@ func BenchmarkServer(b *testing.B) {
 }
 
 func reportCPU(b *testing.B, start time.Duration) {
-	if d := cpuTime() - start; d > 0 {
+	if d := cputime.Now() - start; d > 0 {
 		b.ReportMetric(float64(d)/float64(b.N), "cpu-ns/op")
 	}
 }
