@@ -65,27 +65,22 @@ func (b *Backend) Attention(out, lse, q, k, v backend.Tensor, a backend.Attn) er
 // softmaxRow turns row[:valid] of scores into probabilities, zeroes the
 // rest of row and returns the log-sum-exp of the scores.
 func softmaxRow(row []float32, valid int) float32 {
-	lse, inv := expRow(row, valid)
-	for j := range row[:valid] {
-		row[j] *= inv
-	}
-	return lse
-}
-
-// expRow replaces row[:valid] of scores x with e^(x − max), zeroes the rest
-// of row, and returns the log-sum-exp of the scores and the inverse of the
-// sum of the exponentials (the normalizer of the softmax).
-func expRow(row []float32, valid int) (lse, inv float32) {
 	mx := vec.Max(row[:valid])
 	sum := vec.ExpSum(row[:valid], row[:valid], 1, mx)
 	clear(row[valid:])
-	return mx + float32(math.Log(sum)), float32(1 / sum)
+	inv := float32(1 / sum)
+	for j := range row[:valid] {
+		row[j] *= inv
+	}
+	return mx + float32(math.Log(sum))
 }
 
-// expRowPadded is expRow for a row whose storage extends to a multiple of
-// 8 past valid: the exponentials run over whole vectors, the scores past
-// valid set to -Inf (whose exponential is 0). It returns the row's maximum
-// and the sum of the exponentials; the log-sum-exp is max + log(sum).
+// expRowPadded replaces row[:valid] of scores x with e^(x − max) and zeroes
+// the rest of row up to width, for a row whose storage extends to a
+// multiple of 8 past valid: the exponentials run over whole vectors, the
+// scores past valid set to -Inf (whose exponential is 0). It returns the
+// row's maximum and the sum of the exponentials; the log-sum-exp is
+// max + log(sum).
 func expRowPadded(row []float32, valid, width int) (mx float32, sum float64) {
 	mx = vec.Max(row[:valid])
 	v8 := min((valid+7)&^7, len(row))
