@@ -54,11 +54,22 @@ func b2i(b bool) int {
 
 func init() {
 	if cpu.X86.HasAVX {
-		copies := map[int]func(dst *float32, ds int, src *float32, ss, rows int){6: copyRows6, 12: copyRows12, 16: copyRows16, 32: copyRows32}
 		copyRows = func(w int, dst []float32, ds int, src []float32, ss, rows int) bool {
-			f := copies[w]
-			if f == nil || rows == 0 {
-				return f != nil
+			var f func(dst *float32, ds int, src *float32, ss, rows int)
+			switch w {
+			case 6:
+				f = copyRows6
+			case 12:
+				f = copyRows12
+			case 16:
+				f = copyRows16
+			case 32:
+				f = copyRows32
+			default:
+				return false
+			}
+			if rows == 0 {
+				return true
 			}
 			_ = dst[(rows-1)*ds+w-1]
 			_ = src[(rows-1)*ss+w-1]
