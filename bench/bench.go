@@ -18,7 +18,6 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/distill"
 	"github.com/minitron/minitron/generate"
-	"github.com/minitron/minitron/importance"
 	"github.com/minitron/minitron/model"
 	"github.com/minitron/minitron/train"
 )
@@ -261,25 +260,6 @@ func steps(m *model.Model, obj train.Objective, batch, seq int, stateDType strin
 		_, res.PeakMemory, _ = s.MemoryStats()
 	}
 	return err
-}
-
-// RandomScores are uniformly random importance scores of cfg's shape, for
-// pruning benchmarks; modelDir is recorded as their model.
-func RandomScores(cfg *model.Config, seed uint64, modelDir string) *importance.Scores {
-	r := rand.New(rand.NewPCG(seed, 99))
-	vec := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = r.Float32()
-		}
-		return v
-	}
-	s := &importance.Scores{Embedding: vec(cfg.HiddenSize), LayerBI: vec(cfg.NumLayers), Meta: map[string]string{"model": modelDir, "random": "true"}}
-	for range cfg.NumLayers {
-		s.Head = append(s.Head, vec(cfg.NumHeads))
-		s.Neuron = append(s.Neuron, vec(cfg.IntermediateSize))
-	}
-	return s
 }
 
 // Attention times the backend's causal attention alone, at the shape's

@@ -53,6 +53,15 @@ func ParseTaskArg(arg string) (name, path string, err error) {
 	return "", arg, nil
 }
 
+// TaskLabel names a task in results: name, or for a generic
+// multiple-choice file (name "") the file's base name without extension.
+func TaskLabel(name, path string) string {
+	if name != "" {
+		return name
+	}
+	return strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+}
+
 // Run evaluates a model on a task: name is one of Tasks (its data at path,
 // a folder of hub files or one file), or "" for a generic multiple-choice
 // JSON lines file at path (see ReadItems). m may be nil when scoring given
@@ -66,8 +75,7 @@ func Run(ctx context.Context, m *model.Model, tok tokenizer.Tokenizer, name, pat
 		if opt.Limit > 0 && len(items) > opt.Limit {
 			items = items[:opt.Limit]
 		}
-		base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-		return scoreDocs(ctx, m, tok, nil, ItemDocs(base, items), 0, opt)
+		return scoreDocs(ctx, m, tok, nil, ItemDocs(TaskLabel("", path), items), 0, opt)
 	}
 	t := tasks[name]
 	if t == nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/data"
@@ -116,11 +115,7 @@ func withModel(dir string, b backend.Backend, f func(*model.Model) (float64, err
 // reports it, acc otherwise. tok is the tokenizer (a model directory or
 // file).
 func Task(name, path, tok string, shots, limit int) *Metric {
-	label := name
-	if label == "" {
-		label = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-	}
-	return &Metric{Name: "acc " + label, Higher: true, Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
+	return &Metric{Name: "acc " + eval.TaskLabel(name, path), Higher: true, Score: func(ctx context.Context, dir string, b backend.Backend) (float64, error) {
 		tk, err := tokenizer.Open(tok)
 		if err != nil {
 			return 0, err

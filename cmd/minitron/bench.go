@@ -13,6 +13,7 @@ import (
 	"github.com/minitron/minitron/backend"
 	"github.com/minitron/minitron/bench"
 	"github.com/minitron/minitron/model"
+	"github.com/minitron/minitron/prune"
 )
 
 func newBench() *cobra.Command {
@@ -391,7 +392,9 @@ scores of that shape, for pruning benchmarks (bench/prune.sh).`,
 				return err
 			}
 			if scores != "" {
-				if err := bench.RandomScores(cfg, seed, out).Save(scores); err != nil {
+				s := prune.RandomScores(cfg, seed)
+				s.Meta["model"] = out
+				if err := s.Save(scores); err != nil {
 					return err
 				}
 			}

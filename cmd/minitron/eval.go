@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -191,10 +190,7 @@ each document's shared context is computed once. Nothing is downloaded.`,
 			}
 			results := map[string]any{}
 			for i, ta := range targs {
-				label := ta.name
-				if label == "" {
-					label = strings.TrimSuffix(filepath.Base(ta.path), filepath.Ext(ta.path))
-				}
+				label := eval.TaskLabel(ta.name, ta.path)
 				var bar *progressbar.ProgressBar
 				progress := func(done, total int) {
 					if bar == nil {
