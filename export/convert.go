@@ -2,7 +2,6 @@ package export
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/minitron/minitron/checkpoints"
@@ -43,14 +42,11 @@ func ConvertTorch(src, out string, maxShard int64) (int, error) {
 				return fmt.Errorf("export: %s: tensor %q has shape %v, config.json implies %v", src, p.Name, info.Shape, p.Shape)
 			}
 		}
-		for _, f := range append([]string{"config.json"}, tokenizer.DirFiles()...) {
-			if b, err := os.ReadFile(filepath.Join(src, f)); err == nil {
-				if err := diskio.WriteFileAtomic(filepath.Join(tmp, f), b); err != nil {
-					return err
-				}
-			}
+		if err := diskio.CopyFile(filepath.Join(src, "config.json"), filepath.Join(tmp, "config.json")); err != nil {
+			return err
 		}
-		return nil
+		_, err = tokenizer.CopyDirFiles(src, tmp)
+		return err
 	})
 	return n, err
 }

@@ -90,15 +90,12 @@ func HF(src, out string, dt backend.DType, maxShard int64) error {
 // tokenizerFiles copies the tokenizer and generation files and writes what
 // fast tokenizers need.
 func tokenizerFiles(src, dst string, cfg *model.Config) error {
+	names, err := tokenizer.CopyDirFiles(src, dst)
+	if err != nil {
+		return err
+	}
 	copied := map[string]bool{}
-	for _, n := range tokenizer.DirFiles() {
-		b, err := os.ReadFile(filepath.Join(src, n))
-		if err != nil {
-			continue
-		}
-		if err := diskio.WriteFileAtomic(filepath.Join(dst, n), b); err != nil {
-			return err
-		}
+	for _, n := range names {
 		copied[n] = true
 	}
 	if !copied["tokenizer.model"] {

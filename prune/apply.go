@@ -192,12 +192,8 @@ func Apply(ctx context.Context, p *Plan, srcDir string, opt ApplyOptions) (*Repo
 		if err := diskio.WriteFileAtomic(filepath.Join(tmp, "config.json"), cfgJSON); err != nil {
 			return err
 		}
-		for _, f := range tokenizer.DirFiles() {
-			if _, err := os.Stat(filepath.Join(srcDir, f)); err == nil {
-				if err := diskio.CopyFile(filepath.Join(srcDir, f), filepath.Join(tmp, f)); err != nil {
-					return err
-				}
-			}
+		if _, err := tokenizer.CopyDirFiles(srcDir, tmp); err != nil {
+			return err
 		}
 		rb, _ := json.MarshalIndent(rep, "", "  ")
 		return diskio.WriteFileAtomic(filepath.Join(tmp, ReportFile), append(rb, '\n'))

@@ -7,6 +7,10 @@ package tokenizer
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
+	"path/filepath"
+
+	"github.com/minitron/minitron/diskio"
 )
 
 // Tokenizer encodes and decodes text.
@@ -53,4 +57,20 @@ func EncodePrompt(t interface {
 // go along with a model that is pruned, distilled, converted or exported.
 func DirFiles() []string {
 	return []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}
+}
+
+// CopyDirFiles copies those of DirFiles that are in the folder src into
+// the folder dst (each atomically) and returns their names.
+func CopyDirFiles(src, dst string) ([]string, error) {
+	var copied []string
+	for _, n := range DirFiles() {
+		if _, err := os.Stat(filepath.Join(src, n)); err != nil {
+			continue
+		}
+		if err := diskio.CopyFile(filepath.Join(src, n), filepath.Join(dst, n)); err != nil {
+			return copied, err
+		}
+		copied = append(copied, n)
+	}
+	return copied, nil
 }

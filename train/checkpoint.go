@@ -91,14 +91,8 @@ func CopyTokenizer(src, dir string) error {
 		return nil
 	}
 	if st, err := os.Stat(src); err == nil && st.IsDir() {
-		for _, n := range tokenizer.DirFiles() {
-			if _, err := os.Stat(filepath.Join(src, n)); err == nil {
-				if err := diskio.CopyFile(filepath.Join(src, n), filepath.Join(dir, n)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		_, err := tokenizer.CopyDirFiles(src, dir)
+		return err
 	}
 	name := "tokenizer.model"
 	if strings.HasSuffix(src, ".json") {
