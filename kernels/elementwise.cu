@@ -50,35 +50,36 @@ extern "C" __global__ void __launch_bounds__(256) swiglu_backward(void* dgate, v
 // visits into part[b], in double precision. The block reduces in a fixed
 // tree (no atomics), so the sums are the same on every run; blockDim.x
 // must be 256.
-extern "C" __global__ void __launch_bounds__(256) sqnorm(const void* x, i64 n, double* part) {
+// tree_sum256 returns the sum of s over a block of 256 threads to thread
+// 0, added in a fixed tree.
+__device__ double tree_sum256(double s) {
     __shared__ double sh[256];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = blockDim.x >> 1; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+extern "C" __global__ void __launch_bounds__(256) sqnorm(const void* x, i64 n, double* part) {
     double s = 0;
     GRID_STRIDE(i, n) {
         double v = ld(x, i);
         s += v * v;
     }
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int o = blockDim.x >> 1; o > 0; o >>= 1) {
-        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+    s = tree_sum256(s);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
 // sum_f64 adds x[0..n) into *out in a fixed order: one block of 256
 // threads, each summing a strided slice, then a fixed tree.
 extern "C" __global__ void __launch_bounds__(256) sum_f64(const double* x, int n, double* out) {
-    __shared__ double sh[256];
     double s = 0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int o = blockDim.x >> 1; o > 0; o >>= 1) {
-        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) *out = sh[0];
+    s = tree_sum256(s);
+    if (threadIdx.x == 0) *out = s;
 }
 
 // adamw is PyTorch's AdamW: decoupled decay, then the moment update and

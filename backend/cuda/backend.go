@@ -194,7 +194,7 @@ func (g *gpu) setup(rtc compiler, kern map[string]kernels.Kernel, cacheDir strin
 		// what the kernel uses (at most the limit; attnCheck refuses the
 		// head dimensions that need more), not for the limit itself.
 		if need, big := attentionShared[name]; big && info.MaxShared > 48<<10 {
-			n := min(need(0), info.MaxShared)
+			n := min(need, info.MaxShared)
 			if err := drv.check("cuFuncSetAttribute", drv.cuFuncSetAttribute.call(f, funcAttrMaxDynamicShared, uintptr(n))); err != nil {
 				return fmt.Errorf("%w (kernel %s, %d bytes of dynamic shared memory)", err, name, n)
 			}

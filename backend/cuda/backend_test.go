@@ -200,8 +200,8 @@ func TestKernelLaunches(t *testing.T) {
 		t.Errorf("kernels never launched by any op: %v", unused)
 	}
 	for _, l := range f.launches {
-		if s, ok := attentionShared[l.name]; ok && l.shared != s(10) {
-			t.Errorf("%s launched with %d bytes of shared memory, want %d", l.name, l.shared, s(10))
+		if s, ok := attentionShared[l.name]; ok && l.shared != s {
+			t.Errorf("%s launched with %d bytes of shared memory, want %d", l.name, l.shared, s)
 		}
 		// Heads 4 in 2 KV groups, T = 3: 6 packed rows, one row tile per (KV head, sequence).
 		if l.name == "attention_fwd_d32" && l.grid[2] == 2 && (l.grid != [3]uint32{1, 2, 2}) {

@@ -67,17 +67,28 @@ func openNCCL(e env) (*nccl, error) {
 // major*10000 + minor*100 + patch since 2.9, major*1000 + minor*100 +
 // patch before.
 func (n *nccl) version() int {
-	if n.getVersion.addr == 0 && n.lib.bindFirst(&n.getVersion, "ncclGetVersion") != nil {
+	major, minor, _, ok := n.versionParts()
+	if !ok {
 		return 0
+	}
+	return major*1000 + minor*10
+}
+
+// versionParts decodes ncclGetVersion's code; ok is false when it cannot
+// tell.
+func (n *nccl) versionParts() (major, minor, patch int, ok bool) {
+	if n.getVersion.addr == 0 && n.lib.bindFirst(&n.getVersion, "ncclGetVersion") != nil {
+		return 0, 0, 0, false
 	}
 	var v int32
 	if int32(n.getVersion.call(uintptr(unsafe.Pointer(&v)))) != 0 || v <= 0 {
-		return 0
+		return 0, 0, 0, false
 	}
-	if v >= 10000 {
-		return int(v/10000)*1000 + int(v%10000/100)*10
+	c := int(v)
+	if c >= 10000 {
+		return c / 10000, c % 10000 / 100, c % 100, true
 	}
-	return int(v/1000)*1000 + int(v%1000/100)*10
+	return c / 1000, c % 1000 / 100, c % 100, true
 }
 
 // NCCL results (ncclResult_t).
@@ -139,14 +150,11 @@ func NewUniqueID() (UniqueID, error) {
 // release returns NCCL's version as it names it ("2.21.5"), or "" when
 // it cannot tell.
 func (n *nccl) release() string {
-	var v int32
-	if int32(n.getVersion.call(uintptr(unsafe.Pointer(&v)))) != 0 || v <= 0 {
+	major, minor, patch, ok := n.versionParts()
+	if !ok {
 		return ""
 	}
-	if v >= 10000 {
-		return fmt.Sprintf("%d.%d.%d", v/10000, v%10000/100, v%100)
-	}
-	return fmt.Sprintf("%d.%d.%d", v/1000, v%1000/100, v%100)
+	return fmt.Sprintf("%d.%d.%d", major, minor, patch)
 }
 
 // NCCLVersion returns the version of the NCCL found ("2.21.5").

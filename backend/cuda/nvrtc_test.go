@@ -145,8 +145,8 @@ func TestRealNVRTCCompile(t *testing.T) {
 					t.Errorf("%s: %d registers × %d threads need %d registers a block, above the 65536 of an SM", u.Name, u.Registers, k.MaxThreads, regs)
 				}
 				if need, ok := attentionShared[u.Name]; ok {
-					if total, limit := u.SharedBytes+need(0), optinShared[c.arch]; total > limit {
-						t.Errorf("%s: %d bytes of static and %d of dynamic shared memory, above the %d %s allows a block", u.Name, u.SharedBytes, need(0), limit, c.arch)
+					if total, limit := u.SharedBytes+need, optinShared[c.arch]; total > limit {
+						t.Errorf("%s: %d bytes of static and %d of dynamic shared memory, above the %d %s allows a block", u.Name, u.SharedBytes, need, limit, c.arch)
 					}
 				}
 			}

@@ -389,11 +389,11 @@ func (s attnShape) bwdShared(d int) int {
 
 // attentionShared gives each attention kernel's dynamic shared memory in
 // bytes (for any head dimension the kernel serves).
-var attentionShared = func() map[string]func(hd int) int {
-	m := map[string]func(int) int{}
+var attentionShared = func() map[string]int {
+	m := map[string]int{}
 	for d, s := range attnShapes {
-		m[fmt.Sprintf("attention_fwd_d%d", d)] = func(int) int { return s.fwdShared(d) }
-		m[fmt.Sprintf("attention_bwd_d%d", d)] = func(int) int { return s.bwdShared(d) }
+		m[fmt.Sprintf("attention_fwd_d%d", d)] = s.fwdShared(d)
+		m[fmt.Sprintf("attention_bwd_d%d", d)] = s.bwdShared(d)
 	}
 	return m
 }()
@@ -404,7 +404,7 @@ func (b *Backend) attnCheck(op string, a backend.Attn) error {
 	}
 	d := attnDim(a.HeadDim)
 	for _, name := range []string{fmt.Sprintf("attention_fwd_d%d", d), fmt.Sprintf("attention_bwd_d%d", d)} {
-		if need, have := attentionShared[name](d), max(48<<10, b.inf.MaxShared); need > have {
+		if need, have := attentionShared[name], max(48<<10, b.inf.MaxShared); need > have {
 			return fmt.Errorf("cuda: %s: kernel %s needs %d bytes of shared memory for head dimension %d; this GPU has %d",
 				op, name, need, a.HeadDim, have)
 		}

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define EMU_EXPORT_API extern "C" __attribute__((visibility("default")))
 
@@ -32,5 +33,21 @@ EMU_EXPORT_API void emu_set_context_error(int code);
 // fault handler's message ("cublasGemmEx"); NULL when none. Returns the
 // previous value.
 EMU_EXPORT_API const char* emu_current_op(const char* op);
+
+// bfloat16 conversions for the stand-ins' element loops (header-only).
+inline float bf16_to_f32(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+inline uint16_t f32_to_bf16(float f) { // round to nearest even; NaN stays NaN
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
 
 #endif

@@ -244,20 +244,6 @@ bool valid(Comm* c) { return c && c->magic == kCommMagic; }
 
 // ---- element types ------------------------------------------------------------
 
-float bf16_value(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t bf16_round(float f) { // to nearest even; NaN stays NaN
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 template <typename A>
 A combine(A a, A b, int op) {
     switch (op) {
@@ -282,10 +268,10 @@ void reduce_as(void* out, char* const* in, uint64_t n, int nranks, int op) {
 
 void reduce_bf16(void* out, char* const* in, uint64_t n, int nranks, int op) {
     for (uint64_t i = 0; i < n; i++) {
-        float acc = bf16_value(((const uint16_t*)in[0])[i]);
-        for (int r = 1; r < nranks; r++) acc = combine<float>(acc, bf16_value(((const uint16_t*)in[r])[i]), op);
+        float acc = bf16_to_f32(((const uint16_t*)in[0])[i]);
+        for (int r = 1; r < nranks; r++) acc = combine<float>(acc, bf16_to_f32(((const uint16_t*)in[r])[i]), op);
         if (op == ncclAvg) acc /= (float)nranks;
-        ((uint16_t*)out)[i] = bf16_round(acc);
+        ((uint16_t*)out)[i] = f32_to_bf16(acc);
     }
 }
 
