@@ -55,3 +55,77 @@ func BenchmarkKDStepTiny(b *testing.B) {
 	b.ReportMetric(float64(batch*seq*b.N)/b.Elapsed().Seconds(), "tokens/s")
 	b.ReportMetric(float64(cputime.Now()-c0)/1e6/float64(b.N), "cpu-ms/op")
 }
+
+// BenchmarkValidationTiny times one validation of the default recipe's
+// distillation (recipes/tiny.yaml: 8 batches of 16 sequences of 256
+// tokens, the teacher and student of BenchmarkKDStepTiny) once the
+// teacher's final-norm states of the batches are kept from a first
+// validation, against the same validation with a fresh objective each
+// time (the teacher's trunk run again); cpu-ms/op is per validation.
+func BenchmarkValidationTiny(b *testing.B) {
+	be := cpu.New()
+	teacher, err := model.Load("../models/tiny-teacher", be, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc := *teacher.Config
+	sc.HiddenSize, sc.NumHeads, sc.IntermediateSize = 96, 4, 384
+	student, err := model.Random(&sc, be, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const batches, batch, seq = 8, 16, 256
+	r := &train.RandomBatcher{Vocab: sc.VocabSize, Len: seq, Seed: 1}
+	var ins []model.Input
+	var targets [][]int32
+	for range batches {
+		seqs, _ := r.Batch(batch)
+		ids := make([]int32, 0, batch*seq)
+		for s := range batch {
+			ids = append(ids, seqs[s*(seq+1):s*(seq+1)+seq]...)
+		}
+		ins = append(ins, model.Input{B: batch, T: seq, IDs: ids})
+		targets = append(targets, model.NextTokenTargets(ids, batch, seq))
+	}
+	a, err := student.NewActivations(batch*seq, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Free(be)
+	validate := func(o *Objective) {
+		o.BeginEval()
+		for i, in := range ins {
+			if _, err := o.Loss(student, a, in, targets[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for _, cached := range []bool{false, true} {
+		name := "fresh"
+		if cached {
+			name = "cached"
+		}
+		b.Run(name, func(b *testing.B) {
+			o, err := NewObjective(teacher, student, KD{Temperature: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { o.Free() }()
+			validate(o)
+			b.ResetTimer()
+			c0 := cputime.Now()
+			for range b.N {
+				if !cached {
+					b.StopTimer()
+					o.Free()
+					if o, err = NewObjective(teacher, student, KD{Temperature: 1}); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+				}
+				validate(o)
+			}
+			b.ReportMetric(float64(cputime.Now()-c0)/1e6/float64(b.N), "cpu-ms/op")
+		})
+	}
+}

@@ -194,6 +194,9 @@ type Objective struct {
 	// reads the same batches each time, and the teacher does not change.
 	valHidden []cachedHidden
 	valBytes  int64
+	// knownTCE: the current batch's teacher cross-entropy is cached, and
+	// chunkLoss skips it.
+	knownTCE bool
 
 	// intermediate-state loss
 	pairs       []statePair
@@ -318,11 +321,15 @@ func (o *Objective) teacherHiddenObs(in model.Input, obs model.Observer) (backen
 	return o.Teacher.Hidden(a, in, model.Options{Observer: obs})
 }
 
-// cachedHidden is the teacher's final-norm output for one batch of ids.
+// cachedHidden is the teacher's final-norm output for one batch of ids
+// and, once a validation has computed it, the teacher's cross-entropy
+// summed over the batch's rows for the targets it was computed with.
 type cachedHidden struct {
-	b, t int
-	ids  []int32
-	h    backend.Tensor
+	b, t    int
+	ids     []int32
+	h       backend.Tensor
+	targets []int32 // nil until tce is known
+	tce     float64
 }
 
 // valCacheBytes bounds the memory that validation's teacher states take.
@@ -330,32 +337,33 @@ const valCacheBytes = 256 << 20
 
 // teacherHiddenCached is teacherHidden for validation: a batch seen before
 // gets its stored states; a new one is run and, while the cache has room,
-// stored.
-func (o *Objective) teacherHiddenCached(in model.Input) (backend.Tensor, error) {
-	for _, c := range o.valHidden {
+// stored. The second result is the batch's entry in o.valHidden, -1 when
+// it is not kept.
+func (o *Objective) teacherHiddenCached(in model.Input) (backend.Tensor, int, error) {
+	for i, c := range o.valHidden {
 		if c.b == in.B && c.t == in.T && slices.Equal(c.ids, in.IDs) {
-			return c.h, nil
+			return c.h, i, nil
 		}
 	}
 	h, err := o.teacherHidden(in)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	size := int64(backend.Numel(h.Shape())) * 4
 	if o.valBytes+size > valCacheBytes {
-		return h, nil
+		return h, -1, nil
 	}
 	c, err := o.b.New(o.b.FloatDType(), h.Shape()...)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	if err := o.b.Copy(c, h); err != nil {
 		o.b.Free(c)
-		return nil, err
+		return nil, -1, err
 	}
 	o.valHidden = append(o.valHidden, cachedHidden{b: in.B, t: in.T, ids: slices.Clone(in.IDs), h: c})
 	o.valBytes += size
-	return c, nil
+	return c, len(o.valHidden) - 1, nil
 }
 
 // intermediateBuffers sizes the buffers of the intermediate loss for n rows.
@@ -554,14 +562,18 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 		useCE := o.KD.CEWeight > 0 || !withGrad
 		var ce backend.Tensor
 		if useCE {
-			if ce, err = b.View(o.ce, 0, rows, v); err != nil {
-				return err
-			}
-			if err := b.Copy(ce, logits); err != nil {
-				return err
-			}
+			// The gradient of the CE term needs a copy of the logits, which
+			// the KL's gradient overwrites; without gradients both only read
+			// them.
+			ce = logits
 			var dce backend.Tensor
 			if withGrad {
+				if ce, err = b.View(o.ce, 0, rows, v); err != nil {
+					return err
+				}
+				if err := b.Copy(ce, logits); err != nil {
+					return err
+				}
 				dce = ce
 			}
 			if err := b.CrossEntropy(cl, dce, ce, tv, scale*float32(o.KD.CEWeight)/float32(max(ceRows, 1))); err != nil {
@@ -589,7 +601,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 		if err != nil {
 			return err
 		}
-		if !withGrad && o.Teacher != nil {
+		if !withGrad && o.Teacher != nil && !o.knownTCE {
 			tcl, err := b.View(o.tcl, 0, rows)
 			if err != nil {
 				return err
@@ -722,19 +734,30 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 // cross-entropy (comparable with a run trained without a teacher) and keeps
 // the teacher's cross-entropy and the KL for Extra. Both models run once;
 // the three losses come from one pass over their logits. The teacher's
-// final-norm states of a batch are kept (up to valCacheBytes) and reused
-// when validation sees the batch again.
+// final-norm states of a batch and its cross-entropy are kept (up to
+// valCacheBytes) and reused when validation sees the batch again: the
+// teacher's trunk and its cross-entropy are then skipped, its LM head runs
+// on the kept states for the KL, and the losses are the same to the bit.
+// Validation uses no intermediate states, so the cache serves the
+// intermediate-state loss too.
 func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, targets []int32) (float64, error) {
 	sfinal, err := m.Hidden(a, in, model.Options{})
 	if err != nil {
 		return 0, err
 	}
 	var tfinal backend.Tensor
+	kept := -1
 	if o.Teacher != nil {
-		if tfinal, err = o.teacherHiddenCached(in); err != nil {
+		if tfinal, kept, err = o.teacherHiddenCached(in); err != nil {
 			return 0, err
 		}
 	}
+	var c *cachedHidden
+	if kept >= 0 {
+		c = &o.valHidden[kept]
+	}
+	o.knownTCE = c != nil && c.targets != nil && slices.Equal(c.targets, targets)
+	defer func() { o.knownTCE = false }()
 	o.sumKL, o.rowsKL, o.sumCE, o.rowsCE, o.sumTCE = 0, 0, 0, 0, 0
 	f, free, err := o.chunkLoss(tfinal, targets, false, in.T)
 	if err != nil {
@@ -743,6 +766,12 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 	defer free()
 	if _, err := m.LogitsChunked(sfinal, f); err != nil {
 		return 0, err
+	}
+	switch {
+	case o.knownTCE:
+		o.sumTCE = c.tce
+	case c != nil:
+		c.targets, c.tce = slices.Clone(targets), o.sumTCE
 	}
 	o.val.student += o.sumCE
 	o.val.teacher += o.sumTCE

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -186,44 +187,84 @@ func TestVocabularyMismatch(t *testing.T) {
 	}
 }
 
-// TestValidationTeacherCache checks that validation reuses the teacher's
-// states of a batch it has seen, with the same losses as the first time.
+// TestValidationTeacherCache checks that validation, which keeps the
+// teacher's final-norm states and cross-entropy of the batches it has seen,
+// gives the same losses to the bit as validation without the cache (its
+// budget used up), at every repetition, for a loss with and without the
+// intermediate-state term; and that a seen batch with other targets gets
+// its teacher cross-entropy computed again.
 func TestValidationTeacherCache(t *testing.T) {
 	teacher, student := load(t, "nemotron-tiny"), perturbed(t, "nemotron-tiny", 0.05)
-	o, err := NewObjective(teacher, student, KD{Temperature: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Free()
 	in, targets := batch()
-	a, _ := student.NewActivations(len(in.IDs), false)
-	var first [4]float64
-	for i := range 3 {
-		o.BeginEval()
-		l, err := o.Loss(student, a, in, targets)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, te, kl := o.ValidationLosses()
-		got := [4]float64{l, s, te, kl}
-		if i == 0 {
-			first = got
-		} else if got != first {
-			t.Fatalf("pass %d: losses %v, first pass %v", i, got, first)
-		}
-		if len(o.valHidden) != 1 {
-			t.Fatalf("pass %d: %d cached batches, want 1", i, len(o.valHidden))
-		}
-	}
 	other := append([]int32(nil), in.IDs...)
 	other[0] = (other[0] + 1) % 512
-	if _, err := o.Loss(student, a, model.Input{B: in.B, T: in.T, IDs: other}, targets); err != nil {
-		t.Fatal(err)
+	in2 := model.Input{B: in.B, T: in.T, IDs: other}
+	masked := append([]int32(nil), targets...)
+	masked[3], masked[11] = -1, -1
+	a, _ := student.NewActivations(len(in.IDs), false)
+	defer a.Free(student.Backend)
+	// validate runs passes validations of the batches in, in2 and, on the
+	// last pass, in with masked targets; it returns every pass's
+	// ValidationLosses and the batch losses.
+	validate := func(t *testing.T, o *Objective, passes int) [][]float64 {
+		var out [][]float64
+		for p := range passes {
+			o.BeginEval()
+			var got []float64
+			bs := []model.Input{in, in2}
+			ts := [][]int32{targets, targets}
+			if p == passes-1 {
+				bs, ts = append(bs, in), append(ts, masked)
+			}
+			for i := range bs {
+				l, err := o.Loss(student, a, bs[i], ts[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, l)
+			}
+			s, te, kl := o.ValidationLosses()
+			out = append(out, append(got, s, te, kl))
+		}
+		return out
 	}
-	if len(o.valHidden) != 2 {
-		t.Fatalf("%d cached batches after a new one, want 2", len(o.valHidden))
-	}
-	if first[2] <= 0 || first[3] <= 0 {
-		t.Fatalf("teacher loss %v, KL %v: want positive", first[2], first[3])
+	L := student.Config.NumLayers
+	for _, c := range []struct {
+		name string
+		kd   KD
+	}{
+		{"logits", KD{Temperature: 1}},
+		{"intermediate", KD{Temperature: 1, Intermediate: Intermediate{Layers: [][2]int{{1, 1}, {L, L}}}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cached, err := NewObjective(teacher, student, c.kd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cached.Free()
+			plain, err := NewObjective(teacher, student, c.kd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer plain.Free()
+			plain.valBytes = valCacheBytes // no room: every batch runs the teacher
+			got, want := validate(t, cached, 3), validate(t, plain, 3)
+			if len(plain.valHidden) != 0 || len(cached.valHidden) != 2 {
+				t.Fatalf("%d and %d cached batches, want 0 and 2", len(plain.valHidden), len(cached.valHidden))
+			}
+			for p := range want {
+				if !slices.Equal(got[p], want[p]) {
+					t.Errorf("pass %d: losses %v with the cache, %v without", p, got[p], want[p])
+				}
+			}
+			for i, c := range cached.valHidden {
+				if c.targets == nil {
+					t.Errorf("batch %d: no teacher cross-entropy kept", i)
+				}
+			}
+			if te, kl := want[0][3], want[0][4]; te <= 0 || kl <= 0 {
+				t.Fatalf("teacher loss %v, KL %v: want positive", te, kl)
+			}
+		})
 	}
 }
