@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -165,7 +166,7 @@ func Run(ctx context.Context, r *Recipe, opt RunOptions) (*Summary, error) {
 		return nil, err
 	}
 	sum := &Summary{Out: r.Out}
-	st := &state{r: r, opt: opt, tok: tok, teacherID: teacherID, logf: logf, keys: map[string]string{}, dirIDs: map[string]string{}}
+	st := &state{r: r, opt: opt, tok: tok, teacherID: teacherID, logf: logf, keys: map[string]string{}, dirIDs: map[string]string{}, validated: map[int]bool{}}
 	for i, sg := range ss {
 		if i > until {
 			break
@@ -200,6 +201,9 @@ type state struct {
 	dirIDs    map[string]string // model directory -> identity
 	datasets  []train.Dataset
 	report    *Report
+	// validated: the steps whose distillation validated its final step
+	// in this process (on opt.Backend), by step index.
+	validated map[int]bool
 }
 
 func (s *state) key(stage string) string { return s.keys[stage] }
@@ -332,6 +336,7 @@ func (s *state) run(ctx context.Context, sg stage) (bool, error) {
 			return false, err
 		}
 		s.logf("distilled %d steps (%d tokens) from %s: val ce %.4f", res.Steps, res.Tokens, cfg.Teacher.Model, res.ValLoss)
+		s.validated[i] = res.ResumedFrom < res.Steps
 		return false, r.finish(sg.name, key)
 
 	case KindEval:
@@ -623,17 +628,28 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 			s.logf("humaneval tests run with: %s", sandbox.Protections)
 		}
 	}
+	recorded := s.recordedCEs(dc)
 	rep := &Report{}
 	for _, mm := range s.evalModels() {
-		m, err := model.Load(mm.dir, s.opt.Backend, nil)
-		if err != nil {
+		rec, reuse := recorded[filepath.Clean(mm.dir)]
+		var m *model.Model
+		var mc *model.Config
+		if !reuse || len(r.Eval.Tasks) > 0 || mm.dir == r.FinalStudent() {
+			if m, err = model.Load(mm.dir, s.opt.Backend, nil); err != nil {
+				return err
+			}
+			mc = m.Config
+		} else if mc, err = model.LoadConfig(filepath.Join(mm.dir, "config.json")); err != nil {
 			return err
 		}
-		res, err := eval.PerplexityOn(ctx, m, val, dc.Train.MicroBatch)
-		if err != nil {
+		res := &eval.Result{Loss: rec.ce, Perplexity: math.Exp(rec.ce), Tokens: int64(len(val) * (len(val[0]) - 1))}
+		if reuse {
+			s.logf("%s: val ce %.4f, from the validation at step %d of %s (the same held-out sequences and model)", mm.name, rec.ce, rec.step, rec.run)
+		} else if res, err = eval.PerplexityOn(ctx, m, val, dc.Train.MicroBatch); err != nil {
+			m.Free()
 			return err
 		}
-		total, nonEmb := m.Config.NumParams()
+		total, nonEmb := mc.NumParams()
 		mr := ModelReport{Name: mm.name, Dir: mm.dir, Params: total, NonEmbParams: nonEmb, ValCE: res.Loss, Perplexity: res.Perplexity,
 			Tokens: res.Tokens, TrainTokens: mm.tokens}
 		for _, t := range r.Eval.Tasks {
@@ -660,7 +676,9 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 				rep.Samples = append(rep.Samples, SampleReport{Prompt: smp.Prompt, Text: full})
 			}
 		}
-		m.Free()
+		if m != nil {
+			m.Free()
+		}
 	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(r.reportPath()), 0o755); err != nil {
@@ -671,6 +689,33 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 	}
 	s.report = rep
 	return r.finish("eval", key)
+}
+
+// recordedCEs returns, by model directory, the cross-entropies on the
+// evaluation's held-out sequences (those of want's validation) that the
+// steps' distillations measured at their final validation in this process
+// and that stand for the eval stage's (finalValidation): a final student's
+// val_ce, a teacher's val_teacher_ce.
+func (s *state) recordedCEs(want *distill.Config) map[string]recordedCE {
+	r := s.r
+	out := map[string]recordedCE{}
+	for i := range r.Steps {
+		if !s.validated[i] {
+			continue
+		}
+		cfg := r.distillConfig(i, r.prunedDir(i), s.datasets)
+		student, teacher, why := finalValidation(r.distillDir(i), cfg, want, s.opt.Backend.FloatDType())
+		if why != "" {
+			s.logf("the val ce of %s is measured again: %s", r.studentDir(i), why) // the teacher's may still be reused
+		}
+		if student != nil {
+			out[filepath.Clean(r.studentDir(i))] = *student
+		}
+		if teacher != nil {
+			out[filepath.Clean(cfg.Teacher.Model)] = *teacher
+		}
+	}
+	return out
 }
 
 // benchmark scores one model on one of the recipe's tasks.
