@@ -9,6 +9,21 @@ import (
 	"github.com/minitron/minitron/train"
 )
 
+// tinyModels loads the default recipe's teacher and makes a student of
+// its pruned shape.
+func tinyModels(b *testing.B) (teacher, student *model.Model) {
+	teacher, err := model.Load("../models/tiny-teacher", cpu.New(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc := *teacher.Config
+	sc.HiddenSize, sc.NumHeads, sc.IntermediateSize = 96, 4, 384
+	if student, err = model.Random(&sc, teacher.Backend, 1); err != nil {
+		b.Fatal(err)
+	}
+	return teacher, student
+}
+
 // BenchmarkKDStepTiny times one optimizer step of the embedded default
 // recipe's distillation (recipes/tiny.yaml): the committed tiny teacher
 // (3.9M parameters) and a student of its pruned shape (hidden 96, 4 heads
@@ -16,17 +31,8 @@ import (
 // 256 tokens, AdamW. It reports tokens/s and the CPU time per step
 // (cpu-ms/op), which a loaded machine inflates far less than wall time.
 func BenchmarkKDStepTiny(b *testing.B) {
-	be := cpu.New()
-	teacher, err := model.Load("../models/tiny-teacher", be, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sc := *teacher.Config
-	sc.HiddenSize, sc.NumHeads, sc.IntermediateSize = 96, 4, 384
-	student, err := model.Random(&sc, be, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
+	teacher, student := tinyModels(b)
+	sc := *student.Config
 	obj, err := NewObjective(teacher, student, KD{Temperature: 1})
 	if err != nil {
 		b.Fatal(err)
@@ -63,17 +69,8 @@ func BenchmarkKDStepTiny(b *testing.B) {
 // validation, against the same validation with a fresh objective each
 // time (the teacher's trunk run again); cpu-ms/op is per validation.
 func BenchmarkValidationTiny(b *testing.B) {
-	be := cpu.New()
-	teacher, err := model.Load("../models/tiny-teacher", be, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sc := *teacher.Config
-	sc.HiddenSize, sc.NumHeads, sc.IntermediateSize = 96, 4, 384
-	student, err := model.Random(&sc, be, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
+	teacher, student := tinyModels(b)
+	be, sc := teacher.Backend, *student.Config
 	const batches, batch, seq = 8, 16, 256
 	r := &train.RandomBatcher{Vocab: sc.VocabSize, Len: seq, Seed: 1}
 	var ins []model.Input
