@@ -307,3 +307,28 @@ func TestRunCacheBounds(t *testing.T) {
 		t.Fatal("a run not used since was kept through several overflows")
 	}
 }
+
+// TestNormalizePlain: copying stretches of plain ASCII bytes gives the
+// normalized text of rewriting one unit at a time, with and without rules
+// and user-defined symbols.
+func TestNormalizePlain(t *testing.T) {
+	docs := append(goSourceFiles(t, 256<<10),
+		"  lead  and trail  ", "e\u0301 \uff21\uff22 \u2460 tab\there\x00\x7f\r\n", "func\tfuncs ab  cd", "\xff\xfe bad \xc3")
+	for _, name := range fixtureModels {
+		t.Run(name, func(t *testing.T) {
+			sp, _ := loadGolden(t, name)
+			for _, user := range []*trie{sp.norm.user, newTrie([]string{"func", "b "}, []int32{7, 8})} {
+				fast := *sp.norm
+				fast.user = user
+				fast.markPlain()
+				slow := fast
+				slow.plain = [128]bool{}
+				for _, d := range docs {
+					if got, want := fast.normalize(d), slow.normalize(d); got != want {
+						t.Fatalf("user %v: %.40q normalizes to %.80q, want %.80q", user != nil, d, got, want)
+					}
+				}
+			}
+		})
+	}
+}
