@@ -50,12 +50,17 @@ func benchEncode(b *testing.B, name string) {
 	for _, l := range lines {
 		n += len(l) + 1
 	}
+	encodeAll(b, sp, lines, n)
+}
+
+// encodeAll times encoding each of docs, n bytes in all.
+func encodeAll(b *testing.B, sp *SentencePiece, docs []string, n int) {
 	b.SetBytes(int64(n))
 	b.ResetTimer()
 	var ids []int32
 	for range b.N {
-		for _, l := range lines {
-			ids = sp.AppendEncode(ids[:0], l)
+		for _, d := range docs {
+			ids = sp.AppendEncode(ids[:0], d)
 		}
 	}
 }
@@ -113,14 +118,7 @@ func BenchmarkEncodeGoFiles(b *testing.B) {
 			if !cached {
 				sp.wordCut, sp.noRunCache = false, true
 			}
-			b.SetBytes(int64(n))
-			b.ResetTimer()
-			var ids []int32
-			for range b.N {
-				for _, f := range files {
-					ids = sp.AppendEncode(ids[:0], f)
-				}
-			}
+			encodeAll(b, sp, files, n)
 		})
 	}
 }
