@@ -94,6 +94,16 @@ done512:
 #define T_N128 448
 #define T_FAST 480
 
+// HORNER sets p to the polynomial in r that approximates (e^r − 1 − r)/r²
+// for |r| ≤ ln2/2 (Cephes expf coefficients, c6 first).
+#define HORNER(r, p) \
+	VMOVUPS T_C6(R8), p; \
+	VFMADD213PS T_C5(R8), r, p; \
+	VFMADD213PS T_C4(R8), r, p; \
+	VFMADD213PS T_C3(R8), r, p; \
+	VFMADD213PS T_C2(R8), r, p; \
+	VFMADD213PS T_C1(R8), r, p
+
 // EXPGEN sets Y6 = e^Y0 for any Y0 (Exp's doc comment): x clamped to
 // [min, max], n = round(x·log2e) (round to nearest even), r = x − n·ln2,
 // e^r by the polynomial, times 2^n; n may reach 128, and 2^128 is not a
@@ -108,12 +118,7 @@ done512:
 	VMOVAPS Y1, Y3; \
 	VFNMADD231PS T_LN2HI(R8), Y2, Y3; \
 	VFNMADD231PS T_LN2LO(R8), Y2, Y3; \
-	VMOVUPS T_C6(R8), Y4; \
-	VFMADD213PS T_C5(R8), Y3, Y4; \
-	VFMADD213PS T_C4(R8), Y3, Y4; \
-	VFMADD213PS T_C3(R8), Y3, Y4; \
-	VFMADD213PS T_C2(R8), Y3, Y4; \
-	VFMADD213PS T_C1(R8), Y3, Y4; \
+	HORNER(Y3, Y4); \
 	VMULPS Y3, Y3, Y5; \
 	VADDPS T_ONE(R8), Y3, Y6; \
 	VFMADD231PS Y5, Y4, Y6; \
@@ -157,18 +162,8 @@ done512:
 	VFNMADD231PS T_LN2HI(R8), Y6, Y7; \
 	VFNMADD231PS T_LN2LO(R8), Y1, Y2; \
 	VFNMADD231PS T_LN2LO(R8), Y6, Y7; \
-	VMOVUPS T_C6(R8), Y3; \
-	VMOVUPS T_C6(R8), Y8; \
-	VFMADD213PS T_C5(R8), Y2, Y3; \
-	VFMADD213PS T_C5(R8), Y7, Y8; \
-	VFMADD213PS T_C4(R8), Y2, Y3; \
-	VFMADD213PS T_C4(R8), Y7, Y8; \
-	VFMADD213PS T_C3(R8), Y2, Y3; \
-	VFMADD213PS T_C3(R8), Y7, Y8; \
-	VFMADD213PS T_C2(R8), Y2, Y3; \
-	VFMADD213PS T_C2(R8), Y7, Y8; \
-	VFMADD213PS T_C1(R8), Y2, Y3; \
-	VFMADD213PS T_C1(R8), Y7, Y8; \
+	HORNER(Y2, Y3); \
+	HORNER(Y7, Y8); \
 	VMULPS Y2, Y2, Y4; \
 	VMULPS Y7, Y7, Y11; \
 	VADDPS T_ONE(R8), Y2, Y2; \
