@@ -5,9 +5,10 @@
 # 3), each from a clean runs/tiny directory, under GNU time. Prints each
 # run's wall time, CPU time and peak RSS (the largest process of the tree:
 # the minitron that `go run` starts), then the median wall time and the
-# largest peak RSS. The build cache is warmed first, so `go run` only
-# links; the load average before each run is printed, since other work on
-# the machine slows every figure.
+# largest peak RSS. The command is built once first (`go run` keeps the
+# linked program in the build cache), so every run starts it as a user's
+# second run does, neither compiling nor linking; the load average before
+# each run is printed, since other work on the machine slows every figure.
 #
 # Needs: Go, GNU time (/usr/bin/time), coreutils.
 # Usage: bench/tiny.sh            (logs in bench/out/tiny/)
@@ -21,7 +22,7 @@ out=${OUT:-bench/out/tiny}
 [ -x /usr/bin/time ] || { echo "bench/tiny.sh: needs GNU time at /usr/bin/time (apt install time)" >&2; exit 1; }
 mkdir -p "$out"
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?'), $(go version)"
-go build -o /dev/null ./cmd/minitron # warm the build cache
+go run ./cmd/minitron --version >/dev/null # build once: every run then starts the cached command
 
 field() { # field FILE PREFIX: the value after "PREFIX: " in a GNU time -v report
   local line

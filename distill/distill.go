@@ -528,7 +528,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := o.buffers(min(n, model.LossChunk), v); err != nil {
+	if err := o.buffers(min(n, model.LossChunk(v)), v); err != nil {
 		return nil, nil, err
 	}
 	T := float32(o.KD.Temperature)

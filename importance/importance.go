@@ -233,6 +233,10 @@ func HashIDs(ids []int32) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// snapshotBudget bounds the layer inputs kept for the depth passes (bytes
+// of float32; a variable so tests can force the passes that run whole).
+var snapshotBudget int64 = 1 << 30
+
 // Estimate scores m on n calibration sequences of T tokens (ids is n×T).
 func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Options) (*Scores, error) {
 	if opt.Agg == (Aggregation{}) {
@@ -349,46 +353,116 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 		}
 		return nil
 	}
-	pass := func(skip []bool, observe bool) (float64, error) {
-		var sum float64
-		for s0 := 0; s0 < n; s0 += opt.BatchSize {
-			if err := ctx.Err(); err != nil {
-				return 0, err
+	// With Depth, the passes that remove layer l start from the stream
+	// entering layer l, kept from the calibration pass over the same batch
+	// (the layers before l give the same output with or without l), when
+	// those streams fit snapshotBudget; otherwise every pass runs whole.
+	var snaps map[int][]backend.Tensor // rows → stream entering each layer
+	if opt.Depth && int64(L)*int64(min(n, opt.BatchSize)*T)*int64(D)*4 <= snapshotBudget {
+		snaps = map[int][]backend.Tensor{}
+		defer func() {
+			for _, ts := range snaps {
+				for _, t := range ts {
+					b.Free(t)
+				}
 			}
-			bs = min(opt.BatchSize, n-s0)
-			a, err := workspace(bs * T)
-			if err != nil {
-				return 0, err
-			}
-			chunk := ids[s0*T : (s0+bs)*T]
-			mo := model.Options{Skip: skip}
-			if observe {
-				mo.Observer = obs
-				blocks.begin(bs * T)
-			}
-			l, err := m.Loss(a, model.Input{B: bs, T: T, IDs: chunk}, model.NextTokenTargets(chunk, bs, T), mo)
-			if err != nil {
-				return 0, err
-			}
-			if observe {
-				blocks.end()
-			}
-			sum += l * float64(bs)
-			if observe {
-				tokens += bs * T
-			}
-			done++
-			if opt.Progress != nil {
-				opt.Progress(done, total)
+		}()
+	}
+	var snap []backend.Tensor // the current batch's, while observing
+	observe := obs
+	obs = func(site model.Site, layer int, t backend.Tensor) error {
+		if site == model.SiteLayerIn && snap != nil {
+			if err := b.Copy(snap[layer], t); err != nil {
+				return err
 			}
 		}
-		return sum / float64(n), nil
+		return observe(site, layer, t)
 	}
-	calib, err := pass(nil, true)
-	if err != nil {
-		return nil, err
+	// batch runs sequences s0..s0+bs (skip: the layer removed, or -1) and
+	// returns the loss weighted by the number of sequences.
+	batch := func(s0 int, skip int, observed bool) (float64, error) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		bs = min(opt.BatchSize, n-s0)
+		a, err := workspace(bs * T)
+		if err != nil {
+			return 0, err
+		}
+		chunk := ids[s0*T : (s0+bs)*T]
+		var mo model.Options
+		if skip >= 0 {
+			mo.Skip = make([]bool, L)
+			mo.Skip[skip] = true
+			if snaps != nil && skip > 0 {
+				mo.From, mo.FromHidden = skip, snaps[bs*T][skip]
+			}
+		}
+		snap = nil
+		if observed {
+			mo.Observer = obs
+			blocks.begin(bs * T)
+			if snaps != nil {
+				if snap = snaps[bs*T]; snap == nil {
+					for range L {
+						t, err := b.New(b.FloatDType(), bs*T, D)
+						if err != nil {
+							return 0, fmt.Errorf("importance: keeping the layer inputs of %d rows for the depth passes: %w", bs*T, err)
+						}
+						snap = append(snap, t)
+						snaps[bs*T] = snap
+					}
+				}
+			}
+		}
+		l, err := m.Loss(a, model.Input{B: bs, T: T, IDs: chunk}, model.NextTokenTargets(chunk, bs, T), mo)
+		snap = nil
+		if err != nil {
+			return 0, err
+		}
+		if observed {
+			blocks.end()
+			tokens += bs * T
+		}
+		done++
+		if opt.Progress != nil {
+			opt.Progress(done, total)
+		}
+		return l * float64(bs), nil
 	}
-	lossSum = calib
+	var without []float64 // per layer, summed over the batches in order
+	if opt.Depth {
+		without = make([]float64, L)
+	}
+	for s0 := 0; s0 < n; s0 += opt.BatchSize {
+		l, err := batch(s0, -1, true)
+		if err != nil {
+			return nil, err
+		}
+		lossSum += l
+		if snaps == nil {
+			continue
+		}
+		for k := range L {
+			l, err := batch(s0, k, false)
+			if err != nil {
+				return nil, err
+			}
+			without[k] += l
+		}
+	}
+	if opt.Depth && snaps == nil {
+		for k := range L {
+			for s0 := 0; s0 < n; s0 += opt.BatchSize {
+				l, err := batch(s0, k, false)
+				if err != nil {
+					return nil, err
+				}
+				without[k] += l
+			}
+		}
+	}
+	lossSum /= float64(n)
 	sc := &Scores{CalibrationLoss: float32(lossSum), LayerBI: make([]float32, L), Embedding: make([]float32, D), BlockBI: blocks.result()}
 	for l := range L {
 		sc.Head = append(sc.Head, heads[l].result())
@@ -402,14 +476,8 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 	}
 	if opt.Depth {
 		sc.LayerLossWithout = make([]float32, L)
-		for l := range L {
-			skip := make([]bool, L)
-			skip[l] = true
-			v, err := pass(skip, false)
-			if err != nil {
-				return nil, err
-			}
-			sc.LayerLossWithout[l] = float32(v)
+		for l, v := range without {
+			sc.LayerLossWithout[l] = float32(v / float64(n))
 		}
 	}
 	sc.Meta = map[string]string{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -236,5 +237,33 @@ func TestAllocationFailure(t *testing.T) {
 	_, err := Estimate(context.Background(), m, ids, n, T, Options{})
 	if err == nil || !strings.Contains(err.Error(), "out of device memory") {
 		t.Fatalf("error %v, want the allocation's", err)
+	}
+}
+
+// TestDepthPassesFromKeptStreams: the depth passes that start from the
+// layer inputs kept by the calibration pass give every score, to the bit,
+// that passes run whole give.
+func TestDepthPassesFromKeptStreams(t *testing.T) {
+	for _, name := range fixtureModels {
+		t.Run(name, func(t *testing.T) {
+			m, _, ids, n, T := loadFixture(t, name)
+			for _, bs := range []int{3, 4} {
+				opt := Options{Depth: true, BatchSize: bs}
+				kept, err := Estimate(context.Background(), m, ids, n, T, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				saved := snapshotBudget
+				snapshotBudget = 0
+				whole, err := Estimate(context.Background(), m, ids, n, T, opt)
+				snapshotBudget = saved
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(kept, whole) {
+					t.Errorf("batch %d: scores differ:\nkept streams %v\nwhole passes %v", bs, kept.LayerLossWithout, whole.LayerLossWithout)
+				}
+			}
+		})
 	}
 }

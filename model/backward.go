@@ -52,9 +52,18 @@ func (g *Grads) Free(b backend.Backend) {
 }
 
 // LossChunk is the number of rows whose logits exist at once during the
-// loss, the most a ChunkLoss is called with: a 256k vocabulary never needs
-// more than LossChunk×V floats.
-const LossChunk = 256
+// loss for a vocabulary of v, the most a ChunkLoss is called with: 256
+// rows, or more for a small vocabulary, as many as lossChunkElems logits
+// hold (in multiples of 256). A 256k vocabulary never needs more than
+// 256×V floats; a 4k one computes its logits 1024 rows at a time, whose
+// products run faster than four of 256.
+func LossChunk(v int) int {
+	return max(256, lossChunkElems/max(v, 1)/256*256)
+}
+
+// lossChunkElems bounds the logits of a chunk of rows (16 MB of float32;
+// a variable so tests can make chunks of 256 rows at any vocabulary).
+var lossChunkElems = 4 << 20
 
 // backState is the workspace of a backward pass: one layer's activation
 // gradients, reused across layers.
@@ -91,7 +100,7 @@ func (m *Model) newBackState(n int) (*backState, error) {
 	if c.Arch == Llama {
 		s.dgate = alloc(fd, n, f)
 	}
-	s.logits = alloc(fd, min(n, LossChunk), c.VocabSize)
+	s.logits = alloc(fd, min(n, LossChunk(c.VocabSize)), c.VocabSize)
 	s.losses = alloc(backend.F32, n)
 	if err != nil {
 		s.free(m.Backend)
@@ -287,8 +296,9 @@ func (a *Activations) Final() backend.Tensor { return a.final }
 func (m *Model) lossBackward(a *Activations, s *backState, loss ChunkLoss, scale float32, g *Grads) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := a.N, c.HiddenSize, c.VocabSize
-	for r0 := 0; r0 < n; r0 += LossChunk {
-		r1 := min(n, r0+LossChunk)
+	chunk := LossChunk(v)
+	for r0 := 0; r0 < n; r0 += chunk {
+		r1 := min(n, r0+chunk)
 		rows := r1 - r0
 		fin, err := b.View(a.final, r0*d, rows, d)
 		if err != nil {
@@ -489,7 +499,8 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 		return 0, err
 	}
 	b, c := m.Backend, m.Config
-	rows := min(n, LossChunk)
+	chunk := LossChunk(c.VocabSize)
+	rows := min(n, chunk)
 	if err := m.ensure(&a.logits, a, b.FloatDType(), rows, c.VocabSize); err != nil {
 		return 0, err
 	}
@@ -503,8 +514,8 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 		return 0, err
 	}
 	defer b.Free(tg)
-	for r0 := 0; r0 < n; r0 += LossChunk {
-		r1 := min(n, r0+LossChunk)
+	for r0 := 0; r0 < n; r0 += chunk {
+		r1 := min(n, r0+chunk)
 		fin, err := b.View(a.final, r0*c.HiddenSize, r1-r0, c.HiddenSize)
 		if err != nil {
 			return 0, err
@@ -545,7 +556,8 @@ func (m *Model) Loss(a *Activations, in Input, targets []int32, opt Options) (fl
 func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, error) {
 	b, c := m.Backend, m.Config
 	n, d, v := backend.Rows(final), c.HiddenSize, c.VocabSize
-	lg, err := b.New(b.FloatDType(), min(n, LossChunk), v)
+	chunk := LossChunk(v)
+	lg, err := b.New(b.FloatDType(), min(n, chunk), v)
 	if err != nil {
 		return 0, err
 	}
@@ -555,8 +567,8 @@ func (m *Model) LogitsChunked(final backend.Tensor, loss ChunkLoss) (float64, er
 		return 0, err
 	}
 	defer b.Free(losses)
-	for r0 := 0; r0 < n; r0 += LossChunk {
-		r1 := min(n, r0+LossChunk)
+	for r0 := 0; r0 < n; r0 += chunk {
+		r1 := min(n, r0+chunk)
 		fin, err := b.View(final, r0*d, r1-r0, d)
 		if err != nil {
 			return 0, err

@@ -54,6 +54,12 @@ type Options struct {
 	Observer Observer
 	// Skip[l] removes layer l (its input passes through unchanged).
 	Skip []bool
+	// From > 0 starts the pass at layer From, with FromHidden [N, D] as
+	// the residual stream entering it: the embedding and the layers before
+	// From are not run (FromHidden is what they gave, kept from an earlier
+	// pass over the same ids). Not with a cache.
+	From       int
+	FromHidden backend.Tensor
 }
 
 // Cache holds keys and values of up to Slots sequences of MaxT positions.
@@ -301,6 +307,17 @@ func (m *Model) checkInput(a *Activations, in Input, opt Options) error {
 	if opt.Skip != nil && len(opt.Skip) != m.Config.NumLayers {
 		return fmt.Errorf("model: %d skip flags for %d layers", len(opt.Skip), m.Config.NumLayers)
 	}
+	if opt.From != 0 {
+		if opt.From < 0 || opt.From > m.Config.NumLayers {
+			return fmt.Errorf("model: a pass from layer %d of a model of %d layers", opt.From, m.Config.NumLayers)
+		}
+		if opt.Cache != nil {
+			return fmt.Errorf("model: a pass from layer %d cannot use a cache", opt.From)
+		}
+		if opt.FromHidden == nil || backend.Rows(opt.FromHidden) != n || backend.Cols(opt.FromHidden) != m.Config.HiddenSize {
+			return fmt.Errorf("model: a pass from layer %d needs its input stream of %d×%d", opt.From, n, m.Config.HiddenSize)
+		}
+	}
 	for _, r := range in.LogitRows {
 		if r < 0 || int(r) >= n {
 			return fmt.Errorf("model: logit row %d outside [0,%d)", r, n)
@@ -408,11 +425,17 @@ func (m *Model) trunk(a *Activations, in Input, opt Options) error {
 	if obs == nil {
 		obs = func(Site, int, backend.Tensor) error { return nil }
 	}
-	if err := b.Embedding(a.H[0], m.Embed, a.ids); err != nil {
-		return err
-	}
-	if err := obs(SiteEmbed, -1, a.H[0]); err != nil {
-		return err
+	if opt.From > 0 {
+		if err := b.Copy(a.H[opt.From], opt.FromHidden); err != nil {
+			return err
+		}
+	} else {
+		if err := b.Embedding(a.H[0], m.Embed, a.ids); err != nil {
+			return err
+		}
+		if err := obs(SiteEmbed, -1, a.H[0]); err != nil {
+			return err
+		}
 	}
 	var cacheRows backend.Tensor
 	if opt.Cache != nil {
@@ -429,7 +452,7 @@ func (m *Model) trunk(a *Activations, in Input, opt Options) error {
 		defer b.Free(cacheRows)
 	}
 	at := m.attn(in, opt.Cache)
-	for l := range c.NumLayers {
+	for l := opt.From; l < c.NumLayers; l++ {
 		x, mid, out := a.H[l], a.Mid[l], a.H[l+1]
 		if opt.Skip != nil && opt.Skip[l] {
 			if out != x {

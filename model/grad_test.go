@@ -120,3 +120,59 @@ func TestLossMatchesGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestLossChunks: the loss and the gradients do not depend on how many
+// rows of logits exist at once (one chunk of 600 rows against chunks of
+// 256, 256 and 88), for LossAndGrad and Loss.
+func TestLossChunks(t *testing.T) {
+	m, _ := loadFixture(t, "nemotron-tiny")
+	const B, T = 2, 300
+	ids := make([]int32, B*T)
+	for i := range ids {
+		ids[i] = int32((i*7919 + 13) % m.Config.VocabSize)
+	}
+	in := Input{B: B, T: T, IDs: ids}
+	targets := NextTokenTargets(ids, B, T)
+	run := func(elems int) (float64, float64, [][]float32) {
+		saved := lossChunkElems
+		lossChunkElems = elems
+		defer func() { lossChunkElems = saved }()
+		a, err := m.NewActivations(B*T, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Free(m.Backend)
+		g, err := m.NewGrads()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Free(m.Backend)
+		loss, err := m.LossAndGrad(a, in, targets, 1, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eval, err := m.Loss(a, in, targets, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var grads [][]float32
+		for _, x := range g.T {
+			v, _ := m.Backend.ToFloat32(x)
+			grads = append(grads, v)
+		}
+		return loss, eval, grads
+	}
+	if n := LossChunk(m.Config.VocabSize); n < B*T {
+		t.Fatalf("a chunk of %d rows at vocabulary %d: the test needs one chunk for all %d rows", n, m.Config.VocabSize, B*T)
+	}
+	l1, e1, g1 := run(lossChunkElems)
+	l3, e3, g3 := run(0)
+	if math.Abs(l1-l3) > 1e-6*math.Abs(l1) || math.Abs(e1-e3) > 1e-6*math.Abs(e1) {
+		t.Errorf("losses: one chunk %v and %v, three chunks %v and %v", l1, e1, l3, e3)
+	}
+	for i, p := range m.Params {
+		if e := relErr(g3[i], g1[i]); e > 1e-5 {
+			t.Errorf("grad.%s: relative error %.3g between one chunk and three", p.Name, e)
+		}
+	}
+}

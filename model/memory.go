@@ -91,7 +91,7 @@ func (c *Config) TrainingActivationElems(n int, recompute bool) Elems {
 	if c.Arch == Llama {
 		e.Float += N * f
 	}
-	e.Float += min(N, LossChunk) * int64(c.VocabSize)
+	e.Float += min(N, int64(LossChunk(c.VocabSize))) * int64(c.VocabSize)
 	e.F32 += N
 	return e
 }

@@ -52,3 +52,9 @@ func (d *dartsTrie) longestPrefix(s string) (value, length int) {
 	}
 	return
 }
+
+// startsKey reports whether some key begins with the byte c.
+func (d *dartsTrie) startsKey(c byte) bool {
+	pos := unitOffset(d.units[0]) ^ uint32(c)
+	return int(pos) < len(d.units) && unitLabel(d.units[pos]) == uint32(c)
+}

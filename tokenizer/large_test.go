@@ -58,6 +58,12 @@ func syntheticPieces(n int) []string {
 // syntheticModel builds a SentencePiece model of the pieces plus the
 // special and byte pieces (259 more).
 func syntheticModel(pieces []string, modelType int) []byte {
+	return syntheticModelTyped(pieces, nil, modelType)
+}
+
+// syntheticModelTyped is syntheticModel with the types of some pieces
+// given (the others are normal).
+func syntheticModelTyped(pieces []string, types map[string]int, modelType int) []byte {
 	var w protoWriter
 	piece := func(s string, score float32, typ int) {
 		var p protoWriter
@@ -73,7 +79,11 @@ func syntheticModel(pieces []string, modelType int) []byte {
 		piece(fmt.Sprintf("<0x%02X>", i), 0, typeByte)
 	}
 	for i, p := range pieces {
-		piece(p, -float32(i), typeNormal)
+		typ, ok := types[p]
+		if !ok {
+			typ = typeNormal
+		}
+		piece(p, -float32(i), typ)
 	}
 	var ts protoWriter
 	ts.varint(3, uint64(modelType))

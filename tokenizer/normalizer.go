@@ -22,6 +22,9 @@ type normalizer struct {
 	removeExtraWS   bool
 	escapeWS        bool
 	treatWSAsSuffix bool
+	// plain marks the ASCII bytes other than space that begin no rule and
+	// no user-defined symbol: each is its own normalized form.
+	plain [128]bool
 }
 
 func newNormalizer(m *protoModel, user *trie) (*normalizer, error) {
@@ -42,7 +45,15 @@ func newNormalizer(m *protoModel, user *trie) (*normalizer, error) {
 		}
 		n.rules, n.ruleText = d, string(b[4+size:])
 	}
+	n.markPlain()
 	return n, nil
+}
+
+// markPlain fills plain from the rules and the user-defined symbols.
+func (n *normalizer) markPlain() {
+	for c := range n.plain {
+		n.plain[c] = c != ' ' && (n.rules == nil || !n.rules.startsKey(byte(c))) && (n.user == nil || n.user.root[c] < 0)
+	}
 }
 
 // prefix returns the normalized form of the longest unit at the start of s
@@ -97,6 +108,17 @@ func (n *normalizer) normalize(s string) string {
 	}
 	prevSpace := n.removeExtraWS
 	for len(s) > 0 {
+		if s[0] < 0x80 && n.plain[s[0]] {
+			// A stretch of plain bytes is copied as the one-byte units
+			// would be: unchanged, and none is a space.
+			j := 1
+			for j < len(s) && s[j] < 0x80 && n.plain[s[j]] {
+				j++
+			}
+			b.WriteString(s[:j])
+			s, prevSpace = s[j:], false
+			continue
+		}
 		p, c := n.prefix(s)
 		s = s[c:]
 		for prevSpace && len(p) > 0 && p[0] == ' ' {

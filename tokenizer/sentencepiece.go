@@ -41,6 +41,19 @@ type SentencePiece struct {
 	// isolating marks ASCII bytes that occur in no piece longer than one
 	// byte: no merge can cross them, so BPE runs on each side separately.
 	isolating [128]bool
+	// isolatedID is the id of each isolating byte's one segment.
+	isolatedID [128]int32
+	// wordCut is set when no piece holds U+2581 after anything but another
+	// U+2581 and no piece is unused: then no merge crosses the start of a
+	// word (a U+2581 after another character), and BPE runs on each word
+	// separately. (Unused pieces are resegmented by the merges seen in the
+	// whole run, so they keep runs whole.)
+	wordCut bool
+	// noRunCache turns the run cache off (for tests and benchmarks).
+	noRunCache bool
+	// scratch holds reusable encoding buffers and run caches; unlike a
+	// sync.Pool it keeps them across garbage collections.
+	scratch chan *bpeScratch
 	// hash of the model file, for manifests
 	hash string
 }
@@ -78,7 +91,8 @@ func ParseSentencePiece(b []byte) (*SentencePiece, error) {
 		return nil, fmt.Errorf("models with a denormalizer spec are not supported")
 	}
 	sp := &SentencePiece{pieces: m.pieces, model: m.modelType, pieceID: map[string]int32{}, reserved: map[string]int32{},
-		unkID: -1, byteFallback: m.byteFallback, unkSurface: m.unkSurface, bos: -1, eos: -1, pad: -1}
+		unkID: -1, byteFallback: m.byteFallback, unkSurface: m.unkSurface, bos: -1, eos: -1, pad: -1,
+		scratch: make(chan *bpeScratch, max(4, 2*runtime.GOMAXPROCS(0)))}
 	for i := range sp.byteID {
 		sp.byteID[i] = -1
 	}
@@ -212,8 +226,8 @@ func (sp *SentencePiece) AppendEncode(dst []int32, text string) []int32 {
 	if norm == "" {
 		return dst
 	}
-	sc := scratchPool.Get().(*bpeScratch)
-	defer scratchPool.Put(sc)
+	sc := sp.getScratch()
+	defer sp.putScratch(sc)
 	var segs []segment
 	if sp.model == modelBPE {
 		segs = sp.bpe(norm, sc)
@@ -270,13 +284,28 @@ func pairBefore(a, b *bpePair) bool {
 
 // bpeScratch holds one encoding's buffers, reused across calls.
 type bpeScratch struct {
-	syms []bpeSymbol
-	heap []bpePair
-	segs []segment
-	best []bestPath
+	syms  []bpeSymbol
+	heap  []bpePair
+	segs  []segment
+	best  []bestPath
+	cache runCache
 }
 
-var scratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
+func (sp *SentencePiece) getScratch() *bpeScratch {
+	select {
+	case sc := <-sp.scratch:
+		return sc
+	default:
+		return new(bpeScratch)
+	}
+}
+
+func (sp *SentencePiece) putScratch(sc *bpeScratch) {
+	select {
+	case sp.scratch <- sc:
+	default: // enough are kept for the encoders that run at once
+	}
+}
 
 func (s *bpeScratch) push(p bpePair) {
 	h := append(s.heap, p)
@@ -339,6 +368,23 @@ func (sp *SentencePiece) buildMerges() {
 			}
 		}
 	}
+	sp.wordCut = true
+	for p, id := range sp.pieceID {
+		if sp.pieces[id].typ == typeUnused {
+			sp.wordCut = false
+		}
+		for i := 1; i < len(p); i++ {
+			if strings.HasPrefix(p[i:], spaceSymbol) && !strings.HasSuffix(p[:i], spaceSymbol) {
+				sp.wordCut = false
+			}
+		}
+	}
+	var sc bpeScratch
+	for c, iso := range sp.isolating {
+		if iso {
+			sp.isolatedID[c] = sp.bpeRun(string(rune(c)), 0, 1, &sc, nil)[0].id
+		}
+	}
 	workers := runtime.GOMAXPROCS(0)
 	keys := make([][]uint64, workers)
 	vals := make([][]int32, workers)
@@ -384,26 +430,48 @@ func (sp *SentencePiece) mergeID(norm string, l, r *bpeSymbol) int32 {
 	return -1
 }
 
-// bpe segments the normalized text. Runs between isolating bytes are
-// merged independently, which gives the same result as one pass over the
-// whole text (no merge can involve an isolating byte) at lower cost on
-// long documents.
+// bpe segments the normalized text. Runs between isolating bytes (and
+// between words, when wordCut is set) are merged independently, which gives
+// the same result as one pass over the whole text (no merge can cross those
+// boundaries) at lower cost on long documents, and lets repeated runs come
+// from the scratch's cache.
 func (sp *SentencePiece) bpe(norm string, sc *bpeScratch) []segment {
 	out := sc.segs[:0]
 	start := 0
 	for i := 0; i < len(norm); i++ {
-		if c := norm[i]; c < 0x80 && sp.isolating[c] {
+		c := norm[i]
+		switch {
+		case c < 0x80 && sp.isolating[c]:
 			if i > start {
-				out = sp.bpeRun(norm, start, i, sc, out)
+				out = sp.bpeCached(norm, start, i, sc, out)
 			}
-			out = sp.bpeRun(norm, i, i+1, sc, out)
+			out = append(out, segment{i, i + 1, sp.isolatedID[c]})
 			start = i + 1
+		case c == spaceSymbol[0] && sp.wordCut && i > start && strings.HasPrefix(norm[i:], spaceSymbol) && !strings.HasSuffix(norm[:i], spaceSymbol):
+			out = sp.bpeCached(norm, start, i, sc, out)
+			start = i
 		}
 	}
 	if start < len(norm) {
-		out = sp.bpeRun(norm, start, len(norm), sc, out)
+		out = sp.bpeCached(norm, start, len(norm), sc, out)
 	}
 	sc.segs = out
+	return out
+}
+
+// bpeCached appends the segments of the run norm[lo:hi], from the cache when
+// it holds them.
+func (sp *SentencePiece) bpeCached(norm string, lo, hi int, sc *bpeScratch, out []segment) []segment {
+	if sp.noRunCache || hi-lo > runCacheMaxRun {
+		return sp.bpeRun(norm, lo, hi, sc, out)
+	}
+	out, ok := sc.cache.get(norm, lo, hi, out)
+	if ok {
+		return out
+	}
+	n := len(out)
+	out = sp.bpeRun(norm, lo, hi, sc, out)
+	sc.cache.put(norm, lo, hi, out[n:])
 	return out
 }
 

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -193,5 +194,141 @@ func TestEncodePrompt(t *testing.T) {
 	}
 	if got := EncodePrompt(noBOS{sp}, g.Text); !slices.Equal(got, g.IDs) {
 		t.Fatalf("without BOS: %v, want %v", got, g.IDs)
+	}
+}
+
+// TestRunCacheParity: the run cache and the word split give the ids of
+// merging each run between isolating bytes afresh (which TestIsolatingSplit
+// holds equal to one pass over the whole text), on whole Go files encoded by
+// several goroutines at once, with the committed models and with synthetic
+// ones that have user-defined and unused pieces.
+func TestRunCacheParity(t *testing.T) {
+	files := goSourceFiles(t, 1<<20)
+	// Repeated runs with an unknown character, a byte-fallback character
+	// and doubled spaces, so those paths go through the cache too.
+	files = append(files, strings.Repeat("x := \u4e16\u754c  // \u00e9t\u00e9\x00\t\n", 50))
+	load := func(path string) func() (*SentencePiece, error) {
+		return func() (*SentencePiece, error) { return LoadSentencePiece(path) }
+	}
+	synthetic := func(types map[string]int) func() (*SentencePiece, error) {
+		return func() (*SentencePiece, error) {
+			pieces := syntheticPieces(3000)
+			for p := range types {
+				if !slices.Contains(pieces, p) {
+					pieces = append(pieces, p)
+				}
+			}
+			return ParseSentencePiece(syntheticModelTyped(pieces, types, modelBPE))
+		}
+	}
+	// pieces[100:110] of syntheticPieces(3000) are merged pieces.
+	unused := map[string]int{}
+	for _, p := range syntheticPieces(3000)[100:110] {
+		unused[p] = typeUnused
+	}
+	models := []struct {
+		name    string
+		load    func() (*SentencePiece, error)
+		wordCut bool
+	}{
+		{"tiny-teacher", load(tinyTeacherTokenizer), true},
+		{"spm-nemotron-style", load(filepath.Join(fixtures, "spm-nemotron-style.model")), true},
+		{"spm-bpe", load(filepath.Join(fixtures, "spm-bpe.model")), true},
+		{"user-defined", synthetic(map[string]int{"func": typeUserDefined, "\u2581return": typeUserDefined, "e\t": typeUserDefined}), true},
+		{"user-defined-inner-space", synthetic(map[string]int{"func": typeUserDefined, "r\u2581err": typeUserDefined}), false},
+		{"unused", synthetic(unused), false},
+	}
+	for _, m := range models {
+		t.Run(m.name, func(t *testing.T) {
+			sp, err := m.load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sp.wordCut != m.wordCut {
+				t.Fatalf("wordCut is %v, want %v", sp.wordCut, m.wordCut)
+			}
+			ref := *sp
+			ref.wordCut, ref.noRunCache = false, true
+			ref.scratch = make(chan *bpeScratch, 1)
+			want := make([][]int32, len(files))
+			for i, f := range files {
+				want[i] = ref.Encode(f)
+			}
+			const workers = 3
+			errs := make(chan error, workers)
+			for w := range workers {
+				go func() {
+					// Every worker encodes every file twice, so later
+					// encodings come from a warm cache.
+					for pass := range 2 {
+						for i := range files {
+							j := (i + w*len(files)/workers) % len(files)
+							if got := sp.Encode(files[j]); !slices.Equal(got, want[j]) {
+								errs <- fmt.Errorf("pass %d, file %d: %d ids differ from the %d of merging each run afresh", pass, j, len(got), len(want[j]))
+								return
+							}
+						}
+					}
+					errs <- nil
+				}()
+			}
+			for range workers {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestRunCacheBounds: a cache that overflows drops its older generation,
+// keeps the runs in use, and answers with the segments stored for each run.
+func TestRunCacheBounds(t *testing.T) {
+	var c runCache
+	entries := func() int { return len(c.cur.index) + len(c.old.index) }
+	for i := range 3 * runCacheMaxEntries {
+		run := fmt.Sprintf("run%07d", i)
+		norm := "\t" + run
+		segs := []segment{{1, 4, int32(i)}, {4, len(norm), int32(i + 1)}}
+		c.put(norm, 1, len(norm), segs)
+		if entries() > 2*runCacheMaxEntries || c.cur.bytes > runCacheMaxBytes || c.old.bytes > runCacheMaxBytes {
+			t.Fatalf("after %d runs the cache holds %d entries, %d+%d bytes", i+1, entries(), c.cur.bytes, c.old.bytes)
+		}
+		got, ok := c.get("xx"+run, 2, 2+len(run), nil)
+		if want := []segment{{2, 5, int32(i)}, {5, 2 + len(run), int32(i + 1)}}; !ok || !slices.Equal(got, want) {
+			t.Fatalf("run %q: got %v %v, want %v", run, got, ok, want)
+		}
+		// run0000000 is looked up all along, so it stays.
+		if got, ok := c.get("run0000000", 0, 10, nil); !ok || !slices.Equal(got, []segment{{0, 3, 0}, {3, 10, 1}}) {
+			t.Fatalf("after %d runs the first run is %v %v", i+1, got, ok)
+		}
+	}
+	if _, ok := c.get("run0000001", 0, 10, nil); ok {
+		t.Fatal("a run not used since was kept through several overflows")
+	}
+}
+
+// TestNormalizePlain: copying stretches of plain ASCII bytes gives the
+// normalized text of rewriting one unit at a time, with and without rules
+// and user-defined symbols.
+func TestNormalizePlain(t *testing.T) {
+	docs := append(goSourceFiles(t, 256<<10),
+		"  lead  and trail  ", "e\u0301 \uff21\uff22 \u2460 tab\there\x00\x7f\r\n", "func\tfuncs ab  cd", "\xff\xfe bad \xc3")
+	for _, name := range fixtureModels {
+		t.Run(name, func(t *testing.T) {
+			sp, _ := loadGolden(t, name)
+			for _, user := range []*trie{sp.norm.user, newTrie([]string{"func", "b "}, []int32{7, 8})} {
+				fast := *sp.norm
+				fast.user = user
+				fast.markPlain()
+				slow := fast
+				slow.plain = [128]bool{}
+				for _, d := range docs {
+					if got, want := fast.normalize(d), slow.normalize(d); got != want {
+						t.Fatalf("user %v: %.40q normalizes to %.80q, want %.80q", user != nil, d, got, want)
+					}
+				}
+			}
+		})
 	}
 }

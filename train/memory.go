@@ -101,7 +101,7 @@ func PlanMemory(s MemorySpec) MemoryPlan {
 		// Teacher logits and a copy of the student's for one chunk of rows,
 		// three per-row float32 losses; a cached teacher's ids and
 		// log-probabilities of the chunk.
-		rows := int64(min(s.Rows, model.LossChunk)) // the rows of logits the losses hold at once
+		rows := int64(min(s.Rows, model.LossChunk(s.Student.VocabSize))) // the rows of logits the losses hold at once
 		v := int64(s.Student.VocabSize)
 		p.LossBuffers = 2*rows*v*fb + 3*4*rows + 8*rows*int64(s.CacheK)
 	}

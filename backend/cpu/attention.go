@@ -139,11 +139,8 @@ func (b *Backend) attentionPanels(qf, kf, vf, of, lf []float32, a backend.Attn) 
 					}
 					// O = e^(S−max) V, each row then divided by its sum.
 					gemm.MulPanels(false, qb, hd, nk, 1, p, ld, &sc.vp, false, os[i0*ldq:], ldq)
-					for i := range qb {
-						row := os[(i0+i)*ldq : (i0+i)*ldq+hd]
-						for d := range row {
-							row[d] *= sc.inv[i]
-						}
+					for i, inv := range sc.inv[:qb] {
+						vec.Scale(os[(i0+i)*ldq:(i0+i)*ldq+hd], inv)
 					}
 				}
 			}
@@ -205,13 +202,13 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 	group := a.Heads / a.KVHeads
 	maxKeys := longestKeys(a)
 	type scratch struct {
-		p, dp      []float32
+		p, dp, dd  []float32
 		kt, vt, kn gemm.Panels // Kᵀ, Vᵀ and K of the head
 		qblk, dblk gemm.Panels // the block's queries and output gradients
 	}
 	qbMax := queryBlock(a.T)
 	runTasks(b, a.B*a.KVHeads, func() *scratch {
-		return &scratch{p: make([]float32, qbMax*maxKeys), dp: make([]float32, qbMax*maxKeys)}
+		return &scratch{p: make([]float32, qbMax*maxKeys), dp: make([]float32, qbMax*maxKeys), dd: make([]float32, qbMax)}
 	}, func(task int, sc *scratch) {
 		s, kvh := task/a.KVHeads, task%a.KVHeads
 		past := a.PastOf(s)
@@ -246,12 +243,14 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v backend.
 				gemm.MulPanels(true, nk, hd, qb, 1, p, nk, &sc.dblk, true, dvs, ldk)
 				// dP = dO Vᵀ
 				gemm.MulPanels(false, qb, nk, hd, 1, ds[i0*ldq:], ldq, &sc.vt, false, dp, nk)
-				// dS = P∘(dP − rowsum(dO∘O)), in place of dP
-				for i := range qb {
-					orow := os[(i0+i)*ldq : (i0+i)*ldq+hd]
-					drow := ds[(i0+i)*ldq : (i0+i)*ldq+hd]
-					dd := float32(vec.Dot(orow, drow))
-					vec.MulSub(dp[i*nk:(i+1)*nk], p[i*nk:(i+1)*nk], dp[i*nk:(i+1)*nk], dd)
+				// dS = P∘(dP − rowsum(dO∘O)), in place of dP; the row sums
+				// first, so that their loads of O (not yet in cache) overlap.
+				dd := sc.dd[:qb]
+				for i := range dd {
+					dd[i] = float32(vec.Dot(os[(i0+i)*ldq:(i0+i)*ldq+hd], ds[(i0+i)*ldq:(i0+i)*ldq+hd]))
+				}
+				for i, c := range dd {
+					vec.MulSub(dp[i*nk:(i+1)*nk], p[i*nk:(i+1)*nk], dp[i*nk:(i+1)*nk], c)
 				}
 				// dQ = scale dS K ; dK += scale dSᵀ Q
 				gemm.MulPanels(false, qb, hd, nk, a.Scale, dp, nk, &sc.kn, false, dqs[i0*ldq:], ldq)

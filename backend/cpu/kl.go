@@ -50,11 +50,14 @@ func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p bac
 		ea := make([]float32, v)
 		eb := make([]float32, v)
 		for i := lo; i < hi; i++ {
-			var d []float32
+			var d, ns, nt []float32
 			if df != nil {
 				d = df[i*v : (i+1)*v]
 			}
-			lf[i] = klRow(d, sf[i*v:(i+1)*v], tf[i*v:(i+1)*v], ea, eb, p)
+			if i+1 < hi {
+				ns, nt = sf[(i+1)*v:(i+2)*v], tf[(i+1)*v:(i+2)*v]
+			}
+			lf[i] = klRow(d, sf[i*v:(i+1)*v], tf[i*v:(i+1)*v], ea, eb, ns, nt, p)
 		}
 	})
 	return nil
@@ -63,7 +66,8 @@ func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p bac
 // klRow returns T²·KL between the softmaxes at temperature T of one row of
 // student logits s and teacher logits t, and writes p.Scale × its gradient
 // with respect to s into d unless d is nil (d may alias s). ea and eb are
-// scratch rows.
+// scratch rows; ns and nt, the rows of logits read next (or nil), are
+// brought into cache while this row's exponentials are computed.
 //
 // With a = s/T, b = t/T, their maxima ma, mb, ea = e^(a−ma), eb = e^(b−mb)
 // and their sums za, zb: q = ea/za, p = eb/zb and
@@ -73,12 +77,12 @@ func (b *Backend) KLDiv(losses, dstudent, student, teacher backend.Tensor, p bac
 //
 // and the gradients of T²·KL are T·(q−p) and T·q·((a−b) − Σ q·(a−b)):
 // each element costs two exponentials.
-func klRow(d, s, t, ea, eb []float32, p backend.KL) float32 {
+func klRow(d, s, t, ea, eb, ns, nt []float32, p backend.KL) float32 {
 	T := p.Temperature
 	it := 1 / T
 	ma, mb := vec.Max(s)*it, vec.Max(t)*it
-	za := vec.ExpSum(ea, s, it, ma)
-	zb := vec.ExpSum(eb, t, it, mb)
+	za := vec.ExpSumFetch(ea, s, it, ma, ns)
+	zb := vec.ExpSumFetch(eb, t, it, mb, nt)
 	logRatio := float64(ma) - float64(mb) + math.Log(za) - math.Log(zb) // (ma−mb) + log za − log zb
 	g := float64(p.Scale * T)
 	var kl float64

@@ -78,6 +78,24 @@ axpbyloop:
 axpbydone:
 	RET
 
+// func scaleAVX2(v *float32, n int, a float32)
+// v = v*a
+TEXT ·scaleAVX2(SB), NOSPLIT, $0-20
+	MOVQ v+0(FP), DI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS a+16(FP), Y15
+	SHRQ $3, CX
+	JZ   scaledone
+scaleloop:
+	VMULPS (DI), Y15, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  scaleloop
+	VZEROUPPER
+scaledone:
+	RET
+
 // func mulSubAVX2(dst, p, d *float32, n int, c float32)
 // dst = p*(d - c)
 TEXT ·mulSubAVX2(SB), NOSPLIT, $0-36

@@ -1,28 +1,12 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "vec_amd64.h"
 
 // Reductions accumulated in float64 and the row passes of LayerNorm, AVX2,
 // over n floats, n a multiple of 8 (the Go wrappers do the tails). Each
 // float64 sum keeps two 4-lane accumulators (lanes 0-3 and 4-7 of every 8
 // elements), added at the end.
-
-// WIDEN converts the 8 floats of ymm src into doubles added to lo and hi
-// (t is scratch).
-#define WIDEN(src, xsrc, t, xt, lo, hi) \
-	VCVTPS2PD xsrc, t; \
-	VADDPD t, lo, lo; \
-	VEXTRACTF128 $1, src, xt; \
-	VCVTPS2PD xt, t; \
-	VADDPD t, hi, hi
-
-// HSUM reduces lo+hi (ymm of doubles) into the low double of xlo.
-#define HSUM(lo, hi, xlo, xhi) \
-	VADDPD hi, lo, lo; \
-	VEXTRACTF128 $1, lo, xhi; \
-	VADDPD xhi, xlo, xlo; \
-	VUNPCKHPD xlo, xlo, xhi; \
-	VADDSD xhi, xlo, xlo
 
 // func sumAVX2(v *float32, n int) float64
 TEXT ·sumAVX2(SB), NOSPLIT, $0-24

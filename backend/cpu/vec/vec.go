@@ -68,6 +68,13 @@ func expf(x float32) float32 {
 // large, small and NaN arguments) and returns the sum of the results,
 // accumulated in float64. dst may be src; len(dst) must be len(src).
 func ExpSum(dst, src []float32, scale, shift float32) float64 {
+	return ExpSumFetch(dst, src, scale, shift, nil)
+}
+
+// ExpSumFetch is ExpSum that also brings up to len(src) floats of next
+// into cache while it computes, for a caller that reads next (a row not
+// yet in cache) right after; next may be nil. The results are ExpSum's.
+func ExpSumFetch(dst, src []float32, scale, shift float32, next []float32) float64 {
 	if len(dst) != len(src) {
 		panic("vec: ExpSum of slices of different lengths")
 	}
@@ -75,7 +82,7 @@ func ExpSum(dst, src []float32, scale, shift float32) float64 {
 	n := 0
 	if expSumKernel != nil {
 		if n = len(src) / 8 * 8; n > 0 {
-			s = expSumKernel(dst[:n], src[:n], scale, shift)
+			s = expSumKernel(dst[:n], src[:n], scale, shift, next)
 		}
 	}
 	for i := n; i < len(src); i++ {
@@ -103,8 +110,9 @@ func Max(v []float32) float32 {
 	return m
 }
 
-// expSumKernel processes a multiple of 8 elements, or is nil.
-var expSumKernel func(dst, src []float32, scale, shift float32) float64
+// expSumKernel processes a multiple of 8 elements, prefetching as many
+// from next unless next is empty, or is nil.
+var expSumKernel func(dst, src []float32, scale, shift float32, next []float32) float64
 
 // maxKernel reduces a multiple of 8 elements, or is nil.
 var maxKernel func(v []float32) float32
@@ -303,8 +311,22 @@ func MulSub(dst, p, d []float32, c float32) {
 	}
 }
 
+// Scale sets v[i] = v[i]·a.
+func Scale(v []float32, a float32) {
+	n := 0
+	if scaleKernel != nil {
+		if n = len(v) &^ 7; n > 0 {
+			scaleKernel(v[:n], a)
+		}
+	}
+	for i := n; i < len(v); i++ {
+		v[i] *= a
+	}
+}
+
 // Elementwise kernels over a multiple of 8 elements, or nil.
 var (
+	scaleKernel     func(v []float32, a float32)
 	relu2Kernel     func(out, x []float32)
 	relu2GradKernel func(dx, dout, x []float32)
 	axpbyKernel     func(dst, x, y []float32, a, b float32)

@@ -219,6 +219,13 @@ func TestElementwise(t *testing.T) {
 					t.Fatalf("Rotate n=%d [%d]: (%v, %v), want (%v, %v)", n, i, r1[i], r2[i], w1, w2)
 				}
 			}
+			sc := append([]float32(nil), x...)
+			Scale(sc, -1.75)
+			for i := range n {
+				if w := x[i] * -1.75; sc[i] != w {
+					t.Fatalf("Scale n=%d [%d]: %v, want %v", n, i, sc[i], w)
+				}
+			}
 			MulSub(out, x, z, 0.25)
 			for i := range n {
 				if w := x[i] * (z[i] - 0.25); out[i] != w {
@@ -243,9 +250,11 @@ func TestElementwise(t *testing.T) {
 		}
 	}
 	t.Run("dispatch", run)
-	r2, r2g, ab, ms, rot := relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel
-	defer func() { relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel = r2, r2g, ab, ms, rot }()
-	relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel = nil, nil, nil, nil, nil
+	r2, r2g, ab, ms, rot, scl := relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel, scaleKernel
+	defer func() {
+		relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel, scaleKernel = r2, r2g, ab, ms, rot, scl
+	}()
+	relu2Kernel, relu2GradKernel, axpbyKernel, mulSubKernel, rotateKernel, scaleKernel = nil, nil, nil, nil, nil, nil
 	t.Run("generic", run)
 }
 
@@ -324,4 +333,48 @@ func TestReductionsAndNorm(t *testing.T) {
 	}()
 	sumKernel, sumSqDevKernel, dotKernel, dotDiffKernel, normKernel, normGradInKernel, normGradOutKernel = nil, nil, nil, nil, nil, nil, nil
 	t.Run("generic", run)
+}
+
+// TestExpPaths checks that the kernels' two ways of computing e^x agree
+// bit for bit: pairs of vectors whose lanes are all at most 88 take a short
+// path, others (a lane NaN or larger) the general one. Every block of 16
+// below gets one NaN, and every other lane must come out as without it.
+func TestExpPaths(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	x := make([]float32, 16*200)
+	for i := range x {
+		switch i % 4 {
+		case 0: // the whole range and beyond its bottom
+			x[i] = float32(r.Float64()*180 - 92)
+		case 1:
+			x[i] = float32(r.NormFloat64() * 3)
+		case 2: // around the underflow bound
+			x[i] = float32(minX + r.NormFloat64()*0.3)
+		case 3: // where n reaches 127
+			x[i] = float32(88 - r.Float64())
+		}
+	}
+	x[5] = float32(math.Inf(-1))
+	y := append([]float32(nil), x...)
+	for k := 0; k < len(y); k += 16 {
+		y[k+(k/16)%16] = float32(math.NaN())
+	}
+	for _, c := range []struct{ scale, shift float32 }{{1, 0}, {0.5, -2}} {
+		ex, ey := make([]float32, len(x)), make([]float32, len(y))
+		ExpSum(ex, x, c.scale, c.shift)
+		ExpSum(ey, y, c.scale, c.shift)
+		for i := range ex {
+			if y[i] == y[i] && math.Float32bits(ex[i]) != math.Float32bits(ey[i]) {
+				t.Fatalf("ExpSum %+v: e^(%v*%v-%v): %v on the short path, %v on the general one", c, x[i], c.scale, c.shift, ex[i], ey[i])
+			}
+		}
+	}
+	ex, ey := append([]float32(nil), x...), append([]float32(nil), y...)
+	Exp(ex)
+	Exp(ey)
+	for i := range ex {
+		if y[i] == y[i] && math.Float32bits(ex[i]) != math.Float32bits(ey[i]) {
+			t.Fatalf("Exp: e^%v: %v on the short path, %v on the general one", x[i], ex[i], ey[i])
+		}
+	}
 }
