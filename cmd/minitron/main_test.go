@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -254,5 +255,26 @@ func TestProgressLine(t *testing.T) {
 	var q progress
 	if got := q.update(train.Metric{Step: 1, Loss: f(1.9), TokPerS: 5}); got != "loss 1.9000 | 5 tok/s" {
 		t.Errorf("training: %q", got)
+	}
+}
+
+// TestGCPercent: the collector runs at gcPercent unless GOGC is set.
+func TestGCPercent(t *testing.T) {
+	saved := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(saved)
+	for _, c := range []struct {
+		gogc string
+		want int
+	}{{"", gcPercent}, {"100", 100}, {"off", 100}} {
+		debug.SetGCPercent(100)
+		setGC(func(k string) string {
+			if k == "GOGC" {
+				return c.gogc
+			}
+			return ""
+		})
+		if got := debug.SetGCPercent(100); got != c.want {
+			t.Errorf("GOGC=%q: GC percent %d, want %d", c.gogc, got, c.want)
+		}
 	}
 }
