@@ -63,6 +63,8 @@ func mulSubAVX2(dst, p, d *float32, n int, c float32)
 
 // expTab holds the constants of expAVX2 and expSumAVX2, each repeated in
 // the 8 lanes of a vector, in the order of the T_ offsets of exp_amd64.s.
+//
+//lint:ignore U1000 read by the assembly of exp_amd64.s
 var expTab = [...][8]float32{
 	splat(log2e), splat(ln2Hi), splat(ln2Lo),
 	splat(c6), splat(c5), splat(c4), splat(c3), splat(c2), splat(c1),
