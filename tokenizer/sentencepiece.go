@@ -300,7 +300,24 @@ func (sp *SentencePiece) getScratch() *bpeScratch {
 	}
 }
 
+// keptScratch bounds, in elements, each buffer a scratch keeps when it is
+// put back: one huge document must not pin its buffers (hundreds of MB)
+// for the tokenizer's life. The run cache has its own bounds.
+const keptScratch = 1 << 16
+
 func (sp *SentencePiece) putScratch(sc *bpeScratch) {
+	if cap(sc.syms) > keptScratch {
+		sc.syms = nil
+	}
+	if cap(sc.heap) > keptScratch {
+		sc.heap = nil
+	}
+	if cap(sc.segs) > keptScratch {
+		sc.segs = nil
+	}
+	if cap(sc.best) > keptScratch {
+		sc.best = nil
+	}
 	select {
 	case sp.scratch <- sc:
 	default: // enough are kept for the encoders that run at once

@@ -332,3 +332,30 @@ func TestNormalizePlain(t *testing.T) {
 		})
 	}
 }
+
+// TestScratchKeepsNoHugeBuffers: after a document far longer than a
+// scratch's bound, the scratches kept for the next encodings hold no buffer
+// above it, and encoding still gives the same ids.
+func TestScratchKeepsNoHugeBuffers(t *testing.T) {
+	for _, name := range []string{"spm-bpe", "spm-unigram"} {
+		t.Run(name, func(t *testing.T) {
+			sp, err := LoadSentencePiece(filepath.Join(fixtures, name+".model"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			doc := strings.Repeat("abcdefghij", keptScratch/4) // one run, no spaces
+			want := sp.Encode(doc)
+			if got := sp.Encode(doc); !slices.Equal(got, want) {
+				t.Fatal("a second encoding of the document differs from the first")
+			}
+			for range len(sp.scratch) {
+				sc := <-sp.scratch
+				for what, c := range map[string]int{"symbols": cap(sc.syms), "heap": cap(sc.heap), "segments": cap(sc.segs), "lattice": cap(sc.best)} {
+					if c > keptScratch {
+						t.Errorf("a kept scratch holds %s for %d elements (bound %d)", what, c, keptScratch)
+					}
+				}
+			}
+		})
+	}
+}
