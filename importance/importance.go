@@ -308,7 +308,14 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 			stat.addSequence(v[s*T*dims:(s+1)*T*dims], T, dims, seqBuf[:dims], tmpBuf[:dims])
 		}
 	}
+	// snap, while a calibration pass keeps the layer inputs, is where.
+	var snap []backend.Tensor
 	obs := func(site model.Site, layer int, t backend.Tensor) error {
+		if site == model.SiteLayerIn && snap != nil && snap[layer] != nil {
+			if err := b.Copy(snap[layer], t); err != nil {
+				return err
+			}
+		}
 		switch site {
 		case model.SiteLayerIn, model.SiteLayerOut, model.SiteNorm1, model.SiteNorm2, model.SiteAttnOut, model.SiteMLPAct, model.SiteMLPPre:
 		default:
@@ -357,26 +364,19 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 	// entering layer l, kept from the calibration pass over the same batch
 	// (the layers before l give the same output with or without l), when
 	// those streams fit snapshotBudget; otherwise every pass runs whole.
-	var snaps map[int][]backend.Tensor // rows → stream entering each layer
-	if opt.Depth && int64(L)*int64(min(n, opt.BatchSize)*T)*int64(D)*4 <= snapshotBudget {
+	// (The pass without layer 0 runs whole: it has nothing to skip.)
+	var snaps map[int][]backend.Tensor // rows → stream entering each layer l ≥ 1
+	if opt.Depth && int64(L-1)*int64(min(n, opt.BatchSize)*T)*int64(D)*4 <= snapshotBudget {
 		snaps = map[int][]backend.Tensor{}
 		defer func() {
 			for _, ts := range snaps {
 				for _, t := range ts {
-					b.Free(t)
+					if t != nil {
+						b.Free(t)
+					}
 				}
 			}
 		}()
-	}
-	var snap []backend.Tensor // the current batch's, while observing
-	observe := obs
-	obs = func(site model.Site, layer int, t backend.Tensor) error {
-		if site == model.SiteLayerIn && snap != nil {
-			if err := b.Copy(snap[layer], t); err != nil {
-				return err
-			}
-		}
-		return observe(site, layer, t)
 	}
 	// batch runs sequences s0..s0+bs (skip: the layer removed, or -1) and
 	// returns the loss weighted by the number of sequences.
@@ -404,13 +404,12 @@ func Estimate(ctx context.Context, m *model.Model, ids []int32, n, T int, opt Op
 			blocks.begin(bs * T)
 			if snaps != nil {
 				if snap = snaps[bs*T]; snap == nil {
-					for range L {
-						t, err := b.New(b.FloatDType(), bs*T, D)
-						if err != nil {
+					snap = make([]backend.Tensor, L)
+					snaps[bs*T] = snap
+					for l := 1; l < L; l++ {
+						if snap[l], err = b.New(b.FloatDType(), bs*T, D); err != nil {
 							return 0, fmt.Errorf("importance: keeping the layer inputs of %d rows for the depth passes: %w", bs*T, err)
 						}
-						snap = append(snap, t)
-						snaps[bs*T] = snap
 					}
 				}
 			}
