@@ -194,9 +194,6 @@ type Objective struct {
 	// reads the same batches each time, and the teacher does not change.
 	valHidden []cachedHidden
 	valBytes  int64
-	// knownTCE: the current batch's teacher cross-entropy is cached, and
-	// chunkLoss skips it.
-	knownTCE bool
 
 	// intermediate-state loss
 	pairs       []statePair
@@ -507,8 +504,10 @@ func (o *Objective) buffers(rows, v int) error {
 
 // chunkLoss makes the per-chunk loss: KL against the teacher's logits of
 // the same rows, plus CEWeight × cross-entropy. Rows are weighted so the
-// summed loss is the mean KL plus CEWeight × the mean CE.
-func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad bool, seqLen int) (model.ChunkLoss, func(), error) {
+// summed loss is the mean KL plus CEWeight × the mean CE. Without
+// gradients it also sums the teacher's cross-entropy, unless knownTCE (a
+// validation that has it from an earlier pass over the batch).
+func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad, knownTCE bool, seqLen int) (model.ChunkLoss, func(), error) {
 	b := o.b
 	n := len(targets)
 	v := o.vocab
@@ -601,7 +600,7 @@ func (o *Objective) chunkLoss(tfinal backend.Tensor, targets []int32, withGrad b
 		if err != nil {
 			return err
 		}
-		if !withGrad && o.Teacher != nil && !o.knownTCE {
+		if !withGrad && o.Teacher != nil && !knownTCE {
 			tcl, err := b.View(o.tcl, 0, rows)
 			if err != nil {
 				return err
@@ -710,7 +709,7 @@ func (o *Objective) LossAndGrad(m *model.Model, a *model.Activations, in model.I
 		}
 	}
 	o.sumKL, o.sumCE, o.rowsKL, o.rowsCE = 0, 0, 0, 0
-	f, free, err := o.chunkLoss(tfinal, targets, true, in.T)
+	f, free, err := o.chunkLoss(tfinal, targets, true, false, in.T)
 	if err != nil {
 		return 0, err
 	}
@@ -756,10 +755,9 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 	if kept >= 0 {
 		c = &o.valHidden[kept]
 	}
-	o.knownTCE = c != nil && c.targets != nil && slices.Equal(c.targets, targets)
-	defer func() { o.knownTCE = false }()
+	knownTCE := c != nil && c.targets != nil && slices.Equal(c.targets, targets)
 	o.sumKL, o.rowsKL, o.sumCE, o.rowsCE, o.sumTCE = 0, 0, 0, 0, 0
-	f, free, err := o.chunkLoss(tfinal, targets, false, in.T)
+	f, free, err := o.chunkLoss(tfinal, targets, false, knownTCE, in.T)
 	if err != nil {
 		return 0, err
 	}
@@ -768,7 +766,7 @@ func (o *Objective) Loss(m *model.Model, a *model.Activations, in model.Input, t
 		return 0, err
 	}
 	switch {
-	case o.knownTCE:
+	case knownTCE:
 		o.sumTCE = c.tce
 	case c != nil:
 		c.targets, c.tce = slices.Clone(targets), o.sumTCE
