@@ -642,8 +642,9 @@ func (s *state) evaluate(ctx context.Context, key string) error {
 		} else if mc, err = model.LoadConfig(filepath.Join(mm.dir, "config.json")); err != nil {
 			return err
 		}
-		res := &eval.Result{Loss: rec.ce, Perplexity: math.Exp(rec.ce), Tokens: int64(len(val) * (len(val[0]) - 1))}
+		var res *eval.Result
 		if reuse {
+			res = &eval.Result{Loss: rec.ce, Perplexity: math.Exp(rec.ce), Tokens: int64(len(val) * (len(val[0]) - 1))}
 			s.logf("%s: val ce %.4f, from the validation at step %d of %s (the same held-out sequences and model)", mm.name, rec.ce, rec.step, rec.run)
 		} else if res, err = eval.PerplexityOn(ctx, m, val, dc.Train.MicroBatch); err != nil {
 			m.Free()
