@@ -68,10 +68,7 @@ func softmaxRow(row []float32, valid int) float32 {
 	mx := vec.Max(row[:valid])
 	sum := vec.ExpSum(row[:valid], row[:valid], 1, mx)
 	clear(row[valid:])
-	inv := float32(1 / sum)
-	for j := range row[:valid] {
-		row[j] *= inv
-	}
+	vec.Scale(row[:valid], float32(1/sum))
 	return mx + float32(math.Log(sum))
 }
 

@@ -507,10 +507,7 @@ func (b *Backend) CrossEntropy(losses, dlogits, logits, targets backend.Tensor, 
 			s := vec.ExpSum(e, row, 1, mx)
 			loss[i] = float32(float64(mx) + math.Log(s) - float64(xt))
 			if df != nil {
-				inv := float32(float64(scale) / s)
-				for j := range e {
-					e[j] *= inv
-				}
+				vec.Scale(e, float32(float64(scale)/s))
 				e[t] -= scale
 			}
 		}
@@ -554,11 +551,7 @@ func (b *Backend) Scale(t backend.Tensor, alpha float32) error {
 	if err != nil {
 		return err
 	}
-	b.parallelRows(len(f), 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			f[i] *= alpha
-		}
-	})
+	b.parallelRows(len(f), 1, func(lo, hi int) { vec.Scale(f[lo:hi], alpha) })
 	return nil
 }
 
