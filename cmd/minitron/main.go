@@ -20,7 +20,7 @@ import (
 // wins). A run's heap is mostly tensors allocated once and its garbage per
 // step is small; Go's own default of 100 lets the heap grow to twice what
 // is live before collecting, which made the default recipe's peak RSS
-// 1.3 GB where 25 keeps it near 0.95 GB at the same speed (docs/perf.md).
+// 1.3 GB where 25 keeps it under 0.9 GB at the same speed (docs/perf.md).
 const gcPercent = 25
 
 // setGC applies gcPercent unless the environment sets GOGC.
